@@ -1,0 +1,26 @@
+# One command for the demo, one for the tests. Both set up a virtualenv in .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test setup clean
+
+$(BIN)/warden: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[embedded,test]'
+	touch $(BIN)/warden
+
+setup: $(BIN)/warden
+
+## Simulated campus night, end to end, on an embedded broker: `make demo`
+demo: setup
+	$(BIN)/warden demo --out out/demo
+
+## Everything the tests need (Debian packages, Python packages), then the tests: `make test`
+test: setup
+	./scripts/install-system-packages.sh
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

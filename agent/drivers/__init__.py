@@ -1,0 +1,1 @@
+"""Device drivers, one module per protocol; the agent picks one by the device's `driver` key."""

@@ -1,0 +1,48 @@
+"""What every driver shares: how it hands events on, and the counters it keeps."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable, Protocol
+
+from warden.events import Event
+
+#: Drivers hand each normalised event to this callable (the agent's outbox).
+Emit = Callable[[Event], None]
+
+
+@dataclass
+class DriverCounters:
+    """Health of one device as its driver sees it; published with the agent's heartbeat."""
+
+    events: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # by reason, e.g. "bad_checksum"
+    last_seen: datetime | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_event(self, at: datetime) -> None:
+        with self._lock:
+            self.events += 1
+            self.last_seen = at
+
+    def count_error(self, reason: str) -> None:
+        with self._lock:
+            self.errors[reason] += 1
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            flat: dict[str, float] = {"events": self.events}
+            flat.update({f"error_{reason}": n for reason, n in self.errors.items()})
+            return flat
+
+
+class Driver(Protocol):
+    device_id: str
+    counters: DriverCounters
+
+    def run(self, stop: threading.Event) -> None:
+        """Read the device until `stop` is set; never raise on bad device input."""
+        ...

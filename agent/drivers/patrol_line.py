@@ -1,0 +1,352 @@
+"""Patrol checkpoint readers on a serial line (docs/protocols/patrol-line.md).
+
+Three layers, each testable alone: `decode_line` turns one line into a frame,
+`LineFramer` cuts a byte stream (split anywhere, with noise) into lines, and
+`PatrolLineDriver` owns the port, counts and logs what is wrong and emits events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from functools import reduce
+from operator import xor
+from typing import Callable, Iterator
+
+import serial
+
+from agent.drivers.base import DriverCounters, Emit
+from warden.clock import Clock
+from warden.config import PatrolLineDevice
+from warden.events import DeviceState, DeviceStatus, Event, PatrolTap, TapSource, stable_event_id
+
+log = logging.getLogger(__name__)
+
+#: Longest line a receiver accepts, from `$` to LF; longer ones are dropped unread.
+MAX_LINE_BYTES = 128
+#: Largest sequence number before the reader's counter wraps to 0.
+MAX_SEQ = 65535
+#: How much of a bad line goes into the log.
+LOG_SAMPLE_BYTES = 80
+#: Port read timeout: bounds how long `stop` can go unnoticed.
+READ_TIMEOUT_SECONDS = 0.1
+
+SerialFactory = Callable[..., serial.SerialBase]
+
+
+# --------------------------------------------------------------------------- codec
+
+
+class FrameError(ValueError):
+    """A line that is not a valid sentence; `reason` is a short machine-readable word."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TapFrame:
+    reader: str
+    seq: int
+    tag: str
+    guard: str | None  # None: tapped without a guard badge
+    time: datetime  # UTC, from the reader's clock
+
+
+@dataclass(frozen=True)
+class HeartbeatFrame:
+    reader: str
+    seq: int
+    time: datetime
+
+
+_NOT_PRINTABLE = re.compile(rb"[^\x20-\x7e]")
+_HEX2 = re.compile(rb"[0-9A-Fa-f]{2}")
+_READER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,15}")
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+_SEQ = re.compile(r"[0-9]{1,5}")
+_TIME = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})T([0-9]{2})([0-9]{2})([0-9]{2})Z")
+
+
+def decode_line(line: bytes) -> TapFrame | HeartbeatFrame:
+    """Decode one sentence, with or without its CR LF; raise FrameError naming the first fault."""
+    if len(line) > MAX_LINE_BYTES:
+        raise FrameError("too_long")
+    text = line.removesuffix(b"\n").removesuffix(b"\r")
+    if not text.startswith(b"$"):
+        raise FrameError("garbage")
+    if _NOT_PRINTABLE.search(text):
+        raise FrameError("not_ascii")
+    body, star, checksum = text[1:].partition(b"*")
+    if not star or len(checksum) < 2:
+        raise FrameError("truncated")
+    if not _HEX2.fullmatch(checksum) or int(checksum, 16) != reduce(xor, body, 0):
+        raise FrameError("bad_checksum")
+    sentence, *fields = body.decode("ascii").split(",")
+    if sentence == "WTAP":
+        return _tap(fields)
+    if sentence == "WHBT":
+        return _heartbeat(fields)
+    raise FrameError("unknown_sentence")
+
+
+def _tap(fields: list[str]) -> TapFrame:
+    if len(fields) != 5:
+        raise FrameError("bad_field")
+    reader, seq, tag, guard, time = fields
+    return TapFrame(
+        reader=_match(_READER, reader),
+        seq=_seq(seq),
+        tag=_match(_TAG, tag),
+        guard=_match(_TAG, guard) if guard else None,
+        time=_time(time),
+    )
+
+
+def _heartbeat(fields: list[str]) -> HeartbeatFrame:
+    if len(fields) != 3:
+        raise FrameError("bad_field")
+    reader, seq, time = fields
+    return HeartbeatFrame(reader=_match(_READER, reader), seq=_seq(seq), time=_time(time))
+
+
+def _match(pattern: re.Pattern[str], value: str) -> str:
+    if not pattern.fullmatch(value):
+        raise FrameError("bad_field")
+    return value
+
+
+def _seq(value: str) -> int:
+    if not _SEQ.fullmatch(value) or int(value) > MAX_SEQ:
+        raise FrameError("bad_field")
+    return int(value)
+
+
+def _time(value: str) -> datetime:
+    match = _TIME.fullmatch(value)
+    if not match:
+        raise FrameError("bad_field")
+    try:
+        return datetime(*(int(part) for part in match.groups()), tzinfo=timezone.utc)
+    except ValueError:  # month 13, 30 February, second 60...
+        raise FrameError("bad_field") from None
+
+
+# --------------------------------------------------------------------------- framing
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of the byte stream: a complete line to decode, or bytes already known bad."""
+
+    data: bytes
+    reason: str | None = None  # None: a line ending in LF; else garbage, truncated, too_long
+
+
+class _State(Enum):
+    HUNT = "hunt"  # outside a sentence: bytes are garbage until a `$`
+    LINE = "line"  # inside a sentence: collecting up to LF
+    SKIP = "skip"  # inside an over-long line: discarding up to LF or `$`
+
+
+_DELIMITERS = re.compile(rb"([$\n])")
+
+
+class LineFramer:
+    """Cuts serial bytes into segments; holds at most about one line between calls.
+
+    A `$` always starts a new sentence (it cannot occur inside one), so a frame cut short
+    is reported as truncated without swallowing the good frame that follows it.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._state = _State.HUNT
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for a segment that is not complete yet."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> Iterator[Segment]:
+        """Take bytes as read, split anywhere; yield each segment as soon as it is complete."""
+        for part in _DELIMITERS.split(data):
+            if part == b"$":
+                yield from self._start_line()
+            elif part == b"\n" and self._state is not _State.HUNT:
+                yield from self._end_line()
+            elif part:
+                yield from self._take(part)
+
+    def flush(self) -> Iterator[Segment]:
+        """The stream ended (port lost): a pending sentence is truncated, pending noise garbage."""
+        if self._state is _State.LINE:
+            yield Segment(bytes(self._buf), "truncated")
+        elif self._state is _State.HUNT:
+            yield from self._garbage(bytes(self._buf))
+        self._buf.clear()
+        self._state = _State.HUNT
+
+    def _start_line(self) -> Iterator[Segment]:
+        if self._state is _State.LINE:
+            yield Segment(bytes(self._buf), "truncated")
+        elif self._state is _State.HUNT:
+            yield from self._garbage(bytes(self._buf))
+        self._buf[:] = b"$"
+        self._state = _State.LINE
+
+    def _end_line(self) -> Iterator[Segment]:
+        if self._state is _State.LINE:
+            self._buf += b"\n"
+            yield Segment(bytes(self._buf)) if len(self._buf) <= self.max_line else self._too_long()
+        self._buf.clear()
+        self._state = _State.HUNT
+
+    def _take(self, part: bytes) -> Iterator[Segment]:
+        if self._state is _State.SKIP:
+            return
+        self._buf += part
+        if self._state is _State.LINE and len(self._buf) > self.max_line:
+            yield self._too_long()
+            self._buf.clear()
+            self._state = _State.SKIP
+        while self._state is _State.HUNT and len(self._buf) >= self.max_line:
+            yield from self._garbage(bytes(self._buf[: self.max_line]))
+            del self._buf[: self.max_line]
+
+    def _too_long(self) -> Segment:
+        return Segment(bytes(self._buf[: self.max_line]), "too_long")
+
+    def _garbage(self, run: bytes) -> Iterator[Segment]:
+        if run.strip(b"\r\n"):  # blank lines between sentences are harmless
+            yield Segment(run, "garbage")
+
+
+# --------------------------------------------------------------------------- driver
+
+
+class PatrolLineDriver:
+    """Reads one serial line of patrol readers and emits a PatrolTap per tap.
+
+    Bad input is counted and logged, never raised; a lost port is reopened every
+    `reconnect_seconds` until `stop` is set.
+    """
+
+    def __init__(
+        self,
+        config: PatrolLineDevice,
+        site: str,
+        emit: Emit,
+        clock: Clock,
+        serial_factory: SerialFactory = serial.serial_for_url,
+    ) -> None:
+        self.config = config
+        self.site = site
+        self.device_id = config.id
+        self.counters = DriverCounters()
+        self._emit = emit
+        self._clock = clock
+        self._serial_factory = serial_factory
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            port = self._open()
+            if port is not None:
+                try:
+                    self._pump(port, stop)
+                finally:
+                    with contextlib.suppress(serial.SerialException, OSError):
+                        port.close()
+            if not stop.is_set():
+                stop.wait(self.config.reconnect_seconds)
+
+    def _open(self) -> serial.SerialBase | None:
+        try:
+            return self._serial_factory(
+                self.config.port, baudrate=self.config.baudrate, timeout=READ_TIMEOUT_SECONDS
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:  # ValueError: bad URL
+            self._port_error("open", exc)
+            return None
+
+    def _pump(self, port: serial.SerialBase, stop: threading.Event) -> None:
+        framer = LineFramer()
+        while not stop.is_set():
+            try:
+                data = port.read(port.in_waiting or 1)
+            except (serial.SerialException, OSError) as exc:
+                self._port_error("read", exc)
+                for segment in framer.flush():
+                    self._handle(segment)
+                return
+            for segment in framer.feed(data):
+                self._handle(segment)
+
+    def _handle(self, segment: Segment) -> None:
+        if segment.reason is not None:
+            self._reject(segment.reason, segment.data)
+            return
+        try:
+            frame = decode_line(segment.data)
+        except FrameError as exc:
+            self._reject(exc.reason, segment.data)
+            return
+        now = self._clock.now()
+        event = self._tap_event(frame, now) if isinstance(frame, TapFrame) else self._status_event(frame, now)
+        self.counters.count_event(now)
+        self._emit(event)
+
+    def _tap_event(self, frame: TapFrame, now: datetime) -> Event:
+        return PatrolTap(
+            id=stable_event_id(self.site, self.device_id, "tap", frame.reader, frame.seq, frame.time.isoformat()),
+            site=self.site,
+            device=self.device_id,
+            event_time=frame.time,
+            receive_time=now,
+            reader=frame.reader,
+            tag=frame.tag,
+            guard=frame.guard,
+            source=TapSource.ONLINE,
+        )
+
+    def _status_event(self, frame: HeartbeatFrame, now: datetime) -> Event:
+        return DeviceStatus(
+            id=stable_event_id(
+                self.site, self.device_id, "heartbeat", frame.reader, frame.seq, frame.time.isoformat()
+            ),
+            site=self.site,
+            device=self.device_id,
+            event_time=frame.time,
+            receive_time=now,
+            state=DeviceState.HEARTBEAT,
+            counters=self.counters.snapshot(),
+        )
+
+    def _reject(self, reason: str, data: bytes) -> None:
+        self.counters.count_error(reason)
+        sample = repr(data[:LOG_SAMPLE_BYTES])
+        log.warning(
+            "patrol line %s: dropped %s: %s",
+            self.config.port,
+            reason,
+            sample,
+            extra={"device": self.device_id, "port": self.config.port, "reason": reason, "bytes": sample},
+        )
+
+    def _port_error(self, action: str, exc: BaseException) -> None:
+        self.counters.count_error("port_error")
+        log.warning(
+            "patrol line %s: cannot %s port (%s); retrying in %gs",
+            self.config.port,
+            action,
+            exc,
+            self.config.reconnect_seconds,
+            extra={"device": self.device_id, "port": self.config.port, "reason": "port_error", "error": str(exc)},
+        )

@@ -1,0 +1,52 @@
+"""The gateway's time-series storage: SQLite for the demo and small sites, InfluxDB
+(or anything speaking its v2 write API) for the rest. See docs/storage.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from gateway.historian.points import Point, event_point, event_points
+from warden.config import HistorianConfig, InfluxHistorianConfig, SiteConfig, SqliteHistorianConfig
+from warden.events import Event
+
+__all__ = ["Historian", "Point", "event_point", "event_points", "open_historian"]
+
+
+@runtime_checkable
+class Historian(Protocol):
+    """Where validated events end up as points. Methods may be called from any thread."""
+
+    def write(self, events: Sequence[Event]) -> None:
+        """Store events: committed before returning (SQLite) or queued for a batch (InfluxDB).
+
+        Storing an event id twice keeps one point (SQLite by id; InfluxDB because the
+        same series and timestamp overwrite).
+        """
+        ...
+
+    def flush(self) -> None:
+        """Block until everything written so far is stored, or has failed and been counted."""
+        ...
+
+    def close(self) -> None:
+        """Flush, then release connections and threads. Writing afterwards is an error."""
+        ...
+
+    def stats(self) -> dict[str, float]:
+        """Counters for health pages and metrics, e.g. points_written, points_failed."""
+        ...
+
+
+def open_historian(config: HistorianConfig, site: SiteConfig) -> Historian:
+    """Build the historian the gateway config asks for."""
+    if isinstance(config, SqliteHistorianConfig):
+        from gateway.historian.sqlite import SqliteHistorian
+
+        return SqliteHistorian(config.path, site)
+    if isinstance(config, InfluxHistorianConfig):
+        from gateway.historian.influx import InfluxHistorian  # imports reactivex: only when used
+
+        return InfluxHistorian(config, site)
+    raise TypeError(f"unknown historian config: {type(config).__name__}")

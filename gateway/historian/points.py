@@ -1,0 +1,89 @@
+"""The one mapping from a warden event to a time-series point (docs/storage.md).
+
+Both historians store exactly these points, so a dashboard query means the same
+thing on SQLite and on InfluxDB. Tags are what you group and filter by and must stay
+few (every distinct tag set is a new series in InfluxDB); anything with many distinct
+values (card numbers, guard ids, tag ids, event ids) is a field, never a tag.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from warden.config import DeviceLocation, SiteConfig
+from warden.events import DeviceStatus, DoorEvent, Event, PatrolTap, Reading
+
+#: building/room tag of a device the site file does not list.
+UNKNOWN = "unknown"
+
+FieldValue = float | int | str | bool
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One stored sample: what InfluxDB calls a point, and one row in SQLite."""
+
+    measurement: str
+    tags: dict[str, str]
+    fields: dict[str, FieldValue]
+    time: datetime  # timezone-aware UTC
+    event_id: str  # identity of the source event; storage metadata, not a tag or field
+
+
+def to_epoch_ns(when: datetime) -> int:
+    """Exact integer nanoseconds (datetimes carry microseconds; no float rounding)."""
+    return (when - _EPOCH) // _MICROSECOND * 1000
+
+
+def from_epoch_ns(ns: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def event_point(event: Event, location: DeviceLocation | None) -> Point:
+    """Map one event; `location` gives the building/room tags ("unknown" if None)."""
+    tags = {
+        "site": event.site,
+        "building": location.building if location else UNKNOWN,
+        "room": location.room if location else UNKNOWN,
+        "device": event.device,
+    }
+    measurement, extra_tags, fields = _kind_specific(event)
+    return Point(measurement, {**tags, **extra_tags}, fields, event.event_time, event.id)
+
+
+def event_points(events: Iterable[Event], site: SiteConfig) -> list[Point]:
+    """Map events of `site`; devices of another site are not looked up in this one."""
+    locations: dict[str, DeviceLocation | None] = {}
+    points = []
+    for event in events:
+        if event.device not in locations:
+            locations[event.device] = site.locate(event.device)
+        location = locations[event.device] if event.site == site.id else None
+        points.append(event_point(event, location))
+    return points
+
+
+def _kind_specific(event: Event) -> tuple[str, dict[str, str], dict[str, FieldValue]]:
+    if isinstance(event, Reading):
+        return event.quantity.value, {"unit": event.unit}, {"value": float(event.value)}
+    if isinstance(event, DoorEvent):
+        fields: dict[str, FieldValue] = {"count": 1}
+        if event.card:
+            fields["card"] = event.card
+        return "door", {"action": event.action.value, "door": event.door}, fields
+    if isinstance(event, PatrolTap):
+        fields = {"count": 1, "tag_id": event.tag}
+        if event.guard:
+            fields["guard"] = event.guard
+        return "patrol_tap", {"source": event.source.value, "reader": event.reader}, fields
+    if isinstance(event, DeviceStatus):
+        # Non-finite counters cannot be stored in InfluxDB; drop them on both backends.
+        counters = {k: float(v) for k, v in event.counters.items() if math.isfinite(v)}
+        return "device_status", {"state": event.state.value}, {**counters, "count": 1}
+    raise TypeError(f"not a warden event: {type(event).__name__}")

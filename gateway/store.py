@@ -1,0 +1,225 @@
+"""The gateway's durable state: alerts and their history, events already seen,
+dead letters and the rule engine's snapshot. SQLite in WAL mode.
+
+One batch of ingested events is committed in one transaction (seen ids, alert changes,
+rule snapshot), so after `kill -9` the store is as it was after the last whole batch,
+and the broker redelivers the rest (they were not acknowledged yet).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from rules.alerts import AlertSignal, AlertState, SignalAction
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen_events (id TEXT PRIMARY KEY, received_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL,
+    topic TEXT NOT NULL, payload BLOB NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    site TEXT NOT NULL, rule TEXT NOT NULL, subject TEXT NOT NULL,
+    state TEXT NOT NULL, severity TEXT NOT NULL, message TEXT NOT NULL,
+    details TEXT NOT NULL, count INTEGER NOT NULL,
+    opened_at TEXT NOT NULL, updated_at TEXT NOT NULL, resolved_at TEXT,
+    acknowledged_by TEXT, acknowledged_at TEXT, note TEXT);
+CREATE UNIQUE INDEX IF NOT EXISTS one_live_alert_per_key
+    ON alerts (site, rule, subject) WHERE state != 'resolved';
+CREATE TABLE IF NOT EXISTS alert_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, alert_id INTEGER NOT NULL REFERENCES alerts(id),
+    at TEXT NOT NULL, action TEXT NOT NULL, state TEXT NOT NULL, message TEXT NOT NULL, details TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rule_state (id INTEGER PRIMARY KEY CHECK (id = 1), snapshot TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Alert:
+    id: int
+    site: str
+    rule: str
+    subject: str
+    state: AlertState
+    severity: str
+    message: str
+    details: dict[str, Any]
+    count: int
+    opened_at: str
+    updated_at: str
+    resolved_at: str | None
+    acknowledged_by: str | None
+    acknowledged_at: str | None
+    note: str | None
+
+
+@dataclass(frozen=True)
+class AlertChange:
+    """What applying a signal did, for notifications (MQTT alerts topic, later webhooks)."""
+
+    action: str  # "opened", "updated", "resolved"
+    alert: Alert
+
+
+class StateStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._local = threading.local()
+        self._db.executescript(_SCHEMA)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """One connection per thread: the ingest worker writes while the API reads."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            self._local.db = db
+        return db
+
+    # ------------------------------------------------------------------ ingestion
+
+    def unseen(self, ids: Iterable[str]) -> set[str]:
+        ids = list(ids)
+        seen: set[str] = set()
+        for start in range(0, len(ids), 500):  # stay under SQLite's limit of bound parameters
+            chunk = ids[start : start + 500]
+            placeholders = ",".join("?" * len(chunk))
+            seen.update(row[0] for row in self._db.execute(f"SELECT id FROM seen_events WHERE id IN ({placeholders})", chunk))
+        return set(ids) - seen
+
+    def commit_batch(
+        self, event_ids: Iterable[str], signals: Iterable[AlertSignal], rule_snapshot: dict[str, Any]
+    ) -> list[AlertChange]:
+        """Mark events seen, apply alert signals and save rule state, all or nothing."""
+        now = _now()
+        db = self._db
+        changes: list[AlertChange] = []
+        with _transaction(db):
+            db.executemany("INSERT OR IGNORE INTO seen_events (id, received_at) VALUES (?, ?)", [(i, now) for i in event_ids])
+            for signal in signals:
+                change = self._apply(db, signal)
+                if change is not None:
+                    changes.append(change)
+            db.execute(
+                "INSERT INTO rule_state (id, snapshot) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET snapshot = excluded.snapshot",
+                (json.dumps(rule_snapshot),),
+            )
+        return changes
+
+    def dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
+        self._db.execute(
+            "INSERT INTO dead_letters (received_at, topic, payload, reason) VALUES (?, ?, ?, ?)",
+            (_now(), topic, payload, reason),
+        )
+
+    def rule_snapshot(self) -> dict[str, Any]:
+        row = self._db.execute("SELECT snapshot FROM rule_state WHERE id = 1").fetchone()
+        return json.loads(row[0]) if row else {}
+
+    # ------------------------------------------------------------------ alert lifecycle
+
+    def _apply(self, db: sqlite3.Connection, signal: AlertSignal) -> AlertChange | None:
+        live = db.execute(
+            "SELECT id FROM alerts WHERE site = ? AND rule = ? AND subject = ? AND state != 'resolved'", signal.key
+        ).fetchone()
+        at = signal.at.astimezone(timezone.utc).isoformat()
+        details = json.dumps(signal.details, sort_keys=True)
+        if signal.action is SignalAction.RAISE and live is None:
+            alert_id = db.execute(
+                "INSERT INTO alerts (site, rule, subject, state, severity, message, details, count, opened_at, updated_at)"
+                " VALUES (?, ?, ?, 'open', ?, ?, ?, 1, ?, ?)",
+                (*signal.key, signal.severity, signal.message, details, at, at),
+            ).lastrowid
+            return self._record(db, alert_id, at, "opened", signal.message, details)
+        if live is None:
+            return None  # an update or resolve for an alert that is not open: nothing to do
+        alert_id = live["id"]
+        if signal.action is SignalAction.RESOLVE:
+            db.execute(
+                "UPDATE alerts SET state = 'resolved', message = ?, details = ?, updated_at = ?, resolved_at = ? WHERE id = ?",
+                (signal.message, details, at, at, alert_id),
+            )
+            return self._record(db, alert_id, at, "resolved", signal.message, details)
+        db.execute(
+            "UPDATE alerts SET message = ?, details = ?, updated_at = ?, severity = ?, count = count + ? WHERE id = ?",
+            (signal.message, details, at, signal.severity, int(signal.action is SignalAction.RAISE), alert_id),
+        )
+        return AlertChange(action="updated", alert=self._alert(db, alert_id))
+
+    def _record(self, db: sqlite3.Connection, alert_id: int, at: str, action: str, message: str, details: str) -> AlertChange:
+        """A lifecycle step worth keeping in the alert's history (updates only refresh the row)."""
+        alert = self._alert(db, alert_id)
+        db.execute(
+            "INSERT INTO alert_history (alert_id, at, action, state, message, details) VALUES (?, ?, ?, ?, ?, ?)",
+            (alert_id, at, action, alert.state, message, details),
+        )
+        return AlertChange(action=action, alert=alert)
+
+    # ------------------------------------------------------------------ queries
+
+    def alerts(self, *, site: str | None = None, rule: str | None = None, state: str | None = None, limit: int = 500) -> list[Alert]:
+        clauses, params = [], []
+        for column, value in (("site", site), ("rule", rule), ("state", state)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(f"SELECT * FROM alerts {where} ORDER BY opened_at DESC, id DESC LIMIT ?", (*params, limit))
+        return [_alert_from_row(row) for row in rows]
+
+    def alert(self, alert_id: int) -> Alert | None:
+        row = self._db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        return _alert_from_row(row) if row else None
+
+    def _alert(self, db: sqlite3.Connection, alert_id: int) -> Alert:
+        return _alert_from_row(db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone())
+
+    def alert_history(self, alert_id: int) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT at, action, state, message, details FROM alert_history WHERE alert_id = ? ORDER BY id", (alert_id,))
+        return [{**dict(row), "details": json.loads(row["details"])} for row in rows]
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT id, received_at, topic, payload, reason FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(row) for row in rows]
+
+    def count(self, table: str) -> int:
+        if table not in ("seen_events", "dead_letters", "alerts", "alert_history"):
+            raise ValueError(f"unknown table {table!r}")
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+
+class _transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _alert_from_row(row: sqlite3.Row) -> Alert:
+    values = dict(row)
+    values["details"] = json.loads(values["details"])
+    values["state"] = AlertState(values["state"])
+    return Alert(**values)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()

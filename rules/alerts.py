@@ -1,0 +1,63 @@
+"""What rules say about the world: signals that raise, update or resolve an alert.
+
+A rule never holds the alert itself. It emits AlertSignals keyed by (site, rule,
+subject); the gateway's alert store applies them so that there is at most one open
+alert per key, however many signals arrive and however close together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from warden.events import Event
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class AlertState(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class SignalAction(StrEnum):
+    RAISE = "raise"  # open an alert, or update the open one for the same key
+    UPDATE = "update"  # refresh details of the open alert (no-op if none is open)
+    RESOLVE = "resolve"  # the condition cleared
+
+
+@dataclass(frozen=True)
+class AlertSignal:
+    site: str
+    rule: str
+    subject: str  # what the alert is about: a room, device, route or door id
+    action: SignalAction
+    at: datetime  # event time that produced the signal (UTC)
+    severity: Severity = Severity.WARNING
+    message: str = ""
+    details: dict[str, float | str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.site, self.rule, self.subject)
+
+
+class Rule(Protocol):
+    """A rule family: pure logic over events and time, no I/O."""
+
+    name: str
+
+    def on_event(self, event: Event) -> list[AlertSignal]:
+        """React to one validated event (in event time)."""
+        ...
+
+    def on_tick(self, now: datetime) -> list[AlertSignal]:
+        """React to the passing of time with no event (timeouts, windows closing)."""
+        ...

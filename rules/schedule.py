@@ -1,0 +1,136 @@
+"""When a room is scheduled (occupied), in the site's local wall-clock time.
+
+Schedules are written in local time ("mon-fri 07:30-18:00") because that is how people
+plan a building, so every check converts the UTC event time to the site's zone first.
+Comparing wall-clock times of the converted instant keeps daylight-saving nights right:
+02:30 on a fall-back night happens twice and both instants are judged as 02:30; on a
+spring-forward night 02:30 never happens at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from warden.config import SiteConfig, WeeklyWindow
+
+#: How far next_change looks ahead, in days: a cheap first pass, then a long one for
+#: schedules interrupted by weeks of holidays.
+_HORIZONS_DAYS = (8, 400)
+
+
+def is_scheduled(site: SiteConfig, schedule_name: str | None, at: datetime) -> bool:
+    """True if `at` (aware) falls in one of the schedule's weekly windows.
+
+    A holiday is unscheduled all day, and a window that starts on a holiday does not run
+    either. A window past midnight ("22:00-06:00") belongs to the day it starts on; an end
+    equal to the start runs 24 hours. No schedule (None) is never scheduled.
+    """
+    if schedule_name is None:
+        return False
+    local = _local(site.zone, at)
+    holidays = frozenset(site.holidays)
+    if local.date() in holidays:
+        return False
+    return any(_covers(window, local, holidays) for window in _windows(site, schedule_name))
+
+
+def next_change(site: SiteConfig, schedule_name: str | None, at: datetime) -> datetime | None:
+    """The first instant after `at` (UTC) at which is_scheduled gives the other answer.
+
+    None if the answer never changes (no schedule, an empty one) within about a year.
+    Exact across daylight-saving changes: a window starting inside the skipped hour
+    starts when the clocks jump.
+    """
+    if schedule_name is None:
+        return None
+    current = is_scheduled(site, schedule_name, at)
+    zone = site.zone
+    wall_times = _boundaries(_windows(site, schedule_name))
+    first_day = _local(zone, at).date() - timedelta(days=1)
+    for horizon in _HORIZONS_DAYS:
+        days = (first_day + timedelta(days=n) for n in range(horizon + 2))
+        candidates = sorted(c for c in _instants(zone, days, wall_times) if c > at)
+        covered_until = at + timedelta(days=horizon - 1)
+        for candidate in candidates:
+            if candidate > covered_until:
+                break
+            if is_scheduled(site, schedule_name, candidate) != current:
+                return candidate
+    return None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _local(zone: ZoneInfo, at: datetime) -> datetime:
+    if at.tzinfo is None:
+        raise ValueError("schedule checks need a timezone-aware datetime")
+    return at.astimezone(zone)
+
+
+def _windows(site: SiteConfig, schedule_name: str) -> Sequence[WeeklyWindow]:
+    try:
+        return site.schedules[schedule_name]
+    except KeyError:
+        raise KeyError(f"site {site.id} has no schedule {schedule_name!r}") from None
+
+
+def _past_midnight(window: WeeklyWindow) -> bool:
+    return window.end is not None and window.end <= window.start
+
+
+def _runs_on(window: WeeklyWindow, day: date, holidays: frozenset[date]) -> bool:
+    return day.weekday() in window.days and day not in holidays
+
+
+def _covers(window: WeeklyWindow, local: datetime, holidays: frozenset[date]) -> bool:
+    today, now = local.date(), local.time()
+    if _past_midnight(window):
+        assert window.end is not None
+        yesterday = today - timedelta(days=1)
+        return (_runs_on(window, today, holidays) and now >= window.start) or (
+            _runs_on(window, yesterday, holidays) and now < window.end
+        )
+    before_end = window.end is None or now < window.end
+    return _runs_on(window, today, holidays) and window.start <= now and before_end
+
+
+def _boundaries(windows: Iterable[WeeklyWindow]) -> frozenset[time]:
+    """Wall-clock times at which the answer can change; midnight for days and holidays."""
+    times = {time(0)}
+    for window in windows:
+        times.add(window.start)
+        if window.end is not None:
+            times.add(window.end)
+    return frozenset(times)
+
+
+def _instants(zone: ZoneInfo, days: Iterable[date], wall_times: frozenset[time]) -> Iterable[datetime]:
+    """Every UTC instant at which the local clock reaches one of `wall_times` on `days`.
+
+    A wall time the clocks skip or repeat yields both readings of it plus the transition
+    itself, where the clock jumps past (or back over) it.
+    """
+    for day in days:
+        for wall_time in wall_times:
+            wall = datetime.combine(day, wall_time)
+            first = wall.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
+            second = wall.replace(tzinfo=zone, fold=1).astimezone(timezone.utc)
+            yield first
+            if second != first:
+                yield second
+                yield _transition(zone, min(first, second), max(first, second))
+
+
+def _transition(zone: ZoneInfo, lo: datetime, hi: datetime) -> datetime:
+    """First instant in (lo, hi] with hi's UTC offset (zone transitions fall on whole seconds)."""
+    offset_lo = lo.astimezone(zone).utcoffset()
+    while hi - lo > timedelta(seconds=1):
+        mid = lo + timedelta(seconds=int((hi - lo).total_seconds()) // 2)
+        if mid.astimezone(zone).utcoffset() == offset_lo:
+            lo = mid
+        else:
+            hi = mid
+    return hi

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests need: Mosquitto (the MQTT broker the tests
+# start) and VictoriaMetrics (a server that speaks the InfluxDB v2 write API).
+# Does nothing when they are already there; needs root (or sudo) otherwise.
+set -euo pipefail
+
+missing=()
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing ${missing[*]} from Debian's packages" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts the services it installs; the tests run their own on free ports.
+for service in mosquitto victoria-metrics; do
+  $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
+done

@@ -1,0 +1,24 @@
+"""Session fixtures: a real Mosquitto on a free loopback port, started once per test run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from warden.broker import MosquittoBroker, find_mosquitto
+from warden.config import BrokerConfig
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    if find_mosquitto() is None:
+        pytest.fail("mosquitto is not installed (apt-get install mosquitto); the tests need a real broker")
+    broker = MosquittoBroker(workdir=tmp_path_factory.mktemp("mosquitto"))
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def broker_config(mosquitto: MosquittoBroker) -> BrokerConfig:
+    return BrokerConfig(host=mosquitto.host, port=mosquitto.port)

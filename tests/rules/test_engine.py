@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from rules.alerts import AlertSignal, SignalAction
+from rules.engine import RuleEngine
+from warden.config import RulesConfig, SiteConfig
+from warden.events import Event, Quantity, Reading, stable_event_id
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+SITE = SiteConfig.model_validate(
+    {
+        "id": "school",
+        "timezone": "Europe/Berlin",
+        "schedules": {"school-day": [{"days": "mon-fri", "hours": "07:30-18:00"}]},
+        "buildings": [{"id": "A", "rooms": [{"id": "A-204", "schedule": "school-day", "devices": ["ac-204"]}]}],
+    }
+)
+CONFIG = RulesConfig.model_validate({"ac_after_hours": {"grace_minutes": 10}})
+
+
+def local(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=BERLIN).astimezone(timezone.utc)
+
+
+def power(at: datetime, watts: float, site: str = "school") -> Reading:
+    return Reading(
+        id=stable_event_id(site, "ac-204", at.isoformat()),
+        site=site,
+        device="ac-204",
+        event_time=at,
+        quantity=Quantity.POWER,
+        value=watts,
+        unit="W",
+    )
+
+
+def run(engine: RuleEngine, start: datetime, minutes: range, watts: float = 1200) -> list[AlertSignal]:
+    signals: list[AlertSignal] = []
+    for minute in minutes:
+        signals += engine.on_event(power(start + timedelta(minutes=minute), watts))
+    return signals
+
+
+@pytest.fixture
+def engine() -> RuleEngine:
+    return RuleEngine(SITE, CONFIG)
+
+
+def test_builds_ac_after_hours_with_the_configured_parameters(engine: RuleEngine) -> None:
+    assert [rule.name for rule in engine.rules] == ["ac_after_hours"]
+    signals = run(engine, local("2026-03-03 19:00"), range(0, 11, 5))
+    assert [s.action for s in signals] == [SignalAction.RAISE]  # grace 10 min, not the default 15
+    assert signals[0].at == local("2026-03-03 19:10")
+
+
+def test_events_of_other_sites_are_ignored(engine: RuleEngine) -> None:
+    start = local("2026-03-03 19:00")
+    for minute in range(0, 30, 5):
+        assert engine.on_event(power(start + timedelta(minutes=minute), 1200, site="other")) == []
+    assert engine.stats()["other_site"] == 6
+    assert engine.stats()["events"] == 0
+
+
+def test_tick_resolves_at_schedule_start(engine: RuleEngine) -> None:
+    run(engine, local("2026-03-04 07:00"), range(0, 16, 5))
+    assert engine.on_tick(local("2026-03-04 07:29")) == []
+    [signal] = engine.on_tick(local("2026-03-04 07:31"))
+    assert signal.action is SignalAction.RESOLVE
+    assert signal.at == local("2026-03-04 07:30")
+
+
+def test_snapshot_is_json_and_restores_into_a_new_engine(engine: RuleEngine) -> None:
+    start = local("2026-03-03 19:00")
+    run(engine, start, range(0, 11, 5))
+    snapshot = json.loads(json.dumps(engine.snapshot()))
+    assert set(snapshot) == {"ac_after_hours"}
+
+    restarted = RuleEngine(SITE, CONFIG)
+    restarted.restore(snapshot)
+    [signal] = run(restarted, start, range(15, 16))
+    assert signal.action is SignalAction.UPDATE
+    assert signal.details["since"] == start.isoformat()
+    assert signal.details["wasted_kwh"] == pytest.approx(0.3)
+
+
+def test_restore_ignores_rules_it_does_not_know(engine: RuleEngine) -> None:
+    engine.restore({"retired_rule": {"anything": 1}})
+    assert engine.snapshot()["ac_after_hours"]["episodes"] == {}
+
+
+def test_stats_include_rule_counters(engine: RuleEngine) -> None:
+    start = local("2026-03-03 19:00")
+    run(engine, start, range(0, 11, 5))
+    engine.on_event(power(start, 1200))  # older than the last reading
+    stats = engine.stats()
+    assert stats["events"] == 4
+    assert stats["rules"]["ac_after_hours"]["out_of_order"] == 1
+
+
+class _Broken:
+    name = "broken"
+    stats: dict[str, int] = {}
+
+    def on_event(self, event: Event) -> list[AlertSignal]:
+        raise RuntimeError("bug")
+
+    def on_tick(self, now: datetime) -> list[AlertSignal]:
+        raise RuntimeError("bug")
+
+    def state_snapshot(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        pass
+
+
+def test_a_failing_rule_does_not_stop_the_others(engine: RuleEngine) -> None:
+    engine.rules = (_Broken(), *engine.rules)
+    signals = run(engine, local("2026-03-03 19:00"), range(0, 11, 5))
+    assert [s.action for s in signals] == [SignalAction.RAISE]
+    assert engine.on_tick(local("2026-03-03 19:20")) == []
+    stats = engine.stats()
+    assert stats["errors"] == 4
+    assert stats["last_error"] == "broken: RuntimeError('bug')"

@@ -1,0 +1,206 @@
+"""The `warden` command: agent, gateway, simulate, demo, report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import sys
+import threading
+from dataclasses import asdict
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Annotated, Callable, Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from warden.config import AgentConfig, BrokerConfig, ConfigError, GatewayConfig, SiteConfig, load_config
+from warden.logs import configure_logging
+
+app = typer.Typer(help="warden: facilities and safety-patrol monitoring.", no_args_is_help=True, add_completion=False)
+console = Console(stderr=True)
+
+LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR")]
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+@contextmanager
+def _config_errors() -> Iterator[None]:
+    """A bad config file is a message and exit code 2, never a traceback."""
+    try:
+        yield
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+@app.command()
+def agent(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Agent config file (YAML or TOML)")],
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Run an edge agent: read the configured devices and forward their events."""
+    from agent.runner import Agent
+
+    configure_logging(log_level)
+    with _config_errors():
+        agent_config = load_config(config, AgentConfig)
+    running = Agent(agent_config)
+    running.start()
+    _wait_for_signal()
+    running.stop()
+
+
+@app.command()
+def gateway(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Gateway config file (YAML or TOML)")],
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Run the gateway: ingest events, store them, run the rules, serve the API."""
+    from gateway.api import ApiServer, create_app
+    from gateway.service import Gateway
+
+    configure_logging(log_level)
+    with _config_errors():
+        gateway_config = load_config(config, GatewayConfig)
+        site = load_config(gateway_config.site_file, SiteConfig)
+    service = Gateway(gateway_config, site)
+    service.start()
+    api = ApiServer(create_app(service), gateway_config.api.host, gateway_config.api.port)
+    api.start()
+    console.print(f"API on {api.url}/api/alerts (docs at {api.url}/docs)")
+    _wait_for_signal()
+    api.stop()
+    service.stop()
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[str, typer.Option(help="Scenario file, or the name of a shipped one")] = "ac-left-on",
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second")] = 2400.0,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same night")] = 1,
+    broker: Annotated[str, typer.Option(help="host:port of the MQTT broker the devices publish to")] = "127.0.0.1:1883",
+    agent_config_out: Annotated[Path, typer.Option(help="Where to write the agent config that reads these devices")] = Path("simulated-agent.yaml"),
+    start_delay: Annotated[float, typer.Option(help="Real seconds to wait before the night starts (time to start an agent)")] = 0.0,
+    log_level: LogLevel = "WARNING",
+) -> None:
+    """Play a scenario's simulated devices against a broker, for an agent started separately."""
+    import yaml
+
+    from simulators.night import NightSimulation
+    from simulators.scenario import load_scenario
+    from warden.clock import SimClock
+
+    configure_logging(log_level)
+    host, _, port = broker.rpartition(":")
+    with _config_errors():
+        night = load_scenario(scenario)
+        broker_config = BrokerConfig(host=host or "127.0.0.1", port=int(port))
+    clock = SimClock(night.start_utc, speed=speed, running=False)
+    simulation = NightSimulation(night, broker_config, clock, seed=seed)
+    agent_config = simulation.agent_config(Path("data/agent-outbox.db"))
+    agent_config_out.write_text(yaml.safe_dump(agent_config.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    console.print(f"agent config for these devices: {agent_config_out}")
+    threading.Event().wait(start_delay)
+    clock.run()
+    try:
+        with _progress_bar(f"simulating {night.name}") as advance:
+            totals = simulation.run(advance)
+    finally:
+        simulation.close()
+    console.print(f"published {totals.readings} readings and {totals.taps} patrol taps")
+
+
+@app.command()
+def demo(
+    scenario: Annotated[str, typer.Option(help="Scenario file, or the name of a shipped one")] = "ac-left-on",
+    out: Annotated[Path, typer.Option(help="Output folder for configs, data and alerts")] = Path("out/demo"),
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second")] = 2400.0,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 1,
+    broker: Annotated[str, typer.Option(help="Embedded broker: auto (Mosquitto if found, else amqtt), mosquitto, amqtt")] = "auto",
+    log_level: LogLevel = "WARNING",
+) -> None:
+    """Run a simulated night end to end on an embedded broker and print the alerts."""
+    from simulators.scenario import load_scenario
+    from warden.demo import run_demo
+
+    configure_logging(log_level)
+    with _config_errors():
+        night = load_scenario(scenario)
+    console.print(f"[bold]{night.name}[/bold]: {night.description}")
+    with _progress_bar(f"simulating {night.duration} of {night.site.name or night.site.id}") as advance:
+        result = run_demo(night, out, speed=speed, seed=seed, broker_kind=broker, progress=advance)
+    _print_alerts(result.alerts)
+    console.print(
+        f"{result.totals.readings} readings and {result.totals.taps} patrol taps crossed the broker; "
+        f"gateway stored {result.gateway_metrics.get('events_stored', 0)} events, "
+        f"{result.gateway_metrics.get('rejected', 0)} rejected, {result.gateway_metrics.get('duplicates', 0)} duplicates.\n"
+        f"Alerts written to {result.out_dir / 'alerts.json'}"
+    )
+
+
+@app.command()
+def report(
+    state_db: Annotated[Path, typer.Option(help="The gateway's state database")],
+    site: Annotated[Path, typer.Option(help="Site config file (time zone, rooms)")],
+    night: Annotated[str, typer.Option(help="The night, by the date it starts on: YYYY-MM-DD")],
+    out: Annotated[Path, typer.Option(help="Output folder")] = Path("out/report"),
+) -> None:
+    """Write the alerts of one night (18:00 to 08:00 local) as JSON and CSV."""
+    from gateway.store import StateStore
+
+    with _config_errors():
+        site_config = load_config(site, SiteConfig)
+    try:
+        day = date.fromisoformat(night)
+    except ValueError:
+        _fail(f"--night: expected a date like 2026-11-17, got {night!r}")
+    if not state_db.exists():
+        _fail(f"--state-db: {state_db} does not exist")
+    start = datetime.combine(day, time(18), tzinfo=site_config.zone)
+    end = datetime.combine(day + timedelta(days=1), time(8), tzinfo=site_config.zone)
+    alerts = [asdict(a) for a in StateStore(state_db).alerts(site=site_config.id, limit=100_000)]
+    in_night = [a for a in alerts if a["opened_at"] < end.isoformat() and (a["resolved_at"] or "9999") >= start.isoformat()]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "alerts.json").write_text(json.dumps(in_night, indent=2, default=str))
+    with (out / "alerts.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "rule", "subject", "state", "severity", "opened_at", "resolved_at", "message"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(in_night)
+    _print_alerts(in_night)
+    console.print(f"{len(in_night)} alerts written to {out}")
+
+
+@contextmanager
+def _progress_bar(label: str) -> Iterator[Callable[[float], None]]:
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(label, total=1.0)
+        yield lambda fraction: progress.update(task, completed=fraction)
+
+
+def _print_alerts(alerts: list[dict[str, object]]) -> None:
+    table = Table(title=f"{len(alerts)} alert(s)")
+    for column in ("rule", "subject", "state", "opened (UTC)", "message"):
+        table.add_column(column)
+    for alert in alerts:
+        table.add_row(str(alert["rule"]), str(alert["subject"]), str(alert["state"]), str(alert["opened_at"])[:19], str(alert["message"]))
+    Console().print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

@@ -1,0 +1,218 @@
+"""The one versioned event schema every part of warden speaks.
+
+Agents build these events from device input, the gateway validates them from MQTT
+payloads, rules consume them and simulators produce them. See docs/events.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from datetime import datetime, timedelta, timezone
+from enum import StrEnum
+from typing import Annotated, Literal, Union
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+SCHEMA_VERSION = 1
+
+#: Largest MQTT payload the gateway will parse; bigger ones are rejected unread.
+MAX_PAYLOAD_BYTES = 256 * 1024
+#: Most events one MQTT message may carry.
+MAX_BATCH_EVENTS = 1000
+
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+]
+EventId = Annotated[
+    str, StringConstraints(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+]
+
+_ID_NAMESPACE = uuid.UUID("6f0a3c55-2a8e-4a55-9d2a-5a1e0c7d3b10")
+
+
+def stable_event_id(*parts: object) -> str:
+    """Derive an event id from what identifies a device observation.
+
+    The same observation read twice (a retry, a replayed buffer, a re-uploaded wand)
+    gets the same id, so the gateway can drop the duplicate.
+    """
+    return str(uuid.uuid5(_ID_NAMESPACE, "\x1f".join(str(p) for p in parts)))
+
+
+def utc(dt: datetime) -> datetime:
+    """Normalise an aware datetime to UTC (naive datetimes are refused by the schema)."""
+    return dt.astimezone(timezone.utc)
+
+
+class Quantity(StrEnum):
+    POWER = "power"
+    ENERGY = "energy"
+    FLOW = "flow"
+    VOLUME = "volume"
+    WET = "wet"
+    TEMPERATURE = "temperature"
+
+
+class DoorAction(StrEnum):
+    GRANTED = "granted"
+    DENIED = "denied"
+    OPENED = "opened"
+    CLOSED = "closed"
+    HELD_OPEN = "held_open"
+    FORCED = "forced"
+
+
+class TapSource(StrEnum):
+    ONLINE = "online"  # streamed by a fixed reader as it happened
+    WAND = "wand"  # stored by an offline wand and uploaded when docked
+
+
+class DeviceState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+    HEARTBEAT = "heartbeat"
+
+
+class _EventBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+    v: Literal[1] = SCHEMA_VERSION
+    id: EventId
+    site: Identifier
+    device: Identifier
+    event_time: AwareDatetime = Field(description="When the device observed it (UTC).")
+    receive_time: AwareDatetime | None = Field(
+        default=None, description="When the agent read it from the device (UTC)."
+    )
+
+    @field_validator("event_time", "receive_time")
+    @classmethod
+    def _to_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else utc(value)
+
+
+class Reading(_EventBase):
+    """A meter or sensor value."""
+
+    kind: Literal["reading"] = "reading"
+    quantity: Quantity
+    value: float
+    unit: Annotated[str, StringConstraints(min_length=1, max_length=16)]
+    cumulative: bool = Field(
+        default=False, description="True for counters (kWh, m3) that only grow until reset."
+    )
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+
+class DoorEvent(_EventBase):
+    kind: Literal["door"] = "door"
+    action: DoorAction
+    door: Identifier
+    card: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class PatrolTap(_EventBase):
+    kind: Literal["patrol_tap"] = "patrol_tap"
+    reader: Identifier
+    tag: Identifier
+    guard: Identifier | None = None
+    source: TapSource = TapSource.ONLINE
+
+
+class DeviceStatus(_EventBase):
+    """Heartbeat or availability of a device or agent, with its health counters."""
+
+    kind: Literal["status"] = "status"
+    state: DeviceState
+    counters: dict[Identifier, float] = Field(default_factory=dict, max_length=64)
+
+
+Event = Annotated[Union[Reading, DoorEvent, PatrolTap, DeviceStatus], Field(discriminator="kind")]
+
+
+class EventBatch(BaseModel):
+    """Several events in one MQTT message."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = SCHEMA_VERSION
+    events: list[Event] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
+
+
+_event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+class InvalidPayload(ValueError):
+    """A payload that is not a valid event or batch; `reason` says why, in one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """Serialise events as one MQTT payload: a bare event, or a batch for several."""
+    if len(events) == 1:
+        return events[0].model_dump_json(exclude_none=True).encode()
+    return EventBatch(events=events).model_dump_json(exclude_none=True).encode()
+
+
+def decode_events(
+    payload: bytes,
+    *,
+    now: datetime | None = None,
+    max_future: timedelta = timedelta(hours=1),
+) -> list[Event]:
+    """Parse and validate one MQTT payload (single event or batch).
+
+    Raises InvalidPayload naming the first problem. With `now`, events stamped more
+    than `max_future` ahead of it are refused: a device clock far ahead would
+    otherwise poison every time window downstream.
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise InvalidPayload(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        document = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidPayload(f"not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidPayload(f"expected a JSON object, got {type(document).__name__}")
+    try:
+        if "events" in document:
+            events = list(EventBatch.model_validate(document).events)
+        else:
+            events = [_event_adapter.validate_python(document)]
+    except ValidationError as exc:
+        raise InvalidPayload(_first_error(exc)) from None
+    if now is not None:
+        for event in events:
+            if event.event_time - now > max_future:
+                raise InvalidPayload(
+                    f"event {event.id}: event_time {event.event_time.isoformat()} is more than "
+                    f"{max_future} ahead of the receiver's clock"
+                )
+    return events
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in error["loc"]) or "payload"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {error['msg']}{more}"

@@ -1,0 +1,41 @@
+"""The MQTT topic tree (docs/topics.md). Built and parsed only here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ROOT = "warden/v1"
+
+#: Everything the gateway ingests: events from every agent of every site.
+ALL_EVENTS = f"{ROOT}/+/+/events"
+#: Availability of every agent (retained, last will "offline").
+ALL_STATUS = f"{ROOT}/+/+/status"
+
+
+def events_topic(site: str, agent: str) -> str:
+    return f"{ROOT}/{site}/{agent}/events"
+
+
+def status_topic(site: str, agent: str) -> str:
+    return f"{ROOT}/{site}/{agent}/status"
+
+
+def alerts_topic(site: str) -> str:
+    return f"{ROOT}/{site}/alerts"
+
+
+@dataclass(frozen=True)
+class AgentTopic:
+    site: str
+    agent: str
+    channel: str  # "events" or "status"
+
+
+def parse_agent_topic(topic: str) -> AgentTopic | None:
+    """Split `warden/v1/<site>/<agent>/<channel>`; None if the topic is not one."""
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:2]) != ROOT or parts[4] not in ("events", "status"):
+        return None
+    if not parts[2] or not parts[3]:
+        return None
+    return AgentTopic(site=parts[2], agent=parts[3], channel=parts[4])
