@@ -41,7 +41,7 @@ class Agent:
         self._device_client = self._make_device_client()
         self.devices_subscribed = threading.Event()  # set once MQTT device topics are subscribed
         self._stop = threading.Event()
-        self._drivers_stop = threading.Event()  # set first, so queued events can still be flushed
+        self._drivers_stop = threading.Event()  # stops event sources first, so the queue can be flushed
         self._threads: list[threading.Thread] = []
         self._driver_threads: list[threading.Thread] = []
 
@@ -98,7 +98,7 @@ class Agent:
                 connect_async(self._device_client, self.config.device_broker)  # type: ignore[arg-type]
         connect_async(self.uplink, self.config.broker)
         self._spawn("uplink", lambda: self.publisher.run(self._stop, self.uplink_flag.connected))
-        self._spawn("heartbeat", self._heartbeat_loop)
+        self._driver_threads.append(self._spawn("heartbeat", self._heartbeat_loop))
         for driver in self.drivers:
             thread = self._spawn(f"driver-{driver.device_id}", lambda d=driver: d.run(self._drivers_stop))
             self._driver_threads.append(thread)
@@ -136,7 +136,7 @@ class Agent:
         self.publisher.notify()
 
     def _heartbeat_loop(self) -> None:
-        while not self.clock.wait(self._stop, self.config.heartbeat_seconds):
+        while not self.clock.wait(self._drivers_stop, self.config.heartbeat_seconds):
             now = self.clock.now()
             for driver in self.drivers:
                 self.emit(self._heartbeat(driver, now))

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from typing import Callable
 
 import paho.mqtt.client as mqtt
@@ -35,7 +36,7 @@ from warden.mqtt import ConnectionFlag, connect_async, make_client
 log = logging.getLogger(__name__)
 
 BATCH_MESSAGES = 200
-TICK_SECONDS = 30.0
+TICK_REAL_SECONDS = 2.0  # how often time is let pass in the rules, in real seconds
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class Gateway:
         self.historian.write(fresh)
         signals = [signal for event in fresh for signal in self._evaluate(event)]
         if any(isinstance(item, _Tick) for item in batch):
-            signals.extend(self.engine.on_tick(self.clock.now()))
+            signals.extend(self.engine.on_tick(self._rule_time()))
         changes = self.store.commit_batch([e.id for e in fresh], signals, self.engine.snapshot())
         for item in batch:
             if isinstance(item, Incoming) and item.qos > 0:
@@ -230,8 +231,12 @@ class Gateway:
             for listener in self.alert_listeners:
                 listener(change)
 
+    def _rule_time(self) -> datetime:
+        """Time as the rules may act on it without data: late events get this long to arrive."""
+        return self.clock.now() - timedelta(seconds=self.config.rules.allowed_lateness_seconds)
+
     def _tick_loop(self) -> None:
-        while not self.clock.wait(self._stop, TICK_SECONDS):
+        while not self._stop.wait(TICK_REAL_SECONDS):
             self._queue.put(_Tick())
 
     def health(self) -> dict[str, object]:

@@ -16,6 +16,8 @@ from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Callable
 
+import paho.mqtt.client as mqtt
+
 from simulators.ac_meter import AcMeterSim
 from simulators.patrol_reader import PatrolReaderSim
 from simulators.scenario import RoundSpec, Scenario
@@ -65,6 +67,7 @@ class NightSimulation:
         self.meters = {spec.device: AcMeterSim(spec, zone, random.Random(self.rng.random())) for spec in scenario.ac_meters}
         self.readers = {spec.device: PatrolReaderSim(spec.device) for spec in scenario.patrol_readers}
         self.client = make_client(broker, f"warden-sim-{scenario.site.id}")
+        self._unconfirmed: list[mqtt.MQTTMessageInfo] = []
 
     def agent_config(self, buffer_path: Path) -> AgentConfig:
         devices: list[dict[str, object]] = [
@@ -80,7 +83,7 @@ class NightSimulation:
                 "site": self.scenario.site.id,
                 "broker": self.broker.model_dump(),
                 "buffer_path": str(buffer_path),
-                "heartbeat_seconds": 300,
+                "heartbeat_seconds": 900,
                 "devices": devices,
             }
         )
@@ -91,6 +94,8 @@ class NightSimulation:
         self.client.loop_start()
         try:
             self._play(self._schedule(), progress)
+            for info in self._unconfirmed:
+                info.wait_for_publish(timeout=10)  # a disconnect would drop what is still queued
         finally:
             self.client.disconnect()
             self.client.loop_stop()
@@ -148,7 +153,8 @@ class NightSimulation:
 
     def _publish_meter(self, device: str, meter: AcMeterSim, at: datetime) -> None:
         payload = meter.payload(at)
-        self.client.publish(device_topic(self.scenario.site.id, device), payload, qos=1)
+        self._unconfirmed = [i for i in self._unconfirmed if not i.is_published()]
+        self._unconfirmed.append(self.client.publish(device_topic(self.scenario.site.id, device), payload, qos=1))
         self.totals.meter_messages += 1
         self.totals.readings += len(json.loads(payload)) - 1  # every field but "ts" is a reading
         self.totals.count(device, 2)

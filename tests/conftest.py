@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,14 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBro
     if find_mosquitto() is None:
         pytest.fail("mosquitto is not installed (apt-get install mosquitto); the tests need a real broker")
     broker = MosquittoBroker(workdir=tmp_path_factory.mktemp("mosquitto"))
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def private_mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A broker of the test's own, for tests that stop and restart it."""
+    broker = MosquittoBroker(workdir=tmp_path / "mosquitto")
     yield broker
     broker.stop()
 

@@ -63,6 +63,7 @@ class MosquittoBroker:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="warden-mosquitto-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "mosquitto.conf"
         self.config_path.write_text(
             f"listener {self.port} {self.host}\n"

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 from dataclasses import asdict
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +22,7 @@ from warden.config import AgentConfig, BrokerConfig, ConfigError, GatewayConfig,
 from warden.logs import configure_logging
 
 app = typer.Typer(help="warden: facilities and safety-patrol monitoring.", no_args_is_help=True, add_completion=False)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # never break an error message across lines
 
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR")]
 
@@ -171,10 +171,11 @@ def report(
         _fail(f"--night: expected a date like 2026-11-17, got {night!r}")
     if not state_db.exists():
         _fail(f"--state-db: {state_db} does not exist")
-    start = datetime.combine(day, time(18), tzinfo=site_config.zone)
-    end = datetime.combine(day + timedelta(days=1), time(8), tzinfo=site_config.zone)
+    # Stored times are UTC ISO strings, which compare correctly only with UTC bounds.
+    start = datetime.combine(day, time(18), tzinfo=site_config.zone).astimezone(timezone.utc).isoformat()
+    end = datetime.combine(day + timedelta(days=1), time(8), tzinfo=site_config.zone).astimezone(timezone.utc).isoformat()
     alerts = [asdict(a) for a in StateStore(state_db).alerts(site=site_config.id, limit=100_000)]
-    in_night = [a for a in alerts if a["opened_at"] < end.isoformat() and (a["resolved_at"] or "9999") >= start.isoformat()]
+    in_night = [a for a in alerts if a["opened_at"] < end and (a["resolved_at"] or "9999") >= start]
     out.mkdir(parents=True, exist_ok=True)
     (out / "alerts.json").write_text(json.dumps(in_night, indent=2, default=str))
     with (out / "alerts.csv").open("w", newline="") as handle:

@@ -66,8 +66,11 @@ class WeeklyWindow(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _parse(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or "hours" not in data:
-            return data
+        if not isinstance(data, dict) or "start" in data or "end" in data:
+            return data  # already parsed (built in code), or not a mapping: let pydantic say so
+        for key in ("days", "hours"):
+            if key not in data:
+                raise ValueError(f"{key}: required key is missing")
         data = dict(data)
         data["days"] = _parse_days(data.get("days"))
         data["start"], data["end"] = _parse_hours(data.pop("hours"))
@@ -84,8 +87,8 @@ def _parse_days(value: Any) -> frozenset[int]:
     items = value if isinstance(value, list) else str(value).split(",")
     days: set[int] = set()
     for item in (str(i).strip().lower() for i in items):
-        first, _, last = item.partition("-")
-        if first not in _WEEKDAYS or (last and last not in _WEEKDAYS):
+        first, dash, last = (part.strip() for part in item.partition("-"))
+        if first not in _WEEKDAYS or (dash and last not in _WEEKDAYS):
             raise ValueError(f"expected weekdays like 'mon-fri' or 'sat,sun', got {item!r}")
         a, b = _WEEKDAYS.index(first), _WEEKDAYS.index(last or first)
         days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
@@ -268,6 +271,11 @@ class AcAfterHoursConfig(_Strict):
 
 
 class RulesConfig(_Strict):
+    allowed_lateness_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="How long rules wait for late data before acting on the passing of time alone",
+    )
     ac_after_hours: AcAfterHoursConfig = AcAfterHoursConfig()
 
 
@@ -293,11 +301,13 @@ def load_config(path: str | Path, model: type[M]) -> M:
     """Read a YAML (.yaml/.yml) or TOML (.toml) file into `model`, or raise ConfigError."""
     path = Path(path)
     data = _read_document(path)
-    _resolve_paths(data, path.parent)
     try:
+        _resolve_paths(data, path.parent)
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(path, exc)) from None
+    except RecursionError:  # e.g. a YAML alias that contains itself: a: &a [*a]
+        raise ConfigError(f"{path}: nested too deeply (does a YAML alias refer to itself?)") from None
 
 
 def _read_document(path: Path) -> dict[str, Any]:
@@ -314,7 +324,12 @@ def _read_document(path: Path) -> dict[str, Any]:
             data = yaml.safe_load(text)
         else:
             raise ConfigError(f"{path}: expected a .yaml, .yml or .toml file")
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+    except yaml.MarkedYAMLError as exc:  # one line, with the position in the file
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = ", ".join(str(m) for m in (exc.context, exc.problem) if m) or str(exc)
+        raise ConfigError(f"{path}: not valid YAML: {where}{what}") from None
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: also an impossible date like 2026-02-30
         raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
@@ -363,6 +378,9 @@ def _expected(error: Any) -> str:
     if error["type"] == "union_tag_invalid":
         ctx = error["ctx"]
         return f"{ctx['discriminator'].strip(chr(39))}: expected one of {ctx['expected_tags']}, got {ctx['tag']!r}"
+    if error["type"] == "union_tag_not_found":
+        ctx = error["ctx"]
+        return f"{ctx['discriminator'].strip(chr(39))}: required key is missing"
     if error["type"] == "missing":
         return "required key is missing"
     if error["type"] == "extra_forbidden":

@@ -28,6 +28,8 @@ from warden.config import AgentConfig, BrokerConfig, GatewayConfig, SiteConfig, 
 
 log = logging.getLogger(__name__)
 
+PIPELINE_LAG_REAL_SECONDS = 10.0
+
 
 @dataclass(frozen=True)
 class DemoResult:
@@ -92,6 +94,9 @@ def _write_configs(
             "historian": {"type": "sqlite", "path": "data/history.db"},
             "state_db": "data/state.db",
             "api": {"host": "127.0.0.1", "port": 0},
+            # The pipeline may lag the accelerated clock by seconds of real time, which are
+            # hours of simulated time: let rules wait that long before acting on time alone.
+            "rules": {"allowed_lateness_seconds": max(300.0, simulation.clock.speed * PIPELINE_LAG_REAL_SECONDS)},
         },
         "agent.yaml": simulation.agent_config(Path("data/agent-outbox.db")).model_dump(mode="json", exclude_none=True),
     }

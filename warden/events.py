@@ -99,7 +99,10 @@ class _EventBase(BaseModel):
     @field_validator("event_time", "receive_time")
     @classmethod
     def _to_utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else utc(value)
+        try:
+            return None if value is None else utc(value)
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is past datetime.max in UTC
+            raise ValueError("out of the representable range once converted to UTC") from None
 
 
 class Reading(_EventBase):
@@ -141,7 +144,9 @@ class DeviceStatus(_EventBase):
 
     kind: Literal["status"] = "status"
     state: DeviceState
-    counters: dict[Identifier, float] = Field(default_factory=dict, max_length=64)
+    counters: dict[Identifier, Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        default_factory=dict, max_length=64
+    )
 
 
 Event = Annotated[Union[Reading, DoorEvent, PatrolTap, DeviceStatus], Field(discriminator="kind")]
@@ -189,8 +194,12 @@ def decode_events(
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise InvalidPayload(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
-        document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        text = payload.decode("utf-8")  # JSON on the wire is UTF-8 (RFC 8259), never UTF-16/32
+    except UnicodeDecodeError as exc:
+        raise InvalidPayload(f"not UTF-8: {exc}") from None
+    try:
+        document = json.loads(text, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
         raise InvalidPayload(f"not JSON: {exc}") from None
     if not isinstance(document, dict):
         raise InvalidPayload(f"expected a JSON object, got {type(document).__name__}")
@@ -209,6 +218,11 @@ def decode_events(
                     f"{max_future} ahead of the receiver's clock"
                 )
     return events
+
+
+def _reject_constant(name: str) -> float:
+    """json.loads accepts NaN, Infinity and -Infinity, which are not JSON: refuse them."""
+    raise ValueError(f"{name} is not a valid JSON value")
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -254,14 +254,17 @@ class PatrolLineDriver:
         self._emit = emit
         self._clock = clock
         self._serial_factory = serial_factory
+        self.port_open = threading.Event()  # health, and lets callers wait until bytes will be read
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             port = self._open()
             if port is not None:
+                self.port_open.set()
                 try:
                     self._pump(port, stop)
                 finally:
+                    self.port_open.clear()
                     with contextlib.suppress(serial.SerialException, OSError):
                         port.close()
             if not stop.is_set():

@@ -8,7 +8,6 @@ values (card numbers, guard ids, tag ids, event ids) is a field, never a tag.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -20,6 +19,8 @@ from warden.events import DeviceStatus, DoorEvent, Event, PatrolTap, Reading
 UNKNOWN = "unknown"
 
 FieldValue = float | int | str | bool
+
+_RESERVED_STATUS_NAMES = frozenset({"site", "building", "room", "device", "state", "count"})
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
@@ -83,7 +84,8 @@ def _kind_specific(event: Event) -> tuple[str, dict[str, str], dict[str, FieldVa
             fields["guard"] = event.guard
         return "patrol_tap", {"source": event.source.value, "reader": event.reader}, fields
     if isinstance(event, DeviceStatus):
-        # Non-finite counters cannot be stored in InfluxDB; drop them on both backends.
-        counters = {k: float(v) for k, v in event.counters.items() if math.isfinite(v)}
+        # A counter named like a tag or "count" is renamed: InfluxDB 3 refuses such clashes.
+        # (The schema already refuses non-finite counters, which InfluxDB could not store.)
+        counters = {(f"counter_{k}" if k in _RESERVED_STATUS_NAMES else k): float(v) for k, v in event.counters.items()}
         return "device_status", {"state": event.state.value}, {**counters, "count": 1}
     raise TypeError(f"not a warden event: {type(event).__name__}")

@@ -117,6 +117,18 @@ def test_high_cardinality_values_are_fields_never_tags(site: SiteConfig) -> None
         assert set(point.fields.values()) & high_cardinality
 
 
+def test_status_counters_never_clash_with_tags_or_count(site: SiteConfig) -> None:
+    event = DeviceStatus(
+        id="evt-status-clash", site=site.id, device="agent-store", event_time=T0, state=DeviceState.ONLINE,
+        counters={"count": 5, "state": 2, "uptime_s": 60},
+    )  # fmt: skip
+
+    point = event_point(event, None)
+
+    assert point.fields == {"counter_count": 5.0, "counter_state": 2.0, "uptime_s": 60.0, "count": 1}
+    assert point.tags["state"] == "online"
+
+
 def test_event_of_another_site_is_not_placed_in_this_sites_rooms(
     historian: SqliteHistorian, site: SiteConfig
 ) -> None:

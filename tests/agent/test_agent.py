@@ -1,0 +1,165 @@
+"""The agent against a real Mosquitto and real pseudo-terminals, driven by the simulators."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from agent.runner import Agent
+from simulators.patrol_reader import PatrolReaderSim
+from tests.support.mqtt import Collector
+from tests.support.wait import wait_for
+from warden import topics
+from warden.broker import MosquittoBroker
+from warden.clock import ManualClock
+from warden.config import AgentConfig, BrokerConfig
+from warden.events import DeviceStatus, PatrolTap, Reading, decode_events
+from warden.mqtt import make_client
+
+T0 = datetime(2026, 11, 17, 22, 0, tzinfo=timezone.utc)
+METER_TOPIC = "devices/riverside/ac-a204/state"
+
+
+def agent_config(broker: BrokerConfig, reader_port: str, tmp_path: Path) -> AgentConfig:
+    return AgentConfig.model_validate(
+        {
+            "id": "agent-a",
+            "site": "riverside",
+            "broker": broker.model_dump(),
+            "buffer_path": str(tmp_path / "outbox.db"),
+            "heartbeat_seconds": 3600,
+            "devices": [
+                {"driver": "patrol_line", "id": "reader-1", "port": reader_port, "reconnect_seconds": 0.2},
+                {
+                    "driver": "mqtt_json",
+                    "id": "ac-a204",
+                    "topic": METER_TOPIC,
+                    "fields": {"power_w": {"quantity": "power", "unit": "W"}},
+                },
+            ],
+        }
+    )
+
+
+@pytest.fixture
+def reader() -> Iterator[PatrolReaderSim]:
+    sim = PatrolReaderSim("reader-1")
+    yield sim
+    sim.close()
+
+
+def running_agent(config: AgentConfig) -> Agent:
+    agent = Agent(config, ManualClock(T0))
+    agent.start()
+    assert agent.uplink_flag.connected.wait(10), "agent did not connect"
+    assert agent.devices_subscribed.wait(10), "agent did not subscribe its device topics"
+    assert agent.drivers[0].port_open.wait(10), "reader port not opened"
+    return agent
+
+
+def publish(broker: BrokerConfig, topic: str, payload: bytes) -> None:
+    client = make_client(broker, "test-device")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    client.publish(topic, payload, qos=1).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_agent_normalises_serial_and_mqtt_devices_and_announces_itself(
+    broker_config: BrokerConfig, reader: PatrolReaderSim, tmp_path: Path
+) -> None:
+    collector = Collector(broker_config, topics.events_topic("riverside", "agent-a"))
+    status = Collector(broker_config, topics.status_topic("riverside", "agent-a"))
+    agent = running_agent(agent_config(broker_config, reader.port, tmp_path))
+    try:
+        assert decode_events(status.message().payload)[0].state == "online"
+        reader.tap("cp-gate", "guard-lee", T0)
+        publish(broker_config, METER_TOPIC, json.dumps({"ts": "2026-11-17T22:01:00Z", "power_w": 812.5}).encode())
+
+        events = {type(e): e for e in collector.events(2)}
+        tap, power = events[PatrolTap], events[Reading]
+        assert (tap.site, tap.device, tap.tag, tap.guard, tap.event_time) == ("riverside", "reader-1", "cp-gate", "guard-lee", T0)
+        assert (power.device, power.quantity, power.value, power.unit) == ("ac-a204", "power", 812.5, "W")
+        assert power.event_time == T0 + timedelta(minutes=1)
+        wait_for(lambda: len(agent.outbox) == 0, what="outbox drained by PUBACKs")
+    finally:
+        agent.stop()
+        collector.close()
+    assert decode_events(status.message().payload)[0].state == "offline"
+    status.close()
+
+
+def test_bad_device_payload_is_counted_and_good_ones_still_flow(
+    broker_config: BrokerConfig, reader: PatrolReaderSim, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    collector = Collector(broker_config, topics.events_topic("riverside", "agent-a"))
+    agent = running_agent(agent_config(broker_config, reader.port, tmp_path))
+    try:
+        publish(broker_config, METER_TOPIC, b"{not json")
+        publish(broker_config, METER_TOPIC, b'{"ts": "2026-11-17T22:01:00Z", "power_w": "lots"}')
+        publish(broker_config, METER_TOPIC, b'{"ts": "2026-11-17T22:02:00Z", "power_w": 640}')
+        [reading] = collector.events(1)
+        assert reading.value == 640
+        meter = agent.drivers[1]
+        assert meter.counters.errors == {"not_json": 1, "bad_field": 1}
+        assert any("ac-a204" in str(r.__dict__.get("device")) and "not_json" in str(r.__dict__.get("reason")) for r in caplog.records)
+    finally:
+        agent.stop()
+        collector.close()
+
+
+def test_broker_outage_buffers_to_disk_and_replays_everything_once_in_order(
+    private_mosquitto: MosquittoBroker, reader: PatrolReaderSim, tmp_path: Path
+) -> None:
+    broker = BrokerConfig(host=private_mosquitto.host, port=private_mosquitto.port)
+    collector = Collector(broker, topics.events_topic("riverside", "agent-a"), persistent=True)
+    agent = running_agent(agent_config(broker, reader.port, tmp_path))
+    try:
+        reader.tap("cp-0", "guard-lee", T0)
+        assert [e.tag for e in collector.events(1)] == ["cp-0"]
+
+        private_mosquitto.stop()
+        wait_for(lambda: not agent.uplink_flag.connected.is_set(), what="agent to notice the outage")
+        for n in range(1, 21):
+            reader.tap(f"cp-{n}", "guard-lee", T0 + timedelta(minutes=n))
+        wait_for(lambda: len(agent.outbox) == 20, what="20 taps buffered on disk")
+
+        private_mosquitto.start()
+        replayed = collector.events(20, timeout=30)
+        assert [e.tag for e in replayed] == [f"cp-{n}" for n in range(1, 21)]
+        wait_for(lambda: len(agent.outbox) == 0, what="outbox emptied by PUBACKs")
+        assert collector.messages.empty(), "an event arrived twice"
+
+        # After the reconnect the agent subscribed its device topics again.
+        publish(broker, METER_TOPIC, b'{"ts": "2026-11-17T23:00:00Z", "power_w": 1200}')
+        [after] = collector.events(1)
+        assert isinstance(after, Reading) and after.value == 1200
+    finally:
+        agent.stop()
+        collector.close()
+
+
+def test_queued_events_survive_an_agent_restart(broker_config: BrokerConfig, reader: PatrolReaderSim, tmp_path: Path) -> None:
+    """Events on disk from a run that could not deliver them are sent by the next run."""
+    unreachable = BrokerConfig(host="127.0.0.1", port=1)  # nothing listens on port 1
+    first = Agent(agent_config(unreachable, reader.port, tmp_path), ManualClock(T0))
+    first.start()
+    assert first.drivers[0].port_open.wait(10), "reader port not opened"
+    reader.tap("cp-9", None, T0)
+    wait_for(lambda: len(first.outbox) == 1, what="tap buffered")
+    first.stop(flush_timeout=0)
+
+    collector = Collector(broker_config, topics.events_topic("riverside", "agent-a"))
+    second = running_agent(agent_config(broker_config, reader.port, tmp_path))
+    try:
+        [event] = collector.events(1)
+        assert isinstance(event, PatrolTap) and event.tag == "cp-9" and event.guard is None
+    finally:
+        second.stop()
+        collector.close()

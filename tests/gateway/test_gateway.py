@@ -1,0 +1,158 @@
+"""The gateway against a real Mosquitto: validation, dead letters, duplicates, the AC
+rule through to a stored alert served over real HTTP, and restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.api import ApiServer, create_app
+from gateway.historian.sqlite import SqliteHistorian
+from gateway.service import Gateway
+from warden import topics
+from warden.clock import ManualClock
+from warden.config import BrokerConfig, GatewayConfig, SiteConfig
+from warden.events import Event, Reading, encode_events, stable_event_id
+from warden.mqtt import make_client
+
+# Tuesday 2026-11-17, 19:00 in Berlin: after the school day.
+EVENING = datetime(2026, 11, 17, 18, 0, tzinfo=timezone.utc)
+EVENTS = topics.events_topic("riverside", "agent-a")
+
+SITE = SiteConfig.model_validate(
+    {
+        "id": "riverside",
+        "timezone": "Europe/Berlin",
+        "tariff": {"energy_per_kwh": 0.30, "currency": "EUR"},
+        "schedules": {"school-day": [{"days": "mon-fri", "hours": "07:30-18:00"}]},
+        "buildings": [{"id": "A", "rooms": [{"id": "A-204", "schedule": "school-day", "devices": ["ac-a204"]}]}],
+    }
+)
+
+
+def power(minute: int, watts: float, device: str = "ac-a204", site: str = "riverside") -> Reading:
+    at = EVENING + timedelta(minutes=minute)
+    return Reading(
+        id=stable_event_id(site, device, "power_w", at.isoformat()),
+        site=site, device=device, event_time=at, quantity="power", value=watts, unit="W",
+    )
+
+
+class Publisher:
+    def __init__(self, broker: BrokerConfig) -> None:
+        self.client = make_client(broker, "test-agent")
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def raw(self, payload: bytes, topic: str = EVENTS) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def events(self, *events: Event) -> None:
+        self.raw(encode_events(list(events)))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def gateway_config(broker_config: BrokerConfig, tmp_path: Path) -> GatewayConfig:
+    return GatewayConfig.model_validate(
+        {
+            "id": f"gw-{tmp_path.name}"[:60],  # own persistent session per test
+            "site_file": str(tmp_path / "site.yaml"),
+            "broker": broker_config.model_dump(),
+            "historian": {"type": "sqlite", "path": str(tmp_path / "history.db")},
+            "state_db": str(tmp_path / "state.db"),
+            "rules": {"ac_after_hours": {"standby_watts": 60, "grace_minutes": 15}},
+        }
+    )
+
+
+def start_gateway(config: GatewayConfig) -> Gateway:
+    gateway = Gateway(config, SITE, ManualClock(EVENING + timedelta(hours=12)))
+    gateway.start()
+    assert gateway.flag.connected.wait(10), "gateway did not connect"
+    return gateway
+
+
+@pytest.fixture
+def publisher(broker_config: BrokerConfig) -> Iterator[Publisher]:
+    pub = Publisher(broker_config)
+    yield pub
+    pub.close()
+
+
+def test_bad_messages_go_to_dead_letters_and_good_ones_are_stored_once(
+    gateway_config: GatewayConfig, publisher: Publisher
+) -> None:
+    gateway = start_gateway(gateway_config)
+    try:
+        publisher.events(power(0, 10))
+        publisher.raw(b"\xff\xfe not json")
+        publisher.raw(b'{"v":1,"kind":"reading","id":"12345678","site":"riverside"}')
+        publisher.events(power(1, 10, site="elsewhere"))
+        publisher.events(power(0, 10))  # a replay of the first
+        publisher.events(power(2, 10), power(2, 10))  # the same event twice in one batch
+        publisher.raw(encode_events([power(3, 10)]), topic="warden/v1/riverside/agent-a/bogus")
+        settled = lambda: gateway.metrics["rejected"] >= 3 and gateway.metrics["duplicates"] >= 2  # noqa: E731
+        assert gateway.wait_until(lambda: settled() and gateway.metrics["stored_reading"] >= 2, timeout=10)
+    finally:
+        gateway.stop()
+
+    assert gateway.metrics["stored_reading"] == 2
+    assert gateway.metrics["duplicates"] == 2
+    reasons = [row["reason"] for row in gateway.store.dead_letters()]
+    assert len(reasons) == 3
+    assert any(r.startswith("not UTF-8") for r in reasons)
+    assert any("reading.device: Field required" in r for r in reasons)
+    assert any("'elsewhere' does not match topic site 'riverside'" in r for r in reasons)
+    history = SqliteHistorian(gateway_config.historian.path, SITE)  # type: ignore[union-attr]
+    assert [p.fields["value"] for p in history.series("ac-a204")] == [10, 10]
+
+
+def test_ac_left_on_raises_one_alert_served_by_the_api(gateway_config: GatewayConfig, publisher: Publisher) -> None:
+    gateway = start_gateway(gateway_config)
+    api = ApiServer(create_app(gateway), "127.0.0.1", 0)
+    api.start()
+    try:
+        for minute in range(0, 31, 5):  # 1200 W from 19:00 to 19:30 local
+            publisher.events(power(minute, 1200))
+        assert gateway.wait_until(lambda: gateway.metrics["stored_reading"] == 7, timeout=10)
+
+        alerts = httpx.get(f"{api.url}/api/alerts", params={"state": "open"}).raise_for_status().json()
+        assert len(alerts) == 1
+        alert = alerts[0]
+        assert (alert["rule"], alert["subject"], alert["state"]) == ("ac_after_hours", "A-204", "open")
+        assert alert["opened_at"].startswith("2026-11-17T18:15:00")
+        assert alert["details"]["wasted_kwh"] == pytest.approx(0.6)  # 1.2 kW for 30 min
+        detail = httpx.get(f"{api.url}/api/alerts/{alert['id']}").raise_for_status().json()
+        assert [step["action"] for step in detail["history"]] == ["opened"]
+        assert httpx.get(f"{api.url}/api/alerts/99999").status_code == 404
+    finally:
+        api.stop()
+        gateway.stop()
+
+
+def test_rule_state_and_alerts_survive_a_restart(gateway_config: GatewayConfig, publisher: Publisher) -> None:
+    gateway = start_gateway(gateway_config)
+    publisher.events(*[power(m, 1000) for m in range(0, 11, 5)])  # 10 min: inside the grace period
+    assert gateway.wait_until(lambda: gateway.metrics["stored_reading"] == 3, timeout=10)
+    gateway.stop()
+
+    publisher.events(power(15, 1000))  # while the gateway is down: held by the broker
+    restarted = start_gateway(gateway_config)
+    try:
+        publisher.events(power(20, 1000))
+        assert restarted.wait_until(lambda: restarted.metrics["stored_reading"] == 2, timeout=10)
+        [alert] = restarted.store.alerts()
+        # The grace timer went on from 19:00 across the restart: raised at 19:15, not 19:30.
+        assert alert.opened_at.startswith("2026-11-17T18:15:00")
+        assert alert.details["since"].startswith("2026-11-17T18:00:00")
+        assert alert.details["wasted_kwh"] == pytest.approx(1000 * 20 / 60 / 1000)
+    finally:
+        restarted.stop()
