@@ -14,14 +14,25 @@ from typing import Callable
 
 import paho.mqtt.client as mqtt
 
+from agent.backoff import JitteredBackoff
 from agent.drivers.base import Driver
+from agent.drivers.modbus_rtu import ModbusBuses, ModbusRtuDriver
 from agent.drivers.mqtt_json import MqttJsonDriver
 from agent.drivers.patrol_line import PatrolLineDriver
+from agent.drivers.patrol_wand import PatrolWandDriver
 from agent.outbox import Outbox
 from agent.uplink import UplinkPublisher
 from warden import topics
 from warden.clock import Clock, SystemClock
-from warden.config import AgentConfig, DeviceConfig, MqttJsonDevice, PatrolLineDevice
+from warden.config import (
+    AgentConfig,
+    BrokerConfig,
+    DeviceConfig,
+    ModbusRtuDevice,
+    MqttJsonDevice,
+    PatrolLineDevice,
+    PatrolWandDevice,
+)
 from warden.events import DeviceState, DeviceStatus, Event, stable_event_id
 from warden.mqtt import ConnectionFlag, connect_async, make_client
 
@@ -32,10 +43,13 @@ class Agent:
     def __init__(self, config: AgentConfig, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.outbox = Outbox(config.buffer_path)
+        self.outbox = Outbox(config.buffer_path, max_events=config.buffer_max_events)
         self.uplink = make_client(config.broker, f"warden-agent-{config.site}-{config.id}")
         self.uplink_flag = ConnectionFlag()
+        self.uplink_backoff = _backoff(config.broker)
+        self.uplink_connects = 0  # successful (re)connects, published in the agent's heartbeat
         self.publisher = UplinkPublisher(self.uplink, self.outbox)
+        self._modbus_buses = ModbusBuses()  # meters daisy-chained on one port share its bus
         self.drivers: list[Driver] = [self._make_driver(device) for device in config.devices]
         self._mqtt_drivers = {d.topic: d for d in self.drivers if isinstance(d, MqttJsonDriver)}
         self._device_client = self._make_device_client()
@@ -52,6 +66,10 @@ class Agent:
             return PatrolLineDriver(device, self.config.site, self.emit, self.clock)
         if isinstance(device, MqttJsonDevice):
             return MqttJsonDriver(device, self.config.site, self.emit, self.clock)
+        if isinstance(device, ModbusRtuDevice):
+            return ModbusRtuDriver(device, self.config.site, self.emit, self.clock, self._modbus_buses.get(device))
+        if isinstance(device, PatrolWandDevice):
+            return PatrolWandDriver(device, self.config.site, self.emit, self.clock)
         raise TypeError(f"no driver for {type(device).__name__}")
 
     def _make_device_client(self) -> mqtt.Client | None:
@@ -87,6 +105,7 @@ class Agent:
         self.uplink.will_set(self.status_topic, self._status_payload(DeviceState.OFFLINE), qos=1, retain=True)
         self.uplink.on_connect = self._on_uplink_connect
         self.uplink.on_disconnect = self._on_uplink_disconnect
+        self.uplink.on_connect_fail = lambda client, userdata: self.uplink_backoff.apply(client)
         self.uplink.on_publish = lambda client, userdata, mid, rc, props: self.publisher.on_publish(mid)
         if self._device_client is None:
             self.devices_subscribed.set()
@@ -94,7 +113,10 @@ class Agent:
             self._device_client.on_message = self._on_device_message
             self._device_client.on_subscribe = lambda *args: self.devices_subscribed.set()
             if self._device_client is not self.uplink:
-                self._device_client.on_connect = self._on_device_connect
+                device_backoff = _backoff(self.config.device_broker)  # type: ignore[arg-type]
+                self._device_client.on_connect = lambda *args: self._on_device_connect(*args, backoff=device_backoff)
+                self._device_client.on_disconnect = lambda client, *args: device_backoff.apply(client)
+                self._device_client.on_connect_fail = lambda client, userdata: device_backoff.apply(client)
                 connect_async(self._device_client, self.config.device_broker)  # type: ignore[arg-type]
         connect_async(self.uplink, self.config.broker)
         self._spawn("uplink", lambda: self.publisher.run(self._stop, self.uplink_flag.connected))
@@ -140,6 +162,7 @@ class Agent:
             now = self.clock.now()
             for driver in self.drivers:
                 self.emit(self._heartbeat(driver, now))
+            self.emit(self._agent_heartbeat(now))
 
     def _heartbeat(self, driver: Driver, now: datetime) -> DeviceStatus:
         return DeviceStatus(
@@ -152,12 +175,31 @@ class Agent:
             counters=driver.counters.snapshot(),
         )
 
+    def _agent_heartbeat(self, now: datetime) -> DeviceStatus:
+        """The agent's own health: a growing queue or any shed reading is visible downstream."""
+        return DeviceStatus(
+            id=stable_event_id(self.config.site, self.config.id, "agent-heartbeat", now.isoformat()),
+            site=self.config.site,
+            device=self.config.id,
+            event_time=now,
+            receive_time=now,
+            state=DeviceState.HEARTBEAT,
+            counters={
+                "queued": len(self.outbox),
+                "shed_readings": self.outbox.dropped,
+                "published": self.publisher.published_events,
+                "uplink_connects": self.uplink_connects,
+            },
+        )
+
     # ------------------------------------------------------------------ MQTT callbacks
 
     def _on_uplink_connect(self, client: mqtt.Client, userdata: object, flags: object, reason_code: mqtt.ReasonCode, properties: object) -> None:
         if not self.uplink_flag.on_connect(reason_code):
             log.error("uplink broker refused connection", extra={"reason": str(reason_code)})
             return
+        self.uplink_backoff.reset()
+        self.uplink_connects += 1
         log.info("uplink connected", extra={"broker": f"{self.config.broker.host}:{self.config.broker.port}"})
         # Republish availability and resubscribe on every connect, not just the first.
         client.publish(self.status_topic, self._status_payload(DeviceState.ONLINE), qos=1, retain=True)
@@ -168,10 +210,17 @@ class Agent:
     def _on_uplink_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason_code: mqtt.ReasonCode, properties: object) -> None:
         self.uplink_flag.on_disconnect()
         if not self._stop.is_set():
-            log.warning("uplink lost; buffering to disk", extra={"reason": str(reason_code), "queued": len(self.outbox)})
+            delay = self.uplink_backoff.apply(client)
+            log.warning(
+                "uplink lost; buffering to disk",
+                extra={"reason": str(reason_code), "queued": len(self.outbox), "retry_in_seconds": round(delay, 2)},
+            )
 
-    def _on_device_connect(self, client: mqtt.Client, userdata: object, flags: object, reason_code: mqtt.ReasonCode, properties: object) -> None:
+    def _on_device_connect(
+        self, client: mqtt.Client, userdata: object, flags: object, reason_code: mqtt.ReasonCode, properties: object, *, backoff: JitteredBackoff
+    ) -> None:
         if not reason_code.is_failure:
+            backoff.reset()
             self._subscribe_devices(client)
 
     def _subscribe_devices(self, client: mqtt.Client) -> None:
@@ -181,3 +230,7 @@ class Agent:
         driver = self._mqtt_drivers.get(message.topic)
         if driver is not None:
             driver.handle(message.payload)
+
+
+def _backoff(broker: BrokerConfig) -> JitteredBackoff:
+    return JitteredBackoff(broker.reconnect_min_seconds, broker.reconnect_max_seconds)

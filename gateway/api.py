@@ -12,6 +12,8 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.service import Gateway
 from rules.alerts import AlertState
@@ -20,6 +22,11 @@ from rules.alerts import AlertState
 def create_app(gateway: Gateway) -> FastAPI:
     app = FastAPI(title="warden gateway", version="1")
     store = gateway.store
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        """Prometheus text exposition."""
+        return PlainTextResponse(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/health")
     def health() -> dict[str, Any]:

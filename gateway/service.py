@@ -16,7 +16,6 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Callable
@@ -24,7 +23,8 @@ from typing import Callable
 import paho.mqtt.client as mqtt
 
 from gateway.historian import Historian, open_historian
-from gateway.store import AlertChange, StateStore
+from gateway.metrics import GatewayMetrics
+from gateway.store import AlertChange, DeadLetter, StateStore
 from rules.alerts import AlertSignal
 from rules.engine import RuleEngine
 from warden import topics
@@ -69,9 +69,10 @@ class Gateway:
         self.engine.restore(self.store.rule_snapshot())
         self.client = make_client(config.broker, f"warden-gateway-{config.id}", persistent_session=True, manual_ack=True)
         self.flag = ConnectionFlag()
-        self.metrics: Counter[str] = Counter()
+        self.subscribed = threading.Event()  # set once the broker confirmed the subscriptions
         self.agents: dict[str, str] = {}  # "site/agent" -> last availability state
         self._queue: queue.Queue[Incoming | _Tick] = queue.Queue(maxsize=config.queue_size)
+        self.metrics = GatewayMetrics(self._queue.qsize, self.historian.stats)
         self._stop = threading.Event()
         self._progress = threading.Condition()
         self._threads: list[threading.Thread] = []
@@ -83,6 +84,7 @@ class Gateway:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda client, userdata, flags, rc, props: self.flag.on_disconnect()
         self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *args: self.subscribed.set()
         connect_async(self.client, self.config.broker)
         for name, target in (("worker", self._work), ("ticker", self._tick_loop)):
             thread = threading.Thread(target=target, name=f"gateway-{name}", daemon=True)
@@ -98,7 +100,7 @@ class Gateway:
         self.client.loop_stop()
         self.historian.close()
         self.store.close()
-        log.info("gateway stopped", extra=dict(self.metrics))
+        log.info("gateway stopped", extra=self.counts())
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block until `predicate()` holds after a processed batch (for tests and the demo)."""
@@ -147,55 +149,62 @@ class Gateway:
                 self._process(batch)
                 return
             except Exception:
-                self.metrics["batch_retries"] += 1
+                self.metrics.batch_retries.inc()
                 log.exception("storing a batch failed; retrying", extra={"messages": len(batch), "retry_in_s": delay})
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30.0)
 
     def _process(self, batch: list[Incoming | _Tick]) -> None:
         events: list[Event] = []
+        refused: list[DeadLetter] = []
         for item in batch:
             if isinstance(item, Incoming):
-                events.extend(self._accept(item))
+                accepted = self._accept(item)
+                refused.append(accepted) if isinstance(accepted, DeadLetter) else events.extend(accepted)
         fresh = self._first_sightings(events)
-        self.historian.write(fresh)
-        signals = [signal for event in fresh for signal in self._evaluate(event)]
-        if any(isinstance(item, _Tick) for item in batch):
-            signals.extend(self.engine.on_tick(self._rule_time()))
-        changes = self.store.commit_batch([e.id for e in fresh], signals, self.engine.snapshot())
+        with self.metrics.historian_seconds.time():
+            self.historian.write(fresh)
+        with self.metrics.rules_seconds.time():
+            signals = [signal for event in fresh for signal in self._evaluate(event)]
+            if any(isinstance(item, _Tick) for item in batch):
+                signals.extend(self.engine.on_tick(self._rule_time()))
+        with self.metrics.commit_seconds.time():
+            changes = self.store.commit_batch([e.id for e in fresh], signals, self.engine.snapshot(), refused)
         for item in batch:
             if isinstance(item, Incoming) and item.qos > 0:
                 self.client.ack(item.mid, item.qos)
         self._announce(changes)
-        self.metrics["events_stored"] += len(fresh)
-        for event in fresh:
-            self.metrics[f"stored_{event.kind}"] += 1
+        self._count_batch(sum(isinstance(item, Incoming) for item in batch), events, fresh, refused)
         with self._progress:
             self._progress.notify_all()
 
-    def _accept(self, item: Incoming) -> list[Event]:
-        """Validate one message; what cannot be used goes to the dead-letter table."""
-        self.metrics["messages"] += 1
+    def _accept(self, item: Incoming) -> list[Event] | DeadLetter:
+        """Validate one message; what cannot be used is kept as a dead letter."""
         where = topics.parse_agent_topic(item.topic)
         try:
             if where is None:
-                raise InvalidPayload(f"topic {item.topic!r} is not warden/v1/<site>/<agent>/<channel>")
+                raise InvalidPayload(f"topic {item.topic!r} is not warden/v1/<site>/<agent>/<channel>", "bad_topic")
             events = decode_events(item.payload, now=self.clock.now())
             for event in events:
                 if event.site != where.site or event.site != self.site.id:
-                    raise InvalidPayload(f"event {event.id}: site {event.site!r} does not match topic site {where.site!r} / gateway site {self.site.id!r}")
+                    raise InvalidPayload(f"event {event.id}: site {event.site!r} does not match topic site {where.site!r} / gateway site {self.site.id!r}", "site_mismatch")
         except InvalidPayload as exc:
-            self._reject(item, exc.reason)
-            return []
+            return DeadLetter(item.topic, item.payload, exc.reason, exc.code)
         if where.channel == "status":
             self._note_availability(where.site, where.agent, events)
-        self.metrics["events_received"] += len(events)
         return events
 
-    def _reject(self, item: Incoming, reason: str) -> None:
-        self.metrics["rejected"] += 1
-        self.store.dead_letter(item.topic, item.payload, reason)
-        log.warning("rejected message", extra={"topic": item.topic, "reason": reason, "bytes": len(item.payload)})
+    def _count_batch(self, messages: int, events: list[Event], fresh: list[Event], refused: list[DeadLetter]) -> None:
+        """Counted once the batch is committed, so a retried batch is not counted twice."""
+        self.metrics.messages.inc(messages)
+        for event in events:
+            self.metrics.received.labels(event.kind).inc()
+        for event in fresh:
+            self.metrics.stored.labels(event.kind).inc()
+        self.metrics.duplicates.inc(len(events) - len(fresh))
+        for letter in refused:
+            self.metrics.rejected.labels(letter.code).inc()
+            log.warning("rejected message", extra={"topic": letter.topic, "code": letter.code, "reason": letter.reason, "bytes": len(letter.payload)})
 
     def _note_availability(self, site: str, agent: str, events: list[Event]) -> None:
         for event in events:
@@ -210,20 +219,19 @@ class Gateway:
             if event.id in unseen:
                 unseen.discard(event.id)  # a second copy in the same batch is a duplicate too
                 fresh.append(event)
-        self.metrics["duplicates"] += len(events) - len(fresh)
         return fresh
 
     def _evaluate(self, event: Event) -> list[AlertSignal]:
         try:
             return self.engine.on_event(event)
         except Exception:
-            self.metrics["rule_errors"] += 1
+            self.metrics.rule_errors.inc()
             log.exception("rule evaluation failed", extra={"event": event.id, "device": event.device})
             return []
 
     def _announce(self, changes: list[AlertChange]) -> None:
         for change in changes:
-            self.metrics[f"alerts_{change.action}"] += 1
+            self.metrics.alerts.labels(change.alert.rule, change.action).inc()
             payload = _alert_payload(change)
             self.client.publish(topics.alerts_topic(change.alert.site), payload, qos=1)
             level = logging.DEBUG if change.action == "updated" else logging.INFO
@@ -239,11 +247,14 @@ class Gateway:
         while not self._stop.wait(TICK_REAL_SECONDS):
             self._queue.put(_Tick())
 
+    def counts(self) -> dict[str, float]:
+        return self.metrics.counts()
+
     def health(self) -> dict[str, object]:
         return {
             "connected": self.flag.connected.is_set(),
             "queue_depth": self._queue.qsize(),
-            "metrics": dict(self.metrics),
+            "metrics": self.counts(),
             "historian": self.historian.stats(),
             "agents": dict(self.agents),
         }

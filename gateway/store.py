@@ -22,7 +22,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_events (id TEXT PRIMARY KEY, received_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL,
-    topic TEXT NOT NULL, payload BLOB NOT NULL, reason TEXT NOT NULL);
+    topic TEXT NOT NULL, payload BLOB NOT NULL, size INTEGER NOT NULL, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     site TEXT NOT NULL, rule TEXT NOT NULL, subject TEXT NOT NULL,
@@ -56,6 +56,21 @@ class Alert:
     acknowledged_by: str | None
     acknowledged_at: str | None
     note: str | None
+
+
+#: A refused payload is kept up to this size (its full size is recorded), so a flood of
+#: oversized garbage cannot fill the disk.
+DEAD_LETTER_KEEP_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message the gateway refused, kept whole with the reason."""
+
+    topic: str
+    payload: bytes
+    reason: str
+    code: str  # category for metrics, see warden.events.InvalidPayload
 
 
 @dataclass(frozen=True)
@@ -97,14 +112,23 @@ class StateStore:
         return set(ids) - seen
 
     def commit_batch(
-        self, event_ids: Iterable[str], signals: Iterable[AlertSignal], rule_snapshot: dict[str, Any]
+        self,
+        event_ids: Iterable[str],
+        signals: Iterable[AlertSignal],
+        rule_snapshot: dict[str, Any],
+        dead_letters: Iterable[DeadLetter] = (),
     ) -> list[AlertChange]:
-        """Mark events seen, apply alert signals and save rule state, all or nothing."""
+        """Mark events seen, keep refused messages, apply alert signals and save rule
+        state, all or nothing."""
         now = _now()
         db = self._db
         changes: list[AlertChange] = []
         with _transaction(db):
             db.executemany("INSERT OR IGNORE INTO seen_events (id, received_at) VALUES (?, ?)", [(i, now) for i in event_ids])
+            db.executemany(
+                "INSERT INTO dead_letters (received_at, topic, payload, size, reason) VALUES (?, ?, ?, ?, ?)",
+                [(now, d.topic, d.payload[:DEAD_LETTER_KEEP_BYTES], len(d.payload), d.reason) for d in dead_letters],
+            )
             for signal in signals:
                 change = self._apply(db, signal)
                 if change is not None:
@@ -114,12 +138,6 @@ class StateStore:
                 (json.dumps(rule_snapshot),),
             )
         return changes
-
-    def dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
-        self._db.execute(
-            "INSERT INTO dead_letters (received_at, topic, payload, reason) VALUES (?, ?, ?, ?)",
-            (_now(), topic, payload, reason),
-        )
 
     def rule_snapshot(self) -> dict[str, Any]:
         row = self._db.execute("SELECT snapshot FROM rule_state WHERE id = 1").fetchone()
@@ -188,7 +206,7 @@ class StateStore:
         return [{**dict(row), "details": json.loads(row["details"])} for row in rows]
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT id, received_at, topic, payload, reason FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,))
+        rows = self._db.execute("SELECT id, received_at, topic, payload, size, reason FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,))
         return [dict(row) for row in rows]
 
     def count(self, table: str) -> int:

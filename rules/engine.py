@@ -8,11 +8,15 @@ and skipped for that input, so one bad rule cannot stop the others.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from rules.ac_after_hours import AcAfterHoursRule
 from rules.alerts import AlertSignal, Rule
+from rules.deadman import DeadmanRule
+from rules.doors import DoorsRule
+from rules.patrol import PatrolRule
+from rules.water import WaterRule
 from warden.config import RulesConfig, SiteConfig
 from warden.events import Event
 
@@ -28,8 +32,16 @@ class StatefulRule(Rule, Protocol):
 
 
 def build_rules(site: SiteConfig, config: RulesConfig) -> tuple[StatefulRule, ...]:
-    """The enabled rules for a site (every configured rule family is enabled)."""
-    return (AcAfterHoursRule(site, config.ac_after_hours),)
+    """The enabled rule families for a site; ValueError names a setting the site cannot honour."""
+    lateness = timedelta(seconds=config.allowed_lateness_seconds)
+    candidates: list[tuple[bool, Callable[[], StatefulRule]]] = [
+        (config.ac_after_hours.enabled, lambda: AcAfterHoursRule(site, config.ac_after_hours)),
+        (config.water.enabled, lambda: WaterRule(site, config.water, lateness)),
+        (config.doors.enabled, lambda: DoorsRule(site, config.doors)),
+        (config.patrol.enabled, lambda: PatrolRule(site, config.patrol, lateness)),
+        (config.deadman.enabled, lambda: DeadmanRule(site, config.deadman)),
+    ]
+    return tuple(build() for enabled, build in candidates if enabled)
 
 
 class RuleEngine:
@@ -50,6 +62,17 @@ class RuleEngine:
     def on_tick(self, now: datetime) -> list[AlertSignal]:
         """Signals caused by time passing; `now` is aware UTC."""
         return self._each(lambda rule: rule.on_tick(now))
+
+    def learn_agent(self, device: str, agent: str) -> None:
+        """Tell the rules which agent forwards `device` (the gateway knows it from the topic)."""
+        for rule in self.rules:
+            learn = getattr(rule, "learn_agent", None)
+            if learn is not None:
+                learn(device, agent)
+
+    def rounds_state(self) -> list[dict[str, Any]]:
+        """Patrol rounds being followed and each checkpoint's state, for the API."""
+        return [r for rule in self.rules if isinstance(rule, PatrolRule) for r in rule.rounds_state()]
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready state of every rule, keyed by rule name."""

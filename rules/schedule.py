@@ -134,3 +134,17 @@ def _transition(zone: ZoneInfo, lo: datetime, hi: datetime) -> datetime:
         else:
             hi = mid
     return hi
+
+
+def local_instant(zone: ZoneInfo, day: date, wall_time: time) -> datetime:
+    """The UTC instant at which the local clock of `zone` first reads `wall_time` on `day`.
+
+    A repeated wall time (fall back) is its first occurrence; a skipped one (spring
+    forward) is the instant the clocks jump past it, as for schedule windows.
+    """
+    wall = datetime.combine(day, wall_time)
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
+    if first.astimezone(zone).replace(tzinfo=None) == wall:
+        return first
+    second = wall.replace(tzinfo=zone, fold=1).astimezone(timezone.utc)
+    return _transition(zone, min(first, second), max(first, second))

@@ -14,8 +14,10 @@ from warden.config import (
     DeviceLocation,
     GatewayConfig,
     InfluxHistorianConfig,
+    ModbusRtuDevice,
     MqttJsonDevice,
     PatrolLineDevice,
+    PatrolWandDevice,
     SiteConfig,
     SqliteHistorianConfig,
     WeeklyWindow,
@@ -320,11 +322,52 @@ def test_several_errors_are_all_reported(tmp_path: Path) -> None:
 
 
 def test_unknown_driver_tag(tmp_path: Path) -> None:
-    path = write(tmp_path, "agent.yaml", AGENT_YAML.replace("patrol_line", "modbus_rtu"))
+    path = write(tmp_path, "agent.yaml", AGENT_YAML.replace("patrol_line", "bacnet_ip"))
     message = config_error(path, AgentConfig)
     assert "devices[0]" in message
-    assert "'patrol_line'" in message and "'mqtt_json'" in message
-    assert "'modbus_rtu'" in message
+    for known in ("patrol_line", "mqtt_json", "modbus_rtu", "patrol_wand"):
+        assert f"'{known}'" in message
+    assert "'bacnet_ip'" in message
+
+
+def test_modbus_errors_name_the_register_key(tmp_path: Path) -> None:
+    text = AGENT_YAML + (
+        "  - driver: modbus_rtu\n    id: m1\n    port: /dev/ttyUSB1\n    registers:\n"
+        "      - {name: p, address: 12, quantity: power, unit: W, word_order: middle}\n"
+        "  - driver: modbus_rtu\n    id: m2\n    port: /dev/ttyUSB2\n    registers: sdm12\n"
+    )
+    message = config_error(write(tmp_path, "agent.yaml", text), AgentConfig)
+    assert "devices[1].registers[0].word_order: expected 'big' or 'little', got 'middle'" in message
+    assert "devices[2]: registers: unknown preset 'sdm12' (known: sdm120)" in message
+
+
+def test_wand_spool_dir_resolves_against_the_files_folder(tmp_path: Path) -> None:
+    text = AGENT_YAML + "  - driver: patrol_wand\n    id: dock-1\n    spool_dir: spool\n"
+    agent = load_config(write(tmp_path, "agent.yaml", text), AgentConfig)
+    dock = agent.devices[1]
+    assert isinstance(dock, PatrolWandDevice) and dock.spool_dir == tmp_path / "spool"
+
+
+def test_reconnect_delays_must_be_ordered(tmp_path: Path) -> None:
+    text = AGENT_YAML + "broker: {reconnect_min_seconds: 10, reconnect_max_seconds: 1}\n"
+    message = config_error(write(tmp_path, "agent.yaml", text), AgentConfig)
+    assert "broker: reconnect_max_seconds: must not be less than reconnect_min_seconds" in message
+
+
+def test_the_commented_device_examples_in_the_shipped_agent_config_are_valid(tmp_path: Path) -> None:
+    """Uncommenting an example must give a working config, not a start-up error."""
+    lines, in_example = [], False
+    for line in (CONFIG_DIR / "agent.yaml").read_text().splitlines():
+        in_example = line.startswith("  # - ") or (in_example and line.startswith("  #   "))
+        lines.append(line.replace("  # ", "  ", 1) if in_example else line)
+    path = write(tmp_path, "agent.yaml", "\n".join(lines) + "\n")
+    agent = load_config(path, AgentConfig)
+    kinds = [type(d) for d in agent.devices]
+    assert kinds == [PatrolLineDevice, MqttJsonDevice, ModbusRtuDevice, ModbusRtuDevice, PatrolWandDevice]
+    sdm, other, dock = agent.devices[2:]
+    assert isinstance(sdm, ModbusRtuDevice) and [r.name for r in sdm.registers] == ["active_power", "import_energy"]
+    assert isinstance(other, ModbusRtuDevice) and other.registers[1].word_order == "little"
+    assert isinstance(dock, PatrolWandDevice) and dock.spool_dir == tmp_path / "data" / "wand-spool"
 
 
 def test_missing_driver_tag(tmp_path: Path) -> None:

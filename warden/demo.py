@@ -35,7 +35,7 @@ PIPELINE_LAG_REAL_SECONDS = 10.0
 class DemoResult:
     totals: SimulationTotals
     alerts: list[dict[str, Any]]
-    gateway_metrics: dict[str, int]
+    gateway_counts: dict[str, float]
     out_dir: Path
 
 
@@ -68,7 +68,7 @@ def run_demo(
         _wait_delivered(gateway, agent, totals)
         alerts = httpx.get(f"{api.url}/api/alerts", timeout=10).raise_for_status().json()
         (out_dir / "alerts.json").write_text(json.dumps(alerts, indent=2))
-        return DemoResult(totals, alerts, dict(gateway.metrics), out_dir)
+        return DemoResult(totals, alerts, gateway.counts(), out_dir)
     finally:
         for part in (agent, api, gateway):
             if part is not None:
@@ -109,7 +109,7 @@ def _write_configs(
 
 def _wait_ready(gateway: Gateway, agent: Agent, timeout: float = 15.0) -> None:
     for what, ready in (
-        ("gateway connected to the broker", gateway.flag.connected),
+        ("gateway subscribed at the broker", gateway.subscribed),
         ("agent connected to the broker", agent.uplink_flag.connected),
         ("agent subscribed to its MQTT devices", agent.devices_subscribed),
     ):
@@ -120,7 +120,7 @@ def _wait_ready(gateway: Gateway, agent: Agent, timeout: float = 15.0) -> None:
 def _wait_delivered(gateway: Gateway, agent: Agent, totals: SimulationTotals, timeout: float = 60.0) -> None:
     """Wait until every simulated reading and tap is stored by the gateway."""
     expected = {"reading": totals.readings, "patrol_tap": totals.taps}
-    delivered = lambda: all(gateway.metrics[f"stored_{kind}"] >= n for kind, n in expected.items())  # noqa: E731
+    delivered = lambda: all(gateway.counts().get(f"events_stored_{kind}", 0) >= n for kind, n in expected.items())  # noqa: E731
     if not gateway.wait_until(delivered, timeout):
-        stored = {kind: gateway.metrics[f"stored_{kind}"] for kind in expected}
+        stored = {kind: gateway.counts().get(f"events_stored_{kind}", 0) for kind in expected}
         raise RuntimeError(f"demo: not everything arrived within {timeout}s: expected {expected}, stored {stored}")

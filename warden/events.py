@@ -62,6 +62,14 @@ class Quantity(StrEnum):
     VOLUME = "volume"
     WET = "wet"
     TEMPERATURE = "temperature"
+    # Electrical values of a sub-meter (e.g. the Eastron SDM120), kept apart from `power`
+    # so a rule on active power never mistakes VA or var for W.
+    VOLTAGE = "voltage"
+    CURRENT = "current"
+    APPARENT_POWER = "apparent_power"
+    REACTIVE_POWER = "reactive_power"
+    POWER_FACTOR = "power_factor"
+    FREQUENCY = "frequency"
 
 
 class DoorAction(StrEnum):
@@ -115,6 +123,11 @@ class Reading(_EventBase):
     cumulative: bool = Field(
         default=False, description="True for counters (kWh, m3) that only grow until reset."
     )
+    channel: Identifier | None = Field(
+        default=None,
+        description="Which of the device's values this is (a register or field name), for devices "
+        "reporting several values of one quantity, e.g. import_energy and export_energy.",
+    )
 
     @field_validator("value")
     @classmethod
@@ -165,11 +178,17 @@ _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
 
 
 class InvalidPayload(ValueError):
-    """A payload that is not a valid event or batch; `reason` says why, in one line."""
+    """A payload that is not a valid event or batch.
 
-    def __init__(self, reason: str) -> None:
+    `reason` says why in one line, for people; `code` is a short category for counting
+    (too_large, not_utf8, not_json, not_object, schema, future_time, and the gateway's
+    bad_topic, site_mismatch).
+    """
+
+    def __init__(self, reason: str, code: str = "schema") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code
 
 
 def encode_events(events: list[Event]) -> bytes:
@@ -192,17 +211,17 @@ def decode_events(
     otherwise poison every time window downstream.
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise InvalidPayload(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+        raise InvalidPayload(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}", "too_large")
     try:
         text = payload.decode("utf-8")  # JSON on the wire is UTF-8 (RFC 8259), never UTF-16/32
     except UnicodeDecodeError as exc:
-        raise InvalidPayload(f"not UTF-8: {exc}") from None
+        raise InvalidPayload(f"not UTF-8: {exc}", "not_utf8") from None
     try:
         document = json.loads(text, parse_constant=_reject_constant)
     except (json.JSONDecodeError, RecursionError, ValueError) as exc:
-        raise InvalidPayload(f"not JSON: {exc}") from None
+        raise InvalidPayload(f"not JSON: {exc}", "not_json") from None
     if not isinstance(document, dict):
-        raise InvalidPayload(f"expected a JSON object, got {type(document).__name__}")
+        raise InvalidPayload(f"expected a JSON object, got {type(document).__name__}", "not_object")
     try:
         if "events" in document:
             events = list(EventBatch.model_validate(document).events)
@@ -215,7 +234,8 @@ def decode_events(
             if event.event_time - now > max_future:
                 raise InvalidPayload(
                     f"event {event.id}: event_time {event.event_time.isoformat()} is more than "
-                    f"{max_future} ahead of the receiver's clock"
+                    f"{max_future} ahead of the receiver's clock",
+                    "future_time",
                 )
     return events
 

@@ -35,3 +35,6 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # pymodbus logs every timeout at ERROR with a frame dump; the modbus_rtu driver counts
+    # and logs those itself, with the device and register, so keep pymodbus for debugging.
+    logging.getLogger("pymodbus").setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.CRITICAL)

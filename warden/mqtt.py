@@ -41,7 +41,7 @@ def make_client(
         client.username_pw_set(broker.username, broker.password)
     if broker.tls_ca_file is not None:
         client.tls_set(ca_certs=str(broker.tls_ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    client.reconnect_delay_set(min_delay=broker.reconnect_min_seconds, max_delay=broker.reconnect_max_seconds)  # type: ignore[arg-type]
     return client
 
 

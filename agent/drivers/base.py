@@ -33,8 +33,11 @@ class DriverCounters:
             self.errors[reason] += 1
 
     def snapshot(self) -> dict[str, float]:
+        """Flat numbers for a heartbeat: events, error_<reason>, and last_seen as Unix seconds."""
         with self._lock:
             flat: dict[str, float] = {"events": self.events}
+            if self.last_seen is not None:
+                flat["last_seen"] = round(self.last_seen.timestamp(), 3)
             flat.update({f"error_{reason}": n for reason, n in self.errors.items()})
             return flat
 

@@ -281,6 +281,11 @@ class PatrolLineDriver:
 
     def _pump(self, port: serial.SerialBase, stop: threading.Event) -> None:
         framer = LineFramer()
+        log.info(
+            "patrol line %s: port open",
+            self.config.port,
+            extra={"device": self.device_id, "port": self.config.port},
+        )
         while not stop.is_set():
             try:
                 data = port.read(port.in_waiting or 1)
@@ -291,6 +296,19 @@ class PatrolLineDriver:
                 return
             for segment in framer.feed(data):
                 self._handle(segment)
+        self._drain(port, framer)
+
+    def _drain(self, port: serial.SerialBase, framer: LineFramer) -> None:
+        """On shutdown, take what the port has already received: the reader sent it and
+        will not send it again. A sentence still arriving is left (and counted) truncated."""
+        try:
+            while data := port.read(port.in_waiting):
+                for segment in framer.feed(data):
+                    self._handle(segment)
+        except (serial.SerialException, OSError):
+            return
+        for segment in framer.flush():
+            self._handle(segment)
 
     def _handle(self, segment: Segment) -> None:
         if segment.reason is not None:

@@ -8,17 +8,18 @@ write() only queues: a background thread sends batches and retries failures with
 exponential backoff. A batch that still fails after `max_retries` is dropped, counted
 in stats()["points_failed"] and logged; nothing re-sends it later.
 
-influxdb-client's WriteApi.flush() does nothing, and only close() drains the queue.
-So flush() swaps in a fresh WriteApi and closes the old one, which waits until its
-last batch has been sent or has given up.
+influxdb-client's WriteApi.flush() does nothing; only close() cuts the open batch.
+So flush() swaps in a fresh WriteApi, closes the old one and waits until every point
+handed to it has been written or has failed (counted by the callbacks).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from influxdb_client import InfluxDBClient, WriteOptions
@@ -38,7 +39,21 @@ EXPONENTIAL_BASE = 2
 #: ... but never longer than this (or than retry_interval, if that is larger).
 MAX_RETRY_DELAY_MS = 60_000
 
+#: What influxdb-client passes its callbacks first: (bucket, org, precision).
+Batch = tuple[str, str, Any]
+
 _COUNTERS = ("points_queued", "points_written", "points_failed", "batches_written", "batches_failed", "retries")
+
+
+@dataclass
+class _Generation:
+    """One WriteApi and the points handed to it; flush() retires it for a fresh one."""
+
+    options: WriteOptions
+    api: WriteApi = field(init=False)
+    queued: int = 0
+    settled: int = 0  # points written, or failed for good
+    callbacks: int = 0  # any callback at all: proof the sender thread is still working
 
 
 class InfluxHistorian:
@@ -51,48 +66,51 @@ class InfluxHistorian:
         # One sender thread for the historian's life: batches go out in order, also across flushes.
         self._sender = ThreadPoolScheduler(max_workers=1)
         self._counts = dict.fromkeys(_COUNTERS, 0)
-        self._counts_lock = threading.Lock()
-        self._api_lock = threading.Lock()  # guards swapping self._api against concurrent write()
-        self._flush_lock = threading.Lock()  # one drain at a time, so flush() covers earlier flushes
-        self._api: tuple[WriteApi, WriteOptions] | None = self._new_api()
+        self._changed = threading.Condition()  # guards counters; notified on every callback
+        self._api_lock = threading.Lock()  # guards swapping generations against concurrent write()
+        self._flush_lock = threading.Lock()  # one drain at a time, so a flush covers earlier ones
+        self._current: _Generation | None = self._new_generation()
 
     def write(self, events: Sequence[Event]) -> None:
         """Queue events for the next batch; never blocks on the network, never raises for it."""
-        records = [_influx_point(p) for p in event_points(events, self._site)]
+        lines = [_line_protocol(p) for p in event_points(events, self._site)]  # raises before counting
         with self._api_lock:
-            if self._api is None:
+            generation = self._current
+            if generation is None:
                 raise RuntimeError("InfluxHistorian is closed")
-            self._count(points_queued=len(records))
-            self._api[0].write(bucket=self._config.bucket, org=self._config.org, record=records)
+            with self._changed:
+                generation.queued += len(lines)
+                self._counts["points_queued"] += len(lines)
+            generation.api.write(self._config.bucket, self._config.org, lines, WritePrecision.NS)
 
     def flush(self) -> None:
         """Block until every point queued so far is written, or failed after its retries."""
         with self._flush_lock:
             with self._api_lock:
-                if self._api is None:
+                if self._current is None:
                     return
-                old, self._api = self._api, self._new_api()
-            self._drain(*old)
+                old, self._current = self._current, self._new_generation()
+            self._drain(old)
 
     def close(self) -> None:
         with self._flush_lock:
             with self._api_lock:
-                old, self._api = self._api, None
+                old, self._current = self._current, None
             if old is None:
                 return
-            self._drain(*old)
+            self._drain(old)
             self._client.close()
             self._sender.executor.shutdown(wait=False)  # only a batch the drain gave up on could still run
 
     def stats(self) -> dict[str, float]:
-        with self._counts_lock:
+        with self._changed:
             counts = {name: float(n) for name, n in self._counts.items()}
         counts["points_pending"] = counts["points_queued"] - counts["points_written"] - counts["points_failed"]
         return counts
 
     # ------------------------------------------------------------------ internals
 
-    def _new_api(self) -> tuple[WriteApi, WriteOptions]:
+    def _new_generation(self) -> _Generation:
         config = self._config
         options = WriteOptions(
             write_type=WriteType.batching,
@@ -103,64 +121,76 @@ class InfluxHistorian:
             max_retry_delay=_max_retry_delay_ms(config),
             max_retry_time=_retry_budget_ms(config),  # the library's 180 s default would cut retries short
             exponential_base=EXPONENTIAL_BASE,
+            # close() waits at most this long before giving up; _drain() then keeps waiting.
+            max_close_wait=_retry_budget_ms(config) + config.flush_interval_ms,
             write_scheduler=self._sender,
         )
-        api = self._client.write_api(
+        generation = _Generation(options)
+        generation.api = self._client.write_api(
             write_options=options,
-            success_callback=self._on_success,
-            error_callback=self._on_error,
-            retry_callback=self._on_retry,
+            success_callback=partial(self._on_success, generation),
+            error_callback=partial(self._on_error, generation),
+            retry_callback=partial(self._on_retry, generation),
         )
-        return api, options
+        return generation
 
-    def _drain(self, api: WriteApi, options: WriteOptions) -> None:
-        """Close `api`: its last window is cut at once and close() waits for the sender.
+    def _drain(self, generation: _Generation) -> None:
+        """Send the generation's last batch and wait until all its points are settled.
 
-        The wait is bounded (a dead sender thread must not hang shutdown) by the time
-        the pending batches could take if every one of them used all its retries.
+        WriteApi.close() cuts the open batch at once. Waiting then goes on as long as
+        the sender makes progress; it stops only if one batch is silent for longer
+        than its whole retry budget (a dead sender thread must not hang shutdown).
         """
-        pending = self.stats()["points_pending"]
-        batches = max(1, math.ceil(pending / self._config.batch_size))
-        options.max_close_wait = batches * _retry_budget_ms(self._config) + self._config.flush_interval_ms
-        api.close()
-        left = self.stats()["points_pending"]
-        if left > 0:
-            logger.warning(
-                "influx historian stopped waiting with points unsent",
-                extra={"url": self._config.url, "bucket": self._config.bucket, "points_pending": left},
-            )
+        generation.api.close()
+        stall_seconds = _retry_budget_ms(self._config) / 1000
+        with self._changed:
+            while generation.settled < generation.queued:
+                seen = generation.callbacks
+                if not self._changed.wait_for(lambda: generation.callbacks != seen, timeout=stall_seconds):
+                    logger.warning(
+                        "influx historian stopped waiting for a stalled sender",
+                        extra={**self._where(), "points_pending": generation.queued - generation.settled},
+                    )
+                    return
 
-    def _on_success(self, batch: tuple[str, str, Any], data: bytes | str) -> None:
-        self._count(points_written=_lines(data), batches_written=1)
-
-    def _on_error(self, batch: tuple[str, str, Any], data: bytes | str, error: Exception) -> None:
+    def _on_success(self, generation: _Generation, batch: Batch, data: bytes | str) -> None:
         points = _lines(data)
-        self._count(points_failed=points, batches_failed=1)
+        self._count(generation, settled=points, points_written=points, batches_written=1)
+
+    def _on_error(self, generation: _Generation, batch: Batch, data: bytes | str, error: Exception) -> None:
+        points = _lines(data)
+        self._count(generation, settled=points, points_failed=points, batches_failed=1)
         logger.error(
-            "influx batch dropped after retries",
-            extra={"url": self._config.url, "bucket": batch[0], "points": points, "error": repr(error)},
+            "influx batch dropped: write failed and is not retried (again)",
+            extra={**self._where(), "points": points, "error": repr(error)},
         )
 
-    def _on_retry(self, batch: tuple[str, str, Any], data: bytes | str, error: Exception) -> None:
-        self._count(retries=1)
+    def _on_retry(self, generation: _Generation, batch: Batch, data: bytes | str, error: Exception) -> None:
+        self._count(generation, retries=1)
         logger.warning(
             "influx batch write failed, retrying",
-            extra={"url": self._config.url, "bucket": batch[0], "points": _lines(data), "error": repr(error)},
+            extra={**self._where(), "points": _lines(data), "error": repr(error)},
         )
 
-    def _count(self, **increments: int) -> None:
-        with self._counts_lock:
+    def _count(self, generation: _Generation, settled: int = 0, **increments: int) -> None:
+        with self._changed:
+            generation.settled += settled
+            generation.callbacks += 1
             for name, n in increments.items():
                 self._counts[name] += n
+            self._changed.notify_all()
+
+    def _where(self) -> dict[str, str]:
+        return {"url": self._config.url, "bucket": self._config.bucket}
 
 
-def _influx_point(point: Point) -> InfluxPoint:
+def _line_protocol(point: Point) -> str:
     record = InfluxPoint(point.measurement)
     for key, tag in point.tags.items():
         record.tag(key, tag)
     for key, value in point.fields.items():
         record.field(key, _one_line(value))
-    return record.time(to_epoch_ns(point.time), WritePrecision.NS)
+    return str(record.time(to_epoch_ns(point.time), WritePrecision.NS).to_line_protocol())
 
 
 def _one_line(value: Any) -> Any:

@@ -10,6 +10,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from agent.drivers.modbus_rtu import ModbusRtuDriver
 from agent.runner import Agent
 from simulators.patrol_reader import PatrolReaderSim
 from tests.support.mqtt import Collector
@@ -163,3 +164,91 @@ def test_queued_events_survive_an_agent_restart(broker_config: BrokerConfig, rea
     finally:
         second.stop()
         collector.close()
+
+
+def test_modbus_meter_and_wand_dock_through_the_agent_with_health_heartbeats(
+    broker_config: BrokerConfig, tmp_path: Path
+) -> None:
+    from simulators.patrol_wand import PatrolWandSim
+    from simulators.sdm120 import Sdm120Sim
+
+    clock = ManualClock(T0)
+    with Sdm120Sim() as meter:
+        meter.set(active_power=1312.5, import_energy=4321.5)
+        config = AgentConfig.model_validate(
+            {
+                "id": "agent-m",
+                "site": "riverside",
+                "broker": broker_config.model_dump(),
+                "buffer_path": str(tmp_path / "outbox.db"),
+                "heartbeat_seconds": 60,
+                "devices": [
+                    {
+                        "driver": "modbus_rtu",
+                        "id": "ac-a204",
+                        "port": meter.port,
+                        "registers": "sdm120",
+                        "include": ["active_power", "import_energy"],
+                        "poll_seconds": 30,
+                        "timeout_seconds": 0.25,
+                    },
+                    {"driver": "patrol_wand", "id": "dock-1", "spool_dir": str(tmp_path / "spool"), "poll_seconds": 30},
+                ],
+            }
+        )
+        collector = Collector(broker_config, topics.events_topic("riverside", "agent-m"))
+        agent = Agent(config, clock)
+        agent.start()
+        meter_driver = agent.drivers[0]
+        assert isinstance(meter_driver, ModbusRtuDriver)
+        try:
+            assert agent.uplink_flag.connected.wait(10)
+            first_poll = {e.channel: e for e in collector.events(2) if isinstance(e, Reading)}
+            assert first_poll["active_power"].value == 1312.5 and first_poll["import_energy"].cumulative
+
+            wand = PatrolWandSim("W07")
+            wand.tap("cp-gate", "guard-lee", T0 - timedelta(hours=6))
+            wand.dock(tmp_path / "spool", T0)
+            meter.silence(0x0048)
+            clock.advance(timedelta(seconds=30))  # one wand scan, one meter poll
+            got = collector.events(2)
+            [tap] = [e for e in got if isinstance(e, PatrolTap)]
+            assert tap.source == "wand" and tap.event_time == T0 - timedelta(hours=6) and tap.reader == "W07"
+            assert [e.channel for e in got if isinstance(e, Reading)] == ["active_power"]
+            wait_for(lambda: meter_driver.polls == 2, what="the second poll to finish")
+
+            meter.clear_faults()
+            clock.advance(timedelta(seconds=30))  # heartbeats, and another poll and scan
+            beats: dict[str, dict[str, float]] = {}
+            while len(beats) < 3:
+                beats.update({e.device: e.counters for e in collector.events(1) if isinstance(e, DeviceStatus)})
+            assert set(beats) == {"ac-a204", "dock-1", "agent-m"}
+            assert beats["agent-m"]["uplink_connects"] == 1 and beats["agent-m"]["shed_readings"] == 0
+            assert beats["agent-m"]["published"] >= 4
+            assert beats["dock-1"] == {"events": 1, "last_seen": (T0 + timedelta(seconds=30)).timestamp()}
+            meter_beat = beats["ac-a204"]
+            assert meter_beat["error_timeout"] == 1 and meter_beat["events"] in (3, 5)  # the third poll may come first
+        finally:
+            agent.stop()
+            collector.close()
+
+
+def test_an_agent_connects_through_its_jittered_backoff_once_the_broker_appears(tmp_path: Path, reader: PatrolReaderSim) -> None:
+    """Started with its broker down, the agent retries on its own jittered schedule and
+    connects when the broker comes up, then announces itself."""
+    from warden.broker import free_port
+
+    port = free_port()
+    config = agent_config(BrokerConfig(port=port, reconnect_min_seconds=0.05, reconnect_max_seconds=0.2), reader.port, tmp_path)
+    agent = Agent(config, ManualClock(T0))
+    agent.start()
+    late: MosquittoBroker | None = None
+    try:
+        wait_for(lambda: agent.uplink_backoff.failures >= 3, what="three failed attempts")
+        late = MosquittoBroker(port=port, workdir=tmp_path / "late-broker")
+        assert agent.uplink_flag.connected.wait(10)
+        assert agent.uplink_backoff.failures == 0 and agent.uplink_connects == 1
+    finally:
+        agent.stop()
+        if late is not None:
+            late.stop()

@@ -426,3 +426,33 @@ def test_stop_is_honoured_while_waiting_to_reconnect(harness: Callable[..., Harn
     assert tried.wait(5)
     h.close()  # returns well before the hour is up, or the join times out and fails
     assert h.driver.counters.errors == {"port_error": 1}
+
+
+def test_on_stop_the_driver_first_reads_what_the_port_already_received() -> None:
+    """Bytes in the port's buffer were sent by the reader and will not be sent again."""
+    stop = threading.Event()
+
+    class ArrivesAsStopIsSet:
+        buffer = LINES[0] + LINES[2][:20]
+
+        @property
+        def in_waiting(self) -> int:
+            return len(self.buffer) if stop.is_set() else 0
+
+        def read(self, size: int) -> bytes:
+            if not stop.is_set():
+                stop.set()  # the agent is told to stop while it waits for bytes
+                return b""
+            data, self.buffer = self.buffer[:size], self.buffer[size:]
+            return data
+
+        def close(self) -> None:
+            pass
+
+    config = PatrolLineDevice(driver="patrol_line", id="gate-line", port="/dev/ttyPATROL")
+    events: list[Event] = []
+    driver = PatrolLineDriver(config, SITE, events.append, ManualClock(RECEIVED), lambda url, **kw: ArrivesAsStopIsSet())
+    driver.run(stop)
+    assert len(events) == 1
+    assert_tap(events[0], VECTORS[0][1])  # type: ignore[arg-type]
+    assert driver.counters.errors == {"truncated": 1}  # the sentence still arriving is counted, not guessed

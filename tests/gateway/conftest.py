@@ -38,8 +38,9 @@ def site() -> SiteConfig:
 def _binary() -> Path:
     binary = find_binary()
     if binary is None or not binary.exists():
+        where = binary or f"{DEFAULT_BINARY} or on PATH"
         pytest.fail(
-            f"victoria-metrics not found at {DEFAULT_BINARY} or on PATH (set {BINARY_ENV} to its path); "
+            f"victoria-metrics not found at {where} (set {BINARY_ENV} to its path); "
             "install it with `apt-get install victoria-metrics` - the Influx historian tests need it",
             pytrace=False,
         )

@@ -76,7 +76,7 @@ def gateway_config(broker_config: BrokerConfig, tmp_path: Path) -> GatewayConfig
 def start_gateway(config: GatewayConfig) -> Gateway:
     gateway = Gateway(config, SITE, ManualClock(EVENING + timedelta(hours=12)))
     gateway.start()
-    assert gateway.flag.connected.wait(10), "gateway did not connect"
+    assert gateway.subscribed.wait(10), "gateway did not subscribe"
     return gateway
 
 
@@ -99,13 +99,13 @@ def test_bad_messages_go_to_dead_letters_and_good_ones_are_stored_once(
         publisher.events(power(0, 10))  # a replay of the first
         publisher.events(power(2, 10), power(2, 10))  # the same event twice in one batch
         publisher.raw(encode_events([power(3, 10)]), topic="warden/v1/riverside/agent-a/bogus")
-        settled = lambda: gateway.metrics["rejected"] >= 3 and gateway.metrics["duplicates"] >= 2  # noqa: E731
-        assert gateway.wait_until(lambda: settled() and gateway.metrics["stored_reading"] >= 2, timeout=10)
+        settled = lambda: gateway.counts().get("rejected", 0) >= 3 and gateway.counts().get("duplicates", 0) >= 2  # noqa: E731
+        assert gateway.wait_until(lambda: settled() and gateway.counts().get("events_stored_reading", 0) >= 2, timeout=10)
     finally:
         gateway.stop()
 
-    assert gateway.metrics["stored_reading"] == 2
-    assert gateway.metrics["duplicates"] == 2
+    assert gateway.counts().get("events_stored_reading", 0) == 2
+    assert gateway.counts().get("duplicates", 0) == 2
     reasons = [row["reason"] for row in gateway.store.dead_letters()]
     assert len(reasons) == 3
     assert any(r.startswith("not UTF-8") for r in reasons)
@@ -122,9 +122,9 @@ def test_ac_left_on_raises_one_alert_served_by_the_api(gateway_config: GatewayCo
     try:
         for minute in range(0, 31, 5):  # 1200 W from 19:00 to 19:30 local
             publisher.events(power(minute, 1200))
-        assert gateway.wait_until(lambda: gateway.metrics["stored_reading"] == 7, timeout=10)
+        assert gateway.wait_until(lambda: gateway.counts().get("events_stored_reading", 0) == 7, timeout=10)
 
-        alerts = httpx.get(f"{api.url}/api/alerts", params={"state": "open"}).raise_for_status().json()
+        alerts = httpx.get(f"{api.url}/api/alerts", params={"state": "open", "rule": "ac_after_hours"}).raise_for_status().json()
         assert len(alerts) == 1
         alert = alerts[0]
         assert (alert["rule"], alert["subject"], alert["state"]) == ("ac_after_hours", "A-204", "open")
@@ -141,18 +141,36 @@ def test_ac_left_on_raises_one_alert_served_by_the_api(gateway_config: GatewayCo
 def test_rule_state_and_alerts_survive_a_restart(gateway_config: GatewayConfig, publisher: Publisher) -> None:
     gateway = start_gateway(gateway_config)
     publisher.events(*[power(m, 1000) for m in range(0, 11, 5)])  # 10 min: inside the grace period
-    assert gateway.wait_until(lambda: gateway.metrics["stored_reading"] == 3, timeout=10)
+    assert gateway.wait_until(lambda: gateway.counts().get("events_stored_reading", 0) == 3, timeout=10)
     gateway.stop()
 
     publisher.events(power(15, 1000))  # while the gateway is down: held by the broker
     restarted = start_gateway(gateway_config)
     try:
         publisher.events(power(20, 1000))
-        assert restarted.wait_until(lambda: restarted.metrics["stored_reading"] == 2, timeout=10)
-        [alert] = restarted.store.alerts()
+        assert restarted.wait_until(lambda: restarted.counts().get("events_stored_reading", 0) == 2, timeout=10)
+        [alert] = restarted.store.alerts(rule="ac_after_hours")
         # The grace timer went on from 19:00 across the restart: raised at 19:15, not 19:30.
         assert alert.opened_at.startswith("2026-11-17T18:15:00")
         assert alert.details["since"].startswith("2026-11-17T18:00:00")
         assert alert.details["wasted_kwh"] == pytest.approx(1000 * 20 / 60 / 1000)
     finally:
         restarted.stop()
+
+
+def test_metrics_endpoint_counts_rejections_by_reason(gateway_config: GatewayConfig, publisher: Publisher) -> None:
+    gateway = start_gateway(gateway_config)
+    api = ApiServer(create_app(gateway), "127.0.0.1", 0)
+    api.start()
+    try:
+        publisher.raw(b"[1, 2]")
+        publisher.events(power(0, 5))
+        assert gateway.wait_until(lambda: gateway.counts().get("events_stored_reading", 0) == 1, timeout=10)
+        text = httpx.get(f"{api.url}/metrics").raise_for_status().text
+    finally:
+        api.stop()
+        gateway.stop()
+    assert 'warden_gateway_rejected_total{reason="not_object"} 1.0' in text
+    assert 'warden_gateway_events_stored_total{kind="reading"} 1.0' in text
+    assert "warden_gateway_historian_write_seconds_count" in text
+    assert 'warden_gateway_historian{stat="points_written"}' in text

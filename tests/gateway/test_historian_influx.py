@@ -139,6 +139,19 @@ def test_writes_after_a_flush_go_out_on_the_next_flush(
     assert len(samples) == 7
 
 
+def test_a_line_break_in_a_string_field_does_not_break_the_batch(
+    historian: InfluxHistorian, victoria_metrics: VictoriaMetrics, site: SiteConfig
+) -> None:
+    odd_card = DoorEvent(id="evt-door-newline", site=site.id, device="door-ctl-1", event_time=T0,
+                         action=DoorAction.DENIED, door="office-101-main", card="04A1\nB2C3")  # fmt: skip
+    historian.write([odd_card, *readings(site.id, "meter-101", T0, 2)])
+    historian.flush()
+
+    assert historian.stats()["points_written"] == 3
+    names = [s.name for s in victoria_metrics.samples(f'{{site="{site.id}",{NUMERIC}}}')]
+    assert sorted(names) == ["door_count", "power_value", "power_value"]
+
+
 def test_batches_split_at_batch_size(victoria_metrics: VictoriaMetrics, site: SiteConfig) -> None:
     historian = InfluxHistorian(config(victoria_metrics.url, batch_size=10, flush_interval_ms=60_000), site)
     try:
@@ -191,10 +204,12 @@ def test_points_written_while_the_server_is_down_arrive_after_it_restarts(
         historian.flush()
         server.stop()
 
+        # Three writes, each after one more retry: three batches queue behind the failing one.
         during = readings(site.id, "meter-101", T0 + timedelta(hours=1), 30)
-        historian.write(during)
-        wait_until(lambda: historian.stats()["retries"] >= 3 or historian.stats()["points_failed"],
-                   "the failed batch to back off and retry 3 times")
+        for retries, chunk in enumerate((during[:10], during[10:20], during[20:]), start=1):
+            historian.write(chunk)
+            wait_until(lambda: historian.stats()["retries"] >= retries or historian.stats()["points_failed"],
+                       f"retry {retries} of the failing batch")  # fmt: skip
         assert historian.stats()["points_failed"] == 0
         server.start()
         historian.flush()

@@ -54,7 +54,7 @@ def engine() -> RuleEngine:
 
 
 def test_builds_ac_after_hours_with_the_configured_parameters(engine: RuleEngine) -> None:
-    assert [rule.name for rule in engine.rules] == ["ac_after_hours"]
+    assert [rule.name for rule in engine.rules] == ["ac_after_hours", "water", "doors", "patrol", "deadman"]
     signals = run(engine, local("2026-03-03 19:00"), range(0, 11, 5))
     assert [s.action for s in signals] == [SignalAction.RAISE]  # grace 10 min, not the default 15
     assert signals[0].at == local("2026-03-03 19:10")
@@ -80,7 +80,7 @@ def test_snapshot_is_json_and_restores_into_a_new_engine(engine: RuleEngine) -> 
     start = local("2026-03-03 19:00")
     run(engine, start, range(0, 11, 5))
     snapshot = json.loads(json.dumps(engine.snapshot()))
-    assert set(snapshot) == {"ac_after_hours"}
+    assert set(snapshot) == {"ac_after_hours", "water", "doors", "patrol", "deadman"}
 
     restarted = RuleEngine(SITE, CONFIG)
     restarted.restore(snapshot)

@@ -1,0 +1,275 @@
+"""Silent devices: no event from a device for longer than it is expected to stay quiet.
+
+One alert per device, resolved when it speaks again. When a whole agent goes away (its
+status says offline, or every device it serves falls silent together) there is one agent
+alert instead, and its devices' own alerts are held back: fifty identical alerts would
+hide the one fact that matters. Silence is judged on ticks against the event time of each
+device's newest event, so late or replayed data never makes a device look silent.
+
+Events do not name their agent. The mapping comes from the configuration (`agents`), or
+from the gateway, which knows each event's agent from its MQTT topic (`learn_agent`).
+Devices with no known agent are held back while any agent with no known devices is offline.
+See docs/rules.md#deadman.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from rules import state
+from rules.alerts import AlertSignal, Severity, SignalAction
+from warden.config import DeadmanConfig, SiteConfig
+from warden.events import DeviceState, DeviceStatus, Event
+
+SNAPSHOT_VERSION = 1
+
+DEVICE = "deadman"
+AGENT = "deadman_agent"
+
+
+@dataclass
+class _Device:
+    last: datetime | None = None  # newest event time
+    kinds: set[str] = field(default_factory=set)
+    raised: bool = False
+
+
+@dataclass
+class _Agent:
+    status: str = ""  # last availability received: online, offline or "" (never said)
+    status_at: datetime | None = None
+    silent_at: datetime | None = None  # when all its devices had fallen silent, if they have
+    raised: bool = False
+    reason: str = ""  # offline or silent, while raised
+    back_at: datetime | None = None  # when its alert resolved: its devices' silence counts from here
+
+
+class DeadmanRule:
+    """One alert per silent device, one per absent agent, never both for the same silence."""
+
+    name = "deadman"
+
+    def __init__(self, site: SiteConfig, config: DeadmanConfig) -> None:
+        self._site = site
+        self._config = config
+        self._kind_minutes = {
+            "reading": config.reading_minutes,
+            "status": config.status_minutes,
+            "door": config.door_minutes,
+            "patrol_tap": config.patrol_tap_minutes,
+        }
+        self._configured_agent = {device: agent for agent, devices in config.agents.items() for device in devices}
+        self._learned_agent: dict[str, str] = {}
+        self._devices: dict[str, _Device] = {}
+        self._agents: dict[str, _Agent] = {agent: _Agent() for agent in config.agents}
+        self._since: datetime | None = None  # first tick: configured devices never heard count from here
+        self._newest: datetime | None = None
+        self.stats: dict[str, int] = {"agent_status": 0, "held_back": 0}
+
+    def learn_agent(self, device: str, agent: str) -> None:
+        """The gateway saw `device`'s events on `agent`'s topic; the configuration wins."""
+        if device != agent and device not in self._configured_agent:
+            self._learned_agent[device] = agent
+            self._agents.setdefault(agent, _Agent())
+
+    # ----------------------------------------------------------------- Rule protocol
+
+    def on_event(self, event: Event) -> list[AlertSignal]:
+        self._newest = max(self._newest or event.event_time, event.event_time)
+        if isinstance(event, DeviceStatus) and event.state is not DeviceState.HEARTBEAT and self._is_agent(event.device):
+            return self._agent_status(event)
+        if isinstance(event, DeviceStatus) and event.state is DeviceState.HEARTBEAT and not self._config.heartbeats_count:
+            return []
+        device = self._devices.setdefault(event.device, _Device())
+        device.kinds.add(event.kind)
+        previous = device.last
+        if previous is not None and event.event_time <= previous:
+            return []
+        device.last = event.event_time
+        if not device.raised:
+            return []
+        device.raised = False
+        minutes = (event.event_time - previous).total_seconds() / 60 if previous else 0.0
+        message = f"Device {event.device} spoke again at {self._hm(event.event_time)}"
+        if previous:
+            message += f" after {_duration(minutes)} of silence"
+        return [self._device_signal(SignalAction.RESOLVE, event.device, event.event_time, message, minutes)]
+
+    def on_tick(self, now: datetime) -> list[AlertSignal]:
+        """Judge agents first, then the devices they do not account for."""
+        if self._since is None:
+            self._since = now
+        for device, minutes in self._config.devices.items():
+            if minutes is not None:
+                self._devices.setdefault(device, _Device())
+        signals: list[AlertSignal] = []
+        for agent_id in sorted(self._agents):
+            agent = self._agents[agent_id]
+            agent.silent_at = self._all_silent(agent_id, now)
+            signals += self._sync_agent(agent_id, agent)
+        for device_id in sorted(self._devices):
+            signals += self._judge_device(device_id, self._devices[device_id], now)
+        return signals
+
+    # ----------------------------------------------------------------- devices
+
+    def _judge_device(self, device_id: str, device: _Device, now: datetime) -> list[AlertSignal]:
+        interval = self._interval(device_id, device)
+        if interval is None or device.raised:
+            return []
+        deadline = self._anchor(device_id, device) + interval
+        if now < deadline:
+            return []
+        if self._held_back(device_id):
+            self.stats["held_back"] += 1
+            return []
+        device.raised = True
+        minutes = interval.total_seconds() / 60
+        since = f"since {self._hm(device.last)}" if device.last else "at all"
+        message = f"No data from device {device_id} {since} (expected at least every {_duration(minutes)})"
+        return [self._device_signal(SignalAction.RAISE, device_id, deadline, message, minutes)]
+
+    def _interval(self, device_id: str, device: _Device) -> timedelta | None:
+        """Per-device setting, else the shortest default among the kinds of events it sent."""
+        if device_id in self._config.devices:
+            minutes = self._config.devices[device_id]
+        else:
+            known = [m for kind in device.kinds if (m := self._kind_minutes.get(kind)) is not None]
+            minutes = min(known) if known else None
+        return None if minutes is None else timedelta(minutes=minutes)
+
+    def _anchor(self, device_id: str, device: _Device) -> datetime:
+        """Silence counts from the newest event, or from the agent's return if later, and
+        never from before the rule first saw time: a fresh gateway fed old data does not
+        call every device silent at once."""
+        assert self._since is not None
+        return max(t for t in (device.last, self._back_at(device_id), self._since) if t is not None)
+
+    def _agent_of(self, device_id: str) -> str | None:
+        return self._configured_agent.get(device_id) or self._learned_agent.get(device_id)
+
+    def _held_back(self, device_id: str) -> bool:
+        agent = self._agent_of(device_id)
+        if agent is not None:
+            return self._agents[agent].raised
+        return any(a.status == "offline" for a_id, a in self._agents.items() if not self._has_devices(a_id))
+
+    def _back_at(self, device_id: str) -> datetime | None:
+        agent = self._agent_of(device_id)
+        if agent is not None:
+            return self._agents[agent].back_at
+        times = [a.back_at for a_id, a in self._agents.items() if a.back_at and not self._has_devices(a_id)]
+        return max(times) if times else None
+
+    def _device_signal(self, action: SignalAction, device_id: str, at: datetime, message: str, minutes: float) -> AlertSignal:
+        device = self._devices[device_id]
+        details: dict[str, float | str] = {"device": device_id, "minutes": round(minutes, 2)}
+        if device.last:
+            details["last_event"] = device.last.isoformat()
+        if agent := self._agent_of(device_id):
+            details["agent"] = agent
+        if place := self._site.locate(device_id):
+            details.update(building=place.building, room=place.room)
+        return AlertSignal(self._site.id, DEVICE, device_id, action, at, Severity.WARNING, message, details)
+
+    # ----------------------------------------------------------------- agents
+
+    def _is_agent(self, device_id: str) -> bool:
+        """Availability from something that is not a site device is an agent's."""
+        if device_id in self._config.agents:
+            return True
+        known_device = any(device_id in known for known in (self._configured_agent, self._learned_agent, self._config.devices))
+        return not known_device and self._site.locate(device_id) is None
+
+    def _agent_status(self, event: DeviceStatus) -> list[AlertSignal]:
+        """Taken in arrival order: an MQTT will carries the time it was set, not when it fired."""
+        self.stats["agent_status"] += 1
+        agent = self._agents.setdefault(event.device, _Agent())
+        agent.status, agent.status_at = event.state.value, event.event_time
+        return self._sync_agent(event.device, agent)
+
+    def _all_silent(self, agent_id: str, now: datetime) -> datetime | None:
+        """When every device of the agent (two or more) had been silent for the shortest
+        interval among them, if they all still are."""
+        devices = [(d, self._devices[d]) for d in sorted(self._devices) if self._agent_of(d) == agent_id]
+        watched = [(d, dev, i) for d, dev in devices if (i := self._interval(d, dev)) is not None]
+        if len(watched) < 2:
+            return None
+        shortest = min(i for _, _, i in watched)
+        newest = max(self._anchor(d, dev) for d, dev, _ in watched)
+        return newest + shortest if now >= newest + shortest else None
+
+    def _sync_agent(self, agent_id: str, agent: _Agent) -> list[AlertSignal]:
+        reason = "offline" if agent.status == "offline" else ("silent" if agent.silent_at else "")
+        if reason == agent.reason and agent.raised == bool(reason):
+            return []
+        at = self._agent_time(agent_id, agent, reason)
+        if not reason:
+            agent.raised, agent.reason, agent.back_at = False, "", at
+            return [self._agent_signal(SignalAction.RESOLVE, agent_id, agent, at, "back")]
+        action = SignalAction.UPDATE if agent.raised else SignalAction.RAISE
+        agent.raised, agent.reason = True, reason
+        return [self._agent_signal(action, agent_id, agent, at, reason)]
+
+    def _agent_time(self, agent_id: str, agent: _Agent, reason: str) -> datetime:
+        """When the agent's condition changed, in event time."""
+        if reason == "silent":
+            assert agent.silent_at is not None
+            return agent.silent_at
+        candidates = [t for t in (agent.status_at, self._newest) if t is not None]
+        if not reason:  # back: its status said online, or one of its devices spoke
+            lasts = [d.last for d_id, d in self._devices.items() if d.last and self._agent_of(d_id) == agent_id]
+            candidates = [t for t in (agent.status_at if agent.status == "online" else None, *lasts) if t] or candidates
+        return max(candidates)
+
+    def _agent_signal(self, action: SignalAction, agent_id: str, agent: _Agent, at: datetime, reason: str) -> AlertSignal:
+        devices = [d for d in self._devices if self._agent_of(d) == agent_id]
+        if reason == "offline":
+            message = f"Agent {agent_id} is offline; its devices' silence is reported as this one alert"
+        elif reason == "silent":
+            message = f"All {len(devices)} devices of agent {agent_id} silent since {self._hm(at)}"
+        else:
+            message = f"Agent {agent_id} back at {self._hm(at)}"
+        details: dict[str, float | str] = {"agent": agent_id, "reason": reason, "devices": len(devices)}
+        return AlertSignal(self._site.id, AGENT, agent_id, action, at, Severity.CRITICAL, message, details)
+
+    def _has_devices(self, agent_id: str) -> bool:
+        return agent_id in self._config.agents or agent_id in self._learned_agent.values()
+
+    def _hm(self, at: datetime) -> str:
+        return at.astimezone(self._site.zone).strftime("%H:%M")
+
+    # ----------------------------------------------------------------- persistence
+
+    def state_snapshot(self) -> dict[str, Any]:
+        return {
+            "version": SNAPSHOT_VERSION,
+            "since": state.dump(self._since),
+            "newest": state.dump(self._newest),
+            "devices": state.dump(self._devices),
+            "agents": state.dump(self._agents),
+            "learned_agents": dict(self._learned_agent),
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        if snapshot.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported {self.name} snapshot version {snapshot.get('version')!r}")
+        self._since = _parse(snapshot["since"])
+        self._newest = _parse(snapshot["newest"])
+        self._devices = {d: state.load(_Device, s) for d, s in snapshot["devices"].items()}
+        self._agents = {agent: _Agent() for agent in self._config.agents}
+        self._agents.update({a: state.load(_Agent, s) for a, s in snapshot["agents"].items()})
+        self._learned_agent = {}
+        for device, agent in snapshot.get("learned_agents", {}).items():
+            self.learn_agent(device, agent)
+
+
+def _duration(minutes: float) -> str:
+    whole = int(round(minutes))
+    return f"{whole} min" if whole < 60 else f"{whole // 60} h {whole % 60:02d} min"
+
+
+def _parse(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)

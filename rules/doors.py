@@ -1,0 +1,306 @@
+"""Doors: held open too long, forced open, used outside their schedule, repeated denied cards.
+
+Each condition is its own alert rule with the door id as subject, so one door can have a
+held-open and an after-hours alert at once. Door events are acted on as they arrive (a
+forced door must not wait for late data); a tick lets a held-open timer or a quiet spell
+expire without a further event. See docs/rules.md#doors.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from rules import state
+from rules.alerts import AlertSignal, Severity, SignalAction
+from rules.schedule import is_scheduled, next_change
+from warden.config import DoorsConfig, SiteConfig
+from warden.events import DoorAction, DoorEvent, Event
+
+SNAPSHOT_VERSION = 1
+
+HELD_OPEN = "door_held_open"
+FORCED = "door_forced"
+AFTER_HOURS = "door_after_hours"
+DENIED = "door_denied"
+
+
+@dataclass(frozen=True)
+class _Policy:
+    """What applies to one door: its held-open limit and whether and how after hours is judged."""
+
+    held_open: timedelta
+    checked: bool  # False: after-hours use is not judged (no schedule known, or switched off)
+    schedule: str | None  # None with checked: the door's room is never scheduled
+
+
+@dataclass
+class _Door:
+    device: str = ""  # the controller that reported it, to find its room
+    open_since: datetime | None = None
+    last_closed: datetime | None = None
+    held_raised: bool = False
+    forced_since: datetime | None = None
+    forced_count: int = 0
+    denied: list[datetime] = field(default_factory=list)  # recent denials, oldest first
+    denied_raised: bool = False
+    denied_since: datetime | None = None
+    denied_count: int = 0
+    denied_card: str = ""
+    after_since: datetime | None = None
+    after_ends: datetime | None = None  # the schedule start that ends the episode; None: never
+    after_granted: int = 0
+    after_opened: int = 0
+    after_settled: datetime | None = None  # end of the last finished after-hours period
+
+
+class DoorsRule:
+    """Held open, forced, after-hours use and denied cards, one alert each per door."""
+
+    name = "doors"
+
+    def __init__(self, site: SiteConfig, config: DoorsConfig) -> None:
+        for door, override in config.doors.items():
+            if override.schedule is not None and override.schedule not in site.schedules:
+                raise ValueError(f"rules.doors.doors.{door}.schedule: unknown schedule {override.schedule!r}")
+        self._site = site
+        self._config = config
+        self._denied_window = timedelta(minutes=config.denied_minutes)
+        self._doors: dict[str, _Door] = {}
+        self._policies: dict[str, _Policy] = {}
+        self.stats: dict[str, int] = {"out_of_order": 0, "unscheduled": 0}
+
+    # ----------------------------------------------------------------- Rule protocol
+
+    def on_event(self, event: Event) -> list[AlertSignal]:
+        if not isinstance(event, DoorEvent):
+            return []
+        door = self._doors.setdefault(event.door, _Door())
+        door.device = door.device or event.device
+        policy = self._policy(event.door, event.device)
+        at = event.event_time
+        signals = self._expire(event.door, door, policy, at)
+        match event.action:
+            case DoorAction.OPENED:
+                signals += self._opened(door, at)
+                signals += self._after_hours(event, door, policy)
+            case DoorAction.GRANTED:
+                signals += self._after_hours(event, door, policy)
+            case DoorAction.CLOSED:
+                signals += self._closed(event.door, door, at)
+            case DoorAction.HELD_OPEN:
+                signals += self._held_open(event.door, door, policy, at)
+            case DoorAction.FORCED:
+                signals += self._forced(event.door, door, at)
+            case DoorAction.DENIED:
+                signals += self._denied(event, door)
+        return signals
+
+    def on_tick(self, now: datetime) -> list[AlertSignal]:
+        signals: list[AlertSignal] = []
+        for door_id, door in sorted(self._doors.items()):
+            signals += self._expire(door_id, door, self._policy(door_id, door.device), now)
+        return signals
+
+    def _expire(self, door_id: str, door: _Door, policy: _Policy, now: datetime) -> list[AlertSignal]:
+        """Conditions that time alone settles: a door open too long, a quiet spell after
+        denials, an after-hours period ended by the schedule starting."""
+        signals = []
+        if door.open_since and not door.held_raised and now >= door.open_since + policy.held_open:
+            door.held_raised = True
+            at = door.open_since + policy.held_open
+            seconds = policy.held_open.total_seconds()
+            message = f"Door {door_id} held open for {seconds:.0f} s (opened {self._hms(door.open_since)})"
+            signals.append(self._signal(HELD_OPEN, SignalAction.RAISE, door_id, at, Severity.WARNING, message, {
+                "since": door.open_since.isoformat(), "seconds": seconds, "source": "timer"}))
+        if door.denied_raised and door.denied and now >= door.denied[-1] + self._denied_window:
+            signals.append(self._denied_signal(SignalAction.RESOLVE, door_id, door, door.denied[-1] + self._denied_window))
+            door.denied_raised, door.denied_count, door.denied = False, 0, []
+        if door.after_since and door.after_ends and now >= door.after_ends:
+            signals.append(self._after_signal(SignalAction.RESOLVE, door_id, door, door.after_ends))
+            door.after_settled, door.after_since, door.after_ends = door.after_ends, None, None
+            door.after_granted = door.after_opened = 0
+        return signals
+
+    # ----------------------------------------------------------------- held open
+
+    def _opened(self, door: _Door, at: datetime) -> list[AlertSignal]:
+        if door.last_closed is not None and at <= door.last_closed:
+            self.stats["out_of_order"] += 1  # an opening before the last close we saw: already over
+        elif door.open_since is None or at < door.open_since:
+            door.open_since = at
+        return []
+
+    def _held_open(self, door_id: str, door: _Door, policy: _Policy, at: datetime) -> list[AlertSignal]:
+        """The controller's own held-open alarm: raise at once, its timer already ran."""
+        if door.held_raised or (door.last_closed is not None and at <= door.last_closed):
+            return []
+        door.open_since = door.open_since or at
+        door.held_raised = True
+        message = f"Door {door_id} held open (reported by the controller at {self._hms(at)})"
+        return [self._signal(HELD_OPEN, SignalAction.RAISE, door_id, at, Severity.WARNING, message, {
+            "since": door.open_since.isoformat(), "seconds": (at - door.open_since).total_seconds(), "source": "controller"})]
+
+    def _closed(self, door_id: str, door: _Door, at: datetime) -> list[AlertSignal]:
+        signals = []
+        if door.forced_since is not None and at >= door.forced_since:
+            message = f"Door {door_id} closed at {self._hms(at)} after being forced at {self._hms(door.forced_since)}"
+            signals.append(self._forced_signal(SignalAction.UPDATE, door_id, door, at, message, closed=at))
+            door.forced_since = None
+        if door.open_since is not None and at >= door.open_since:
+            if door.held_raised:
+                seconds = (at - door.open_since).total_seconds()
+                message = f"Door {door_id} closed at {self._hms(at)} after {seconds:.0f} s open"
+                signals.append(self._signal(HELD_OPEN, SignalAction.RESOLVE, door_id, at, Severity.WARNING, message, {
+                    "since": door.open_since.isoformat(), "seconds": seconds}))
+            door.open_since, door.held_raised = None, False
+        door.last_closed = at if door.last_closed is None else max(door.last_closed, at)
+        return signals
+
+    # ----------------------------------------------------------------- forced
+
+    def _forced(self, door_id: str, door: _Door, at: datetime) -> list[AlertSignal]:
+        """Critical, and left open for a person: closing the door does not undo a break-in."""
+        if door.forced_since is not None:
+            door.forced_count += 1
+            message = f"Door {door_id} forced again at {self._hms(at)} ({door.forced_count} times)"
+            return [self._forced_signal(SignalAction.UPDATE, door_id, door, at, message)]
+        door.forced_count = 1
+        if door.last_closed is None or at > door.last_closed:
+            door.forced_since = at
+        message = f"Door {door_id} forced open at {self._hms(at)}"
+        return [self._forced_signal(SignalAction.RAISE, door_id, door, at, message, since=at)]
+
+    def _forced_signal(
+        self, action: SignalAction, door_id: str, door: _Door, at: datetime, message: str,
+        since: datetime | None = None, closed: datetime | None = None,
+    ) -> AlertSignal:
+        details: dict[str, float | str] = {"count": door.forced_count, "since": (since or door.forced_since or at).isoformat()}
+        if closed is not None:
+            details["closed"] = closed.isoformat()
+        return self._signal(FORCED, action, door_id, at, Severity.CRITICAL, message, details)
+
+    # ----------------------------------------------------------------- denied cards
+
+    def _denied(self, event: DoorEvent, door: _Door) -> list[AlertSignal]:
+        """N denials within M minutes raise; each further one updates; M quiet minutes resolve."""
+        at, window = event.event_time, self._denied_window
+        insort(door.denied, at)
+        door.denied = [t for t in door.denied if t >= door.denied[-1] - window]  # the rest can never count again
+        door.denied_card = event.card or door.denied_card
+        if door.denied_raised:
+            door.denied_count += 1
+            return [self._denied_signal(SignalAction.UPDATE, event.door, door, at)]
+        first_full = _first_full_window(door.denied, window, self._config.denied_count)
+        if first_full is None:
+            return []
+        door.denied_raised, door.denied_since, door.denied_count = True, door.denied[0], len(door.denied)
+        return [self._denied_signal(SignalAction.RAISE, event.door, door, first_full)]
+
+    def _denied_signal(self, action: SignalAction, door_id: str, door: _Door, at: datetime) -> AlertSignal:
+        minutes = self._config.denied_minutes
+        if action is SignalAction.RESOLVE:
+            message = f"No denied card at door {door_id} for {minutes:g} min ({door.denied_count} denied in all)"
+        else:
+            message = f"{door.denied_count} denied cards at door {door_id} since {self._hms(door.denied_since or at)}"
+        details: dict[str, float | str] = {"count": door.denied_count, "since": (door.denied_since or at).isoformat()}
+        if door.denied_card:
+            details["last_card"] = door.denied_card
+        return self._signal(DENIED, action, door_id, at, Severity.WARNING, message, details)
+
+    # ----------------------------------------------------------------- after hours
+
+    def _after_hours(self, event: DoorEvent, door: _Door, policy: _Policy) -> list[AlertSignal]:
+        """One alert per unscheduled period: raised by the first use, updated by the next ones,
+        resolved when the schedule starts."""
+        if not policy.checked:
+            self.stats["unscheduled"] += 1
+            return []
+        at = event.event_time
+        if is_scheduled(self._site, policy.schedule, at):
+            return []
+        opened = event.action is DoorAction.OPENED
+        if door.after_since is not None:
+            if at < door.after_since:
+                if next_change(self._site, policy.schedule, at) != door.after_ends:
+                    self.stats["out_of_order"] += 1
+                    return []
+                door.after_since = at
+            door.after_opened += opened
+            door.after_granted += not opened
+            return [self._after_signal(SignalAction.UPDATE, event.door, door, at)]
+        if door.after_settled is not None and at < door.after_settled:
+            self.stats["out_of_order"] += 1
+            return []
+        door.after_since, door.after_ends = at, next_change(self._site, policy.schedule, at)
+        door.after_opened, door.after_granted = int(opened), int(not opened)
+        return [self._after_signal(SignalAction.RAISE, event.door, door, at)]
+
+    def _after_signal(self, action: SignalAction, door_id: str, door: _Door, at: datetime) -> AlertSignal:
+        assert door.after_since is not None
+        uses = door.after_granted + door.after_opened
+        if action is SignalAction.RESOLVE:
+            message = f"Schedule of door {door_id} started at {self._hm(at)}; {uses} door events after hours"
+        elif uses == 1:
+            message = f"Door {door_id} used after hours at {self._hms(at)}"
+        else:
+            message = f"Door {door_id} used after hours: {uses} door events since {self._hms(door.after_since)}"
+        details: dict[str, float | str] = {
+            "since": door.after_since.isoformat(),
+            "granted": door.after_granted,
+            "opened": door.after_opened,
+            "count": uses,
+        }
+        return self._signal(AFTER_HOURS, action, door_id, at, Severity.WARNING, message, details)
+
+    # ----------------------------------------------------------------- helpers
+
+    def _policy(self, door_id: str, device: str) -> _Policy:
+        """The door's settings; its room is found by the door id, else by its controller."""
+        if door_id in self._policies:
+            return self._policies[door_id]
+        override = self._config.doors.get(door_id)
+        held = override.held_open_seconds if override and override.held_open_seconds else self._config.held_open_seconds
+        checked = self._config.after_hours and (override is None or override.after_hours)
+        schedule = override.schedule if override else None
+        if schedule is None:
+            place = self._site.locate(door_id) or self._site.locate(device)
+            checked = checked and place is not None
+            schedule = place.schedule if place else None
+        policy = _Policy(held_open=timedelta(seconds=held), checked=checked, schedule=schedule)
+        self._policies[door_id] = policy
+        return policy
+
+    def _hm(self, at: datetime) -> str:
+        return at.astimezone(self._site.zone).strftime("%H:%M")
+
+    def _hms(self, at: datetime) -> str:
+        return at.astimezone(self._site.zone).strftime("%H:%M:%S")
+
+    def _signal(
+        self, rule: str, action: SignalAction, door_id: str, at: datetime, severity: Severity, message: str,
+        details: dict[str, float | str],
+    ) -> AlertSignal:
+        return AlertSignal(self._site.id, rule, door_id, action, at, severity, message, {**details, "door": door_id})
+
+    # ----------------------------------------------------------------- persistence
+
+    def state_snapshot(self) -> dict[str, Any]:
+        """Plain JSON per door: open and forced since when, recent denials, after-hours episode."""
+        return {"version": SNAPSHOT_VERSION, "doors": state.dump(self._doors)}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        if snapshot.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported {self.name} snapshot version {snapshot.get('version')!r}")
+        self._doors = {d: state.load(_Door, s) for d, s in snapshot["doors"].items()}
+        self._policies = {}
+
+
+def _first_full_window(times: list[datetime], window: timedelta, count: int) -> datetime | None:
+    """The first time at which `count` of the sorted `times` fall within `window`, or None."""
+    for i in range(count - 1, len(times)):
+        if times[i] - times[i - count + 1] <= window:
+            return times[i]
+    return None

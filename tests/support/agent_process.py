@@ -1,0 +1,75 @@
+"""A real `warden agent` in a subprocess, whose log lines a test can wait for."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+
+def warden_command() -> list[str]:
+    executable = shutil.which("warden")
+    if executable:
+        return [executable]
+    return [sys.executable, "-c", "from warden.cli import app; app()"]
+
+
+class AgentProcess:
+    def __init__(self, config: Path) -> None:
+        self.process = subprocess.Popen(
+            [*warden_command(), "agent", "--config", str(config), "--log-level", "INFO"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, name="agent-stderr", daemon=True)
+        self._reader.start()
+
+    def wait_log(self, text: str, count: int = 1, timeout: float = 20.0) -> None:
+        """Block until `count` log lines contain `text` (or the process died)."""
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: sum(text in line for line in self.lines) >= count or self.process.poll() is not None, timeout
+            )
+            if not found or sum(text in line for line in self.lines) < count:
+                raise AssertionError(f"agent never logged {text!r} ({count}x); its log:\n" + "".join(self.lines[-40:]))
+
+    def kill(self) -> int:
+        """SIGKILL: no handler runs, nothing is flushed, as a power cut or the OOM killer."""
+        self.process.send_signal(signal.SIGKILL)
+        return self.process.wait(timeout=10)
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.kill()
+        self._reader.join(timeout=5)
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+
+def outbox_rows(path: Path) -> int:
+    """Events in an agent's outbox file, read with a connection of our own."""
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(path, timeout=10)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+    finally:
+        db.close()
