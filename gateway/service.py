@@ -65,8 +65,7 @@ class Gateway:
         self.clock = clock or SystemClock()
         self.store = StateStore(config.state_db)
         self.historian = historian or open_historian(config.historian, site)
-        self.engine = RuleEngine(site, config.rules)
-        self.engine.restore(self.store.rule_snapshot())
+        self.engine = self._committed_rules()
         self.client = make_client(config.broker, f"warden-gateway-{config.id}", persistent_session=True, manual_ack=True)
         self.flag = ConnectionFlag()
         self.subscribed = threading.Event()  # set once the broker confirmed the subscriptions
@@ -75,6 +74,7 @@ class Gateway:
         self.metrics = GatewayMetrics(self._queue.qsize, self.historian.stats)
         self._stop = threading.Event()
         self._progress = threading.Condition()
+        self._tick_pending = threading.Event()  # at most one tick waits in the queue
         self._threads: list[threading.Thread] = []
         self.alert_listeners: list[Callable[[AlertChange], None]] = []
 
@@ -151,8 +151,17 @@ class Gateway:
             except Exception:
                 self.metrics.batch_retries.inc()
                 log.exception("storing a batch failed; retrying", extra={"messages": len(batch), "retry_in_s": delay})
+                # The rules saw the batch; rewind them to the last committed state so the
+                # retry does not count its events twice.
+                self.engine = self._committed_rules()
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30.0)
+
+    def _committed_rules(self) -> RuleEngine:
+        """The rule engine as of the last committed batch (timers carry on across restarts)."""
+        engine = RuleEngine(self.site, self.config.rules)
+        engine.restore(self.store.rule_snapshot())
+        return engine
 
     def _process(self, batch: list[Incoming | _Tick]) -> None:
         events: list[Event] = []
@@ -160,13 +169,17 @@ class Gateway:
         for item in batch:
             if isinstance(item, Incoming):
                 accepted = self._accept(item)
-                refused.append(accepted) if isinstance(accepted, DeadLetter) else events.extend(accepted)
+                if isinstance(accepted, DeadLetter):
+                    refused.append(accepted)
+                else:
+                    events.extend(accepted)
         fresh = self._first_sightings(events)
         with self.metrics.historian_seconds.time():
             self.historian.write(fresh)
         with self.metrics.rules_seconds.time():
             signals = [signal for event in fresh for signal in self._evaluate(event)]
             if any(isinstance(item, _Tick) for item in batch):
+                self._tick_pending.clear()
                 signals.extend(self.engine.on_tick(self._rule_time()))
         with self.metrics.commit_seconds.time():
             changes = self.store.commit_batch([e.id for e in fresh], signals, self.engine.snapshot(), refused)
@@ -245,7 +258,9 @@ class Gateway:
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(TICK_REAL_SECONDS):
-            self._queue.put(_Tick())
+            if not self._tick_pending.is_set():
+                self._tick_pending.set()
+                self._queue.put(_Tick())
 
     def counts(self) -> dict[str, float]:
         return self.metrics.counts()

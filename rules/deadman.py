@@ -78,10 +78,12 @@ class DeadmanRule:
 
     def on_event(self, event: Event) -> list[AlertSignal]:
         self._newest = max(self._newest or event.event_time, event.event_time)
-        if isinstance(event, DeviceStatus) and event.state is not DeviceState.HEARTBEAT and self._is_agent(event.device):
-            return self._agent_status(event)
-        if isinstance(event, DeviceStatus) and event.state is DeviceState.HEARTBEAT and not self._config.heartbeats_count:
-            return []
+        if isinstance(event, DeviceStatus):
+            heartbeat = event.state is DeviceState.HEARTBEAT
+            if not heartbeat and self._is_agent(event.device):
+                return self._agent_status(event)
+            if heartbeat and not self._config.heartbeats_count:
+                return []
         device = self._devices.setdefault(event.device, _Device())
         device.kinds.add(event.kind)
         previous = device.last
@@ -157,13 +159,19 @@ class DeadmanRule:
         return any(a.status == "offline" for a_id, a in self._agents.items() if not self._has_devices(a_id))
 
     def _back_at(self, device_id: str) -> datetime | None:
+        """When the device's agent last came back (for a device of no known agent: any
+        agent of no known devices)."""
         agent = self._agent_of(device_id)
-        if agent is not None:
-            return self._agents[agent].back_at
-        times = [a.back_at for a_id, a in self._agents.items() if a.back_at and not self._has_devices(a_id)]
+        if agent:
+            agents = [self._agents[agent]]
+        else:
+            agents = [a for a_id, a in self._agents.items() if not self._has_devices(a_id)]
+        times = [t for a in agents for t in (a.back_at, a.status_at if a.status == "online" else None) if t]
         return max(times) if times else None
 
-    def _device_signal(self, action: SignalAction, device_id: str, at: datetime, message: str, minutes: float) -> AlertSignal:
+    def _device_signal(
+        self, action: SignalAction, device_id: str, at: datetime, message: str, minutes: float
+    ) -> AlertSignal:
         device = self._devices[device_id]
         details: dict[str, float | str] = {"device": device_id, "minutes": round(minutes, 2)}
         if device.last:
@@ -180,7 +188,8 @@ class DeadmanRule:
         """Availability from something that is not a site device is an agent's."""
         if device_id in self._config.agents:
             return True
-        known_device = any(device_id in known for known in (self._configured_agent, self._learned_agent, self._config.devices))
+        known = (self._configured_agent, self._learned_agent, self._config.devices)
+        known_device = any(device_id in devices for devices in known)
         return not known_device and self._site.locate(device_id) is None
 
     def _agent_status(self, event: DeviceStatus) -> list[AlertSignal]:
@@ -188,6 +197,8 @@ class DeadmanRule:
         self.stats["agent_status"] += 1
         agent = self._agents.setdefault(event.device, _Agent())
         agent.status, agent.status_at = event.state.value, event.event_time
+        if event.state is DeviceState.ONLINE:
+            agent.silent_at = None  # its devices get a fresh interval from now; the next tick judges them
         return self._sync_agent(event.device, agent)
 
     def _all_silent(self, agent_id: str, now: datetime) -> datetime | None:
@@ -208,10 +219,10 @@ class DeadmanRule:
         at = self._agent_time(agent_id, agent, reason)
         if not reason:
             agent.raised, agent.reason, agent.back_at = False, "", at
-            return [self._agent_signal(SignalAction.RESOLVE, agent_id, agent, at, "back")]
+            return [self._agent_signal(SignalAction.RESOLVE, agent_id, at, "back")]
         action = SignalAction.UPDATE if agent.raised else SignalAction.RAISE
         agent.raised, agent.reason = True, reason
-        return [self._agent_signal(action, agent_id, agent, at, reason)]
+        return [self._agent_signal(action, agent_id, at, reason)]
 
     def _agent_time(self, agent_id: str, agent: _Agent, reason: str) -> datetime:
         """When the agent's condition changed, in event time."""
@@ -221,13 +232,14 @@ class DeadmanRule:
         candidates = [t for t in (agent.status_at, self._newest) if t is not None]
         if not reason:  # back: its status said online, or one of its devices spoke
             lasts = [d.last for d_id, d in self._devices.items() if d.last and self._agent_of(d_id) == agent_id]
-            candidates = [t for t in (agent.status_at if agent.status == "online" else None, *lasts) if t] or candidates
+            online = agent.status_at if agent.status == "online" else None
+            candidates = [t for t in (online, *lasts) if t] or candidates
         return max(candidates)
 
-    def _agent_signal(self, action: SignalAction, agent_id: str, agent: _Agent, at: datetime, reason: str) -> AlertSignal:
+    def _agent_signal(self, action: SignalAction, agent_id: str, at: datetime, reason: str) -> AlertSignal:
         devices = [d for d in self._devices if self._agent_of(d) == agent_id]
         if reason == "offline":
-            message = f"Agent {agent_id} is offline; its devices' silence is reported as this one alert"
+            message = f"Agent {agent_id} offline since {self._hm(at)} ({len(devices)} devices known)"
         elif reason == "silent":
             message = f"All {len(devices)} devices of agent {agent_id} silent since {self._hm(at)}"
         else:

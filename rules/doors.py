@@ -110,13 +110,11 @@ class DoorsRule:
         signals = []
         if door.open_since and not door.held_raised and now >= door.open_since + policy.held_open:
             door.held_raised = True
-            at = door.open_since + policy.held_open
-            seconds = policy.held_open.total_seconds()
-            message = f"Door {door_id} held open for {seconds:.0f} s (opened {self._hms(door.open_since)})"
-            signals.append(self._signal(HELD_OPEN, SignalAction.RAISE, door_id, at, Severity.WARNING, message, {
-                "since": door.open_since.isoformat(), "seconds": seconds, "source": "timer"}))
+            due = door.open_since + policy.held_open
+            signals.append(self._held_signal(SignalAction.RAISE, door_id, door.open_since, due, "timer"))
         if door.denied_raised and door.denied and now >= door.denied[-1] + self._denied_window:
-            signals.append(self._denied_signal(SignalAction.RESOLVE, door_id, door, door.denied[-1] + self._denied_window))
+            quiet = door.denied[-1] + self._denied_window
+            signals.append(self._denied_signal(SignalAction.RESOLVE, door_id, door, quiet))
             door.denied_raised, door.denied_count, door.denied = False, 0, []
         if door.after_since and door.after_ends and now >= door.after_ends:
             signals.append(self._after_signal(SignalAction.RESOLVE, door_id, door, door.after_ends))
@@ -139,25 +137,33 @@ class DoorsRule:
             return []
         door.open_since = door.open_since or at
         door.held_raised = True
-        message = f"Door {door_id} held open (reported by the controller at {self._hms(at)})"
-        return [self._signal(HELD_OPEN, SignalAction.RAISE, door_id, at, Severity.WARNING, message, {
-            "since": door.open_since.isoformat(), "seconds": (at - door.open_since).total_seconds(), "source": "controller"})]
+        return [self._held_signal(SignalAction.RAISE, door_id, door.open_since, at, "controller")]
 
     def _closed(self, door_id: str, door: _Door, at: datetime) -> list[AlertSignal]:
         signals = []
         if door.forced_since is not None and at >= door.forced_since:
-            message = f"Door {door_id} closed at {self._hms(at)} after being forced at {self._hms(door.forced_since)}"
+            message = f"Door {door_id} closed at {self._hms(at)}, forced at {self._hms(door.forced_since)}"
             signals.append(self._forced_signal(SignalAction.UPDATE, door_id, door, at, message, closed=at))
             door.forced_since = None
         if door.open_since is not None and at >= door.open_since:
             if door.held_raised:
-                seconds = (at - door.open_since).total_seconds()
-                message = f"Door {door_id} closed at {self._hms(at)} after {seconds:.0f} s open"
-                signals.append(self._signal(HELD_OPEN, SignalAction.RESOLVE, door_id, at, Severity.WARNING, message, {
-                    "since": door.open_since.isoformat(), "seconds": seconds}))
+                signals.append(self._held_signal(SignalAction.RESOLVE, door_id, door.open_since, at, "closed"))
             door.open_since, door.held_raised = None, False
         door.last_closed = at if door.last_closed is None else max(door.last_closed, at)
         return signals
+
+    def _held_signal(
+        self, action: SignalAction, door_id: str, since: datetime, at: datetime, source: str
+    ) -> AlertSignal:
+        seconds = (at - since).total_seconds()
+        if source == "timer":
+            message = f"Door {door_id} held open for {seconds:.0f} s (opened {self._hms(since)})"
+        elif source == "controller":
+            message = f"Door {door_id} held open (reported by the controller at {self._hms(at)})"
+        else:
+            message = f"Door {door_id} closed at {self._hms(at)} after {seconds:.0f} s open"
+        details: dict[str, float | str] = {"since": since.isoformat(), "seconds": seconds, "source": source}
+        return self._signal(HELD_OPEN, action, door_id, at, Severity.WARNING, message, details)
 
     # ----------------------------------------------------------------- forced
 
@@ -177,7 +183,8 @@ class DoorsRule:
         self, action: SignalAction, door_id: str, door: _Door, at: datetime, message: str,
         since: datetime | None = None, closed: datetime | None = None,
     ) -> AlertSignal:
-        details: dict[str, float | str] = {"count": door.forced_count, "since": (since or door.forced_since or at).isoformat()}
+        started = since or door.forced_since or at
+        details: dict[str, float | str] = {"count": door.forced_count, "since": started.isoformat()}
         if closed is not None:
             details["closed"] = closed.isoformat()
         return self._signal(FORCED, action, door_id, at, Severity.CRITICAL, message, details)
@@ -205,7 +212,8 @@ class DoorsRule:
             message = f"No denied card at door {door_id} for {minutes:g} min ({door.denied_count} denied in all)"
         else:
             message = f"{door.denied_count} denied cards at door {door_id} since {self._hms(door.denied_since or at)}"
-        details: dict[str, float | str] = {"count": door.denied_count, "since": (door.denied_since or at).isoformat()}
+        since = door.denied_since or at
+        details: dict[str, float | str] = {"count": door.denied_count, "since": since.isoformat()}
         if door.denied_card:
             details["last_card"] = door.denied_card
         return self._signal(DENIED, action, door_id, at, Severity.WARNING, message, details)
@@ -262,7 +270,7 @@ class DoorsRule:
         if door_id in self._policies:
             return self._policies[door_id]
         override = self._config.doors.get(door_id)
-        held = override.held_open_seconds if override and override.held_open_seconds else self._config.held_open_seconds
+        held = (override and override.held_open_seconds) or self._config.held_open_seconds
         checked = self._config.after_hours and (override is None or override.after_hours)
         schedule = override.schedule if override else None
         if schedule is None:
@@ -283,7 +291,8 @@ class DoorsRule:
         self, rule: str, action: SignalAction, door_id: str, at: datetime, severity: Severity, message: str,
         details: dict[str, float | str],
     ) -> AlertSignal:
-        return AlertSignal(self._site.id, rule, door_id, action, at, severity, message, {**details, "door": door_id})
+        details = {**details, "door": door_id}
+        return AlertSignal(self._site.id, rule, door_id, action, at, severity, message, details)
 
     # ----------------------------------------------------------------- persistence
 

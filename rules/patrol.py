@@ -14,6 +14,8 @@ missed checkpoint shown as visited is resolved with a note. See docs/rules.md#pa
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -104,7 +106,12 @@ class _Finding:
     message: str
     details: dict[str, float | str]
     at: datetime
-    signature: str
+
+    @property
+    def signature(self) -> str:
+        """What was said: a change of any of it is worth an update, nothing else is."""
+        said = repr((self.severity.value, self.message, sorted(self.details.items())))
+        return hashlib.blake2b(said.encode(), digest_size=8).hexdigest()
 
 
 class PatrolRule:
@@ -124,9 +131,12 @@ class PatrolRule:
             for checkpoint in route.checkpoints:
                 self._by_tag.setdefault(checkpoint.tag, []).append(route)
         self._rounds: dict[str, _Round] = {}
+        self._plans: dict[tuple[str, date, time], _Plan | None] = {}
         self._watermark: datetime | None = None
         self._since: datetime | None = None  # rounds opening before the rule first saw time are not judged
-        self.stats: dict[str, int] = {"unknown_tag": 0, "outside_rounds": 0, "other_guard": 0, "too_late": 0, "repeats": 0}
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("unknown_tag", "outside_rounds", "other_guard", "too_late", "repeats"), 0
+        )
 
     # ----------------------------------------------------------------- Rule protocol
 
@@ -190,7 +200,8 @@ class PatrolRule:
         if plan is None:
             self.stats["outside_rounds"] += 1
             return
-        if self._watermark is not None and self._watermark >= plan.horizon + self._keep and plan.key not in self._rounds:
+        expired = self._watermark is not None and self._watermark >= plan.horizon + self._keep
+        if expired and plan.key not in self._rounds:
             self.stats["too_late"] += 1
             return
         rnd = self._rounds.setdefault(plan.key, _Round(route.id, plan.day.isoformat(), f"{plan.start:%H:%M}"))
@@ -233,6 +244,14 @@ class PatrolRule:
                         self._rounds.setdefault(plan.key, _Round(route.id, plan.day.isoformat(), f"{start:%H:%M}"))
 
     def _plan(self, route: PatrolRoute, day: date, start: time) -> _Plan | None:
+        key = (route.id, day, start)
+        if key not in self._plans:
+            if len(self._plans) > 5000:
+                self._plans.clear()
+            self._plans[key] = self._make_plan(route, day, start)
+        return self._plans[key]
+
+    def _make_plan(self, route: PatrolRoute, day: date, start: time) -> _Plan | None:
         if day.weekday() not in route.days:
             return None
         starts = local_instant(self._site.zone, day, start)
@@ -284,7 +303,7 @@ class PatrolRule:
         wand = any(t.source == TapSource.WAND.value for t in merged)
         return RoundView(plan, checkpoints, merged[0] if merged else None, gap, wand)
 
-    def _once(self, taps: Any) -> list[_Tap]:
+    def _once(self, taps: Iterable[_Tap]) -> list[_Tap]:
         """Repeated taps of one tag within repeat_seconds of the last one kept count once."""
         kept: list[_Tap] = []
         for tap in taps:
@@ -307,13 +326,12 @@ class PatrolRule:
         self, plan: _Plan, times: list[datetime], watermark: datetime, complete: bool
     ) -> tuple[datetime, datetime, bool] | None:
         """The longest stretch without a tap between the first tap and the round's last
-        deadline, if it reached max_silence_minutes."""
+        deadline, if it reached max_silence_minutes. A late tap still ends a silence."""
         end = plan.deadlines[-1]
-        times = [t for t in times if t <= end]
-        if not times:
+        if not times or times[0] >= end:
             return None
-        gaps = [(a, b, False) for a, b in zip(times, times[1:])]
-        if not complete:
+        gaps = [(a, min(b, end), False) for a, b in zip(times, times[1:]) if a < end]
+        if times[-1] < end and not complete:
             gaps.append((times[-1], min(watermark, end), watermark < end))
         limit = timedelta(minutes=plan.route.max_silence_minutes)
         long = [g for g in gaps if g[1] - g[0] >= limit]
@@ -343,8 +361,12 @@ class PatrolRule:
         message = f"Round {self._label(plan)} not started: no tap by {self._hm(plan.deadlines[0])}"
         if len(passed) > 1:
             message += f", {len(passed)} of {total} checkpoints missed"
-        details = self._details(plan) | {"missed": len(passed), "checkpoints": total, "deadline": plan.deadlines[0].isoformat()}
-        return _Finding(ROUND, plan.key, Severity.CRITICAL, message, details, passed[-1], f"not_started:{len(passed)}")
+        details = self._details(plan) | {
+            "missed": len(passed),
+            "checkpoints": total,
+            "deadline": plan.deadlines[0].isoformat(),
+        }
+        return _Finding(ROUND, plan.key, Severity.CRITICAL, message, details, passed[-1])
 
     def _started_late(self, plan: _Plan, first: _Tap) -> _Finding:
         """Kept open once the round starts: that it started late stays true."""
@@ -355,7 +377,7 @@ class PatrolRule:
         )
         details = self._details(plan) | {"started_at": first.at.isoformat(), "minutes_late": round(minutes, 2),
                                          "deadline": plan.deadlines[0].isoformat()}
-        return _Finding(ROUND, plan.key, Severity.WARNING, message, details, first.at, f"late:{first.at.isoformat()}")
+        return _Finding(ROUND, plan.key, Severity.WARNING, message, details, first.at)
 
     def _checkpoint_finding(self, plan: _Plan, c: CheckpointView) -> _Finding | None:
         if c.state not in ("missed", "late") and not c.before:
@@ -364,33 +386,31 @@ class PatrolRule:
         details = self._details(plan) | {"tag": c.tag, "state": c.state, "deadline": c.deadline.isoformat()}
         if c.state == "missed":
             message = f"{where} missed: no tap by {self._hm(c.deadline)}"
-            return _Finding(CHECKPOINT, f"{plan.key}:{c.tag}", Severity.WARNING, message, details, c.deadline, "missed")
+            return _Finding(CHECKPOINT, f"{plan.key}:{c.tag}", Severity.WARNING, message, details, c.deadline)
         assert c.tapped_at is not None
         details |= {"tapped_at": c.tapped_at.isoformat(), "source": c.source}
-        parts, signature, at = [], [], max(c.tapped_at, c.before_at or c.tapped_at)
+        parts, at = [], max(c.tapped_at, c.before_at or c.tapped_at)
         if c.state == "late":
             minutes = (c.tapped_at - c.deadline).total_seconds() / 60
             parts.append(f"tapped late at {self._hm(c.tapped_at)}, {minutes:.0f} min after {self._hm(c.deadline)}")
-            signature.append(f"late:{c.tapped_at.isoformat()}")
             details["minutes_late"] = round(minutes, 2)
         if c.before:
             parts.append(f"tapped out of order, before {', '.join(c.before)}")
-            signature.append(f"order:{','.join(c.before)}")
             details["before"] = ",".join(c.before)
-        return _Finding(CHECKPOINT, f"{plan.key}:{c.tag}", Severity.INFO, f"{where} {'; '.join(parts)}", details, at, "|".join(signature))
+        message = f"{where} {'; '.join(parts)}"
+        return _Finding(CHECKPOINT, f"{plan.key}:{c.tag}", Severity.INFO, message, details, at)
 
     def _silence(self, plan: _Plan, gap: tuple[datetime, datetime, bool]) -> _Finding:
         start, end, ongoing = gap
         limit = timedelta(minutes=plan.route.max_silence_minutes)
         minutes = (end - start).total_seconds() / 60
-        if ongoing:
+        details = self._details(plan) | {"gap_start": start.isoformat()}
+        if ongoing:  # nothing here may grow with the watermark, or every tick would update
             message = f"No tap in round {self._label(plan)} since {self._hm(start)}"
-            at, signature = start + limit, f"{start.isoformat()}:open"
-        else:
-            message = f"No tap for {minutes:.0f} min in round {self._label(plan)} ({self._hm(start)}-{self._hm(end)})"
-            at, signature = end, f"{start.isoformat()}:{end.isoformat()}"
-        details = self._details(plan) | {"gap_start": start.isoformat(), "gap_minutes": round(minutes, 2)}
-        return _Finding(SILENCE, plan.key, Severity.WARNING, message, details, at, signature)
+            return _Finding(SILENCE, plan.key, Severity.WARNING, message, details, start + limit)
+        message = f"No tap for {minutes:.0f} min in round {self._label(plan)} ({self._hm(start)}-{self._hm(end)})"
+        details |= {"gap_end": end.isoformat(), "gap_minutes": round(minutes, 2)}
+        return _Finding(SILENCE, plan.key, Severity.WARNING, message, details, end)
 
     def _diff(self, rnd: _Round, view: RoundView) -> list[AlertSignal]:
         """Signals that take the alerts from what was last said to what the taps now show."""
@@ -427,7 +447,8 @@ class PatrolRule:
             rule, subject = CHECKPOINT, f"{plan.key}:{tag}"
             note = _reconciled(c.source)
             at = max(said.at, c.tapped_at or said.at)
-            message = f"Checkpoint {tag} in round {self._label(plan)} visited at {self._hm(c.tapped_at or at)}: {note}"
+            visited = self._hm(c.tapped_at or at)
+            message = f"Checkpoint {tag} in round {self._label(plan)} visited at {visited}: {note}"
             details |= {"tag": tag, "state": c.state, "tapped_at": c.tapped_at.isoformat() if c.tapped_at else ""}
         details["note"] = note
         return AlertSignal(self._site.id, rule, subject, SignalAction.RESOLVE, at, Severity.INFO, message, details)
@@ -435,12 +456,11 @@ class PatrolRule:
     # ----------------------------------------------------------------- helpers
 
     def _signal(self, finding: _Finding, action: SignalAction) -> AlertSignal:
-        return AlertSignal(
-            self._site.id, finding.rule, finding.subject, action, finding.at, finding.severity, finding.message, finding.details
-        )
+        f = finding
+        return AlertSignal(self._site.id, f.rule, f.subject, action, f.at, f.severity, f.message, f.details)
 
     def _details(self, plan: _Plan) -> dict[str, float | str]:
-        details: dict[str, float | str] = {"route": plan.route.id, "round": f"{plan.day.isoformat()}T{plan.start:%H:%M}"}
+        details: dict[str, float | str] = {"route": plan.route.id, "round": plan.key.removeprefix(f"{plan.route.id}:")}
         if plan.route.guard:
             details["guard"] = plan.route.guard
         return details
@@ -478,7 +498,8 @@ def _order(views: list[CheckpointView], i: int) -> CheckpointView:
     later = [v for v in views[:i] if mine and v.tapped_at and v.tapped_at > mine]
     if not later:
         return views[i]
-    return replace(views[i], before=tuple(v.tag for v in later), before_at=max(v.tapped_at for v in later if v.tapped_at))
+    last = max(v.tapped_at for v in later if v.tapped_at)
+    return replace(views[i], before=tuple(v.tag for v in later), before_at=last)
 
 
 def _reconciled(source: str) -> str:

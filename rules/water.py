@@ -65,6 +65,7 @@ class _Meter:
     last_value: float | None = None  # L/min for flow, litres for a register
     newest: datetime | None = None  # newest event time received, processed or not
     nights: dict[str, _Night] = field(default_factory=dict)
+    judged: datetime | None = None  # end of the last window judged: it is never judged twice
     leak: _Leak | None = None
     anchor: datetime | None = None  # end of the last no-flow stretch (or start of data)
     quiet_s: float = 0.0
@@ -181,7 +182,8 @@ class WaterRule:
         meter.last_time, meter.last_value = reading.event_time, value
         if previous_time is None or previous_value is None:
             return []
-        return self._span(device, meter, self._interval(source, previous_time, previous_value, reading.event_time, value))
+        span = self._interval(source, previous_time, previous_value, reading.event_time, value)
+        return self._span(device, meter, span)
 
     def _interval(self, source: str, t0: datetime, v0: float, t1: datetime, v1: float) -> _Span:
         """The span between two readings: left rectangle for flow, the delta of a register,
@@ -211,6 +213,8 @@ class WaterRule:
         """Add the span to the quiet windows it overlaps; judge those it reaches the end of."""
         if span.flow is not None:
             for start, end in self._windows(span.start, span.end):
+                if meter.judged is not None and end <= meter.judged:
+                    continue
                 night = meter.nights.setdefault(start.isoformat(), _Night(start=start, end=end))
                 overlap = (min(end, span.end) - max(start, span.start)).total_seconds()
                 night.covered_s += overlap
@@ -239,8 +243,10 @@ class WaterRule:
         return windows
 
     def _judge_night(self, device: str, meter: _Meter, night: _Night) -> list[AlertSignal]:
+        meter.judged = max(meter.judged or night.end, night.end)
         length = (night.end - night.start).total_seconds()
-        if night.min_flow is None or night.max_flow is None or night.covered_s < self._config.night_min_coverage * length:
+        covered = night.covered_s >= self._config.night_min_coverage * length
+        if night.min_flow is None or night.max_flow is None or not covered:
             self.stats["night_incomplete"] += 1
             return []
         threshold = self._min_flow(device)
@@ -274,7 +280,8 @@ class WaterRule:
         if action is SignalAction.RESOLVE:
             message = f"Night flow at {device} stopped: {leak.clean} clean quiet windows (last {window})"
         elif leak.clean:
-            message = f"No night flow at {device} during {window}: clean window {leak.clean} of {self._config.night_clean_windows}"
+            needed = self._config.night_clean_windows
+            message = f"No night flow at {device} during {window}: clean window {leak.clean} of {needed}"
         else:
             message = (
                 f"Suspected leak at {device}: flow never below {leak.rate:.2f} L/min during {window}, "
@@ -325,9 +332,10 @@ class WaterRule:
         }
         if action is SignalAction.RESOLVE:
             quiet = self._config.zero_minutes
-            message = f"Water at {device} stopped for {quiet:.0f} min (until {self._hm(at)}) after {hours:.1f} h of flow"
+            message = f"Water at {device} stopped for {quiet:.0f} min (until {self._hm(at)}) after {hours:.1f} h"
         else:
-            message = f"Water at {device} has not stopped for {hours:.1f} h ({meter.flow_litres:.0f} L since {self._hm(meter.anchor)})"
+            since = self._hm(meter.anchor)
+            message = f"Water at {device} has not stopped for {hours:.1f} h ({meter.flow_litres:.0f} L since {since})"
         return self._signal(CONTINUOUS_FLOW, action, device, at, Severity.WARNING, message, details)
 
     # ----------------------------------------------------------------- burst
@@ -378,7 +386,8 @@ class WaterRule:
             "since": meter.burst_start.isoformat(),
         }
         if action is SignalAction.RESOLVE:
-            message = f"Flow at {device} back below {limit:g} L/min since {self._hm(at - timedelta(seconds=meter.burst_clear_s))}"
+            below = self._hm(at - timedelta(seconds=meter.burst_clear_s))
+            message = f"Flow at {device} back below {limit:g} L/min since {below}"
         else:
             message = (
                 f"Possible burst at {device}: above {limit:g} L/min since {self._hm(meter.burst_start)} "
@@ -413,7 +422,11 @@ class WaterRule:
     def _wet_signal(self, action: SignalAction, device: str, sensor: _Wet, at: datetime) -> AlertSignal:
         assert sensor.since is not None
         minutes = (at - sensor.since).total_seconds() / 60
-        details: dict[str, float | str] = {"since": sensor.since.isoformat(), "minutes": round(minutes, 2), "readings": sensor.readings}
+        details: dict[str, float | str] = {
+            "since": sensor.since.isoformat(),
+            "minutes": round(minutes, 2),
+            "readings": sensor.readings,
+        }
         if action is SignalAction.RESOLVE:
             message = f"Wet sensor {device} dry again at {self._hm(at)} after {minutes:.0f} min"
         else:

@@ -174,3 +174,30 @@ def test_metrics_endpoint_counts_rejections_by_reason(gateway_config: GatewayCon
     assert 'warden_gateway_events_stored_total{kind="reading"} 1.0' in text
     assert "warden_gateway_historian_write_seconds_count" in text
     assert 'warden_gateway_historian{stat="points_written"}' in text
+
+
+def test_a_failed_batch_is_retried_without_acknowledging_or_counting_twice(
+    gateway_config: GatewayConfig, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state commit fails twice (a disk-full moment), after the rules saw the batch."""
+    gateway = start_gateway(gateway_config)
+    real_commit = gateway.store.commit_batch
+    failures = iter([True, True])
+
+    def flaky_commit(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if args[0] and next(failures, False):
+            raise OSError("database or disk is full")
+        return real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(gateway.store, "commit_batch", flaky_commit)
+    try:
+        publisher.events(*[power(m, 1200) for m in range(0, 31, 5)])
+        assert gateway.wait_until(lambda: gateway.counts().get("events_stored_reading", 0) == 7, timeout=20)
+        [alert] = gateway.store.alerts(rule="ac_after_hours")
+    finally:
+        gateway.stop()
+    assert gateway.counts()["batch_retries"] == 2
+    # Same result as without the failures: the rules were rewound before each retry.
+    assert alert.details["wasted_kwh"] == pytest.approx(0.6)
+    assert alert.opened_at.startswith("2026-11-17T18:15:00")
+    assert alert.count == 1

@@ -229,3 +229,19 @@ def test_engine_builds_doors_and_can_disable_them() -> None:
     [signal] = engine.on_event(door(local(f"{TUESDAY} 02:10"), DoorAction.FORCED))
     assert signal.rule == FORCED
     assert "doors" not in [r.name for r in RuleEngine(SITE, RulesConfig.model_validate({"doors": {"enabled": False}})).rules]
+
+
+def test_worked_example_from_the_docs(rule: DoorsRule) -> None:
+    steps = [
+        (door(local(f"{TUESDAY} 19:12:00"), DoorAction.GRANTED, card="0042"), [(AFTER_HOURS, RAISE)]),
+        (door(local(f"{TUESDAY} 19:12:04"), DoorAction.OPENED), [(AFTER_HOURS, UPDATE)]),
+        (local(f"{TUESDAY} 19:13:04"), [(HELD_OPEN, RAISE)]),
+        (door(local(f"{TUESDAY} 19:15:34"), DoorAction.CLOSED), [(HELD_OPEN, RESOLVE)]),
+        (local("2026-03-04 07:30"), [(AFTER_HOURS, RESOLVE)]),
+        (door(local("2026-03-05 10:00"), DoorAction.GRANTED), [(AFTER_HOURS, RAISE)]),
+        (local("2026-03-06 07:30"), [(AFTER_HOURS, RESOLVE)]),
+    ]
+    for step, expected in steps:
+        signals = rule.on_tick(step) if isinstance(step, datetime) else rule.on_event(step)
+        assert [(s.rule, s.action) for s in signals] == expected, step
+    assert signals[0].at == local("2026-03-06 07:30")

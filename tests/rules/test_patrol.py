@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.engine import RuleEngine
 from rules.patrol import CHECKPOINT, ROUND, SILENCE, PatrolRule
-from tests.rules.helpers import AlertBook, actions, arrival_order, local, of_rule, replay, utc
+from tests.rules.helpers import AlertBook, arrival_order, local, of_rule, replay, utc
 from warden.config import PatrolConfig, RulesConfig, SiteConfig
 from warden.events import PatrolTap, TapSource, stable_event_id
 
@@ -313,7 +313,7 @@ def test_route_config_is_validated() -> None:
 
 # --------------------------------------------------------------------------- arrival order
 
-_tap_plan = st.lists(
+_any_taps = st.lists(
     st.tuples(
         st.sampled_from(TAGS),
         st.integers(min_value=0, max_value=100 * 60),  # seconds after 23:20 (round 1) or 01:50 (round 2)
@@ -322,6 +322,14 @@ _tap_plan = st.lists(
     ),
     max_size=14,
 )
+def _walk(rnd: int, steps: list[tuple[bool, int, bool]]) -> list[tuple[str, int, int, bool]]:
+    """A guard walking the route from 23:35 (or 02:05), a checkpoint about every 10 minutes."""
+    return [(tag, 15 * 60 + 600 * i + jitter, rnd, wand) for i, (tag, (kept, jitter, wand)) in enumerate(zip(TAGS, steps)) if kept]
+
+
+_step = st.tuples(st.booleans(), st.integers(min_value=-300, max_value=500), st.booleans())  # kept, jitter (s), wand
+_walks = st.builds(_walk, st.sampled_from([0, 1]), st.lists(_step, min_size=4, max_size=4))
+_tap_plan = st.one_of(_any_taps, _walks)
 
 
 def _events(plan: list[tuple[str, int, int, bool]]) -> list[PatrolTap]:
