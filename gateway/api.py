@@ -48,6 +48,11 @@ def create_app(gateway: Gateway) -> FastAPI:
             raise HTTPException(status_code=404, detail=f"no alert {alert_id}")
         return {**asdict(alert), "history": store.alert_history(alert_id)}
 
+    @app.get("/api/patrols/rounds")
+    def patrol_rounds() -> list[dict[str, Any]]:
+        """Rounds being followed, each checkpoint visited, late, missed or pending."""
+        return gateway.patrol_rounds
+
     @app.get("/api/dead-letters")
     def dead_letters(limit: int = Query(default=100, ge=1, le=1000)) -> list[dict[str, Any]]:
         return [{**row, "payload": row["payload"][:1024].decode("utf-8", "replace")} for row in store.dead_letters(limit)]

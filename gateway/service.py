@@ -49,7 +49,10 @@ class Incoming:
 
 @dataclass(frozen=True)
 class _Tick:
-    """Asks the worker to let time pass in the rules; queued so rules have one thread."""
+    """Asks the worker to let time pass in the rules; queued so rules have one thread.
+    `at` None: the clock's time less the allowed lateness."""
+
+    at: datetime | None = None
 
 
 class Gateway:
@@ -59,8 +62,12 @@ class Gateway:
         site: SiteConfig,
         clock: Clock | None = None,
         historian: Historian | None = None,
+        tick_every: float | None = TICK_REAL_SECONDS,
     ) -> None:
+        """`tick_every` None: time passes in the rules only through tick(), as when a
+        simulation replays a night faster than the pipeline follows it."""
         self.config = config
+        self.tick_every = tick_every
         self.site = site
         self.clock = clock or SystemClock()
         self.store = StateStore(config.state_db)
@@ -74,7 +81,9 @@ class Gateway:
         self.metrics = GatewayMetrics(self._queue.qsize, self.historian.stats)
         self._stop = threading.Event()
         self._progress = threading.Condition()
-        self._tick_pending = threading.Event()  # at most one tick waits in the queue
+        self._tick_pending = threading.Event()  # at most one periodic tick waits in the queue
+        self.last_tick: datetime | None = None  # rule time of the last committed tick
+        self.patrol_rounds: list[dict[str, object]] = self.engine.rounds_state()
         self._threads: list[threading.Thread] = []
         self.alert_listeners: list[Callable[[AlertChange], None]] = []
 
@@ -87,6 +96,8 @@ class Gateway:
         self.client.on_subscribe = lambda *args: self.subscribed.set()
         connect_async(self.client, self.config.broker)
         for name, target in (("worker", self._work), ("ticker", self._tick_loop)):
+            if name == "ticker" and self.tick_every is None:
+                continue
             thread = threading.Thread(target=target, name=f"gateway-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -178,9 +189,11 @@ class Gateway:
             self.historian.write(fresh)
         with self.metrics.rules_seconds.time():
             signals = [signal for event in fresh for signal in self._evaluate(event)]
-            if any(isinstance(item, _Tick) for item in batch):
+            ticks = [item for item in batch if isinstance(item, _Tick)]
+            if ticks:
                 self._tick_pending.clear()
-                signals.extend(self.engine.on_tick(self._rule_time()))
+                tick_at = max(t.at or self._rule_time() for t in ticks)
+                signals.extend(self.engine.on_tick(tick_at))
         with self.metrics.commit_seconds.time():
             changes = self.store.commit_batch([e.id for e in fresh], signals, self.engine.snapshot(), refused)
         for item in batch:
@@ -188,6 +201,9 @@ class Gateway:
                 self.client.ack(item.mid, item.qos)
         self._announce(changes)
         self._count_batch(sum(isinstance(item, Incoming) for item in batch), events, fresh, refused)
+        if ticks:
+            self.last_tick = tick_at
+        self.patrol_rounds = self.engine.rounds_state()  # a copy the API can read while rules move on
         with self._progress:
             self._progress.notify_all()
 
@@ -205,6 +221,9 @@ class Gateway:
             return DeadLetter(item.topic, item.payload, exc.reason, exc.code)
         if where.channel == "status":
             self._note_availability(where.site, where.agent, events)
+        else:
+            for event in events:
+                self.engine.learn_agent(event.device, where.agent)  # one alert, not one per device, if it goes away
         return events
 
     def _count_batch(self, messages: int, events: list[Event], fresh: list[Event], refused: list[DeadLetter]) -> None:
@@ -252,12 +271,16 @@ class Gateway:
             for listener in self.alert_listeners:
                 listener(change)
 
+    def tick(self, at: datetime) -> None:
+        """Let the rules act on time having reached `at` (e.g. the end of a replayed night)."""
+        self._queue.put(_Tick(at))
+
     def _rule_time(self) -> datetime:
         """Time as the rules may act on it without data: late events get this long to arrive."""
         return self.clock.now() - timedelta(seconds=self.config.rules.allowed_lateness_seconds)
 
     def _tick_loop(self) -> None:
-        while not self._stop.wait(TICK_REAL_SECONDS):
+        while not self._stop.wait(self.tick_every or TICK_REAL_SECONDS):
             if not self._tick_pending.is_set():
                 self._tick_pending.set()
                 self._queue.put(_Tick())

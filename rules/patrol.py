@@ -298,8 +298,8 @@ class PatrolRule:
                  for c, deadline in zip(plan.route.checkpoints, plan.deadlines)]
         checkpoints = tuple(_order(views, i) for i in range(len(views)))
         merged = sorted((t for ts in taps.values() for t in ts), key=lambda t: (t.at, t.source, t.reader))
-        complete = all(v.state in ("visited", "late") for v in checkpoints)
-        gap = self._longest_gap(plan, [t.at for t in merged], watermark, complete)
+        outstanding = [v.deadline for v in checkpoints if v.state not in ("visited", "late")]
+        gap = self._longest_gap(plan, [t.at for t in merged], watermark, max(outstanding, default=None))
         wand = any(t.source == TapSource.WAND.value for t in merged)
         return RoundView(plan, checkpoints, merged[0] if merged else None, gap, wand)
 
@@ -323,16 +323,18 @@ class PatrolRule:
         return CheckpointView(tag, deadline, "missed")
 
     def _longest_gap(
-        self, plan: _Plan, times: list[datetime], watermark: datetime, complete: bool
+        self, plan: _Plan, times: list[datetime], watermark: datetime, open_until: datetime | None
     ) -> tuple[datetime, datetime, bool] | None:
         """The longest stretch without a tap between the first tap and the round's last
-        deadline, if it reached max_silence_minutes. A late tap still ends a silence."""
+        deadline, if it reached max_silence_minutes. A late tap still ends a silence, and
+        the round stops waiting for taps once no checkpoint is outstanding (`open_until`:
+        the last deadline of a checkpoint not yet tapped)."""
         end = plan.deadlines[-1]
         if not times or times[0] >= end:
             return None
         gaps = [(a, min(b, end), False) for a, b in zip(times, times[1:]) if a < end]
-        if times[-1] < end and not complete:
-            gaps.append((times[-1], min(watermark, end), watermark < end))
+        if open_until is not None and times[-1] < open_until:
+            gaps.append((times[-1], min(watermark, open_until), watermark < open_until))
         limit = timedelta(minutes=plan.route.max_silence_minutes)
         long = [g for g in gaps if g[1] - g[0] >= limit]
         return max(long, key=lambda g: (g[1] - g[0], -g[0].timestamp())) if long else None

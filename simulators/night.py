@@ -83,7 +83,7 @@ class NightSimulation:
                 "site": self.scenario.site.id,
                 "broker": self.broker.model_dump(),
                 "buffer_path": str(buffer_path),
-                "heartbeat_seconds": 900,
+                "heartbeat_seconds": 60,
                 "devices": devices,
             }
         )

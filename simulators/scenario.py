@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from warden.config import SiteConfig, _parse_hours, load_config
+from warden.config import RulesConfig, SiteConfig, _parse_hours, load_config
 from warden.events import Identifier
 
 SCENARIOS_DIR = Path(__file__).parent / "scenarios"
@@ -66,6 +66,7 @@ class Scenario(_Strict):
     step_seconds: float = Field(default=60.0, gt=0, description="Meter sampling interval")
     ac_meters: list[AcMeterSpec] = Field(default_factory=list)
     patrol_readers: list[PatrolReaderSpec] = Field(default_factory=list)
+    rules: RulesConfig = Field(default_factory=RulesConfig, description="The gateway's rules for this site")
     expected: list[ExpectedAlert] = Field(default_factory=list)
 
     def local(self, moment: datetime) -> datetime:

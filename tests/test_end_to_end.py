@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.historian.sqlite import SqliteHistorian
-from simulators.scenario import load_scenario
+from simulators.scenario import SCENARIOS_DIR, load_scenario
 from warden.config import AgentConfig, GatewayConfig, SiteConfig, load_config
 from warden.demo import run_demo
 
@@ -42,6 +42,14 @@ def test_ac_left_on_night_raises_exactly_the_injected_alert(mosquitto: object, t
     assert result.gateway_counts.get("rejected", 0) == 0
     # The configs the demo wrote are valid configs for `warden agent` / `warden gateway`.
     assert load_config(tmp_path / "agent.yaml", AgentConfig).site == "riverside"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SCENARIOS_DIR.glob("*.yaml")))
+def test_every_shipped_scenario_raises_exactly_its_ground_truth(name: str, mosquitto: object, tmp_path: Path) -> None:
+    scenario = load_scenario(name)
+    result = run_demo(scenario, tmp_path, speed=20_000)
+    found = sorted((a["rule"], a["subject"]) for a in result.alerts)
+    assert found == sorted((e.rule, e.subject) for e in scenario.expected)
 
 
 @pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])

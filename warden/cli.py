@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 from dataclasses import asdict
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Annotated, Callable, Iterator
 from contextlib import contextmanager
@@ -147,7 +147,7 @@ def demo(
     console.print(f"[bold]{night.name}[/bold]: {night.description}")
     with _progress_bar(f"simulating {night.duration} of {night.site.name or night.site.id}") as advance:
         result = run_demo(night, out, speed=speed, seed=seed, broker_kind=broker, progress=advance)
-    _print_alerts(result.alerts)
+    _print_alerts(result.alerts, night.site.zone)
     console.print(
         f"{result.totals.readings} readings and {result.totals.taps} patrol taps crossed the broker; "
         f"gateway stored {result.gateway_counts.get('events_stored', 0):.0f} events, "
@@ -185,7 +185,7 @@ def report(
         writer = csv.DictWriter(handle, fieldnames=["id", "rule", "subject", "state", "severity", "opened_at", "resolved_at", "message"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(in_night)
-    _print_alerts(in_night)
+    _print_alerts(in_night, site_config.zone)
     console.print(f"{len(in_night)} alerts written to {out}")
 
 
@@ -197,12 +197,13 @@ def _progress_bar(label: str) -> Iterator[Callable[[float], None]]:
         yield lambda fraction: progress.update(task, completed=fraction)
 
 
-def _print_alerts(alerts: list[dict[str, object]]) -> None:
+def _print_alerts(alerts: list[dict[str, object]], zone: tzinfo) -> None:
     table = Table(title=f"{len(alerts)} alert(s)")
-    for column in ("rule", "subject", "state", "opened (UTC)", "message"):
+    for column in ("rule", "subject", "state", "opened (site time)", "message"):
         table.add_column(column)
     for alert in alerts:
-        table.add_row(str(alert["rule"]), str(alert["subject"]), str(alert["state"]), str(alert["opened_at"])[:19], str(alert["message"]))
+        opened = datetime.fromisoformat(str(alert["opened_at"])).astimezone(zone)
+        table.add_row(str(alert["rule"]), str(alert["subject"]), str(alert["state"]), f"{opened:%a %d %b %H:%M}", str(alert["message"]))
     Console().print(table)
 
 

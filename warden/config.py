@@ -379,7 +379,10 @@ class SqliteHistorianConfig(_Strict):
 
 
 class InfluxHistorianConfig(_Strict):
-    """InfluxDB 2.x/3.x, or 1.8+ through its v2 compatibility API (bucket "db/rp")."""
+    """InfluxDB 2.x/3.x, or 1.8+ through its v2 compatibility API (bucket "db/rp").
+
+    Points go through a durable spool (SQLite at `spool_path`) and are retried without
+    limit; there is no max_retries (see docs/storage.md)."""
 
     type: Literal["influxdb"]
     url: str
@@ -389,8 +392,11 @@ class InfluxHistorianConfig(_Strict):
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     flush_interval_ms: int = Field(default=1000, ge=10)
     retry_interval_ms: int = Field(default=1000, ge=10)
-    max_retries: int = Field(default=10, ge=0)
+    max_retry_delay_ms: int = Field(default=60_000, ge=10)
+    exponential_base: float = Field(default=2.0, ge=1.0, le=10.0)
     timeout_ms: int = Field(default=10_000, ge=100)
+    spool_path: Path = Path("data/influx-spool.db")  # next to the default state_db
+    spool_max_points: int = Field(default=5_000_000, ge=1)
 
 
 HistorianConfig = Annotated[

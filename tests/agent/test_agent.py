@@ -167,11 +167,14 @@ def test_queued_events_survive_an_agent_restart(broker_config: BrokerConfig, rea
 
 
 def test_modbus_meter_and_wand_dock_through_the_agent_with_health_heartbeats(
-    broker_config: BrokerConfig, tmp_path: Path
+    private_mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
     from simulators.patrol_wand import PatrolWandSim
     from simulators.sdm120 import Sdm120Sim
 
+    # A broker of its own: the retained status this agent leaves is stamped after T0 and
+    # would look like a clock far ahead to gateway tests sharing the session broker.
+    broker_config = BrokerConfig(host=private_mosquitto.host, port=private_mosquitto.port)
     clock = ManualClock(T0)
     with Sdm120Sim() as meter:
         meter.set(active_power=1312.5, import_energy=4321.5)

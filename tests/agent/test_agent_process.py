@@ -96,8 +96,9 @@ def processes() -> Iterator[list[AgentProcess]]:
 
 
 def test_kill_9_mid_run_then_restart_loses_nothing_the_agent_had_read(
-    mosquitto: MosquittoBroker, reader: PatrolReaderSim, tmp_path: Path, agent_id: str, processes: list[AgentProcess]
+    private_mosquitto: MosquittoBroker, reader: PatrolReaderSim, tmp_path: Path, agent_id: str, processes: list[AgentProcess]
 ) -> None:
+    mosquitto = private_mosquitto  # retained statuses stamped with the wall clock stay out of other tests
     broker = BrokerConfig(host=mosquitto.host, port=mosquitto.port)
     network = TcpProxy(mosquitto.host, mosquitto.port)  # the agent's link to the broker
     events = Collector(broker, topics.events_topic(SITE, agent_id), persistent=True)
@@ -146,8 +147,9 @@ def test_kill_9_mid_run_then_restart_loses_nothing_the_agent_had_read(
 
 
 def test_sigterm_forwards_what_the_port_received_and_leaves_a_retained_offline(
-    mosquitto: MosquittoBroker, reader: PatrolReaderSim, tmp_path: Path, agent_id: str, processes: list[AgentProcess]
+    private_mosquitto: MosquittoBroker, reader: PatrolReaderSim, tmp_path: Path, agent_id: str, processes: list[AgentProcess]
 ) -> None:
+    mosquitto = private_mosquitto
     broker = BrokerConfig(host=mosquitto.host, port=mosquitto.port)
     events = Collector(broker, topics.events_topic(SITE, agent_id))
     status = Collector(broker, topics.status_topic(SITE, agent_id))

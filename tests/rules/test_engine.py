@@ -10,7 +10,17 @@ import pytest
 from rules.alerts import AlertSignal, SignalAction
 from rules.engine import RuleEngine
 from warden.config import RulesConfig, SiteConfig
-from warden.events import Event, Quantity, Reading, stable_event_id
+from warden.events import (
+    DeviceState,
+    DeviceStatus,
+    DoorAction,
+    DoorEvent,
+    Event,
+    PatrolTap,
+    Quantity,
+    Reading,
+    stable_event_id,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -129,3 +139,31 @@ def test_a_failing_rule_does_not_stop_the_others(engine: RuleEngine) -> None:
     stats = engine.stats()
     assert stats["errors"] == 4
     assert stats["last_error"] == "broken: RuntimeError('bug')"
+
+
+def test_every_family_snapshots_to_json_and_restores_the_same_state() -> None:
+    config = RulesConfig.model_validate(
+        {"patrol": {"routes": [{"id": "north", "checkpoints": ["cp-1", "cp-2"], "rounds": ["23:30"]}]}}
+    )
+    engine = RuleEngine(SITE, config)
+    start = local("2026-03-03 23:00")
+    engine.on_tick(start)
+    common = {"site": "school", "event_time": start + timedelta(minutes=35)}
+    events: list[Event] = [
+        power(start, 1200),
+        Reading(id="flow-event-1", device="wm-1", quantity=Quantity.FLOW, value=3.0, unit="L/min", **common),
+        Reading(id="wet-event-1", device="wet-1", quantity=Quantity.WET, value=1, unit="1", **common),
+        DoorEvent(id="door-event-1", device="ctl-1", action=DoorAction.FORCED, door="gate", **common),
+        PatrolTap(id="tap-event-1", device="reader-1", reader="reader-1", tag="cp-1", **common),
+        DeviceStatus(id="status-event-1", device="agent-a", state=DeviceState.OFFLINE, **common),
+    ]
+    for event in events:
+        engine.on_event(event)
+    engine.on_tick(start + timedelta(hours=1))
+    snapshot = json.loads(json.dumps(engine.snapshot()))
+    assert set(snapshot) == {"ac_after_hours", "water", "doors", "patrol", "deadman"}
+
+    restarted = RuleEngine(SITE, config)
+    restarted.restore(snapshot)
+    assert json.loads(json.dumps(restarted.snapshot())) == snapshot
+    assert restarted.rounds_state() == engine.rounds_state()

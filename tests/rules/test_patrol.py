@@ -178,6 +178,17 @@ def test_a_guard_silent_for_too_long_during_a_round(slow_rule: PatrolRule) -> No
     assert closed.message == "No tap for 42 min in round 23:30 of 2026-03-03 on route north (23:58-00:40)"
 
 
+def test_a_skipped_checkpoint_ends_the_wait_for_taps_at_its_deadline() -> None:
+    """The guard skips cp-204 and taps the last checkpoint early. Once cp-204's deadline
+    (00:00) passes nothing is outstanding: the 14 quiet minutes after 23:46 are no
+    silence, though the round's last deadline (00:10) is 24 minutes after that tap."""
+    rule = PatrolRule(SITE, config(max_silence_minutes=15))
+    rule.on_tick(night("22:00"))
+    signals = walk(rule, ("23:35", "cp-gate"), ("23:45", "cp-hall"), ("23:46", "cp-yard"), "01:30")
+    assert (CHECKPOINT, f"{R1}:cp-204") in {(s.rule, s.subject) for s in signals if s.action is RAISE}
+    assert of_rule(signals, SILENCE) == []
+
+
 def test_a_silence_between_taps_is_flagged(slow_rule: PatrolRule) -> None:
     walk(slow_rule, ("23:35", "cp-gate"), "23:50")
     [silence] = of_rule(walk(slow_rule, ("00:05", "cp-hall")), SILENCE)

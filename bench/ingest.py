@@ -1,0 +1,161 @@
+"""Gateway ingest throughput against a bare paho subscriber, in the same run.
+
+Both consumers drain the same backlog: their persistent session is created, then the
+messages are queued at Mosquitto while they are offline, then they connect and the time
+to take in everything is measured. This isolates the consumer from the publisher.
+
+    python -m bench.ingest [--messages N] [--batch B]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from gateway.service import Gateway
+from warden import topics
+from warden.broker import MosquittoBroker
+from warden.clock import ManualClock
+from warden.config import BrokerConfig, GatewayConfig, SiteConfig
+from warden.events import Reading, encode_events, stable_event_id
+from warden.mqtt import make_client
+
+T0 = datetime(2026, 11, 17, 20, 0, tzinfo=timezone.utc)
+TOPIC = topics.events_topic("bench", "agent-1")
+SITE = SiteConfig.model_validate(
+    {"id": "bench", "timezone": "Europe/Berlin", "buildings": [{"id": "B", "rooms": [{"id": "R", "devices": ["m-0"]}]}]}
+)
+#: Mosquitto's default in-flight window (20) would bound any acknowledging consumer.
+BROKER_TUNING = "max_inflight_messages 1000\nmax_queued_messages 0\n"
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    messages: int
+    readings: int
+    seconds: float
+
+    @property
+    def messages_per_s(self) -> float:
+        return self.messages / self.seconds
+
+    @property
+    def readings_per_s(self) -> float:
+        return self.readings / self.seconds
+
+
+def payloads(messages: int, batch: int) -> list[bytes]:
+    out = []
+    for m in range(messages):
+        events = [
+            Reading(
+                id=stable_event_id("bench", m, i), site="bench", device="m-0",
+                event_time=T0 + timedelta(milliseconds=m * batch + i), quantity="power", value=float(i), unit="W",
+            )
+            for i in range(batch)
+        ]
+        out.append(encode_events(events))
+    return out
+
+
+def enqueue(broker: BrokerConfig, data: list[bytes]) -> None:
+    client = make_client(broker, "bench-publisher")
+    client.max_inflight_messages_set(1000)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    infos = [client.publish(TOPIC, payload, qos=1) for payload in data]
+    for info in infos:
+        info.wait_for_publish(60)
+    client.disconnect()
+    client.loop_stop()
+
+
+def bare_subscriber(broker: BrokerConfig, data: list[bytes], batch: int) -> Result:
+    received = 0
+    done = threading.Event()
+
+    def on_message(client: object, userdata: object, message: object) -> None:
+        nonlocal received
+        received += 1
+        if received == len(data):
+            done.set()
+
+    def session() -> object:
+        client = make_client(broker, "bench-bare", persistent_session=True)
+        client.on_connect = lambda c, u, f, rc, p: c.subscribe(TOPIC, qos=1)
+        subscribed = threading.Event()
+        client.on_subscribe = lambda *args: subscribed.set()
+        client.on_message = on_message
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        subscribed.wait(10)
+        return client
+
+    first = session()
+    first.disconnect(); first.loop_stop()  # type: ignore[attr-defined]
+    enqueue(broker, data)
+    start = time.perf_counter()
+    client = session()
+    done.wait(600)
+    elapsed = time.perf_counter() - start
+    client.disconnect(); client.loop_stop()  # type: ignore[attr-defined]
+    return Result("bare paho subscriber", received, received * batch, elapsed)
+
+
+def gateway_consumer(broker: BrokerConfig, data: list[bytes], batch: int, workdir: Path) -> Result:
+    config = GatewayConfig.model_validate(
+        {"id": "bench-gw", "site_file": str(workdir / "site.yaml"), "broker": broker.model_dump(),
+         "historian": {"type": "sqlite", "path": str(workdir / "history.db")}, "state_db": str(workdir / "state.db")}
+    )
+    clock = ManualClock(T0 + timedelta(days=1))
+    first = Gateway(config, SITE, clock)
+    first.start()
+    first.subscribed.wait(10)
+    first.stop()
+    enqueue(broker, data)
+    expected = len(data) * batch
+    start = time.perf_counter()
+    gateway = Gateway(config, SITE, clock)
+    gateway.start()
+    gateway.wait_until(lambda: gateway.counts().get("events_stored_reading", 0) >= expected, timeout=600)
+    elapsed = time.perf_counter() - start
+    stored = int(gateway.counts().get("events_stored_reading", 0))
+    gateway.stop()
+    return Result("gateway (validate, dedupe, SQLite historian, rules, commit, ack)", len(data), stored, elapsed)
+
+
+def run(messages: int, batch: int) -> tuple[Result, Result]:
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = MosquittoBroker(workdir=Path(tmp) / "mq", extra_config=BROKER_TUNING)
+        try:
+            config = BrokerConfig(host=broker.host, port=broker.port)
+            data = payloads(messages, batch)
+            baseline = bare_subscriber(config, data, batch)
+            measured = gateway_consumer(config, data, batch, Path(tmp))
+        finally:
+            broker.stop()
+    return baseline, measured
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, nargs="*", default=[1, 100])
+    args = parser.parse_args()
+    print(f"{'case':<12} {'consumer':<66} {'msg/s':>9} {'readings/s':>11} {'ratio':>6}")
+    for batch in args.batch:
+        messages = args.messages if batch == 1 else max(1, args.messages // 10)
+        baseline, measured = run(messages, batch)
+        for result in (baseline, measured):
+            ratio = result.messages_per_s / baseline.messages_per_s
+            print(f"batch={batch:<6} {result.name:<66} {result.messages_per_s:>9.0f} {result.readings_per_s:>11.0f} {ratio:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()
