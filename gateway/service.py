@@ -271,6 +271,17 @@ class Gateway:
             for listener in self.alert_listeners:
                 listener(change)
 
+    def acknowledge(self, alert_id: int, by: str, note: str | None = None) -> AlertChange:
+        """A person acknowledges an alert; notified like any other change."""
+        change = self.store.acknowledge(alert_id, by, note)
+        self._announce([change])
+        return change
+
+    def resolve(self, alert_id: int, by: str, note: str | None = None) -> AlertChange:
+        change = self.store.resolve(alert_id, by, note)
+        self._announce([change])
+        return change
+
     def tick(self, at: datetime) -> None:
         """Let the rules act on time having reached `at` (e.g. the end of a replayed night)."""
         self._queue.put(_Tick(at))

@@ -39,6 +39,14 @@ CREATE TABLE IF NOT EXISTS rule_state (id INTEGER PRIMARY KEY CHECK (id = 1), sn
 """
 
 
+class AlertNotFound(LookupError):
+    pass
+
+
+class AlertStateConflict(ValueError):
+    """The alert is not in a state that allows the action (e.g. acknowledging a resolved one)."""
+
+
 @dataclass(frozen=True)
 class Alert:
     id: int
@@ -172,6 +180,36 @@ class StateStore:
             (signal.message, details, at, signal.severity, int(signal.action is SignalAction.RAISE), alert_id),
         )
         return AlertChange(action="updated", alert=self._alert(db, alert_id))
+
+    def acknowledge(self, alert_id: int, by: str, note: str | None = None, at: datetime | None = None) -> AlertChange:
+        """A person takes ownership of an open alert (first-responder ownership)."""
+        return self._person_action(alert_id, "acknowledged", by, note, at)
+
+    def resolve(self, alert_id: int, by: str, note: str | None = None, at: datetime | None = None) -> AlertChange:
+        """A person closes an alert, e.g. after a repair; the note says what was done."""
+        return self._person_action(alert_id, "resolved", by, note, at)
+
+    def _person_action(self, alert_id: int, action: str, by: str, note: str | None, at: datetime | None) -> AlertChange:
+        when = (at or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat()
+        db = self._db
+        with _transaction(db):
+            row = db.execute("SELECT state FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            if row is None:
+                raise AlertNotFound(alert_id)
+            if row["state"] == AlertState.RESOLVED or row["state"] == action:
+                raise AlertStateConflict(f"alert {alert_id} is already {row['state']}")
+            if action == "acknowledged":
+                db.execute(
+                    "UPDATE alerts SET state = 'acknowledged', acknowledged_by = ?, acknowledged_at = ?, note = COALESCE(?, note), updated_at = ? WHERE id = ?",
+                    (by, when, note, when, alert_id),
+                )
+            else:
+                db.execute(
+                    "UPDATE alerts SET state = 'resolved', resolved_at = ?, note = COALESCE(?, note), updated_at = ? WHERE id = ?",
+                    (when, note, when, alert_id),
+                )
+            message = f"{action} by {by}" + (f": {note}" if note else "")
+            return self._record(db, alert_id, when, action, message, json.dumps({"by": by}))
 
     def _record(self, db: sqlite3.Connection, alert_id: int, at: str, action: str, message: str, details: str) -> AlertChange:
         """A lifecycle step worth keeping in the alert's history (updates only refresh the row)."""

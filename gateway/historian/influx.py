@@ -71,6 +71,10 @@ CREATE TABLE IF NOT EXISTS rejected_points (
 """
 
 
+class _Stopping(Exception):
+    """Ends the forwarder thread."""
+
+
 class SpoolFull(RuntimeError):
     """write() refused: the spool holds spool_max_points. The caller must not acknowledge."""
 
@@ -200,33 +204,46 @@ class InfluxHistorian:
     def _forward(self) -> None:
         attempt = 0  # failed attempts in a row
         while True:
-            with self._cond:
-                if attempt == 0 and not self._wait_for_batch():
-                    return
-                if self._stopping:
-                    return
-                rows = self._spool.head(self._cap)
-            if not rows:
-                attempt = 0
-                continue
-            self._last_attempt = time.monotonic()
             try:
-                self._write_api.write(
-                    self._config.bucket, self._config.org, "\n".join(line for _, line in rows), WritePrecision.NS
-                )
-            except Exception as error:  # noqa: BLE001 - anything but a refusal is retried
-                status = getattr(error, "status", None) if isinstance(error, ApiException) else None
-                if status is not None and 400 <= status < 500 and status not in RETRYABLE_4XX:
-                    self._refused(rows, status, _reason(error))
-                    attempt = 0
-                    continue
+                attempt = self._forward_once(attempt)
+            except _Stopping:
+                return
+            except Exception:  # a bug or a spool error must not end the thread: points would wait forever
                 attempt += 1
-                self._retry_later(rows, attempt, error)
-                continue
-            self._delivered(rows)
-            if attempt:
-                logger.info("influx writes resumed", extra={**self._where(), "failed_attempts": attempt})
-            attempt = 0
+                delay = retry_delay_seconds(self._config, attempt, random.random())
+                logger.exception("influx forwarder failed; retrying", extra={**self._where(), "retry_in_s": round(delay, 3)})
+                with self._cond:
+                    self._failing = True
+                    self._cond.wait_for(lambda: self._stopping, timeout=delay)
+
+    def _forward_once(self, attempt: int) -> int:
+        """Send one batch (or wait for one); returns the count of failed attempts in a row."""
+        with self._cond:
+            if attempt == 0 and not self._wait_for_batch():
+                raise _Stopping
+            if self._stopping:
+                raise _Stopping
+            rows = self._spool.head(self._cap)
+            if not rows:  # rows removed behind our back (by hand): trust the file
+                self._pending, self._done_through = 0, self._last_id
+                self._cond.notify_all()
+                return 0
+        self._last_attempt = time.monotonic()
+        try:
+            self._write_api.write(
+                self._config.bucket, self._config.org, "\n".join(line for _, line in rows), WritePrecision.NS
+            )
+        except Exception as error:  # noqa: BLE001 - anything but a refusal is retried
+            status = getattr(error, "status", None) if isinstance(error, ApiException) else None
+            if status is not None and 400 <= status < 500 and status not in RETRYABLE_4XX:
+                self._refused(rows, status, _reason(error))
+                return 0
+            self._retry_later(rows, attempt + 1, error)
+            return attempt + 1
+        self._delivered(rows)
+        if attempt:
+            logger.info("influx writes resumed", extra={**self._where(), "failed_attempts": attempt})
+        return 0
 
     def _wait_for_batch(self) -> bool:
         """Wait (holding the condition) until a batch should go; False when stopping."""
@@ -247,6 +264,7 @@ class InfluxHistorian:
     def _delivered(self, rows: list[tuple[int, str]]) -> None:
         last = rows[-1][0]
         with self._cond:
+            self._spool.delete_through(last)
             self._settle(last, len(rows))
             self._counts["points_written"] += len(rows)
             self._counts["batches_written"] += 1

@@ -72,7 +72,10 @@ def event_points(events: Iterable[Event], site: SiteConfig) -> list[Point]:
 
 def _kind_specific(event: Event) -> tuple[str, dict[str, str], dict[str, FieldValue]]:
     if isinstance(event, Reading):
-        return event.quantity.value, {"unit": event.unit}, {"value": float(event.value)}
+        tags = {"unit": event.unit}
+        if event.channel is not None:  # e.g. import vs export energy of one meter, same time
+            tags["channel"] = event.channel
+        return event.quantity.value, tags, {"value": float(event.value)}
     if isinstance(event, DoorEvent):
         fields: dict[str, FieldValue] = {"count": 1}
         if event.card:
