@@ -1,0 +1,154 @@
+"""Agent footprint: RSS and CPU share of a real `warden agent` process reading simulated
+devices at 1 Hz (half MQTT-native meters, half serial patrol readers on pseudo-terminals
+sending heartbeats). Baseline in the same run: a bare paho process that forwards the
+same MQTT device messages, measured the same way.
+
+    python -m bench.agent_footprint [--devices N] [--seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from simulators.patrol_reader import PatrolReaderSim
+from warden.broker import MosquittoBroker
+from warden.config import BrokerConfig
+from warden.mqtt import make_client
+
+from bench.ingest import BROKER_TUNING
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+BARE_FORWARDER = """
+import sys, paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="bare-forwarder")
+c.on_connect = lambda c, u, f, rc, p: c.subscribe([(f"devices/bench/meter-{i}/state", 1) for i in range(count)])
+c.on_message = lambda c, u, m: c.publish("warden/v1/bench/bare/events", m.payload, qos=1)
+c.connect(host, port)
+c.loop_forever()
+"""
+
+
+@dataclass(frozen=True)
+class Footprint:
+    name: str
+    rss_mb: float
+    cpu_percent: float
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _measure(name: str, process: subprocess.Popen[bytes], seconds: float) -> Footprint:
+    time.sleep(3)  # start-up and imports are not the steady state being measured
+    cpu0, t0 = _cpu_seconds(process.pid), time.perf_counter()
+    time.sleep(seconds)
+    cpu = _cpu_seconds(process.pid) - cpu0
+    return Footprint(name, _rss_mb(process.pid), 100 * cpu / (time.perf_counter() - t0))
+
+
+class DeviceLoad:
+    """Meters publish and readers send a heartbeat, every device once a second."""
+
+    def __init__(self, broker: BrokerConfig, meters: int, readers: list[PatrolReaderSim]) -> None:
+        self.meters = meters
+        self.readers = readers
+        self.client = make_client(broker, "bench-devices")
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        energy = 0.0
+        while not self.stop.wait(1.0):
+            now = datetime.now(timezone.utc)
+            energy += 0.001
+            for i in range(self.meters):
+                payload = json.dumps({"ts": now.isoformat(), "power_w": 800.0 + i, "energy_kwh": energy})
+                self.client.publish(f"devices/bench/meter-{i}/state", payload, qos=1)
+            for reader in self.readers:
+                reader.heartbeat(now)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _agent_config(work: Path, broker: BrokerConfig, meters: int, readers: list[PatrolReaderSim]) -> Path:
+    fields = {"power_w": {"quantity": "power", "unit": "W"}, "energy_kwh": {"quantity": "energy", "unit": "kWh", "cumulative": True}}
+    devices = [{"driver": "mqtt_json", "id": f"meter-{i}", "topic": f"devices/bench/meter-{i}/state", "fields": fields} for i in range(meters)]
+    devices += [{"driver": "patrol_line", "id": f"reader-{i}", "port": r.port} for i, r in enumerate(readers)]
+    config = {"id": "agent-bench", "site": "bench", "broker": broker.model_dump(exclude_none=True),
+              "buffer_path": str(work / "outbox.db"), "heartbeat_seconds": 30, "devices": devices}
+    path = work / "agent.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run(devices: int, seconds: float) -> tuple[Footprint, Footprint]:
+    meters, serial = devices // 2, devices - devices // 2
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broker = MosquittoBroker(workdir=work / "mq", extra_config=BROKER_TUNING)
+        config = BrokerConfig(host=broker.host, port=broker.port)
+        readers = [PatrolReaderSim(f"r{i}") for i in range(serial)]
+        load = DeviceLoad(config, meters, readers)
+        warden = shutil.which("warden") or sys.exit("warden is not installed")
+        try:
+            bare = subprocess.Popen([sys.executable, "-c", BARE_FORWARDER, broker.host, str(broker.port), str(meters)])
+            baseline = _measure("bare paho forwarder (MQTT devices only)", bare, seconds)
+            bare.terminate()
+            bare.wait()
+            agent = subprocess.Popen([warden, "agent", "--config", str(_agent_config(work, config, meters, readers)), "--log-level", "ERROR"])
+            measured = _measure(f"warden agent ({meters} MQTT + {serial} serial devices)", agent, seconds)
+            agent.terminate()
+            agent.wait(30)
+        finally:
+            load.close()
+            for reader in readers:
+                reader.close()
+            broker.stop()
+    return baseline, measured
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    baseline, measured = run(args.devices, args.seconds)
+    print(f"{'process':<48} {'RSS MB':>8} {'CPU %':>7} {'CPU ratio':>10}")
+    for result in (baseline, measured):
+        print(f"{result.name:<48} {result.rss_mb:>8.1f} {result.cpu_percent:>7.1f} {result.cpu_percent / max(baseline.cpu_percent, 0.01):>10.1f}")
+
+
+if __name__ == "__main__":
+    main()
