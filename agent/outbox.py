@@ -82,8 +82,15 @@ class Outbox:
         return [QueuedEvent(*row) for row in rows]
 
     def remove(self, seqs: list[int]) -> None:
+        """Delete acknowledged rows in one transaction: one disk sync, not one per row."""
         with self._lock:
-            cursor = self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+            self._db.execute("BEGIN")
+            try:
+                cursor = self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
             self._count -= cursor.rowcount
 
     def __len__(self) -> int:

@@ -16,7 +16,9 @@ import paho.mqtt.client as mqtt
 
 from agent.backoff import JitteredBackoff
 from agent.drivers.base import Driver
+from agent.drivers.door_line import DoorLineDriver
 from agent.drivers.modbus_rtu import ModbusBuses, ModbusRtuDriver
+from agent.drivers.mqtt_door import MqttDoorDriver
 from agent.drivers.mqtt_json import MqttJsonDriver
 from agent.drivers.patrol_line import PatrolLineDriver
 from agent.drivers.patrol_wand import PatrolWandDriver
@@ -28,7 +30,9 @@ from warden.config import (
     AgentConfig,
     BrokerConfig,
     DeviceConfig,
+    DoorLineDevice,
     ModbusRtuDevice,
+    MqttDoorDevice,
     MqttJsonDevice,
     PatrolLineDevice,
     PatrolWandDevice,
@@ -51,7 +55,9 @@ class Agent:
         self.publisher = UplinkPublisher(self.uplink, self.outbox)
         self._modbus_buses = ModbusBuses()  # meters daisy-chained on one port share its bus
         self.drivers: list[Driver] = [self._make_driver(device) for device in config.devices]
-        self._mqtt_drivers = {d.topic: d for d in self.drivers if isinstance(d, MqttJsonDriver)}
+        self._mqtt_drivers: dict[str, MqttJsonDriver | MqttDoorDriver] = {
+            d.topic: d for d in self.drivers if isinstance(d, (MqttJsonDriver, MqttDoorDriver))
+        }
         self._device_client = self._make_device_client()
         self.devices_subscribed = threading.Event()  # set once MQTT device topics are subscribed
         self._stop = threading.Event()
@@ -70,6 +76,10 @@ class Agent:
             return ModbusRtuDriver(device, self.config.site, self.emit, self.clock, self._modbus_buses.get(device))
         if isinstance(device, PatrolWandDevice):
             return PatrolWandDriver(device, self.config.site, self.emit, self.clock)
+        if isinstance(device, MqttDoorDevice):
+            return MqttDoorDriver(device, self.config.site, self.emit, self.clock)
+        if isinstance(device, DoorLineDevice):
+            return DoorLineDriver(device, self.config.site, self.emit, self.clock)
         raise TypeError(f"no driver for {type(device).__name__}")
 
     def _make_device_client(self) -> mqtt.Client | None:

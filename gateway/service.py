@@ -11,19 +11,22 @@ instead of growing a queue; paho's network thread only enqueues, so keep-alives 
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
 
 import paho.mqtt.client as mqtt
 
+from gateway.devices import DeviceRegistry
+from gateway.escalation import EscalationPolicy
 from gateway.historian import Historian, open_historian
 from gateway.metrics import GatewayMetrics
+from gateway.notify import build_notifier
 from gateway.store import AlertChange, DeadLetter, StateStore
 from rules.alerts import AlertSignal
 from rules.engine import RuleEngine
@@ -70,7 +73,7 @@ class Gateway:
         self.tick_every = tick_every
         self.site = site
         self.clock = clock or SystemClock()
-        self.store = StateStore(config.state_db)
+        self.store = StateStore(config.state_db, clock=self.clock)  # people and escalation act on this clock
         self.historian = historian or open_historian(config.historian, site)
         self.engine = self._committed_rules()
         self.client = make_client(config.broker, f"warden-gateway-{config.id}", persistent_session=True, manual_ack=True)
@@ -86,6 +89,10 @@ class Gateway:
         self.patrol_rounds: list[dict[str, object]] = self.engine.rounds_state()
         self._threads: list[threading.Thread] = []
         self.alert_listeners: list[Callable[[AlertChange], None]] = []
+        self.notifier = build_notifier(config.alerts, self.client, self.metrics.registry)
+        self.escalation = EscalationPolicy(config.alerts.escalation)
+        self.escalation_checked_at: datetime | None = None  # gateway clock of the last escalation check
+        self.devices = DeviceRegistry()  # last seen and counters per device, for the API
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -94,6 +101,7 @@ class Gateway:
         self.client.on_disconnect = lambda client, userdata, flags, rc, props: self.flag.on_disconnect()
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *args: self.subscribed.set()
+        self.notifier.start()
         connect_async(self.client, self.config.broker)
         for name, target in (("worker", self._work), ("ticker", self._tick_loop)):
             if name == "ticker" and self.tick_every is None:
@@ -107,6 +115,7 @@ class Gateway:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
+        self.notifier.stop()
         self.client.disconnect()
         self.client.loop_stop()
         self.historian.close()
@@ -159,9 +168,13 @@ class Gateway:
             try:
                 self._process(batch)
                 return
-            except Exception:
+            except Exception as exc:
                 self.metrics.batch_retries.inc()
-                log.exception("storing a batch failed; retrying", extra={"messages": len(batch), "retry_in_s": delay})
+                extra = {"messages": len(batch), "retry_in_s": delay, "error": repr(exc)}
+                if delay == 0.5:  # the full traceback once per stuck batch, then one line a retry
+                    log.exception("storing a batch failed; retrying without acknowledging", extra=extra)
+                else:
+                    log.warning("storing a batch still fails; retrying", extra=extra)
                 # The rules saw the batch; rewind them to the last committed state so the
                 # retry does not count its events twice.
                 self.engine = self._committed_rules()
@@ -199,11 +212,14 @@ class Gateway:
         for item in batch:
             if isinstance(item, Incoming) and item.qos > 0:
                 self.client.ack(item.mid, item.qos)
+        if ticks:
+            changes += self._escalate()
         self._announce(changes)
         self._count_batch(sum(isinstance(item, Incoming) for item in batch), events, fresh, refused)
         if ticks:
             self.last_tick = tick_at
         self.patrol_rounds = self.engine.rounds_state()  # a copy the API can read while rules move on
+        self.devices.observe(fresh)
         with self._progress:
             self._progress.notify_all()
 
@@ -229,10 +245,10 @@ class Gateway:
     def _count_batch(self, messages: int, events: list[Event], fresh: list[Event], refused: list[DeadLetter]) -> None:
         """Counted once the batch is committed, so a retried batch is not counted twice."""
         self.metrics.messages.inc(messages)
-        for event in events:
-            self.metrics.received.labels(event.kind).inc()
-        for event in fresh:
-            self.metrics.stored.labels(event.kind).inc()
+        for kind, n in Counter(e.kind for e in events).items():
+            self.metrics.received.labels(kind).inc(n)
+        for kind, n in Counter(e.kind for e in fresh).items():
+            self.metrics.stored.labels(kind).inc(n)
         self.metrics.duplicates.inc(len(events) - len(fresh))
         for letter in refused:
             self.metrics.rejected.labels(letter.code).inc()
@@ -264,12 +280,23 @@ class Gateway:
     def _announce(self, changes: list[AlertChange]) -> None:
         for change in changes:
             self.metrics.alerts.labels(change.alert.rule, change.action).inc()
-            payload = _alert_payload(change)
-            self.client.publish(topics.alerts_topic(change.alert.site), payload, qos=1)
+            self.notifier.notify(change)  # MQTT alerts topic, webhooks, mail: see gateway/notify.py
             level = logging.DEBUG if change.action == "updated" else logging.INFO
-            log.log(level, "alert " + change.action, extra={"rule": change.alert.rule, "subject": change.alert.subject, "text": change.alert.message})
+            log.log(level, "alert " + change.action, extra={"rule": change.alert.rule, "subject": change.alert.subject, "text": change.alert.message, "note": change.note})
             for listener in self.alert_listeners:
                 listener(change)
+
+    def _escalate(self) -> list[AlertChange]:
+        """Alerts people left waiting climb a level, judged on the gateway's clock
+        (gateway/escalation.py). Idempotent, so a failure just waits for the next tick."""
+        now = self.clock.now()
+        try:
+            changes = self.store.escalate(self.escalation.decider(now), at=now)
+        except Exception:
+            log.exception("escalation check failed; retried on the next tick")
+            return []
+        self.escalation_checked_at = now
+        return changes
 
     def acknowledge(self, alert_id: int, by: str, note: str | None = None) -> AlertChange:
         """A person acknowledges an alert; notified like any other change."""
@@ -307,7 +334,3 @@ class Gateway:
             "historian": self.historian.stats(),
             "agents": dict(self.agents),
         }
-
-
-def _alert_payload(change: AlertChange) -> bytes:
-    return json.dumps({"change": change.action, "alert": asdict(change.alert)}, default=str).encode()

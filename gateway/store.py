@@ -14,9 +14,10 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from rules.alerts import AlertSignal, AlertState, SignalAction
+from rules.alerts import AlertSignal, AlertState, Severity, SignalAction
+from warden.clock import Clock
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_events (id TEXT PRIMARY KEY, received_at TEXT NOT NULL);
@@ -37,6 +38,14 @@ CREATE TABLE IF NOT EXISTS alert_history (
     at TEXT NOT NULL, action TEXT NOT NULL, state TEXT NOT NULL, message TEXT NOT NULL, details TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rule_state (id INTEGER PRIMARY KEY CHECK (id = 1), snapshot TEXT NOT NULL);
 """
+
+#: Columns added after the first release; _migrate adds them to an existing database.
+#: raised_at is the gateway's clock when the alert opened (opened_at is event time).
+_ADDED_ALERT_COLUMNS = {
+    "escalation_level": "INTEGER NOT NULL DEFAULT 0",
+    "escalated_at": "TEXT",
+    "raised_at": "TEXT",
+}
 
 
 class AlertNotFound(LookupError):
@@ -64,6 +73,9 @@ class Alert:
     acknowledged_by: str | None
     acknowledged_at: str | None
     note: str | None
+    escalation_level: int = 0  # 0: with the first responders; +1 per escalation
+    escalated_at: str | None = None  # gateway clock
+    raised_at: str | None = None  # gateway clock at opening; None in rows older than the column
 
 
 #: A refused payload is kept up to this size (its full size is recorded), so a flood of
@@ -83,18 +95,43 @@ class DeadLetter:
 
 @dataclass(frozen=True)
 class AlertChange:
-    """What applying a signal did, for notifications (MQTT alerts topic, later webhooks)."""
+    """What applying a signal, a person or an escalation did, for notifications."""
 
-    action: str  # "opened", "updated", "resolved"
+    action: str  # "opened", "updated", "acknowledged", "escalated", "resolved"
     alert: Alert
+    note: str = ""  # the history entry's message, e.g. why it escalated
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """A decision to move a live alert one level up (gateway/escalation.py decides)."""
+
+    reason: str  # "not_acknowledged" or "not_resolved"
+    message: str
+
+
+def severity_max(a: str, b: str) -> Severity:
+    return max(Severity(a), Severity(b), key=list(Severity).index)
+
+
+def severity_up(severity: str) -> Severity:
+    """One step up; critical stays critical."""
+    order = list(Severity)
+    return order[min(order.index(Severity(severity)) + 1, len(order) - 1)]
 
 
 class StateStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Clock | None = None) -> None:
+        """`clock`: the gateway's, for times people and escalation act on (default: wall clock)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.clock = clock
         self._local = threading.local()
         self._db.executescript(_SCHEMA)
+        _migrate(self._db)
+
+    def _clock_now(self) -> datetime:
+        return self.clock.now() if self.clock is not None else datetime.now(timezone.utc)
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -155,15 +192,15 @@ class StateStore:
 
     def _apply(self, db: sqlite3.Connection, signal: AlertSignal) -> AlertChange | None:
         live = db.execute(
-            "SELECT id FROM alerts WHERE site = ? AND rule = ? AND subject = ? AND state != 'resolved'", signal.key
+            "SELECT id, severity FROM alerts WHERE site = ? AND rule = ? AND subject = ? AND state != 'resolved'", signal.key
         ).fetchone()
         at = signal.at.astimezone(timezone.utc).isoformat()
         details = json.dumps(signal.details, sort_keys=True)
         if signal.action is SignalAction.RAISE and live is None:
             alert_id = db.execute(
-                "INSERT INTO alerts (site, rule, subject, state, severity, message, details, count, opened_at, updated_at)"
-                " VALUES (?, ?, ?, 'open', ?, ?, ?, 1, ?, ?)",
-                (*signal.key, signal.severity, signal.message, details, at, at),
+                "INSERT INTO alerts (site, rule, subject, state, severity, message, details, count, opened_at, updated_at, raised_at)"
+                " VALUES (?, ?, ?, 'open', ?, ?, ?, 1, ?, ?, ?)",
+                (*signal.key, signal.severity, signal.message, details, at, at, self._clock_now().isoformat()),
             ).lastrowid
             return self._record(db, alert_id, at, "opened", signal.message, details)
         if live is None:
@@ -177,8 +214,8 @@ class StateStore:
             return self._record(db, alert_id, at, "resolved", signal.message, details)
         db.execute(
             "UPDATE alerts SET message = ?, details = ?, updated_at = ?, severity = ?, count = count + ? WHERE id = ?",
-            (signal.message, details, at, signal.severity, int(signal.action is SignalAction.RAISE), alert_id),
-        )
+            (signal.message, details, at, severity_max(live["severity"], signal.severity), int(signal.action is SignalAction.RAISE), alert_id),
+        )  # never lower the severity: an escalation must not be undone by the next reading
         return AlertChange(action="updated", alert=self._alert(db, alert_id))
 
     def acknowledge(self, alert_id: int, by: str, note: str | None = None, at: datetime | None = None) -> AlertChange:
@@ -190,7 +227,7 @@ class StateStore:
         return self._person_action(alert_id, "resolved", by, note, at)
 
     def _person_action(self, alert_id: int, action: str, by: str, note: str | None, at: datetime | None) -> AlertChange:
-        when = (at or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat()
+        when = (at or self._clock_now()).astimezone(timezone.utc).isoformat()
         db = self._db
         with _transaction(db):
             row = db.execute("SELECT state FROM alerts WHERE id = ?", (alert_id,)).fetchone()
@@ -218,7 +255,33 @@ class StateStore:
             "INSERT INTO alert_history (alert_id, at, action, state, message, details) VALUES (?, ?, ?, ?, ?, ?)",
             (alert_id, at, action, alert.state, message, details),
         )
-        return AlertChange(action=action, alert=alert)
+        return AlertChange(action=action, alert=alert, note=message)
+
+    def escalate(self, decide: Callable[[Alert], Escalation | None], at: datetime | None = None) -> list[AlertChange]:
+        """Move every live alert that `decide` finds overdue one level up, severity too.
+
+        Decided again inside a write transaction and applied only if the level is still
+        the one decided on, so a level fires once, whatever the races and restarts."""
+        if not any(decide(alert) for alert in self.alerts_live()):
+            return []  # the usual case: no write lock taken
+        when = (at or self._clock_now()).astimezone(timezone.utc).isoformat()
+        db = self._db
+        changes: list[AlertChange] = []
+        with _transaction(db):
+            for row in db.execute("SELECT * FROM alerts WHERE state != 'resolved' ORDER BY id").fetchall():
+                alert = _alert_from_row(row)
+                step = decide(alert)
+                if step is None:
+                    continue
+                level = alert.escalation_level + 1
+                moved = db.execute(
+                    "UPDATE alerts SET escalation_level = ?, escalated_at = ?, severity = ? WHERE id = ? AND escalation_level = ? AND state != 'resolved'",
+                    (level, when, severity_up(alert.severity), alert.id, alert.escalation_level),
+                ).rowcount
+                if moved:
+                    details = json.dumps({"level": level, "reason": step.reason}, sort_keys=True)
+                    changes.append(self._record(db, alert.id, when, "escalated", step.message, details))
+        return changes
 
     # ------------------------------------------------------------------ queries
 
@@ -231,6 +294,10 @@ class StateStore:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._db.execute(f"SELECT * FROM alerts {where} ORDER BY opened_at DESC, id DESC LIMIT ?", (*params, limit))
         return [_alert_from_row(row) for row in rows]
+
+    def alerts_live(self) -> list[Alert]:
+        """Open and acknowledged alerts, oldest first."""
+        return [_alert_from_row(row) for row in self._db.execute("SELECT * FROM alerts WHERE state != 'resolved' ORDER BY id")]
 
     def alert(self, alert_id: int) -> Alert | None:
         row = self._db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
@@ -268,6 +335,20 @@ class _transaction:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Add columns a database from an older release lacks (checked again under the write
+    lock, so two processes opening one file do not both add them)."""
+    def missing() -> list[str]:
+        present = {row["name"] for row in db.execute("PRAGMA table_info(alerts)")}
+        return [name for name in _ADDED_ALERT_COLUMNS if name not in present]
+
+    if not missing():
+        return
+    with _transaction(db):
+        for name in missing():
+            db.execute(f"ALTER TABLE alerts ADD COLUMN {name} {_ADDED_ALERT_COLUMNS[name]}")
 
 
 def _alert_from_row(row: sqlite3.Row) -> Alert:

@@ -44,6 +44,7 @@ class _Agent:
     raised: bool = False
     reason: str = ""  # offline or silent, while raised
     back_at: datetime | None = None  # when its alert resolved: its devices' silence counts from here
+    offline_seen: datetime | None = None  # event time when its offline status arrived
 
 
 class DeadmanRule:
@@ -66,6 +67,7 @@ class DeadmanRule:
         self._agents: dict[str, _Agent] = {agent: _Agent() for agent in config.agents}
         self._since: datetime | None = None  # first tick: configured devices never heard count from here
         self._newest: datetime | None = None
+        self._offline_grace = timedelta(minutes=config.agent_offline_minutes)
         self.stats: dict[str, int] = {"agent_status": 0, "held_back": 0}
 
     def learn_agent(self, device: str, agent: str) -> None:
@@ -110,7 +112,7 @@ class DeadmanRule:
         for agent_id in sorted(self._agents):
             agent = self._agents[agent_id]
             agent.silent_at = self._all_silent(agent_id, now)
-            signals += self._sync_agent(agent_id, agent)
+            signals += self._sync_agent(agent_id, agent, now)
         for device_id in sorted(self._devices):
             signals += self._judge_device(device_id, self._devices[device_id], now)
         return signals
@@ -197,9 +199,11 @@ class DeadmanRule:
         self.stats["agent_status"] += 1
         agent = self._agents.setdefault(event.device, _Agent())
         agent.status, agent.status_at = event.state.value, event.event_time
+        agent.offline_seen = self._newest if event.state is DeviceState.OFFLINE else None
         if event.state is DeviceState.ONLINE:
             agent.silent_at = None  # its devices get a fresh interval from now; the next tick judges them
-        return self._sync_agent(event.device, agent)
+        assert self._newest is not None
+        return self._sync_agent(event.device, agent, self._newest)
 
     def _all_silent(self, agent_id: str, now: datetime) -> datetime | None:
         """When every device of the agent (two or more) had been silent for the shortest
@@ -212,8 +216,17 @@ class DeadmanRule:
         newest = max(self._anchor(d, dev) for d, dev, _ in watched)
         return newest + shortest if now >= newest + shortest else None
 
-    def _sync_agent(self, agent_id: str, agent: _Agent) -> list[AlertSignal]:
-        reason = "offline" if agent.status == "offline" else ("silent" if agent.silent_at else "")
+    def _offline_due(self, agent: _Agent, now: datetime) -> bool:
+        """Offline long enough to say so: a broker restart fires every agent's will, and the
+        agents are back a few seconds later (agent_offline_minutes; 0: at once)."""
+        if agent.status != "offline":
+            return False
+        if not self._offline_grace or agent.offline_seen is None:
+            return True
+        return now >= agent.offline_seen + self._offline_grace
+
+    def _sync_agent(self, agent_id: str, agent: _Agent, now: datetime) -> list[AlertSignal]:
+        reason = "offline" if self._offline_due(agent, now) else ("silent" if agent.silent_at else "")
         if reason == agent.reason and agent.raised == bool(reason):
             return []
         at = self._agent_time(agent_id, agent, reason)
@@ -229,6 +242,8 @@ class DeadmanRule:
         if reason == "silent":
             assert agent.silent_at is not None
             return agent.silent_at
+        if reason == "offline" and self._offline_grace and agent.offline_seen is not None:
+            return agent.offline_seen + self._offline_grace
         candidates = [t for t in (agent.status_at, self._newest) if t is not None]
         if not reason:  # back: its status said online, or one of its devices spoke
             lasts = [d.last for d_id, d in self._devices.items() if d.last and self._agent_of(d_id) == agent_id]

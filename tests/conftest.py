@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.mqtt import clear_retained
 from warden.broker import MosquittoBroker, find_mosquitto
 from warden.config import BrokerConfig
 
@@ -29,5 +30,8 @@ def private_mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
 
 
 @pytest.fixture
-def broker_config(mosquitto: MosquittoBroker) -> BrokerConfig:
-    return BrokerConfig(host=mosquitto.host, port=mosquitto.port)
+def broker_config(mosquitto: MosquittoBroker) -> Iterator[BrokerConfig]:
+    """The shared broker, left without retained messages for the next test."""
+    config = BrokerConfig(host=mosquitto.host, port=mosquitto.port)
+    yield config
+    clear_retained(config)

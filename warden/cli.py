@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import signal
 import sys
 import threading
-from dataclasses import asdict
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Annotated, Callable, Iterator
+from typing import Annotated, Callable, Iterator, Optional
 from contextlib import contextmanager
 
 import typer
@@ -158,35 +155,81 @@ def demo(
 
 @app.command()
 def report(
-    state_db: Annotated[Path, typer.Option(help="The gateway's state database")],
-    site: Annotated[Path, typer.Option(help="Site config file (time zone, rooms)")],
     night: Annotated[str, typer.Option(help="The night, by the date it starts on: YYYY-MM-DD")],
+    state_db: Annotated[Optional[Path], typer.Option(help="The gateway's state database (default: from --config)")] = None,
+    site: Annotated[Optional[Path], typer.Option(help="Site config file (default: from --config)")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Gateway config: state DB, historian, site, routes")] = None,
+    historian: Annotated[Optional[Path], typer.Option(help="SQLite historian file (default: from --config)")] = None,
     out: Annotated[Path, typer.Option(help="Output folder")] = Path("out/report"),
 ) -> None:
-    """Write the alerts of one night (18:00 to 08:00 local) as JSON and CSV."""
-    from gateway.store import StateStore
+    """Write the morning report of one night (18:00 to 08:00 local): report.html, report.json,
+    report.csv, energy.svg, and the night's alerts as alerts.json and alerts.csv."""
+    from warden.report import write_morning_report
 
-    with _config_errors():
-        site_config = load_config(site, SiteConfig)
+    gateway_config, site_config = _report_configs(config, site)
+    state_db = state_db or (gateway_config.state_db if gateway_config else None)
+    if historian is None and gateway_config is not None and gateway_config.historian.type == "sqlite":
+        historian = gateway_config.historian.path
     try:
         day = date.fromisoformat(night)
     except ValueError:
         _fail(f"--night: expected a date like 2026-11-17, got {night!r}")
+    if state_db is None:
+        _fail("--state-db: required (or give --config)")
     if not state_db.exists():
         _fail(f"--state-db: {state_db} does not exist")
-    # Stored times are UTC ISO strings, which compare correctly only with UTC bounds.
-    start = datetime.combine(day, time(18), tzinfo=site_config.zone).astimezone(timezone.utc).isoformat()
-    end = datetime.combine(day + timedelta(days=1), time(8), tzinfo=site_config.zone).astimezone(timezone.utc).isoformat()
-    alerts = [asdict(a) for a in StateStore(state_db).alerts(site=site_config.id, limit=100_000)]
-    in_night = [a for a in alerts if a["opened_at"] < end and (a["resolved_at"] or "9999") >= start]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "alerts.json").write_text(json.dumps(in_night, indent=2, default=str))
-    with (out / "alerts.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["id", "rule", "subject", "state", "severity", "opened_at", "resolved_at", "message"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(in_night)
-    _print_alerts(in_night, site_config.zone)
-    console.print(f"{len(in_night)} alerts written to {out}")
+    if historian is not None and not historian.exists():
+        _fail(f"--historian: {historian} does not exist")
+    rules = gateway_config.rules if gateway_config else None
+    files = write_morning_report(state_db, historian, site_config, day, out, rules=rules)
+    _print_alerts(files.report["alerts"], site_config.zone)
+    summary = files.report["summary"]
+    console.print(
+        f"{summary['energy_kwh']:.2f} kWh wasted ({summary['energy_cost']:.2f} {summary['currency']}), "
+        f"{summary['litres_lost']:.0f} L of water lost, {summary['checkpoints_missed']} checkpoints missed, "
+        f"{summary['door_incidents']} door incidents, {summary['silent_devices']} silent devices"
+    )
+    console.print(f"{len(files.report['alerts'])} alerts written to {out}; report: {files.html}")
+
+
+def _report_configs(config: Path | None, site: Path | None) -> tuple[GatewayConfig | None, SiteConfig]:
+    with _config_errors():
+        gateway_config = load_config(config, GatewayConfig) if config else None
+        site_file = site or (gateway_config.site_file if gateway_config else None)
+        if site_file is None:
+            _fail("--site: required (or give --config)")
+        return gateway_config, load_config(site_file, SiteConfig)
+
+
+@app.command()
+def token(
+    name: Annotated[str, typer.Option(help="Who will hold it, e.g. facilities-desk")],
+    role: Annotated[str, typer.Option(help="guard, maintenance, manager or admin")],
+    guard: Annotated[Optional[str], typer.Option(help="role guard: the guard's badge id")] = None,
+) -> None:
+    """Make an API token: prints the secret once, and the config entry holding its hash."""
+    import yaml
+
+    from pydantic import ValidationError
+
+    from gateway.auth import hash_token, new_token
+    from warden.config import ApiToken
+
+    if role not in ("guard", "maintenance", "manager", "admin"):
+        _fail(f"--role: expected one of guard, maintenance, manager, admin, got {role!r}")
+    if role == "guard" and not guard:
+        _fail("--guard: a guard token needs the guard's badge id (their routes are the ones they see)")
+    secret = new_token()
+    entry = {"name": name, "role": role, "sha256": hash_token(secret), **({"guard": guard} if guard else {})}
+    try:
+        ApiToken.model_validate(entry)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        _fail(f"--{error['loc'][0]}: {error['msg']}, got {error['input']!r}")
+    console.print("Add this entry to api.tokens in gateway.yaml (it holds only the hash):", highlight=False)
+    typer.echo(yaml.safe_dump([entry], sort_keys=False), nl=False)
+    console.print(f"The token, shown only now: give it to {name}; keep it out of files, logs and URLs.", highlight=False)
+    typer.echo(secret)
 
 
 @contextmanager

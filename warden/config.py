@@ -321,8 +321,33 @@ class PatrolWandDevice(_Strict):
     max_file_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
 
 
+class MqttDoorDevice(_Strict):
+    """A door-access controller publishing JSON door events and heartbeats on an MQTT topic
+    (docs/protocols/door-mqtt.md)."""
+
+    driver: Literal["mqtt_door"]
+    id: Identifier
+    topic: str
+    time_field: str = "ts"
+    doors: list[Identifier] | None = Field(
+        default=None, description="Doors the controller serves; events for other doors are refused. None: any"
+    )
+
+
+class DoorLineDevice(_Strict):
+    """A door-access controller writing card-reader-style lines on a serial port
+    (docs/protocols/door-line.md); framed like the patrol line protocol."""
+
+    driver: Literal["door_line"]
+    id: Identifier
+    port: str = Field(description="Device path or pyserial URL: /dev/ttyUSB0, socket://host:4001, rfc2217://...")
+    baudrate: int = Field(default=9600, gt=0)
+    reconnect_seconds: float = Field(default=2.0, gt=0)
+
+
 DeviceConfig = Annotated[
-    Union[PatrolLineDevice, MqttJsonDevice, ModbusRtuDevice, PatrolWandDevice], Field(discriminator="driver")
+    Union[PatrolLineDevice, MqttJsonDevice, ModbusRtuDevice, PatrolWandDevice, MqttDoorDevice, DoorLineDevice],
+    Field(discriminator="driver"),
 ]
 
 
@@ -351,9 +376,9 @@ class AgentConfig(_Strict):
     @model_validator(mode="after")
     def _one_bus_per_port(self) -> AgentConfig:
         """Meters on one RS-485 port share the line: same speed and framing, distinct unit ids."""
-        first: dict[str, PatrolLineDevice | ModbusRtuDevice] = {}
+        first: dict[str, PatrolLineDevice | ModbusRtuDevice | DoorLineDevice] = {}
         for device in self.devices:
-            if not isinstance(device, (PatrolLineDevice, ModbusRtuDevice)):
+            if not isinstance(device, (PatrolLineDevice, ModbusRtuDevice, DoorLineDevice)):
                 continue
             other = first.setdefault(device.port, device)
             if other is device:
@@ -404,9 +429,43 @@ HistorianConfig = Annotated[
 ]
 
 
+ApiRole = Literal["guard", "maintenance", "manager", "admin"]
+
+
+class ApiToken(_Strict):
+    """One API token, kept only as the SHA-256 of the secret (`warden token` makes both)."""
+
+    name: Identifier = Field(description="Who holds it; shown in alert history, never the secret")
+    role: ApiRole
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", repr=False, description="hex SHA-256 of the token")
+    guard: Identifier | None = Field(default=None, description="role guard: the badge whose routes they see")
+    routes: list[Identifier] = Field(default_factory=list, description="role guard: routes they walk")
+
+    @model_validator(mode="after")
+    def _guard_scope(self) -> ApiToken:
+        if self.role == "guard" and self.guard is None and not self.routes:
+            raise ValueError("a guard token needs `guard` (a badge) or `routes`, else it sees no patrol")
+        return self
+
+
 class ApiConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    tokens: list[ApiToken] = Field(default_factory=list)
+    public_read: bool | None = Field(
+        default=None,
+        description="Reads without a token (kiosk); None: only while no token is configured. Writes always need one.",
+    )
+    public_metrics: bool = Field(default=True, description="/metrics and /api/health without a token")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; none: closed")
+
+    @model_validator(mode="after")
+    def _unique_tokens(self) -> ApiConfig:
+        for key in ("name", "sha256"):
+            values = [getattr(t, key) for t in self.tokens]
+            if len(set(values)) != len(values):
+                raise ValueError(f"tokens: each {key} may appear once")
+        return self
 
 
 class AcAfterHoursConfig(_Strict):
@@ -550,6 +609,9 @@ class DeadmanConfig(_Strict):
     door_minutes: float | None = Field(default=None, gt=0)
     patrol_tap_minutes: float | None = Field(default=None, gt=0)
     heartbeats_count: bool = True
+    agent_offline_minutes: float = Field(
+        default=0.0, ge=0, description="An agent's offline status raises only once it lasted this long (0: at once)"
+    )
     devices: dict[Identifier, Annotated[float, Field(gt=0)] | None] = Field(
         default_factory=dict, description="Per-device minutes; null: not watched"
     )
@@ -569,6 +631,211 @@ class RulesConfig(_Strict):
     deadman: DeadmanConfig = DeadmanConfig()
 
 
+# --------------------------------------------------------------------------- alert lifecycle
+
+#: Rule names the rule families emit (rules/*.py); tests/gateway/test_escalation.py keeps
+#: this in step with the rules, so a misspelt name in `escalation.rules` is an error.
+ALERT_RULES = frozenset(
+    {
+        "ac_after_hours",
+        "water_night_flow", "water_continuous_flow", "water_burst", "water_wet",
+        "door_held_open", "door_forced", "door_after_hours", "door_denied",
+        "patrol_round", "patrol_checkpoint", "patrol_silence",
+        "deadman", "deadman_agent",
+    }
+)
+
+AlertChangeKind = Literal["opened", "updated", "acknowledged", "escalated", "resolved"]
+SeverityName = Literal["info", "warning", "critical"]
+#: What people are told by default: every step of the lifecycle but the frequent updates.
+PEOPLE_CHANGES: tuple[AlertChangeKind, ...] = ("opened", "acknowledged", "escalated", "resolved")
+
+
+class EscalationRule(_Strict):
+    """Deadlines of one rule that differ from the defaults; a key left out keeps the
+    default, null turns that escalation off for the rule."""
+
+    ack_minutes: float | None = Field(default=None, gt=0)
+    response_hours: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        """`door_forced: 5` means ack_minutes 5; `patrol_silence: null` never escalates."""
+        if data is None:
+            return {"ack_minutes": None, "response_hours": None}
+        if isinstance(data, (int, float)) and not isinstance(data, bool):
+            return {"ack_minutes": data}
+        if not isinstance(data, dict):
+            raise ValueError(f"expected minutes (a number), null or a mapping of ack_minutes and response_hours, got {data!r}")
+        return data
+
+
+class EscalationConfig(_Strict):
+    """Unacknowledged and unresolved alerts climb a ladder of people (docs/rules.md#alert-lifecycle).
+    Judged on the gateway's clock: deadlines are about people, not device event time."""
+
+    enabled: bool = True
+    ack_minutes: float | None = Field(default=60.0, gt=0, description="Open this long without acknowledgement: escalate")
+    response_hours: float | None = Field(default=24.0, gt=0, description="Acknowledged this long without resolution: escalate")
+    rules: dict[str, EscalationRule] = Field(default_factory=dict)
+    levels: list[list[Identifier]] = Field(
+        default_factory=lambda: [[], [], []],
+        description="Sink names per level; level 0 is the first responder, the last level is the top",
+    )
+
+    @field_validator("levels")
+    @classmethod
+    def _a_ladder(cls, value: list[list[str]]) -> list[list[str]]:
+        if not value:
+            raise ValueError("expected at least one level (level 0: the first responders)")
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, value: dict[str, EscalationRule]) -> dict[str, EscalationRule]:
+        unknown = sorted(set(value) - ALERT_RULES)
+        if unknown:
+            raise ValueError(f"unknown rule {', '.join(map(repr, unknown))} (known: {', '.join(sorted(ALERT_RULES))})")
+        return value
+
+    @property
+    def top_level(self) -> int:
+        return len(self.levels) - 1
+
+    def deadlines(self, rule: str) -> tuple[float | None, float | None]:
+        """(ack minutes, response hours) for `rule`; None: that escalation is off."""
+        override = self.rules.get(rule)
+        ack, response = self.ack_minutes, self.response_hours
+        if override is not None:
+            ack = override.ack_minutes if "ack_minutes" in override.model_fields_set else ack
+            response = override.response_hours if "response_hours" in override.model_fields_set else response
+        return ack, response
+
+
+class RouteConfig(_Strict):
+    """Which alert changes a sink receives, besides its escalation level."""
+
+    min_severity: SeverityName = "info"
+    rules: list[str] | None = Field(default=None, description="Only these rules; none: every rule")
+    changes: list[AlertChangeKind] = Field(default_factory=lambda: list(PEOPLE_CHANGES), min_length=1)
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, value: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(value or ()) - ALERT_RULES)
+        if unknown:
+            raise ValueError(f"unknown rule {', '.join(map(repr, unknown))} (known: {', '.join(sorted(ALERT_RULES))})")
+        return value
+
+
+class MqttAlertsConfig(RouteConfig):
+    """The MQTT alerts topic (warden/v1/<site>/alerts): every change, for dashboards."""
+
+    enabled: bool = True
+    changes: list[AlertChangeKind] = Field(
+        default_factory=lambda: ["opened", "updated", "acknowledged", "escalated", "resolved"], min_length=1
+    )
+
+
+class DeliveryConfig(RouteConfig):
+    """Delivery off the ingest worker: a bounded queue, retries with doubling backoff."""
+
+    queue_size: int = Field(default=1000, ge=1, description="Notifications waiting; past it new ones are dropped and counted")
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    retries: int = Field(default=3, ge=0, le=20)
+    backoff_seconds: float = Field(default=1.0, ge=0, description="First retry delay; doubles per attempt")
+    max_backoff_seconds: float = Field(default=60.0, ge=0)
+
+
+class WebhookSinkConfig(DeliveryConfig):
+    """POST of the change as JSON. url and headers may hold secrets: never logged."""
+
+    type: Literal["webhook"]
+    url: str = Field(repr=False)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+
+class SmtpSinkConfig(DeliveryConfig):
+    """Mail through an SMTP relay. The password is never logged, nor sent without TLS."""
+
+    type: Literal["smtp"]
+    host: str
+    port: int = Field(default=25, ge=1, le=65535)
+    tls: Literal["none", "starttls", "implicit"] = Field(default="none", description="starttls: port 587; implicit: port 465")
+    tls_ca_file: Path | None = Field(default=None, description="CA to trust instead of the system's")
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    sender: str
+    to: list[str]
+    subject_prefix: str = "[warden]"
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        return _mail_address(value)
+
+    @field_validator("to")
+    @classmethod
+    def _recipients(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("expected at least one address")
+        return [_mail_address(v) for v in value]
+
+    @model_validator(mode="after")
+    def _credentials(self) -> SmtpSinkConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password: set both or neither")
+        if self.password is not None and self.tls == "none":
+            raise ValueError("password: would be sent in clear; set tls: starttls or implicit")
+        return self
+
+
+def _mail_address(value: str) -> str:
+    if not re.match(r"^[^@\s,<>]+@[^@\s,<>]+$", value):
+        raise ValueError(f"expected a mail address like warden@example.org, got {value!r}")
+    return value
+
+
+SinkConfig = Annotated[Union[WebhookSinkConfig, SmtpSinkConfig], Field(discriminator="type")]
+
+
+class AlertsConfig(_Strict):
+    """Escalation and notifications (gateway/escalation.py, gateway/notify.py)."""
+
+    escalation: EscalationConfig = EscalationConfig()
+    mqtt: MqttAlertsConfig = MqttAlertsConfig()
+    sinks: dict[Identifier, SinkConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _levels_name_sinks(self) -> AlertsConfig:
+        placed: dict[str, int] = {}
+        for index, names in enumerate(self.escalation.levels):
+            for name in names:
+                if name not in self.sinks:
+                    known = ", ".join(sorted(self.sinks)) or "none defined"
+                    raise ValueError(f"escalation.levels[{index}]: unknown sink {name!r} (known: {known})")
+                if name in placed:
+                    raise ValueError(f"escalation.levels[{index}]: sink {name!r} is already in level {placed[name]}")
+                placed[name] = index
+        return self
+
+    def sink_level(self, name: str) -> int:
+        """The lowest escalation level a sink hears about; 0 (every level) if in no level."""
+        for index, names in enumerate(self.escalation.levels):
+            if name in names:
+                return index
+        return 0
+
+
 class GatewayConfig(_Strict):
     id: Identifier = "gateway"
     site_file: Path
@@ -578,13 +845,14 @@ class GatewayConfig(_Strict):
     queue_size: int = Field(default=10_000, ge=1)
     api: ApiConfig = ApiConfig()
     rules: RulesConfig = RulesConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
 
 # --------------------------------------------------------------------------- loading
 
 M = TypeVar("M", bound=BaseModel)
 
-_PATH_KEYS = {"buffer_path", "path", "state_db", "site_file", "tls_ca_file", "spool_dir"}
+_PATH_KEYS = {"buffer_path", "path", "state_db", "site_file", "tls_ca_file", "spool_path", "spool_dir"}
 
 
 def load_config(path: str | Path, model: type[M]) -> M:
@@ -646,7 +914,7 @@ def format_validation_error(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-_TAGS = {"patrol_line", "mqtt_json", "modbus_rtu", "patrol_wand", "sqlite", "influxdb"}
+_TAGS = {"patrol_line", "mqtt_json", "modbus_rtu", "patrol_wand", "mqtt_door", "door_line", "sqlite", "influxdb", "webhook", "smtp"}
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:

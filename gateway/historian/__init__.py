@@ -19,7 +19,8 @@ class Historian(Protocol):
     """Where validated events end up as points. Methods may be called from any thread."""
 
     def write(self, events: Sequence[Event]) -> None:
-        """Store events: committed before returning (SQLite) or queued for a batch (InfluxDB).
+        """Store events durably before returning: in the database (SQLite) or in the
+        on-disk spool the forwarder sends to the server from (InfluxDB).
 
         Storing an event id twice keeps one point (SQLite by id; InfluxDB because the
         same series and timestamp overwrite).
@@ -31,7 +32,8 @@ class Historian(Protocol):
         ...
 
     def close(self) -> None:
-        """Flush, then release connections and threads. Writing afterwards is an error."""
+        """Release connections and threads (InfluxDB: unsent points stay spooled for the
+        next start). Writing afterwards is an error."""
         ...
 
     def stats(self) -> dict[str, float]:

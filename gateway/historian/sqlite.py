@@ -129,6 +129,9 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+_encode = json.JSONEncoder(sort_keys=True).encode  # one encoder for every row: json.dumps builds one per call with options
+
+
 def _row(point: Point) -> tuple[Any, ...]:
     other_tags = {k: v for k, v in point.tags.items() if k not in _COLUMN_TAGS}
     return (
@@ -136,8 +139,8 @@ def _row(point: Point) -> tuple[Any, ...]:
         to_epoch_ns(point.time),
         point.measurement,
         *(point.tags[k] for k in _COLUMN_TAGS),
-        json.dumps(other_tags, sort_keys=True),
-        json.dumps(point.fields, sort_keys=True),
+        _encode(other_tags),
+        _encode(point.fields),
     )
 
 

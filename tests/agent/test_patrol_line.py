@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from agent.drivers.patrol_line import (
     MAX_LINE_BYTES,
+    READ_TIMEOUT_SECONDS,
     FrameError,
     HeartbeatFrame,
     LineFramer,
@@ -318,7 +319,7 @@ def test_end_to_end_through_a_real_pseudo_terminal(harness: Callable[..., Harnes
     caplog.set_level(logging.WARNING, logger="agent.drivers.patrol_line")
     with PatrolReaderSim("R01", first_seq=65534) as sim:
         h = harness(sim.port)
-        assert h.wait_open() == {"baudrate": 9600, "timeout": pytest.approx(0.1)}
+        assert h.wait_open() == {"baudrate": 9600, "timeout": pytest.approx(READ_TIMEOUT_SECONDS)}
 
         sim.write_raw(b"\x00\xff line noise \x07")
         first = sim.tap("04A1B2C3D4E5F6", "G007", T0)

@@ -204,3 +204,43 @@ def test_restore_refuses_an_unknown_version(rule: DeadmanRule) -> None:
 def test_deadman_can_be_disabled() -> None:
     engine = RuleEngine(SITE, RulesConfig.model_validate({"deadman": {"enabled": False}}))
     assert "deadman" not in [r.name for r in engine.rules]
+
+
+# --------------------------------------------------------------------------- broker restarts
+
+
+def test_an_offline_status_within_agent_offline_minutes_is_no_alert() -> None:
+    """A broker restart fires every agent's will (Mosquitto sends wills when it shuts
+    down); the agents are back seconds later, so with a grace period that is no alert."""
+    config = DeadmanConfig.model_validate({"agents": {"agent-a": ["ac-1", "ac-2"]}, "agent_offline_minutes": 5})
+    rule = DeadmanRule(SITE, config)
+    rule.on_tick(at("09:00"))
+    feed(rule, power("ac-1", at("10:00")), power("ac-2", at("10:00")))
+    will = status("agent-a", at("08:00"), DeviceState.OFFLINE)  # a will carries the time it was set
+    assert feed(rule, will) == []
+    assert ticks(rule, "10:04") == []
+    assert feed(rule, status("agent-a", at("10:02"), DeviceState.ONLINE)) == []
+    assert ticks(rule, "10:10", "10:14") == []
+
+
+def test_an_agent_offline_past_agent_offline_minutes_raises_at_the_end_of_the_grace() -> None:
+    config = DeadmanConfig.model_validate({"agents": {"agent-a": ["ac-1", "ac-2"]}, "agent_offline_minutes": 5})
+    rule = DeadmanRule(SITE, config)
+    rule.on_tick(at("09:00"))
+    feed(rule, power("ac-1", at("10:00")), power("ac-2", at("10:00")))
+    assert feed(rule, status("agent-a", at("08:00"), DeviceState.OFFLINE)) == []
+    assert ticks(rule, "10:04") == []
+    [offline] = ticks(rule, "10:05")
+    assert (offline.rule, offline.action, offline.at, offline.details["reason"]) == (AGENT, RAISE, at("10:05"), "offline")
+    assert ticks(rule, "10:30") == []  # its devices are held back meanwhile
+    [back] = feed(rule, status("agent-a", at("10:40"), DeviceState.ONLINE))
+    assert back.action == RESOLVE
+
+
+def test_without_a_grace_a_lagging_tick_does_not_undo_an_offline_alert() -> None:
+    rule = DeadmanRule(SITE, AGENTS)
+    rule.on_tick(at("09:00"))
+    feed(rule, power("ac-1", at("10:00")))
+    [offline] = feed(rule, status("agent-a", at("10:02"), DeviceState.OFFLINE))
+    assert offline.action == RAISE
+    assert ticks(rule, "09:58") == []  # the gateway ticks behind the newest event

@@ -46,3 +46,41 @@ class Collector:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def clear_retained(broker: BrokerConfig, timeout: float = 10.0) -> list[str]:
+    """Delete every retained message on the broker, so one test's agent status does not
+    reach the next test's gateway. Returns the topics cleared.
+
+    Mosquitto delivers retained messages on subscribe, before it handles anything the
+    subscriber publishes afterwards, so a marker published after the SUBACK arrives last.
+    """
+    marker = f"test/marker/{uuid.uuid4().hex}"
+    retained: list[str] = []
+    seen_marker = threading.Event()
+    subscribed = threading.Event()
+    client = make_client(broker, f"test-cleaner-{uuid.uuid4().hex[:8]}")
+
+    def on_message(c: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        if message.topic == marker:
+            seen_marker.set()
+        elif message.retain and message.payload:
+            retained.append(message.topic)
+
+    client.on_message = on_message
+    client.on_subscribe = lambda *args: subscribed.set()
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        client.subscribe("#", qos=1)
+        if not subscribed.wait(timeout):
+            raise TimeoutError("could not subscribe to clear retained messages")
+        client.publish(marker, b"x", qos=1)
+        if not seen_marker.wait(timeout):
+            raise TimeoutError("marker never came back while clearing retained messages")
+        for topic in retained:
+            client.publish(topic, b"", qos=1, retain=True).wait_for_publish(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return retained

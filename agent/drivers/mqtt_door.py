@@ -1,0 +1,109 @@
+"""Door-access controllers that publish JSON on MQTT (docs/protocols/door-mqtt.md).
+
+A controller reports what its doors do (card granted or denied, opened, closed, held
+open, forced) and a periodic heartbeat. `mqtt_json` maps numeric fields to readings and
+cannot say "door gate-main was forced", hence this driver. Example payloads:
+
+    {"ts": "2026-11-17T19:12:00Z", "seq": 118, "door": "gate-main", "event": "granted", "card": "0042"}
+    {"ts": "2026-11-17T19:15:00Z", "seq": 119, "event": "heartbeat"}
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from agent.drivers.base import DriverCounters, Emit
+from agent.drivers.mqtt_json import PayloadError, _event_time, _parse_object
+from warden.clock import Clock
+from warden.config import MqttDoorDevice
+from warden.events import DeviceState, DeviceStatus, DoorAction, DoorEvent, Event, stable_event_id
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT = "heartbeat"
+_ACTIONS = {action.value: action for action in DoorAction}
+_CARD = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+class MqttDoorDriver:
+    """Stateless mapping from controller payloads to door events; the agent owns the MQTT client."""
+
+    def __init__(self, config: MqttDoorDevice, site: str, emit: Emit, clock: Clock) -> None:
+        self.config = config
+        self.device_id = config.id
+        self.site = site
+        self.emit = emit
+        self.clock = clock
+        self.counters = DriverCounters()
+        self._doors = None if config.doors is None else frozenset(config.doors)
+
+    @property
+    def topic(self) -> str:
+        return self.config.topic
+
+    def run(self, stop: threading.Event) -> None:
+        stop.wait()  # messages arrive through handle(), called by the agent's device client
+
+    def handle(self, payload: bytes) -> None:
+        """Map one controller message; bad payloads are counted and logged, never raised."""
+        now = self.clock.now()
+        try:
+            event = self.event(payload, now)
+        except PayloadError as exc:
+            self.counters.count_error(exc.reason)
+            log.warning(
+                "bad door controller payload",
+                extra={"device": self.device_id, "topic": self.topic, "reason": str(exc), "bytes": repr(payload[:80])},
+            )
+            return
+        self.counters.count_event(now)
+        self.emit(event)
+
+    def event(self, payload: bytes, received: datetime) -> Event:
+        """The door event or heartbeat a payload stands for, or PayloadError naming the fault."""
+        document = _parse_object(payload)
+        event_time = _event_time(document.get(self.config.time_field), received)
+        seq = document.get("seq", "")
+        if seq != "" and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
+            raise PayloadError("bad_field", f"seq must be a non-negative integer, got {seq!r}")
+        kind = document.get("event")
+        if kind == HEARTBEAT:
+            return self._heartbeat(seq, event_time, received)
+        if not isinstance(kind, str) or kind not in _ACTIONS:
+            raise PayloadError("bad_event", f"event must be one of {sorted([*_ACTIONS, HEARTBEAT])}, got {kind!r}")
+        door, card = document.get("door"), document.get("card")
+        if not isinstance(door, str):
+            raise PayloadError("bad_field", f"door must be a string, got {door!r}")
+        if self._doors is not None and door not in self._doors:
+            raise PayloadError("unknown_door", f"{door!r} is not one of {sorted(self._doors)}")
+        if card is not None and (not isinstance(card, str) or not _CARD.fullmatch(card)):
+            raise PayloadError("bad_field", f"card must be 1-64 characters of [A-Za-z0-9_.:-], got {card!r}")
+        try:
+            return DoorEvent(
+                id=stable_event_id(self.site, self.device_id, "door", seq, door, kind, event_time.isoformat()),
+                site=self.site,
+                device=self.device_id,
+                event_time=event_time,
+                receive_time=received,
+                action=_ACTIONS[kind],
+                door=door,
+                card=card,
+            )
+        except ValidationError as exc:
+            raise PayloadError("bad_field", exc.errors(include_url=False)[0]["msg"]) from None
+
+    def _heartbeat(self, seq: object, event_time: datetime, received: datetime) -> DeviceStatus:
+        return DeviceStatus(
+            id=stable_event_id(self.site, self.device_id, "heartbeat", seq, event_time.isoformat()),
+            site=self.site,
+            device=self.device_id,
+            event_time=event_time,
+            receive_time=received,
+            state=DeviceState.HEARTBEAT,
+            counters=self.counters.snapshot(),
+        )

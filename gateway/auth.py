@@ -1,0 +1,191 @@
+"""API tokens and roles (docs/api.md).
+
+Tokens are high-entropy secrets (`warden token` makes one); the gateway config keeps only
+their SHA-256, so a leaked config file grants nothing. A presented token is hashed and
+compared with every configured hash in constant time, without an early exit. Tokens are
+never logged, nor put in URLs: the browser's event stream and report links, which cannot
+send a header, use a signed, expiring cookie instead (`issue_session_ticket`), which only
+safe (GET) endpoints that opt in accept, so it can never authorise a change.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from warden.config import ApiConfig, ApiToken, PatrolRoute
+
+log = logging.getLogger(__name__)
+
+TOKEN_PREFIX = "wdn_"
+SESSION_COOKIE = "warden_session"
+SESSION_SECONDS = 12 * 3600
+
+# Permissions: what an endpoint needs. Roles are fixed sets of them.
+ALERTS_READ = "alerts:read"
+ALERTS_WRITE = "alerts:write"
+DEVICES_READ = "devices:read"
+PATROLS_READ = "patrols:read"
+PATROLS_OWN = "patrols:own"  # only the routes the guard walks
+REPORTS_READ = "reports:read"
+SYSTEM_READ = "system:read"  # health, metrics, dead letters
+CONFIG_READ = "config:read"
+
+_READ_ALL = frozenset({ALERTS_READ, DEVICES_READ, PATROLS_READ, PATROLS_OWN, REPORTS_READ, SYSTEM_READ})
+
+ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    "guard": frozenset({PATROLS_OWN}),
+    "maintenance": frozenset({ALERTS_READ, ALERTS_WRITE, DEVICES_READ, PATROLS_READ, PATROLS_OWN}),
+    "manager": _READ_ALL,
+    "admin": _READ_ALL | {ALERTS_WRITE, CONFIG_READ},
+}
+#: What anyone may read when `api.public_read` is on (a kiosk): everything but the config.
+PUBLIC_READ_PERMISSIONS = _READ_ALL
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def new_token() -> str:
+    """A fresh secret: 256 random bits, URL-safe."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """What the config stores. A plain SHA-256 is enough for 256-bit random secrets
+    (nothing to brute-force); slow hashes only help low-entropy passwords."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a token's holder, or `anonymous` on a public-read gateway."""
+
+    name: str
+    role: str | None
+    permissions: frozenset[str]
+    guard: str | None = None
+    routes: tuple[str, ...] = ()
+
+    @property
+    def anonymous(self) -> bool:
+        return self.role is None
+
+    def can(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    def visible_routes(self, routes: Iterable[PatrolRoute]) -> set[str] | None:
+        """Route ids this caller may see; None: all of them."""
+        if self.can(PATROLS_READ):
+            return None
+        if not self.can(PATROLS_OWN):
+            return set()
+        return {r.id for r in routes if r.id in self.routes or (self.guard is not None and r.guard == self.guard)}
+
+
+ANONYMOUS_READER = Principal("anonymous", None, PUBLIC_READ_PERMISSIONS)
+
+
+def _principal(token: ApiToken) -> Principal:
+    return Principal(token.name, token.role, ROLE_PERMISSIONS[token.role], token.guard, tuple(token.routes))
+
+
+@dataclass
+class Authenticator:
+    """Checks tokens and stream tickets against the gateway's API config."""
+
+    config: ApiConfig
+    _secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+
+    @property
+    def public_read(self) -> bool:
+        """Reads without a token: as configured, else only while no token exists (a fresh
+        install, the demo) - writes still need a token then, so nothing can change."""
+        if self.config.public_read is not None:
+            return self.config.public_read
+        return not self.config.tokens
+
+    def check_token(self, token: str) -> Principal | None:
+        digest = hash_token(token)
+        found: ApiToken | None = None
+        for candidate in self.config.tokens:  # no early exit: timing says nothing about which
+            if hmac.compare_digest(digest, candidate.sha256):
+                found = candidate
+        return _principal(found) if found else None
+
+    def issue_session_ticket(self, principal: Principal, now: float | None = None) -> str:
+        """A signed, expiring stand-in for the token, for the browser session cookie."""
+        expires = int((now or time.time()) + SESSION_SECONDS)
+        body = f"{principal.name}:{expires}"
+        return base64.urlsafe_b64encode(f"{body}:{self._sign(body)}".encode()).decode()
+
+    def check_session_ticket(self, ticket: str, now: float | None = None) -> Principal | None:
+        try:
+            name, expires, signature = base64.urlsafe_b64decode(ticket.encode()).decode().rsplit(":", 2)
+            expiry = int(expires)
+        except ValueError:  # also binascii.Error and UnicodeDecodeError
+            return None
+        if not hmac.compare_digest(signature, self._sign(f"{name}:{expires}")) or expiry < (now or time.time()):
+            return None
+        token = next((t for t in self.config.tokens if t.name == name), None)  # revoked with the config
+        return _principal(token) if token else None
+
+    def _sign(self, body: str) -> str:
+        return hmac.new(self._secret, body.encode(), hashlib.sha256).hexdigest()
+
+
+bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer wdn_...`")
+
+
+def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal | None:
+    """The authenticated caller, None without credentials; a wrong token is refused at once
+    (never downgraded to anonymous)."""
+    auth: Authenticator = request.app.state.auth
+    if credentials is not None:
+        principal = auth.check_token(credentials.credentials)
+        if principal is None:
+            log.warning("refused API token", extra={"path": request.url.path, "client": _client(request)})
+            raise _unauthorized("invalid token")
+        return principal
+    if request.headers.get("authorization"):  # another scheme, or a malformed header
+        raise _unauthorized("use Authorization: Bearer <token>")
+    return None
+
+
+def require(permission: str, *, cookie: bool = False):  # type: ignore[no-untyped-def]
+    """A dependency that lets the call through only with `permission`. Reads may be
+    anonymous on a public-read gateway; anything else needs a token in the header
+    (a cookie never authorises a change, so there is nothing to forge cross-site)."""
+
+    def dependency(request: Request, principal: Principal | None = Depends(caller)) -> Principal:
+        auth: Authenticator = request.app.state.auth
+        safe = request.method in _SAFE_METHODS
+        if principal is None and cookie and safe and (ticket := request.cookies.get(SESSION_COOKIE)):
+            principal = auth.check_session_ticket(ticket)
+        if principal is None:
+            if not (safe and auth.public_read and permission in PUBLIC_READ_PERMISSIONS):
+                raise _unauthorized("a token is required")
+            principal = ANONYMOUS_READER
+        if not principal.can(permission):
+            log.info("API call refused", extra={"path": request.url.path, "who": principal.name, "needs": permission})
+            raise HTTPException(status_code=403, detail=f"role {principal.role or 'anonymous'} may not do this ({permission})")
+        return principal
+
+    dependency.permission = permission  # type: ignore[attr-defined]  # for docs and tests
+    return Depends(dependency)
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "-"

@@ -1,0 +1,55 @@
+"""When a live alert climbs the ladder of people (docs/rules.md#alert-lifecycle).
+
+First-responder ownership: an open alert belongs to level 0 until someone acknowledges
+it. Not acknowledged within its rule's `ack_minutes`, it escalates: severity one step up,
+the next level notified. Acknowledged but not resolved within `response_hours` (the
+24-hour response promise), it escalates too. Each level restarts the clock, so every
+rung of the ladder gets the full deadline to react, also after a gateway outage.
+
+Deadlines are judged on the gateway's clock (processing time), not event time: they
+measure how long people have known about an alert, and people learn of it when the
+gateway raises it, however old the data behind it. The decision is a pure function of
+the stored alert and the time; the store applies it once per level (gateway/store.py).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Callable
+
+from gateway.store import Alert, Escalation
+from rules.alerts import AlertState
+from warden.config import EscalationConfig
+
+
+class EscalationPolicy:
+    def __init__(self, config: EscalationConfig) -> None:
+        self.config = config
+
+    def due(self, alert: Alert, now: datetime) -> Escalation | None:
+        """The escalation `alert` has earned by `now`, or None."""
+        if not self.config.enabled or alert.escalation_level >= self.config.top_level:
+            return None
+        ack_minutes, response_hours = self.config.deadlines(alert.rule)
+        if alert.state is AlertState.OPEN and ack_minutes is not None:
+            since = _latest(alert.raised_at or alert.opened_at, alert.escalated_at)
+            if now >= since + timedelta(minutes=ack_minutes):
+                return Escalation("not_acknowledged", f"not acknowledged within {_minutes(ack_minutes)} min: escalated to level {alert.escalation_level + 1}")
+        if alert.state is AlertState.ACKNOWLEDGED and response_hours is not None and alert.acknowledged_at:
+            since = _latest(alert.acknowledged_at, alert.escalated_at)
+            if now >= since + timedelta(hours=response_hours):
+                return Escalation("not_resolved", f"not resolved within {_minutes(response_hours)} h of acknowledgement: escalated to level {alert.escalation_level + 1}")
+        return None
+
+    def decider(self, now: datetime) -> Callable[[Alert], Escalation | None]:
+        """`due` at a fixed `now`, in the shape StateStore.escalate takes."""
+        return lambda alert: self.due(alert, now)
+
+
+def _latest(first: str, second: str | None) -> datetime:
+    times = [datetime.fromisoformat(t) for t in (first, second) if t]
+    return max(times)
+
+
+def _minutes(value: float) -> str:
+    return f"{value:g}"

@@ -1,0 +1,1 @@
+"""The gateway's web side: the dashboard's templates and static files, the alert stream."""

@@ -1,0 +1,229 @@
+// The dashboard: fetches alerts, rounds and devices with the token kept in this tab's
+// sessionStorage (sent as a Bearer header), and follows alert changes over server-sent
+// events. EventSource cannot send a header, so signing in also asks the gateway for an
+// HttpOnly session cookie that only the stream and the report links accept (docs/api.md).
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "warden.token";
+  const body = document.body;
+  const zone = body.dataset.timezone;
+  const tonight = body.dataset.tonight;
+  const alerts = new Map();
+  let me = null;
+  let stream = null;
+  let roundsTimer = null;
+  let refresher = null;
+
+  const $ = (selector) => document.querySelector(selector);
+  const token = () => sessionStorage.getItem(TOKEN_KEY);
+  const can = (permission) => Boolean(me && me.permissions.includes(permission));
+
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs)) {
+      if (key === "class") node.className = value;
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else if (key === "dataset") Object.assign(node.dataset, value);
+      else node.setAttribute(key, value);
+    }
+    for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(child ?? ""));
+    return node;
+  }
+
+  function localTime(iso, withDay = true) {
+    if (!iso) return "";
+    const options = { timeZone: zone, hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+    if (withDay) options.weekday = "short";
+    return new Intl.DateTimeFormat("en-GB", options).format(new Date(iso));
+  }
+
+  function say(text) {
+    const box = $("#message");
+    box.textContent = text || "";
+    box.hidden = !text;
+  }
+
+  async function api(path, options = {}) {
+    const headers = { ...(options.headers || {}) };
+    if (token()) headers.Authorization = `Bearer ${token()}`;
+    if (options.body) headers["Content-Type"] = "application/json";
+    const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
+    if (response.status === 401) {
+      showLogin(token() ? "The gateway refused this token." : "Sign in with an API token.");
+      throw new Error("unauthorized");
+    }
+    if (!response.ok) {
+      const detail = (await response.json().catch(() => ({}))).detail || response.statusText;
+      throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+    }
+    return response.json();
+  }
+
+  // ------------------------------------------------------------------ sign in
+
+  function showLogin(text) {
+    $("#login").hidden = false;
+    $("#who").hidden = true;
+    if (text) say(text);
+  }
+
+  function showWho() {
+    $("#login").hidden = Boolean(token());
+    $("#who").hidden = !token();
+    $("#who-name").textContent = me && me.name ? `${me.name} (${me.role})` : "";
+  }
+
+  $("#login").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const value = $("#token").value.trim();
+    if (!value) return;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    $("#token").value = "";
+    say("");
+    await start();
+  });
+
+  $("#logout").addEventListener("click", async () => {
+    await api("/api/session", { method: "DELETE" }).catch(() => {});
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.reload();
+  });
+
+  // ------------------------------------------------------------------ alerts
+
+  function alertRow(alert) {
+    const actions = el("td", { class: "actions" });
+    if (can("alerts:write")) {
+      if (alert.state === "open") {
+        actions.append(el("button", { type: "button", class: "ack", onclick: () => act(alert.id, "acknowledge") }, "Acknowledge"));
+      }
+      actions.append(el("button", { type: "button", class: "resolve", onclick: () => act(alert.id, "resolve") }, "Resolve"));
+    }
+    const owner = alert.acknowledged_by ? ` by ${alert.acknowledged_by}` : "";
+    return el("tr", { dataset: { alertId: alert.id, state: alert.state } },
+      el("td", { class: `sev-${alert.severity}` }, alert.severity),
+      el("td", {}, el("div", { class: "message" }, alert.message), el("small", {}, `${alert.rule} · ${alert.subject}`)),
+      el("td", {}, localTime(alert.opened_at)),
+      el("td", { class: `state state-${alert.state}` }, alert.state + owner),
+      actions);
+  }
+
+  function renderAlerts(flashId) {
+    const rows = [...alerts.values()].sort((a, b) => b.opened_at.localeCompare(a.opened_at) || b.id - a.id);
+    const tbody = $("#alerts tbody");
+    tbody.replaceChildren(...rows.map(alertRow));
+    $("#no-alerts").hidden = rows.length > 0;
+    $("#alert-count").textContent = rows.length ? `(${rows.length})` : "";
+    if (flashId !== undefined) tbody.querySelector(`tr[data-alert-id="${flashId}"]`)?.classList.add("flash");
+  }
+
+  function upsert(alert) {
+    if (alert.state === "resolved") alerts.delete(alert.id);
+    else alerts.set(alert.id, alert);
+    renderAlerts(alert.id);
+  }
+
+  async function loadAlerts() {
+    const list = await api("/api/alerts?state=open&state=acknowledged&limit=500");
+    alerts.clear();
+    for (const alert of list) alerts.set(alert.id, alert);
+    renderAlerts();
+  }
+
+  async function act(id, action) {
+    let note = null;
+    if (action === "resolve") {
+      note = window.prompt("Resolve: what was done? (optional note)", "");
+      if (note === null) return;
+    }
+    try {
+      upsert(await api(`/api/alerts/${id}/${action}`, { method: "POST", body: JSON.stringify({ note: note || null }) }));
+      say("");
+    } catch (error) {
+      if (error.message !== "unauthorized") say(`Could not ${action} alert ${id}: ${error.message}`);
+    }
+  }
+
+  // ------------------------------------------------------------------ live stream
+
+  function openStream() {
+    if (stream) stream.close();
+    const status = $("#stream-status");
+    stream = new EventSource("/api/alerts/stream");
+    stream.onopen = () => { status.textContent = "live"; status.classList.add("live"); };
+    stream.addEventListener("alert", (event) => {
+      const change = JSON.parse(event.data);
+      upsert(change.alert);
+      if (change.alert.rule.startsWith("patrol_")) scheduleRounds();
+    });
+    stream.addEventListener("reset", () => loadAlerts());
+    stream.onerror = () => {
+      status.textContent = "reconnecting";
+      status.classList.remove("live");
+      if (stream.readyState === EventSource.CLOSED) {  // refused (cookie expired, gateway restarted)
+        setTimeout(async () => {
+          if (token()) await api("/api/session", { method: "POST" }).catch(() => {});
+          await loadAlerts().catch(() => {});
+          openStream();
+        }, 3000);
+      }
+    };
+  }
+
+  // ------------------------------------------------------------------ patrols, devices
+
+  function scheduleRounds() {
+    clearTimeout(roundsTimer);
+    roundsTimer = setTimeout(() => loadRounds().catch(() => {}), 500);
+  }
+
+  async function loadRounds() {
+    const rounds = await api(`/api/patrols/rounds?night=${encodeURIComponent(tonight)}`);
+    $("#rounds").replaceChildren(...rounds.map((round) => el("div", { class: "round", dataset: { round: round.round } },
+      el("div", { class: "title" }, `${round.route} ${round.start}`, round.guard ? ` · ${round.guard}` : "",
+        round.started ? "" : " · not started"),
+      ...round.checkpoints.map((cp) => el("span", { class: `cp cp-${cp.state}`, title: cp.deadline },
+        `${cp.tag} ${cp.state}${cp.tapped_at ? " " + localTime(cp.tapped_at, false) : ""}`)))));
+    $("#no-rounds").hidden = rounds.length > 0;
+  }
+
+  async function loadDevices() {
+    const devices = await api("/api/devices");
+    $("#devices tbody").replaceChildren(...devices.map((d) => el("tr", { dataset: { device: d.id } },
+      el("td", {}, d.id + (d.agent ? " (agent)" : "")),
+      el("td", {}, d.room),
+      el("td", { class: `status-${d.status}` }, d.status),
+      el("td", {}, localTime(d.last_seen)),
+      el("td", {}, Object.entries(d.counters || {}).slice(0, 4).map(([k, v]) => `${k}=${v}`).join(" ")))));
+  }
+
+  // ------------------------------------------------------------------ start
+
+  async function start() {
+    try {
+      me = await api("/api/me");
+      showWho();
+      if (!token() && !me.permissions.length) { showLogin("Sign in with an API token."); return; }
+      if (!token()) $("#login").hidden = false;  // public read: sign in only to act
+      if (token()) await api("/api/session", { method: "POST" });
+      $("#alerts-section").hidden = !can("alerts:read");
+      $("#devices-section").hidden = !can("devices:read");
+      $("#reports-section").hidden = !can("reports:read");
+      const loads = [];
+      if (can("alerts:read")) loads.push(loadAlerts().then(openStream));
+      if (can("patrols:own")) loads.push(loadRounds());
+      if (can("devices:read")) loads.push(loadDevices());
+      await Promise.all(loads);
+      clearInterval(refresher);
+      refresher = setInterval(() => {
+        if (can("patrols:own")) loadRounds().catch(() => {});
+        if (can("devices:read")) loadDevices().catch(() => {});
+      }, 30000);
+    } catch (error) {
+      if (error.message !== "unauthorized") say(`Could not load the dashboard: ${error.message}`);
+    }
+  }
+
+  start();
+})();
