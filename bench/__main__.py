@@ -1,0 +1,39 @@
+"""Run every benchmark and print its table: `python -m bench` (each also runs alone).
+
+The machine and the figures go into docs/benchmarks.md; each figure is a ratio against a
+baseline measured in the same run, because these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+
+BENCHMARKS = [
+    ("gateway ingest", ["bench.ingest", "--messages", "20000"]),
+    ("alert latency", ["bench.latency", "--triggers", "200", "--load", "5000"]),
+    ("historian", ["bench.historian", "--points", "100000"]),
+    ("agent footprint", ["bench.agent_footprint", "--devices", "200", "--seconds", "20"]),
+]
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {memory_gb:.0f} GiB, Python {platform.python_version()}"
+
+
+def main() -> None:
+    print(f"machine: {machine()}\n")
+    for title, module in BENCHMARKS:
+        print(f"== {title}: python -m {' '.join(module)}")
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", *module], check=False)
+        print(f"({time.perf_counter() - started:.0f} s, exit {done.returncode})\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
