@@ -34,7 +34,6 @@ from warden.config import ApiConfig, SqliteHistorianConfig
 log = logging.getLogger(__name__)
 
 WEB = Path(__file__).parent / "web"
-REPORT_FORMATS = ("html", "json", "csv")
 
 
 class PersonAction(BaseModel):
@@ -47,12 +46,15 @@ def create_app(gateway: Gateway, config: ApiConfig | None = None) -> FastAPI:
     config = config or gateway.config.api
     app = FastAPI(title="warden gateway", version="1", description="Alerts, devices, patrols, reports. Auth: docs/api.md")
     app.state.auth = Authenticator(config)
+    if app.state.auth.public_read and config.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("API reads need no token", extra={"host": config.host, "tokens": len(config.tokens),
+                                                      "hint": "set api.public_read: false (docs/api.md)"})
     app.state.broadcaster = broadcaster = AlertBroadcaster()
     gateway.alert_listeners.append(broadcaster.publish)
     if config.cors_origins:  # closed unless origins are named
         app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"], allow_credentials=False)
-    app.middleware("http")(_security_headers)
+    app.add_middleware(_SecurityHeaders)
     _monitoring(app, gateway, config)
     _alerts(app, gateway, broadcaster)
     _devices(app, gateway)
@@ -62,12 +64,24 @@ def create_app(gateway: Gateway, config: ApiConfig | None = None) -> FastAPI:
     return app
 
 
-async def _security_headers(request: Request, call_next: Any) -> Response:
-    response: Response = await call_next(request)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    return response
+class _SecurityHeaders:
+    """Plain ASGI (not BaseHTTPMiddleware, which buffers and mishandles endless streams)."""
+
+    HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY")]
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 # --------------------------------------------------------------------------- monitoring
@@ -248,8 +262,8 @@ def _devices(app: FastAPI, gateway: Gateway) -> None:
 
 def _device_views(gateway: Gateway) -> list[dict[str, Any]]:
     seen = gateway.devices.snapshot()
-    silent = {a.subject: a for a in gateway.store.alerts(state=None, limit=100_000)
-              if a.rule in ("deadman", "deadman_agent") and a.state != AlertState.RESOLVED}
+    silent = {a.subject: a for rule in ("deadman", "deadman_agent") for state in (AlertState.OPEN, AlertState.ACKNOWLEDGED)
+              for a in gateway.store.alerts(site=gateway.site.id, rule=rule, state=state, limit=10_000)}
     listed = {d: (b.id, r.id) for b in gateway.site.buildings for r in b.rooms for d in r.devices}
     agents = {key.split("/", 1)[1]: state for key, state in gateway.agents.items() if key.startswith(f"{gateway.site.id}/")}
     views = []

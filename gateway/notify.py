@@ -146,9 +146,13 @@ class QueuedSink:
         self.metrics = metrics
         self._queue: queue.Queue[object] = queue.Queue(maxsize=delivery.queue_size)
         self._abandon = threading.Event()  # stop waited long enough: drop what is left
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name=f"notify-{sink.name}", daemon=True)
 
     def send(self, change: AlertChange) -> None:
+        if self._stopped:  # e.g. an acknowledgement through the API during shutdown
+            self._drop(change, "stopped")
+            return
         try:
             self._queue.put_nowait(change)
         except queue.Full:
@@ -158,22 +162,24 @@ class QueuedSink:
         self._thread.start()
 
     def stop(self, drain_seconds: float = 5.0) -> None:
-        """Deliver what is queued for up to `drain_seconds`, then drop the rest."""
-        if not self._thread.is_alive():
-            return
-        for wait in (drain_seconds, 1.0):
-            try:
-                self._queue.put(_STOP, timeout=wait)
-            except queue.Full:
-                self._abandon.set()
-                continue
-            self._thread.join(wait)
-            if not self._thread.is_alive():
-                break
+        """Deliver what is queued for up to `drain_seconds`, then drop the rest (a second
+        more for the thread to notice); a request in flight is left to its timeout."""
+        self._stopped = True
+        if self._thread.is_alive() and not self._finish(drain_seconds):
             self._abandon.set()
+            self._finish(1.0)
         close = getattr(self.sink, "close", None)
         if close is not None and not self._thread.is_alive():
             close()
+
+    def _finish(self, seconds: float) -> bool:
+        """Queue the end marker and wait for the thread to reach it; True if it did."""
+        try:
+            self._queue.put(_STOP, timeout=seconds)
+        except queue.Full:
+            return False
+        self._thread.join(seconds)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         while True:

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need: Mosquitto (the MQTT broker the tests
-# start) and VictoriaMetrics (a server that speaks the InfluxDB v2 write API).
+# start), VictoriaMetrics (a server that speaks the InfluxDB v2 write API) and Chromium
+# (the dashboard's browser test drives Debian's build through Playwright; Playwright's
+# own browser download is never used).
 # Does nothing when they are already there; needs root (or sudo) otherwise.
 set -euo pipefail
 
 missing=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""

@@ -1,165 +1,267 @@
-"""Plays a scenario's night on a simulated clock: meters publish over MQTT, patrol
-readers write taps to their pseudo-terminals, each at its simulated time.
+"""Plays a scenario's night in (accelerated) real time against a real MQTT broker and a
+real agent: MQTT devices publish, serial devices write to their pseudo-terminals or TCP
+device servers, Modbus meters answer the agent's polls from their curves, wand docks drop
+batch files into spool folders, each at its simulated time.
 
-The simulation also writes the agent configuration that reads exactly these devices,
-so the demo and the tests run the real agent against them.
+It also writes the agent configuration that reads exactly these devices, so the demo,
+the tests and `warden simulate` run the unchanged agent against them, and it keeps the
+ground truth of what it injected (simulators/ground_truth.py).
+
+A broker restart needs someone who can restart the broker (`OutageControl`, given by the
+demo); without one, `warden simulate` against an external broker skips it and says so in
+the ground truth. The clock is paused around the restart itself, so a real second of
+Mosquitto starting is not an hour of the night.
 """
 
 from __future__ import annotations
 
-import heapq
-import json
 import logging
-import random
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Callable
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 
-from simulators.ac_meter import AcMeterSim
-from simulators.patrol_reader import PatrolReaderSim
-from simulators.scenario import RoundSpec, Scenario
-from warden.clock import SimClock
+from agent.drivers.base import Driver
+from agent.drivers.modbus_rtu import ModbusRtuDriver
+from agent.drivers.mqtt_door import MqttDoorDriver
+from agent.drivers.mqtt_json import MqttJsonDriver
+from simulators.base import BROKER, LINE, MODBUS, MQTT, WAND, Emission, epoch, utc
+from simulators.clock import PausableClock
+from simulators.ground_truth import ground_truth_document
+from simulators.patrol_wand import deliver
+from simulators.scenario import BrokerRestart, DoorControllerSpec, PatrolReaderSpec, PowerMeterSpec, Scenario
+from simulators.sdm120 import Sdm120Sim
+from simulators.serial_link import Link, open_link
+from simulators.timeline import Night, device_topic, door_topic
+from simulators.wiring import agent_config, needs_port
 from warden.config import AgentConfig, BrokerConfig
-from warden.mqtt import make_client
+from warden.mqtt import ConnectionFlag, make_client
 
 log = logging.getLogger(__name__)
 
-AC_FIELDS = {
-    "power_w": {"quantity": "power", "unit": "W"},
-    "energy_kwh": {"quantity": "energy", "unit": "kWh", "cumulative": True},
-}
+__all__ = ["NightSimulation", "OutageControl", "SimulationTotals", "device_topic", "door_topic", "pending_devices"]
+
+#: Real seconds to wait for the simulator's own MQTT client after a broker restart.
+RECONNECT_TIMEOUT = 30.0
 
 
-def device_topic(site: str, device: str) -> str:
-    """Where a simulated MQTT-native device publishes (the device side, not warden's tree)."""
-    return f"devices/{site}/{device}/state"
+class OutageControl(Protocol):
+    """Restarts the broker for the simulation, with the clock paused."""
+
+    def broker_down(self, totals: SimulationTotals) -> None:
+        """Stop the broker once the agent has read everything sent so far."""
+        ...
+
+    def broker_up(self) -> None:
+        """Start it again and return once the agent and the gateway are back."""
+        ...
 
 
 @dataclass
 class SimulationTotals:
-    meter_messages: int = 0
+    """What was put on the wire, per device, and what the agent should make of it."""
+
+    emissions: int = 0
+    events: int = 0  # distinct events the agent should produce (duplicates and lost messages excluded)
     readings: int = 0
     taps: int = 0
-    by_device: dict[str, int] = field(default_factory=dict)
+    door_events: int = 0
+    handled: Counter[str] = field(default_factory=Counter)  # messages / good frames / wand taps per device
+    lost: Counter[str] = field(default_factory=Counter)  # MQTT messages published while the broker was down
+    by_kind: Counter[str] = field(default_factory=Counter)
+    skipped: list[str] = field(default_factory=list)  # incidents that could not be injected
 
-    def count(self, device: str, events: int) -> None:
-        self.by_device[device] = self.by_device.get(device, 0) + events
-
-
-@dataclass(order=True)
-class _Action:
-    at: datetime
-    order: int
-    run: Callable[[], None] = field(compare=False)
+    @property
+    def by_device(self) -> dict[str, int]:
+        return dict(self.handled)
 
 
 class NightSimulation:
-    def __init__(self, scenario: Scenario, broker: BrokerConfig, clock: SimClock, seed: int = 1) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        broker: BrokerConfig,
+        clock: PausableClock,
+        seed: int = 1,
+        *,
+        workdir: Path | None = None,
+        outage: OutageControl | None = None,
+    ) -> None:
         self.scenario = scenario
         self.broker = broker
         self.clock = clock
-        self.rng = random.Random(seed)
+        self.seed = seed
+        self.outage = outage
+        self.workdir = (workdir or Path("data/simulated")).resolve()
+        self.night = Night(scenario, seed)
         self.totals = SimulationTotals()
-        zone = scenario.site.zone
-        self.meters = {spec.device: AcMeterSim(spec, zone, random.Random(self.rng.random())) for spec in scenario.ac_meters}
-        self.readers = {spec.device: PatrolReaderSim(spec.device) for spec in scenario.patrol_readers}
+        self.links: dict[str, Link] = {}
+        self.meters: dict[str, Sdm120Sim] = {}
+        for spec in scenario.devices:
+            if isinstance(spec, PowerMeterSpec) and spec.transport == "modbus":
+                self.meters[spec.device] = self._modbus_meter(spec)
+            elif needs_port(spec):
+                assert isinstance(spec, (PatrolReaderSpec, DoorControllerSpec))
+                self.links[spec.device] = open_link(spec.link)
         self.client = make_client(broker, f"warden-sim-{scenario.site.id}")
+        self.connection = ConnectionFlag()
+        self.client.on_connect = lambda c, u, f, rc, p: self.connection.on_connect(rc)
+        self.client.on_disconnect = lambda *args: self.connection.on_disconnect()
         self._unconfirmed: list[mqtt.MQTTMessageInfo] = []
+        self._broker_down = False
+
+    def _modbus_meter(self, spec: PowerMeterSpec) -> Sdm120Sim:
+        model = self.night.power[spec.device]
+        return Sdm120Sim(spec.unit_id, link=spec.link, source=lambda: model.registers_at(self.clock.now().timestamp()))
+
+    # ----------------------------------------------------------------- setup
+
+    @property
+    def ports(self) -> dict[str, str]:
+        return {**{d: link.port for d, link in self.links.items()}, **{d: m.port for d, m in self.meters.items()}}
 
     def agent_config(self, buffer_path: Path) -> AgentConfig:
-        devices: list[dict[str, object]] = [
-            {"driver": "patrol_line", "id": device, "port": reader.port} for device, reader in self.readers.items()
-        ]
-        devices += [
-            {"driver": "mqtt_json", "id": device, "topic": device_topic(self.scenario.site.id, device), "fields": AC_FIELDS}
-            for device in self.meters
-        ]
-        return AgentConfig.model_validate(
-            {
-                "id": self.scenario.agent,
-                "site": self.scenario.site.id,
-                "broker": self.broker.model_dump(),
-                "buffer_path": str(buffer_path),
-                "heartbeat_seconds": 60,
-                "devices": devices,
-            }
+        """The agent config that reads exactly these devices (spool folders under `workdir`)."""
+        return agent_config(
+            self.night, broker=self.broker, buffer_path=buffer_path, ports=self.ports, spool_root=self.workdir / "spool"
         )
 
+    def ground_truth(self) -> dict[str, Any]:
+        stats = {
+            "emissions": self.totals.emissions,
+            "events": self.totals.events,
+            "lost_in_outage": sum(self.totals.lost.values()),
+            "by_kind": dict(self.totals.by_kind),
+        }
+        return ground_truth_document(self.scenario, self.seed, skipped=self.totals.skipped, stats=stats)
+
+    # ----------------------------------------------------------------- playing
+
     def run(self, progress: Callable[[float], None] | None = None) -> SimulationTotals:
-        """Play the whole night; `progress` gets the fraction done after each action."""
+        """Play the whole night; `progress` gets the fraction of the night done."""
         self.client.connect(self.broker.host, self.broker.port)
         self.client.loop_start()
         try:
-            self._play(self._schedule(), progress)
-            for info in self._unconfirmed:
-                info.wait_for_publish(timeout=10)  # a disconnect would drop what is still queued
+            self._play(self.night.emissions(), progress)
+            self._confirm_publishes()
         finally:
             self.client.disconnect()
             self.client.loop_stop()
         return self.totals
 
     def close(self) -> None:
-        for reader in self.readers.values():
-            reader.close()
+        for link in self.links.values():
+            link.close()
+        for meter in self.meters.values():
+            meter.close()
 
-    # ------------------------------------------------------------------ timeline
+    def _play(self, emissions: Iterable[Emission], progress: Callable[[float], None] | None) -> None:
+        start, end = epoch(self.scenario.start_utc), epoch(self.scenario.end_utc)
+        reported = -1
+        for e in emissions:
+            self.clock.sleep_until(utc(e.t))
+            self._deliver(e)
+            done = int(100 * (e.t - start) / (end - start))
+            if progress is not None and done != reported:
+                reported = done
+                progress(min(done, 100) / 100)
+        if progress is not None:
+            progress(1.0)
 
-    def _schedule(self) -> list[_Action]:
-        actions: list[_Action] = []
-        start, end = self.scenario.start_utc, self.scenario.end_utc
-        step = timedelta(seconds=self.scenario.step_seconds)
-        for order, (device, meter) in enumerate(self.meters.items()):
-            at = start
-            while at <= end:
-                actions.append(_Action(at, order, lambda d=device, m=meter, t=at: self._publish_meter(d, m, t)))
-                at += step
-        for spec in self.scenario.patrol_readers:
-            for round_ in spec.rounds:
-                for at, tag in self._round_taps(round_):
-                    actions.append(_Action(at, 1000, lambda d=spec.device, t=at, g=tag, r=round_.guard: self._tap(d, g, r, t)))
-        heapq.heapify(actions)
-        return [heapq.heappop(actions) for _ in range(len(actions))]
+    def _deliver(self, e: Emission) -> None:
+        if e.channel == BROKER:
+            self._broker(e.action)
+            return
+        if e.channel == MODBUS:
+            self._control_meter(e.device, e.action)
+            return
+        if e.channel == MQTT and self._broker_down:
+            self.totals.lost[e.device] += 1  # a device cannot publish while there is no broker
+            return
+        if e.channel == MQTT:
+            self._publish(e)
+        elif e.channel == LINE:
+            self.links[e.device].write(e.payload)
+        elif e.channel == WAND:
+            deliver(self.workdir / "spool" / e.device, e.topic, e.payload)
+        self._count(e)
 
-    def _round_taps(self, round_: RoundSpec) -> list[tuple[datetime, str]]:
-        """Taps of one round, a few minutes apart with some jitter, from its first start."""
-        first = self._first_local(round_.start)
-        spacing = timedelta(minutes=round_.spacing_minutes)
-        return [
-            (first + spacing * i + timedelta(seconds=self.rng.randint(-30, 30)), tag)
-            for i, tag in enumerate(round_.checkpoints)
-        ]
+    def _count(self, e: Emission) -> None:
+        totals = self.totals
+        totals.emissions += 1
+        totals.by_kind[e.kind] += 1
+        if e.channel == MQTT:
+            totals.handled[e.device] += 1
+        elif e.events:
+            totals.handled[e.device] += e.events
+        if e.kind in ("data", "heartbeat") and e.events:
+            totals.events += e.events
+            spec = self.scenario.device(e.device)
+            if spec.type in ("power_meter", "water_meter", "wet_sensor"):
+                totals.readings += e.events
+            elif spec.type in ("patrol_reader", "wand_dock") and e.kind == "data":
+                totals.taps += e.events
+            elif spec.type == "door_controller" and e.kind == "data":
+                totals.door_events += e.events
 
-    def _first_local(self, moment: time) -> datetime:
-        """The night's first occurrence of a local wall-clock time."""
-        day = self.scenario.local(self.scenario.start).date()
-        for offset in (0, 1):
-            at = datetime.combine(day + timedelta(days=offset), moment, tzinfo=self.scenario.site.zone)
-            if at >= self.scenario.start_utc:
-                return at
-        raise ValueError(f"{moment} does not fall in the night")
+    def _publish(self, e: Emission) -> None:
+        if len(self._unconfirmed) > 512:
+            self._unconfirmed = [i for i in self._unconfirmed if not i.is_published()]
+        self._unconfirmed.append(self.client.publish(e.topic, e.payload, qos=1))
 
-    def _play(self, actions: list[_Action], progress: Callable[[float], None] | None) -> None:
-        total = len(actions)
-        for done, action in enumerate(actions, start=1):
-            self.clock.sleep_until(action.at)
-            action.run()
-            if progress:
-                progress(done / total)
+    def _confirm_publishes(self, timeout: float = 10.0) -> None:
+        for info in self._unconfirmed:
+            if not info.is_published():
+                info.wait_for_publish(timeout=timeout)  # a disconnect would drop what is still queued
+        self._unconfirmed = []
 
-    # ------------------------------------------------------------------ devices
+    def _control_meter(self, device: str, action: str) -> None:
+        meter = self.meters[device]
+        if action == "clear":
+            meter.clear_faults()
+        elif action == "mute":
+            meter.mute()
+        elif action.startswith("refuse:"):
+            meter.refuse(int(action.split(":")[1]), *range(0, 0x0200))
 
-    def _publish_meter(self, device: str, meter: AcMeterSim, at: datetime) -> None:
-        payload = meter.payload(at)
-        self._unconfirmed = [i for i in self._unconfirmed if not i.is_published()]
-        self._unconfirmed.append(self.client.publish(device_topic(self.scenario.site.id, device), payload, qos=1))
-        self.totals.meter_messages += 1
-        self.totals.readings += len(json.loads(payload)) - 1  # every field but "ts" is a reading
-        self.totals.count(device, 2)
+    def _broker(self, action: str) -> None:
+        if self.outage is None:
+            if action == "down":
+                names = [self.scenario.incident_id(i) for i in self.scenario.incidents if isinstance(i, BrokerRestart)]
+                self.totals.skipped += [n for n in names if n not in self.totals.skipped]
+                log.warning("broker restart skipped: this simulation does not control the broker", extra={"incidents": names})
+            return
+        self.clock.pause()
+        try:
+            if action == "down":
+                self._confirm_publishes()
+                self.outage.broker_down(self.totals)
+                self._broker_down = True
+            else:
+                self.outage.broker_up()
+                if not self.connection.connected.wait(RECONNECT_TIMEOUT):
+                    raise RuntimeError(f"simulated devices did not reconnect to the broker within {RECONNECT_TIMEOUT}s")
+                self._broker_down = False
+        finally:
+            self.clock.resume()
 
-    def _tap(self, device: str, tag: str, guard: str, at: datetime) -> None:
-        self.readers[device].tap(tag, guard, at)
-        self.totals.taps += 1
-        self.totals.count(device, 1)
+
+def pending_devices(drivers: Iterable[Driver], handled: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    """Devices whose driver has not yet read everything the simulation sent it:
+    device -> (read, sent). An MQTT driver reads a message once, as an event or an error;
+    a serial driver counts good sentences; a wand dock counts taps."""
+    behind = {}
+    for driver in drivers:
+        if isinstance(driver, ModbusRtuDriver):
+            continue  # polled: the agent asks, nothing is sent to it
+        snapshot = driver.counters.snapshot()
+        read = int(snapshot.get("events", 0))
+        if isinstance(driver, (MqttJsonDriver, MqttDoorDriver)):
+            read += int(sum(v for k, v in snapshot.items() if k.startswith("error_")))
+        sent = handled.get(driver.device_id, 0)
+        if read < sent:
+            behind[driver.device_id] = (read, sent)
+    return behind

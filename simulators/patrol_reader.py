@@ -8,15 +8,16 @@ one side hide the same bug on the other. Tests hold both to the documented vecto
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import tty
 from datetime import datetime, timezone
 from functools import reduce
 from operator import xor
+from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import Literal
+
+from simulators.base import LINE, Emission, utc
+from simulators.serial_link import Link, open_link
 
 SEQ_MODULUS = 65536
 
@@ -44,73 +45,6 @@ def _checked(pattern: re.Pattern[str], value: str, what: str) -> str:
     return value
 
 
-class _Link(Protocol):
-    port: str
-
-    def write(self, data: bytes) -> None: ...
-
-    def disconnect(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class _PtyLink:
-    """A pseudo-terminal in raw mode: the slave side is the reader's "serial port".
-
-    Bytes wait in the terminal's buffer until read; a write blocks only if it fills up.
-    """
-
-    def __init__(self) -> None:
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)  # no echo, no CR/LF translation: bytes pass unchanged
-        self.port = os.ttyname(self._slave)
-
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._master, view) :]
-
-    def disconnect(self) -> None:
-        raise ValueError("a pseudo-terminal has no client to drop; close() the simulator instead")
-
-    def close(self) -> None:
-        for fd in (self._master, self._slave):
-            os.close(fd)
-
-
-class _TcpLink:
-    """A serial device server on loopback: one TCP client at a time receives the bytes.
-
-    With no client connected the bytes are lost, as on a serial line nobody listens to.
-    """
-
-    def __init__(self, host: str = "127.0.0.1", accept_timeout: float = 2.0) -> None:
-        self._server = socket.create_server((host, 0))
-        self._server.settimeout(accept_timeout)
-        self._client: socket.socket | None = None
-        self.port = f"socket://{host}:{self._server.getsockname()[1]}"
-
-    def write(self, data: bytes) -> None:
-        if self._client is None:
-            try:
-                self._client, _ = self._server.accept()
-            except TimeoutError:
-                return
-        try:
-            self._client.sendall(data)
-        except OSError:
-            self.disconnect()
-
-    def disconnect(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    def close(self) -> None:
-        self.disconnect()
-        self._server.close()
-
-
 class PatrolReaderSim:
     """One reader: `tap()` and `heartbeat()` write correct lines, `write_raw()` anything else.
 
@@ -121,7 +55,7 @@ class PatrolReaderSim:
     def __init__(self, reader: str = "R01", *, first_seq: int = 0, link: Literal["pty", "tcp"] = "pty") -> None:
         self.reader = _checked(_READER, reader, "reader")
         self.seq = first_seq % SEQ_MODULUS  # the number the next sentence carries
-        self._link: _Link = _PtyLink() if link == "pty" else _TcpLink()
+        self._link: Link = open_link(link)
         self._closed = False
 
     @property
@@ -167,3 +101,30 @@ class PatrolReaderSim:
     def _next_seq(self) -> str:
         seq, self.seq = self.seq, (self.seq + 1) % SEQ_MODULUS
         return str(seq)
+
+
+def reader_emissions(
+    device: str,
+    reader: str,
+    taps: Sequence[tuple[float, str, str | None]],
+    *,
+    start: float,
+    end: float,
+    heartbeat_seconds: float,
+    skew: float = 0.0,
+) -> Iterator[Emission]:
+    """What one reader puts on its line over a night: a WTAP per tap (time, tag, guard),
+    a WHBT every `heartbeat_seconds` so a quiet line is told from a dead one, one sequence
+    counter for both. Times in the sentences are the reader's clock (`skew` off)."""
+    _checked(_READER, reader, "reader")
+    beats = [(start + n * heartbeat_seconds, "", None) for n in range(int((end - start) // heartbeat_seconds) + 1)]
+    seq = 0
+    for t, tag, guard in sorted([*taps, *beats], key=lambda item: (item[0], item[1] == "")):
+        stamp = utc_stamp(utc(t + skew))
+        if tag:
+            guard_field = _checked(_TAG, guard, "guard") if guard else ""
+            sentence = encode_sentence("WTAP", reader, str(seq), _checked(_TAG, tag, "tag"), guard_field, stamp)
+        else:
+            sentence = encode_sentence("WHBT", reader, str(seq), stamp)
+        yield Emission(t, device, LINE, sentence, kind="data" if tag else "heartbeat", events=1)
+        seq = (seq + 1) % SEQ_MODULUS

@@ -75,15 +75,24 @@ class PatrolWandSim:
     def dock(self, spool_dir: Path, uploaded_at: datetime, *, clear: bool = True) -> Path:
         """Upload the memory as one batch file in `spool_dir`; return its final path."""
         self.uploads += 1
-        name = f"{self.wand}-{rfc3339(uploaded_at).replace('-', '').replace(':', '')}-{self.uploads}.json"
-        final = spool_dir / name
-        staging = spool_dir / f".{name}.tmp"
-        spool_dir.mkdir(parents=True, exist_ok=True)
-        with open(staging, "wb") as handle:
-            handle.write(self.batch(uploaded_at))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(staging, final)  # the agent sees the whole file or none of it
+        final = deliver(spool_dir, self.batch_name(uploaded_at, self.uploads), self.batch(uploaded_at))
         if clear:
             self.memory.clear()
         return final
+
+    def batch_name(self, uploaded_at: datetime, upload: int) -> str:
+        """`<wand>-<YYYYMMDDTHHMMSSZ>-<n>.json`: names sort in upload order."""
+        return f"{self.wand}-{rfc3339(uploaded_at).replace('-', '').replace(':', '')}-{upload}.json"
+
+
+def deliver(spool_dir: Path, name: str, data: bytes) -> Path:
+    """Hand a batch file over as the dock does: a hidden name, flushed, then renamed."""
+    final = spool_dir / name
+    staging = spool_dir / f".{name}.tmp"
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    with open(staging, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(staging, final)  # the agent sees the whole file or none of it
+    return final

@@ -10,6 +10,10 @@ Links:
 - `link="tcp"`: the same RTU frames over TCP, as a serial device server passes them on;
   `port` is `socket://127.0.0.1:PORT`.
 
+Values are set with `set(...)`, or come from `source`, a callable asked for the current
+values at every request (a simulated meter whose curve is a function of the simulated
+clock: simulators/ac_meter.py).
+
 Fault injection: `silence(*addresses)` leaves requests touching those addresses
 unanswered (the client times out), `refuse(code, *addresses)` answers them with a Modbus
 exception, `mute()` stops answering at all, `clear_faults()` undoes all three.
@@ -29,7 +33,7 @@ import threading
 import tty
 from pathlib import Path
 from types import TracebackType
-from typing import Callable, Literal
+from typing import Callable, Literal, Mapping
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
@@ -75,8 +79,10 @@ class Sdm120Sim:
         link: Literal["pty", "tcp"] = "pty",
         alias: Path | None = None,
         baudrate: int = 9600,
+        source: Callable[[], Mapping[str, float]] | None = None,
     ) -> None:
         self.unit_id = unit_id
+        self._source = source
         self.requests = 0  # requests answered or deliberately ignored
         self._words: dict[tuple[Table, int], int] = {}
         self._silent: set[int] = set()
@@ -213,6 +219,8 @@ class Sdm120Sim:
         values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         """pymodbus calls this before answering: fill in current values, or fail on purpose."""
+        if self._source is not None:
+            self.set(**self._source())
         touched = set(range(address, address + count))
         with self._lock:
             self.requests += 1

@@ -17,7 +17,7 @@ from gateway.store import StateStore
 from rules.alerts import AlertSignal, Severity, SignalAction
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
-SUBCOMMANDS = ["agent", "gateway", "simulate", "demo", "report"]
+SUBCOMMANDS = ["agent", "gateway", "simulate", "demo", "report", "token"]
 
 
 def _command() -> list[str]:
@@ -275,3 +275,62 @@ def test_report_with_a_bad_site_file(tmp_path: Path, state_db: Path) -> None:
     assert result.returncode == 2, output(result)
     assert f"{site}: timezone: required key is missing" in result.stderr
     assert "Traceback" not in output(result)
+
+
+def test_report_writes_the_morning_report_files(tmp_path: Path, state_db: Path) -> None:
+    out = tmp_path / "report"
+    assert run_report(state_db, out).returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == ["alerts.csv", "alerts.json", "energy.svg", "report.csv", "report.html", "report.json"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["summary"]["energy_kwh"] == 1.5  # the A-204 alert's wasted_kwh
+    assert "Morning report" in (out / "report.html").read_text()
+
+
+def test_report_from_the_gateway_config(tmp_path: Path) -> None:
+    """--config gives the state DB, the historian, the site and the patrol routes."""
+    from tests.api.night import NIGHT, run_night
+
+    night = run_night(tmp_path / "gateway")
+    out = tmp_path / "report"
+    result = warden("report", "--config", night.gateway_file, "--night", NIGHT, "--out", out)
+    assert result.returncode == 0, output(result)
+    assert "1.60 kWh wasted (0.51 EUR), 180 L of water lost, 2 checkpoints missed, 2 door incidents, 1 silent devices" in result.stderr
+    summary = json.loads((out / "report.json").read_text())["summary"]
+    assert (summary["rounds_done"], summary["rounds_scheduled"], summary["checkpoints_late"]) == (1, 3, 1)
+    with (out / "report.csv").open(newline="") as handle:
+        assert any(row["metric"] == "missed_checkpoint" and row["value"] == "cp-yard" for row in csv.DictReader(handle))
+
+
+def test_report_needs_a_state_db_or_a_config(tmp_path: Path) -> None:
+    result = warden("report", "--site", CONFIG_DIR / "site.yaml", "--night", "2026-11-17", "--out", tmp_path / "r")
+    assert result.returncode == 2, output(result)
+    assert "--state-db: required (or give --config)" in result.stderr
+    result = warden("report", "--night", "2026-11-17")
+    assert result.returncode == 2 and "--site: required (or give --config)" in result.stderr
+
+
+def test_token_prints_a_secret_and_the_config_entry_with_its_hash() -> None:
+    import hashlib
+
+    import yaml
+
+    from warden.config import ApiToken
+
+    result = warden("token", "--name", "facilities-desk", "--role", "maintenance")
+    assert result.returncode == 0, output(result)
+    *entry_lines, secret = result.stdout.strip().splitlines()
+    [entry] = yaml.safe_load("\n".join(entry_lines))
+    assert secret.startswith("wdn_") and len(secret) > 40
+    assert entry == {"name": "facilities-desk", "role": "maintenance", "sha256": hashlib.sha256(secret.encode()).hexdigest()}
+    ApiToken.model_validate(entry)
+    assert secret not in result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--role", "janitor"], "--role: expected one of guard, maintenance, manager, admin, got 'janitor'"),
+    (["--role", "guard"], "--guard: a guard token needs the guard's badge id"),
+])
+def test_token_with_bad_options(args: list[str], message: str) -> None:
+    result = warden("token", "--name", "x", *args)
+    assert result.returncode == 2, output(result)
+    assert message in result.stderr and "wdn_" not in result.stdout

@@ -1,11 +1,11 @@
-"""The `warden` command: agent, gateway, simulate, demo, report."""
+"""The `warden` command: agent, gateway, simulate, demo, report, token."""
 
 from __future__ import annotations
 
 import signal
 import sys
 import threading
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import date, datetime, tzinfo
 from pathlib import Path
 from typing import Annotated, Callable, Iterator, Optional
 from contextlib import contextmanager

@@ -21,6 +21,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -484,12 +485,16 @@ def energy_chart_svg(report: dict[str, Any]) -> str | None:
 
 
 def render_html(report: dict[str, Any], chart_svg: str | None = None) -> str:
+    zone = ZoneInfo(report["site"]["timezone"])
+    local = lambda value, fmt="%H:%M": _local(value, zone, fmt)  # noqa: E731
+    return _templates().get_template("report.html").render(r=report, chart_svg=chart_svg, local=local)
+
+
+@lru_cache(maxsize=1)
+def _templates() -> Any:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
-    env = Environment(loader=PackageLoader("gateway.web", "templates"), autoescape=select_autoescape(["html"]))
-    zone = ZoneInfo(report["site"]["timezone"])
-    env.filters["local"] = lambda value, fmt="%H:%M": _local(value, zone, fmt)
-    return env.get_template("report.html").render(r=report, chart_svg=chart_svg)
+    return Environment(loader=PackageLoader("gateway.web", "templates"), autoescape=select_autoescape(["html"]))
 
 
 def _local(value: str | None, zone: Any, fmt: str) -> str:

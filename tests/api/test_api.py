@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from gateway.historian import Historian
-from tests.api.conftest import EVENING, NAMES, Publisher, Running, auth_headers, gateway_config, left_on, start
+from tests.api.conftest import EVENING, NAMES, TOKENS, Publisher, Running, auth_headers, gateway_config, left_on, start
 from warden.config import BrokerConfig
 from warden.events import DeviceStatus, Event, PatrolTap, stable_event_id
 
@@ -130,11 +130,11 @@ def test_the_stream_delivers_new_and_changed_alerts(running: Running, publisher:
         stream.close()
 
     # Reconnecting with Last-Event-ID replays what was missed; an unknown id asks to reset.
-    opened_id = None
     replay = Stream(f"{running.url}/api/alerts/stream", {**auth_headers("manager"), "Last-Event-ID": event_id.rsplit("-", 1)[0] + "-1"})
     try:
-        opened_id, kind, data = replay.next()
-        assert (kind, data["change"]) == ("alert", "updated") or (kind, data["change"]) == ("alert", "opened")
+        replayed = [replay.next() for _ in range(int(event_id.rsplit("-", 1)[1]) - 1)]
+        assert [int(i.rsplit("-", 1)[1]) for i, _, _ in replayed] == list(range(2, int(event_id.rsplit("-", 1)[1]) + 1))
+        assert replayed[-1][2]["change"] == "acknowledged"
     finally:
         replay.close()
     stale = Stream(f"{running.url}/api/alerts/stream", {**auth_headers("manager"), "Last-Event-ID": "other-boot-7"})
@@ -248,8 +248,9 @@ def test_patrol_rounds_tonight_and_a_guard_sees_only_theirs(broker_config: Broke
         gateway = running.gateway
         gateway.tick(EVENING + timedelta(hours=4))
         publisher.events(tap("cp-gate", 35), tap("cp-yard", 36, guard="guard-kim"))
-        gateway.tick(EVENING + timedelta(hours=4, minutes=45))
-        assert gateway.wait_until(lambda: gateway.last_tick == EVENING + timedelta(hours=4, minutes=45), timeout=10)
+        assert gateway.wait_until(lambda: gateway.counts().get("events_stored_patrol_tap", 0) == 2, timeout=10)
+        gateway.tick(EVENING + timedelta(hours=4, minutes=55))  # past cp-hall's deadline, 23:50
+        assert gateway.wait_until(lambda: gateway.last_tick == EVENING + timedelta(hours=4, minutes=55), timeout=10)
         manager = running.client("manager").get("/api/patrols/rounds", params={"night": "tonight"}).raise_for_status().json()
         assert [(r["route"], r["guard"], r["start"]) for r in manager] == [("north", "guard-lee", "23:30"), ("south", "guard-kim", "23:30")]
         north = manager[0]["checkpoints"]
@@ -285,8 +286,25 @@ def test_the_dashboard_page_and_openapi(running: Running) -> None:
     page = httpx.get(f"{running.url}/")
     assert page.status_code == 200 and "Riverside School" in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
-    assert "wdn_" not in page.text
+    assert (page.headers["x-content-type-options"], page.headers["x-frame-options"]) == ("nosniff", "DENY")
+    assert not any(secret in page.text for secret in TOKENS.values())
     assert httpx.get(f"{running.url}/static/dashboard.js").status_code == 200
     schema = httpx.get(f"{running.url}/openapi.json").json()
     assert "/api/alerts/{alert_id}/acknowledge" in schema["paths"]
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
+
+
+def test_stopping_the_api_ends_open_streams(broker_config: BrokerConfig, tmp_path: Path) -> None:
+    import time
+
+    running = start(gateway_config(broker_config, tmp_path))
+    stream = Stream(f"{running.url}/api/alerts/stream", auth_headers("manager"))
+    try:
+        assert running.api.app.state.broadcaster.subscribers == 1
+        began = time.monotonic()
+        running.api.stop()
+        assert time.monotonic() - began < 4  # not held up by the open stream
+        assert stream.next()[1] == "bye"
+    finally:
+        stream.close()
+        running.gateway.stop()

@@ -318,6 +318,15 @@ def test_configuration_errors_say_where_and_why(tmp_path: Path, alerts: dict, ex
     assert str(path) in str(error.value)
 
 
-def test_shipped_gateway_config_still_loads() -> None:
-    config = load_config(Path(__file__).parents[2] / "config" / "gateway.yaml", GatewayConfig)
-    assert config.alerts.escalation.deadlines("door_held_open") == (60.0, 24.0)
+def test_shipped_gateway_config_and_its_commented_alerts_example_load(tmp_path: Path) -> None:
+    shipped = Path(__file__).parents[2] / "config" / "gateway.yaml"
+    assert load_config(shipped, GatewayConfig).alerts.escalation.deadlines("door_held_open") == (60.0, 24.0)
+
+    text = shipped.read_text()
+    example = text[text.index("# alerts:") :].splitlines()
+    uncommented = tmp_path / "gateway.yaml"
+    uncommented.write_text("site_file: site.yaml\n" + "\n".join(line.removeprefix("# ") for line in example))
+    alerts = load_config(uncommented, GatewayConfig).alerts
+    assert alerts.escalation.deadlines("door_forced") == (5.0, 24.0)
+    assert alerts.escalation.deadlines("patrol_checkpoint") == (None, None)
+    assert [alerts.sink_level(name) for name in ("maintenance", "manager", "director", "security-desk")] == [0, 1, 2, 0]

@@ -126,9 +126,10 @@ def test_a_hung_receiver_never_blocks_the_sender(receiver: WebhookReceiver, chan
     finally:
         receiver.hold.set()
     dispatcher.stop()
+    dispatcher.send(change)  # after stop: dropped and counted, not queued for nobody
     assert counts(registry) == {
         "warden_gateway_notifications_sent_total|slow": 2,
-        "warden_gateway_notifications_dropped_total|slow": 4,
+        "warden_gateway_notifications_dropped_total|slow": 5,
     }
 
 
@@ -191,6 +192,23 @@ def test_mail_over_starttls_with_login(tmp_path: Path, change: AlertChange, capl
     assert counts(dispatchers[2][1])["warden_gateway_notifications_failed_total|plain"] == 1
     assert len(server.mails) == 1
     assert SECRET_PASSWORD not in caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
+
+
+def test_mail_over_implicit_tls_retries_a_temporary_refusal(tmp_path: Path, change: AlertChange) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    server = SmtpReceiver(tls=(cert, key), implicit_tls=True, replies=("451 4.3.0 try again later",))
+    try:
+        config = smtp_config(server, tls="implicit", tls_ca_file=str(cert))
+        dispatcher, registry = queued(SmtpSink("mail", config), config)
+        dispatcher.send(change)
+        server.wait_for(1)
+        dispatcher.stop()
+    finally:
+        server.close()
+    assert counts(registry) == {
+        "warden_gateway_notifications_sent_total|mail": 1,
+        "warden_gateway_notification_retries_total|mail": 1,
+    }
 
 
 # --------------------------------------------------------------------------- routing

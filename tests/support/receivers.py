@@ -115,8 +115,11 @@ class Mail:
 class _MailHandler:
     mails: list[Mail] = field(default_factory=list)
     arrived: threading.Condition = field(default_factory=threading.Condition)
+    replies: list[str] = field(default_factory=list)  # answers to the next DATA commands, then 250
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's naming
+        if self.replies:
+            return self.replies.pop(0)  # refused: nothing recorded
         message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
@@ -128,16 +131,27 @@ class _MailHandler:
 
 class SmtpReceiver:
     """aiosmtpd on a free loopback port. With `tls` (cert and key files) it offers and
-    requires STARTTLS; with `credentials` it requires AUTH with that login and password."""
+    requires STARTTLS, or with `implicit_tls` speaks TLS from the first byte; with
+    `credentials` it requires AUTH with that login and password; `replies` answer the
+    first DATA commands (e.g. "451 4.3.0 try again later")."""
 
-    def __init__(self, tls: tuple[Path, Path] | None = None, credentials: tuple[str, str] | None = None) -> None:
-        self.handler = _MailHandler()
+    def __init__(
+        self,
+        tls: tuple[Path, Path] | None = None,
+        credentials: tuple[str, str] | None = None,
+        implicit_tls: bool = False,
+        replies: tuple[str, ...] = (),
+    ) -> None:
+        self.handler = _MailHandler(replies=list(replies))
         self.port = _free_port()
         kwargs: dict[str, Any] = {}
         if tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(str(tls[0]), str(tls[1]))
-            kwargs.update(tls_context=context, require_starttls=True)
+            if implicit_tls:
+                kwargs.update(ssl_context=context)
+            else:
+                kwargs.update(tls_context=context, require_starttls=True)
         if credentials is not None:
             kwargs.update(authenticator=_Authenticator(*credentials), auth_required=True)
         self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **kwargs)
