@@ -11,10 +11,11 @@ fair game, and the rules must stay quiet about it.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 
 from simulators.base import LINE, MODBUS, MQTT, Emission, device_rng, epoch, iso_z
+from simulators.ground_truth import incident_span
 from simulators.patrol_reader import encode_sentence
 from simulators.scenario import (
     DeviceSilent,
@@ -91,12 +92,8 @@ def incident_moments(scenario: Scenario, device: str) -> list[float]:
     """When incidents on the device start or end."""
     moments = []
     for incident in scenario.incidents:
-        if getattr(incident, "device", None) != device:
-            continue
-        for name in ("at", "until"):
-            when = getattr(incident, name, None)
-            if when is not None:
-                moments.append(epoch(scenario.instant(when)))
+        if getattr(incident, "device", None) == device:
+            moments += [epoch(m) for m in incident_span(scenario, incident) if m is not None]
     return moments
 
 
@@ -165,7 +162,7 @@ def _malformed(emissions: list[Emission], marks: list[float], rng: random.Random
     return made
 
 
-def _noise(emissions: list[Emission], marks: list[float], kinds: list[str], rng: random.Random) -> list[Emission]:
+def _noise(emissions: list[Emission], marks: list[float], kinds: Sequence[str], rng: random.Random) -> list[Emission]:
     """Line noise just before a real sentence, which must still arrive intact."""
     made = []
     printable = bytes(b for b in range(0x20, 0x7F) if b != ord("$"))

@@ -374,6 +374,11 @@ def _end_of(scenario: Scenario, incident: Incident) -> datetime | None:
     return None
 
 
+def incident_span(scenario: Scenario, incident: Incident) -> tuple[datetime | None, datetime | None]:
+    """When an incident starts and ends, as far as it says (None: not a moment in time)."""
+    return _start_of(scenario, incident), _end_of(scenario, incident)
+
+
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
@@ -412,7 +417,8 @@ class GroundTruthCheck:
 def compare(alerts: list[dict[str, Any]], expected: list[tuple[str, str]]) -> GroundTruthCheck:
     """`alerts` as the API lists them (rule, subject, state, details). Alerts a rule
     resolved itself as "reconciled from ..." late data are provisional and not counted."""
-    provisional, found = [], []
+    provisional: list[tuple[str, str]] = []
+    found: list[tuple[str, str]] = []
     for alert in alerts:
         key = (str(alert["rule"]), str(alert["subject"]))
         note = str((alert.get("details") or {}).get("note", ""))

@@ -108,7 +108,7 @@ class NightSimulation:
                 self.links[spec.device] = open_link(spec.link)
         self.client = make_client(broker, f"warden-sim-{scenario.site.id}")
         self.connection = ConnectionFlag()
-        self.client.on_connect = lambda c, u, f, rc, p: self.connection.on_connect(rc)
+        self.client.on_connect = lambda c, u, f, rc, p: None if self.connection.on_connect(rc) else None
         self.client.on_disconnect = lambda *args: self.connection.on_disconnect()
         self._unconfirmed: list[mqtt.MQTTMessageInfo] = []
         self._broker_down = False

@@ -18,6 +18,7 @@ apart. The scenario's site is written for the gateway with every device placed i
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -360,10 +361,10 @@ class Scenario(_Strict):
         if not isinstance(data, dict) or not isinstance(data.get("devices"), list):
             return data
         site = data.get("site")
-        site = site.model_dump(mode="json") if isinstance(site, SiteConfig) else site
+        site = site.model_dump(mode="json") if isinstance(site, SiteConfig) else copy.deepcopy(site)
         if not isinstance(site, dict):
             return data
-        rooms = {}
+        rooms: dict[str, list[dict[str, Any]]] = {}
         for building in site.get("buildings") or []:
             for room in building.get("rooms") or []:
                 rooms.setdefault(room.get("id"), []).append(room)
@@ -423,7 +424,7 @@ class Scenario(_Strict):
         if incident.id:
             return incident.id
         same = [i for i in self.incidents if i.type == incident.type]
-        return f"{incident.type}-{same.index(incident) + 1}"
+        return f"{incident.type}-{next(n for n, i in enumerate(same, 1) if i is incident)}"
 
     # ----------------------------------------------------------------- time
 

@@ -8,10 +8,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import select
 import socket
 import tty
 from typing import Literal, Protocol
+
+log = logging.getLogger(__name__)
+
+#: Real seconds a write waits for a reader to make room before its bytes are dropped.
+STALL_SECONDS = 2.0
 
 
 class Link(Protocol):
@@ -27,18 +34,34 @@ class Link(Protocol):
 class PtyLink:
     """A pseudo-terminal in raw mode: the slave side is the reader's "serial port".
 
-    Bytes wait in the terminal's buffer until read; a write blocks only if it fills up.
+    Bytes wait in the terminal's buffer (some 18 KB) until read. When it is full and no
+    one reads for `stall_seconds`, the rest is dropped (`dropped` counts the bytes), as
+    on a serial line nobody listens to: a simulation never hangs on a missing agent.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stall_seconds: float = STALL_SECONDS) -> None:
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # no echo, no CR/LF translation: bytes pass unchanged
+        os.set_blocking(self._master, False)
         self.port = os.ttyname(self._slave)
+        self.stall_seconds = stall_seconds
+        self.dropped = 0
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(self._master, view) :]
+            try:
+                view = view[os.write(self._master, view) :]
+            except BlockingIOError:
+                _, writable, _ = select.select([], [self._master], [], self.stall_seconds)
+                if not writable:
+                    self._drop(len(view))
+                    return
+
+    def _drop(self, count: int) -> None:
+        if not self.dropped:
+            log.warning("nobody reads the line: dropping what does not fit", extra={"port": self.port})
+        self.dropped += count
 
     def disconnect(self) -> None:
         raise ValueError("a pseudo-terminal has no client to drop; close() the simulator instead")
@@ -54,9 +77,9 @@ class TcpLink:
     With no client connected the bytes are lost, as on a serial line nobody listens to.
     """
 
-    def __init__(self, host: str = "127.0.0.1", accept_timeout: float = 2.0) -> None:
+    def __init__(self, host: str = "127.0.0.1", accept_timeout: float = STALL_SECONDS) -> None:
         self._server = socket.create_server((host, 0))
-        self._server.settimeout(accept_timeout)
+        self._server.settimeout(accept_timeout)  # the first write waits this long for a client
         self._client: socket.socket | None = None
         self.port = f"socket://{host}:{self._server.getsockname()[1]}"
 
@@ -64,11 +87,13 @@ class TcpLink:
         if self._client is None:
             try:
                 self._client, _ = self._server.accept()
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):
+                self._server.settimeout(0)  # nobody came: later writes do not wait again
                 return
+            self._client.settimeout(STALL_SECONDS)
         try:
             self._client.sendall(data)
-        except OSError:
+        except OSError:  # the client left, or stopped reading for STALL_SECONDS
             self.disconnect()
 
     def disconnect(self) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from simulators.ac_meter import PowerMeterSim
-from simulators.base import BROKER, LINE, MODBUS, MQTT, WAND, Emission, ScheduleBook, epoch
+from simulators.base import BROKER, Emission, ScheduleBook, epoch
 from simulators.door_controller import DoorControllerSim
 from simulators.faults import apply_faults, modbus_controls
 from simulators.guards import guard_taps, wand_upload
@@ -153,5 +153,3 @@ def tally(stream: Iterable[Emission]) -> Tally:
         kinds[e.kind] += 1
     return Tally(count, events, size, dict(channels), dict(kinds))
 
-
-__all__ = ["BROKER", "LINE", "MODBUS", "MQTT", "WAND", "Night", "Tally", "device_topic", "door_topic", "tally"]

@@ -7,7 +7,7 @@ import sys
 import threading
 from datetime import date, datetime, tzinfo
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional
+from typing import Annotated, Any, Callable, Iterator, Optional
 from contextlib import contextmanager
 
 import typer
@@ -96,33 +96,85 @@ def simulate(
     broker: Annotated[str, typer.Option(help="host:port of the MQTT broker the devices publish to")] = "127.0.0.1:1883",
     agent_config_out: Annotated[Path, typer.Option(help="Where to write the agent config that reads these devices")] = Path("simulated-agent.yaml"),
     start_delay: Annotated[float, typer.Option(help="Real seconds to wait before the night starts (time to start an agent)")] = 0.0,
+    out: Annotated[Path, typer.Option(help="Folder for ground-truth.json, and the devices' spool folders")] = Path("out/simulate"),
+    district: Annotated[Optional[str], typer.Option(help="Instead of --scenario: a generated district, BUILDINGSxROOMS, e.g. 50x40")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only generate the night's events (no broker, no devices) and time it")] = False,
     log_level: LogLevel = "WARNING",
 ) -> None:
-    """Play a scenario's simulated devices against a broker, for an agent started separately."""
+    """Play a scenario's simulated devices against a broker, for an agent started separately.
+
+    Writes the agent config for the devices and, in --out, the ground truth (what was
+    injected, where, when, and the alerts it must cause; docs/simulators.md)."""
+    configure_logging(log_level)
+    night = _simulation_scenario(scenario, district)
+    if dry_run:
+        _dry_run(night, seed, out)
+        return
+    _play(night, speed=speed, seed=seed, broker=broker, agent_config_out=agent_config_out, start_delay=start_delay, out=out)
+
+
+def _simulation_scenario(scenario: str, district: str | None) -> Any:
+    from simulators.district import district_scenario, parse_size
+    from simulators.scenario import load_scenario
+
+    with _config_errors():
+        if district is None:
+            return load_scenario(scenario)
+        try:
+            buildings, rooms = parse_size(district)
+        except ValueError as exc:
+            _fail(f"--district: {exc}")
+        return district_scenario(buildings, rooms)
+
+
+def _dry_run(night: Any, seed: int, out: Path) -> None:
+    """Generate every emission of the night and report what and how fast."""
+    import time as clock
+
+    from simulators.ground_truth import ground_truth_document, write_ground_truth
+    from simulators.timeline import Night, tally
+
+    started = clock.perf_counter()
+    counted = tally(Night(night, seed).emissions())
+    seconds = clock.perf_counter() - started
+    path = write_ground_truth(out / "ground-truth.json", ground_truth_document(night, seed, stats={"emissions": counted.emissions, "events": counted.events}))
+    console.print(
+        f"{night.name}: {len(night.devices)} devices, {night.duration} simulated in {seconds:.1f} s: "
+        f"{counted.emissions} messages, {counted.events} events, {counted.bytes / 1e6:.1f} MB of payloads\n"
+        f"ground truth: {path}"
+    )
+
+
+def _play(night: Any, *, speed: float, seed: int, broker: str, agent_config_out: Path, start_delay: float, out: Path) -> None:
     import yaml
 
+    from simulators.clock import PausableClock
+    from simulators.ground_truth import write_ground_truth
     from simulators.night import NightSimulation
-    from simulators.scenario import load_scenario
-    from warden.clock import SimClock
 
-    configure_logging(log_level)
     host, _, port = broker.rpartition(":")
     with _config_errors():
-        night = load_scenario(scenario)
-        broker_config = BrokerConfig(host=host or "127.0.0.1", port=int(port))
-    clock = SimClock(night.start_utc, speed=speed, running=False)
-    simulation = NightSimulation(night, broker_config, clock, seed=seed)
-    agent_config = simulation.agent_config(Path("data/agent-outbox.db"))
-    agent_config_out.write_text(yaml.safe_dump(agent_config.model_dump(mode="json", exclude_none=True), sort_keys=False))
-    console.print(f"agent config for these devices: {agent_config_out}")
-    threading.Event().wait(start_delay)
-    clock.run()
+        try:
+            broker_config = BrokerConfig(host=host or "127.0.0.1", port=int(port))
+        except ValueError:
+            _fail(f"--broker: expected host:port, got {broker!r}")
+    clock = PausableClock(night.start_utc, speed=speed)
+    simulation = NightSimulation(night, broker_config, clock, seed=seed, workdir=out)
     try:
+        agent_config = simulation.agent_config(Path("data/agent-outbox.db"))
+        agent_config_out.write_text(yaml.safe_dump(agent_config.model_dump(mode="json", exclude_none=True), sort_keys=False))
+        console.print(f"agent config for these devices: {agent_config_out}")
+        threading.Event().wait(start_delay)
+        clock.run()
         with _progress_bar(f"simulating {night.name}") as advance:
             totals = simulation.run(advance)
+        truth = write_ground_truth(out / "ground-truth.json", simulation.ground_truth())
     finally:
         simulation.close()
-    console.print(f"published {totals.readings} readings and {totals.taps} patrol taps")
+    console.print(
+        f"published {totals.readings} readings, {totals.taps} patrol taps and {totals.door_events} door events; "
+        f"ground truth: {truth}"
+    )
 
 
 @app.command()
@@ -134,7 +186,8 @@ def demo(
     broker: Annotated[str, typer.Option(help="Embedded broker: auto (Mosquitto if found, else amqtt), mosquitto, amqtt")] = "auto",
     log_level: LogLevel = "WARNING",
 ) -> None:
-    """Run a simulated night end to end on an embedded broker and print the alerts."""
+    """Run a simulated night end to end on an embedded broker, print the alerts and check
+    them against the scenario's ground truth (shipped: see `simulators/scenarios/`)."""
     from simulators.scenario import load_scenario
     from warden.demo import run_demo
 
@@ -145,11 +198,15 @@ def demo(
     with _progress_bar(f"simulating {night.duration} of {night.site.name or night.site.id}") as advance:
         result = run_demo(night, out, speed=speed, seed=seed, broker_kind=broker, progress=advance)
     _print_alerts(result.alerts, night.site.zone)
+    check = result.check
+    verdict = "[green]match the ground truth[/green]" if check.exact else (
+        f"[red]differ from the ground truth[/red]: missing {check.missing or 'none'}, unexpected {check.unexpected or 'none'}"
+    )
     console.print(
-        f"{result.totals.readings} readings and {result.totals.taps} patrol taps crossed the broker; "
-        f"gateway stored {result.gateway_counts.get('events_stored', 0):.0f} events, "
+        f"{result.totals.readings} readings, {result.totals.taps} patrol taps and {result.totals.door_events} door events "
+        f"crossed the wire; gateway stored {result.gateway_counts.get('events_stored', 0):.0f} events, "
         f"{result.gateway_counts.get('rejected', 0):.0f} rejected, {result.gateway_counts.get('duplicates', 0):.0f} duplicates.\n"
-        f"Alerts written to {result.out_dir / 'alerts.json'}"
+        f"The alerts {verdict}. Written to {result.out_dir / 'alerts.json'} and {result.out_dir / 'ground-truth.json'}"
     )
 
 

@@ -29,6 +29,7 @@ import yaml
 
 from agent.drivers.modbus_rtu import ModbusRtuDriver
 from agent.drivers.patrol_line import PatrolLineDriver
+from agent.drivers.patrol_wand import PatrolWandDriver
 from agent.runner import Agent
 from gateway.api import ApiServer, create_app
 from gateway.service import Gateway
@@ -88,9 +89,9 @@ def run_demo(
         _tick(gateway, scenario.start_utc)  # the rules' first sight of time: the night starts here
         clock.run()
         totals = simulation.run(progress)
+        clock.pause()  # the night is over: no poll, scan or heartbeat beyond it while the agent catches up
+        _final_reads(agent, clock.now())
         _wait_for(lambda: not pending_devices(agent.drivers, totals.handled), "the agent to read every device")
-        clock.pause()
-        _final_polls(agent, clock.now())
         _wait_stored(gateway, queued)
         _tick(gateway, scenario.end_utc)  # with every event in, the night's deadlines are judged on complete data
         alerts = httpx.get(f"{api.url}/api/alerts", params={"limit": 5000}, timeout=10).raise_for_status().json()
@@ -208,12 +209,15 @@ def _wait_ready(gateway: Gateway, agent: Agent) -> None:
             raise RuntimeError(f"demo: {what} did not happen within {STAGE_TIMEOUT}s")
 
 
-def _final_polls(agent: Agent, at: datetime) -> None:
-    """Every Modbus meter read once more at the end of the night, as its next poll would:
-    a poll slot skipped by the accelerated clock must not look like a silent meter."""
+def _final_reads(agent: Agent, at: datetime) -> None:
+    """What the clock-driven drivers would do at the end of the night, done once by hand
+    with the clock stopped: every Modbus meter polled (a poll slot the accelerated clock
+    skipped must not look like a silent meter) and every wand spool folder scanned."""
     for driver in agent.drivers:
         if isinstance(driver, ModbusRtuDriver):
             driver.poll(at)
+        elif isinstance(driver, PatrolWandDriver):
+            driver.scan()
 
 
 def _wait_stored(gateway: Gateway, queued: _QueuedIds) -> None:

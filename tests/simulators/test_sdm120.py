@@ -112,3 +112,15 @@ def test_unplug_and_replug_move_the_alias_to_a_new_port(tmp_path: Path) -> None:
         assert alias.resolve().exists()  # (the kernel may hand out the same pts number again)
         assert read_float(client, 0) == 230.0  # the client reopens the alias
         client.close()
+
+
+def test_a_source_supplies_the_values_of_every_request() -> None:
+    """A meter whose values are a function of the simulated time is asked at each request."""
+    readings = iter([{"active_power": 812.5, "import_energy": 10.25}, {"active_power": 2.0, "import_energy": 10.5}])
+    with Sdm120Sim(source=lambda: next(readings)) as meter:
+        modbus = ModbusSerialClient(meter.port, timeout=0.3, retries=0)
+        try:
+            assert read_float(modbus, INPUT_REGISTERS["active_power"]) == 812.5
+            assert read_float(modbus, INPUT_REGISTERS["import_energy"]) == 10.5  # the second request's values
+        finally:
+            modbus.close()

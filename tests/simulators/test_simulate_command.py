@@ -1,0 +1,56 @@
+"""`warden simulate`, as a user runs it for an agent of their own: every shipped scenario
+plays against a real broker (no agent listening: nothing may hang), writes the agent
+config and the ground truth; `--dry-run` and `--district` only generate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from simulators.scenario import load_scenario, shipped_scenarios
+from warden.broker import MosquittoBroker
+from warden.config import AgentConfig, load_config
+
+
+def warden(*args: str) -> subprocess.CompletedProcess[str]:
+    command = shutil.which("warden") or pytest.fail("the warden console script is not installed")
+    return subprocess.run([command, *args], capture_output=True, text=True, timeout=90)
+
+
+@pytest.mark.parametrize("name", shipped_scenarios())
+def test_every_shipped_scenario_plays_against_a_broker(name: str, mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    done = warden(
+        "simulate", "--scenario", name, "--speed", "100000", "--seed", "3",
+        "--broker", f"{mosquitto.host}:{mosquitto.port}",
+        "--agent-config-out", str(tmp_path / "agent.yaml"), "--out", str(tmp_path / "out"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "published" in done.stderr and "Traceback" not in done.stderr
+    agent = load_config(tmp_path / "agent.yaml", AgentConfig)
+    assert {d.id for d in agent.devices} == {d.device for d in load_scenario(name).devices}
+    truth = json.loads((tmp_path / "out" / "ground-truth.json").read_text())
+    assert (truth["scenario"], truth["seed"]) == (name, 3)
+    restarts = [i for i in truth["incidents"] if i["type"] == "broker_restart"]
+    assert all(i["injected"] is False for i in restarts)  # it does not own this broker
+    assert len(restarts) == (name == "outage")
+
+
+def test_a_dry_run_of_a_district_only_generates_and_says_how_fast(tmp_path: Path) -> None:
+    done = warden("simulate", "--district", "4x6", "--dry-run", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "district-4x6: 24 devices, 12:00:00 simulated in" in done.stderr
+    truth = json.loads((tmp_path / "ground-truth.json").read_text())
+    assert truth["expected_alerts"] and truth["stats"]["emissions"] > 10_000  # meters report every minute
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--district", "4by6", "--dry-run"), "--district: expected BUILDINGSxROOMS"),
+    (("--scenario", "no-such-night", "--dry-run"), "no-such-night"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(args: tuple[str, ...], message: str, tmp_path: Path) -> None:
+    done = warden("simulate", *args, "--out", str(tmp_path))
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
