@@ -206,7 +206,8 @@ def demo(
         f"{result.totals.readings} readings, {result.totals.taps} patrol taps and {result.totals.door_events} door events "
         f"crossed the wire; gateway stored {result.gateway_counts.get('events_stored', 0):.0f} events, "
         f"{result.gateway_counts.get('rejected', 0):.0f} rejected, {result.gateway_counts.get('duplicates', 0):.0f} duplicates.\n"
-        f"The alerts {verdict}. Written to {result.out_dir / 'alerts.json'} and {result.out_dir / 'ground-truth.json'}"
+        f"The alerts {verdict}. Written to {result.out_dir / 'alerts.json'} and {result.out_dir / 'ground-truth.json'}; "
+        f"the morning report is {result.report}"
     )
 
 

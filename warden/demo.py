@@ -40,6 +40,7 @@ from simulators.scenario import Scenario
 from warden.broker import MosquittoBroker, start_embedded_broker
 from warden.config import AgentConfig, BrokerConfig, GatewayConfig, SiteConfig, load_config
 from warden.events import Event
+from warden.report import write_morning_report
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class DemoResult:
     out_dir: Path
     check: GroundTruthCheck
     ground_truth: dict[str, Any]
+    report: Path  # the morning report's HTML page
 
 
 def run_demo(
@@ -100,7 +102,11 @@ def run_demo(
         (out_dir / "alerts.json").write_text(json.dumps(alerts, indent=2))
         write_ground_truth(out_dir / "ground-truth.json", truth)
         (out_dir / "ground-truth-check.json").write_text(json.dumps(check.as_dict(), indent=2) + "\n")
-        return DemoResult(totals, alerts, gateway.counts(), out_dir, check, truth)
+        report = write_morning_report(
+            gateway_config.state_db, gateway.historian, site, scenario.local(scenario.start).date(),
+            out_dir / "report", rules=gateway_config.rules,
+        )
+        return DemoResult(totals, alerts, gateway.counts(), out_dir, check, truth, report.html)
     finally:
         for part in (agent, api, gateway):
             if part is not None:
