@@ -10,64 +10,40 @@ cannot say "door gate-main was forced", hence this driver. Example payloads:
 
 from __future__ import annotations
 
-import logging
 import re
-import threading
 from datetime import datetime
 
 from pydantic import ValidationError
 
-from agent.drivers.base import DriverCounters, Emit
-from agent.drivers.mqtt_json import PayloadError, _event_time, _parse_object
+from agent.drivers.base import Emit
+from agent.drivers.mqtt_device import MqttDeviceDriver, PayloadError, device_time, parse_object
 from warden.clock import Clock
 from warden.config import MqttDoorDevice
 from warden.events import DeviceState, DeviceStatus, DoorAction, DoorEvent, Event, stable_event_id
 
-log = logging.getLogger(__name__)
 
 HEARTBEAT = "heartbeat"
 _ACTIONS = {action.value: action for action in DoorAction}
 _CARD = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
-class MqttDoorDriver:
+class MqttDoorDriver(MqttDeviceDriver):
     """Stateless mapping from controller payloads to door events; the agent owns the MQTT client."""
 
+    kind = "door controller"
+    config: MqttDoorDevice
+
     def __init__(self, config: MqttDoorDevice, site: str, emit: Emit, clock: Clock) -> None:
-        self.config = config
-        self.device_id = config.id
-        self.site = site
-        self.emit = emit
-        self.clock = clock
-        self.counters = DriverCounters()
+        super().__init__(config, site, emit, clock)
         self._doors = None if config.doors is None else frozenset(config.doors)
 
-    @property
-    def topic(self) -> str:
-        return self.config.topic
-
-    def run(self, stop: threading.Event) -> None:
-        stop.wait()  # messages arrive through handle(), called by the agent's device client
-
-    def handle(self, payload: bytes) -> None:
-        """Map one controller message; bad payloads are counted and logged, never raised."""
-        now = self.clock.now()
-        try:
-            event = self.event(payload, now)
-        except PayloadError as exc:
-            self.counters.count_error(exc.reason)
-            log.warning(
-                "bad door controller payload",
-                extra={"device": self.device_id, "topic": self.topic, "reason": str(exc), "bytes": repr(payload[:80])},
-            )
-            return
-        self.counters.count_event(now)
-        self.emit(event)
+    def events(self, payload: bytes, received: datetime) -> list[Event]:
+        return [self.event(payload, received)]
 
     def event(self, payload: bytes, received: datetime) -> Event:
         """The door event or heartbeat a payload stands for, or PayloadError naming the fault."""
-        document = _parse_object(payload)
-        event_time = _event_time(document.get(self.config.time_field), received)
+        document = parse_object(payload)
+        event_time = device_time(document.get(self.config.time_field), received)
         seq = document.get("seq", "")
         if seq != "" and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
             raise PayloadError("bad_field", f"seq must be a non-negative integer, got {seq!r}")
