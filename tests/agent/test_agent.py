@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from agent.drivers.modbus_rtu import ModbusRtuDriver
