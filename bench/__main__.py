@@ -17,6 +17,7 @@ BENCHMARKS = [
     ("alert latency", ["bench.latency", "--triggers", "200", "--load", "5000"]),
     ("historian", ["bench.historian", "--points", "100000"]),
     ("agent footprint", ["bench.agent_footprint", "--devices", "200", "--seconds", "20"]),
+    ("simulator speed and scaling", ["bench.simulator"]),
 ]
 
 
