@@ -608,7 +608,7 @@ class DeadmanConfig(_Strict):
     status_minutes: float | None = Field(default=5.0, gt=0)
     door_minutes: float | None = Field(default=None, gt=0)
     patrol_tap_minutes: float | None = Field(default=None, gt=0)
-    heartbeats_count: bool = True
+    heartbeats_count: bool = False  # the agent heartbeats for every device it serves, silent or not
     agent_offline_minutes: float = Field(
         default=0.0, ge=0, description="An agent's offline status raises only once it lasted this long (0: at once)"
     )

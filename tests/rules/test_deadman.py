@@ -77,7 +77,9 @@ def test_older_events_do_not_refresh_and_newer_late_ones_do(rule: DeadmanRule) -
     assert actions(feed(rule, power("ac-1", at("10:10")))) == [RESOLVE]  # late data: it was not silent after all
 
 
-def test_the_interval_is_the_shortest_among_the_kinds_a_device_sends(rule: DeadmanRule) -> None:
+def test_the_interval_is_the_shortest_among_the_kinds_a_device_sends() -> None:
+    rule = DeadmanRule(SITE, DeadmanConfig(heartbeats_count=True))
+    rule.on_tick(at("09:00"))
     feed(rule, power("ac-1", at("10:00")), status("ac-1", at("10:00"), DeviceState.HEARTBEAT))
     [raised] = ticks(rule, "10:05")
     assert raised.message.endswith("(expected at least every 5 min)")
@@ -99,8 +101,10 @@ def test_per_device_intervals_and_exclusions() -> None:
     assert [(s.subject, s.at) for s in ticks(rule, "11:00", "23:00")] == [("ac-1", at("11:00"))]
 
 
-def test_heartbeats_can_be_left_out() -> None:
-    rule = DeadmanRule(SITE, DeadmanConfig(heartbeats_count=False))
+def test_heartbeats_do_not_count_by_default() -> None:
+    """The agent heartbeats for every device it serves, so by default a heartbeat is no
+    sign that the device itself spoke: a silent meter is still found."""
+    rule = DeadmanRule(SITE, DeadmanConfig())
     rule.on_tick(at("09:00"))
     feed(rule, power("ac-1", at("10:00")), status("ac-1", at("10:10"), DeviceState.HEARTBEAT))
     [raised] = rule.on_tick(at("10:15"))
