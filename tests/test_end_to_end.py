@@ -61,6 +61,18 @@ def test_every_shipped_scenario_raises_exactly_its_ground_truth(name: str, night
     assert written["scenario"] == name and written["seed"] == 7
     assert all(incident["injected"] for incident in written["incidents"])
     assert result.gateway_counts.get("rule_errors", 0) == 0
+    # The morning report the demo wrote shows every injected incident, and the summary
+    # counts the ones a manager reads first.
+    report = json.loads((result.report.parent / "report.json").read_text())
+    assert sorted((a["rule"], a["subject"]) for a in report["alerts"]) == found
+    rules = [rule for rule, _ in found]
+    summary = report["summary"]
+    assert summary["suspected_leaks"] == sum(r.startswith("water_") for r in rules)
+    assert summary["checkpoints_missed"] == rules.count("patrol_checkpoint")
+    assert summary["doors_forced"] == rules.count("door_forced")
+    assert summary["silent_devices"] == rules.count("deadman")
+    assert (summary["energy_kwh"] > 0) == ("ac_after_hours" in rules)
+    assert result.report.read_text().count("<table") >= 1
 
 
 def test_ac_left_on_counts_every_reading_once_and_the_energy_wasted(night: Callable[[str], DemoResult]) -> None:
