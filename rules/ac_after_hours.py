@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rules.alerts import AlertSignal, Severity, SignalAction
-from rules.schedule import is_scheduled, next_change
+from rules.schedule import is_scheduled, next_change, wall_clock
 from warden.config import AcAfterHoursConfig, SiteConfig
 from warden.events import Event, Quantity, Reading
 
@@ -216,7 +216,7 @@ class AcAfterHoursRule:
         if reason == "power_off":
             message = f"AC in {place.room} off after {_duration(minutes)} after hours, {summary}"
         elif reason == "schedule_started":
-            local = at.astimezone(self._site.zone).strftime("%H:%M")
+            local = wall_clock(self._site, at)
             message = (
                 f"Schedule of {place.room} started at {local}; AC was on after hours for "
                 f"{_duration(minutes)}, {summary}"

@@ -22,7 +22,7 @@ from typing import Any
 
 from rules import state
 from rules.alerts import AlertSignal, Severity, SignalAction
-from rules.schedule import local_instant
+from rules.schedule import local_instant, wall_clock
 from warden.config import PatrolConfig, PatrolRoute, SiteConfig
 from warden.events import Event, PatrolTap, TapSource
 
@@ -360,7 +360,7 @@ class PatrolRule:
         plan = view.plan
         passed = [d for d in plan.deadlines if d <= watermark]
         total = len(plan.deadlines)
-        message = f"Round {self._label(plan)} not started: no tap by {self._hm(plan.deadlines[0])}"
+        message = f"Round {self._label(plan)} not started: no tap by {wall_clock(self._site, plan.deadlines[0])}"
         if len(passed) > 1:
             message += f", {len(passed)} of {total} checkpoints missed"
         details = self._details(plan) | {
@@ -374,8 +374,8 @@ class PatrolRule:
         """Kept open once the round starts: that it started late stays true."""
         minutes = (first.at - plan.deadlines[0]).total_seconds() / 60
         message = (
-            f"Round {self._label(plan)} started late at {self._hm(first.at)}, "
-            f"{minutes:.0f} min after its first deadline {self._hm(plan.deadlines[0])}"
+            f"Round {self._label(plan)} started late at {wall_clock(self._site, first.at)}, "
+            f"{minutes:.0f} min after its first deadline {wall_clock(self._site, plan.deadlines[0])}"
         )
         details = self._details(plan) | {"started_at": first.at.isoformat(), "minutes_late": round(minutes, 2),
                                          "deadline": plan.deadlines[0].isoformat()}
@@ -387,14 +387,14 @@ class PatrolRule:
         where = f"Checkpoint {c.tag} in round {self._label(plan)}"
         details = self._details(plan) | {"tag": c.tag, "state": c.state, "deadline": c.deadline.isoformat()}
         if c.state == "missed":
-            message = f"{where} missed: no tap by {self._hm(c.deadline)}"
+            message = f"{where} missed: no tap by {wall_clock(self._site, c.deadline)}"
             return _Finding(CHECKPOINT, f"{plan.key}:{c.tag}", Severity.WARNING, message, details, c.deadline)
         assert c.tapped_at is not None
         details |= {"tapped_at": c.tapped_at.isoformat(), "source": c.source}
         parts, at = [], max(c.tapped_at, c.before_at or c.tapped_at)
         if c.state == "late":
             minutes = (c.tapped_at - c.deadline).total_seconds() / 60
-            parts.append(f"tapped late at {self._hm(c.tapped_at)}, {minutes:.0f} min after {self._hm(c.deadline)}")
+            parts.append(f"tapped late at {wall_clock(self._site, c.tapped_at)}, {minutes:.0f} min after {wall_clock(self._site, c.deadline)}")
             details["minutes_late"] = round(minutes, 2)
         if c.before:
             parts.append(f"tapped out of order, before {', '.join(c.before)}")
@@ -408,9 +408,9 @@ class PatrolRule:
         minutes = (end - start).total_seconds() / 60
         details = self._details(plan) | {"gap_start": start.isoformat()}
         if ongoing:  # nothing here may grow with the watermark, or every tick would update
-            message = f"No tap in round {self._label(plan)} since {self._hm(start)}"
+            message = f"No tap in round {self._label(plan)} since {wall_clock(self._site, start)}"
             return _Finding(SILENCE, plan.key, Severity.WARNING, message, details, start + limit)
-        message = f"No tap for {minutes:.0f} min in round {self._label(plan)} ({self._hm(start)}-{self._hm(end)})"
+        message = f"No tap for {minutes:.0f} min in round {self._label(plan)} ({wall_clock(self._site, start)}-{wall_clock(self._site, end)})"
         details |= {"gap_end": end.isoformat(), "gap_minutes": round(minutes, 2)}
         return _Finding(SILENCE, plan.key, Severity.WARNING, message, details, end)
 
@@ -437,7 +437,7 @@ class PatrolRule:
             assert view.first_tap is not None
             tap, rule, subject = view.first_tap, ROUND, plan.key
             note = _reconciled(tap.source)
-            message = f"Round {self._label(plan)} started at {self._hm(tap.at)}: {note}"
+            message = f"Round {self._label(plan)} started at {wall_clock(self._site, tap.at)}: {note}"
             at = max(said.at, tap.at)
         elif key == "silence":
             rule, subject, at = SILENCE, plan.key, said.at
@@ -449,7 +449,7 @@ class PatrolRule:
             rule, subject = CHECKPOINT, f"{plan.key}:{tag}"
             note = _reconciled(c.source)
             at = max(said.at, c.tapped_at or said.at)
-            visited = self._hm(c.tapped_at or at)
+            visited = wall_clock(self._site, c.tapped_at or at)
             message = f"Checkpoint {tag} in round {self._label(plan)} visited at {visited}: {note}"
             details |= {"tag": tag, "state": c.state, "tapped_at": c.tapped_at.isoformat() if c.tapped_at else ""}
         details["note"] = note
@@ -470,8 +470,6 @@ class PatrolRule:
     def _label(self, plan: _Plan) -> str:
         return f"{plan.start:%H:%M} of {plan.day.isoformat()} on route {plan.route.id}"
 
-    def _hm(self, at: datetime) -> str:
-        return at.astimezone(self._site.zone).strftime("%H:%M")
 
     # ----------------------------------------------------------------- persistence
 

@@ -64,6 +64,11 @@ def next_change(site: SiteConfig, schedule_name: str | None, at: datetime) -> da
 # --------------------------------------------------------------------------- helpers
 
 
+def wall_clock(site: SiteConfig, at: datetime, *, seconds: bool = False) -> str:
+    """`at` as the site's local time of day, as people read it in alert messages."""
+    return _local(site.zone, at).strftime("%H:%M:%S" if seconds else "%H:%M")
+
+
 def _local(zone: ZoneInfo, at: datetime) -> datetime:
     if at.tzinfo is None:
         raise ValueError("schedule checks need a timezone-aware datetime")

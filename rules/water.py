@@ -20,7 +20,7 @@ from typing import Any
 
 from rules import state
 from rules.alerts import AlertSignal, Severity, SignalAction
-from rules.schedule import local_instant
+from rules.schedule import local_instant, wall_clock
 from warden.config import SiteConfig, WaterConfig
 from warden.events import Event, Quantity, Reading
 
@@ -267,7 +267,7 @@ class WaterRule:
 
     def _night_signal(self, action: SignalAction, device: str, leak: _Leak, night: _Night) -> AlertSignal:
         lost = leak.rate * (leak.last_end - leak.since).total_seconds() / 60
-        window = f"{self._hm(night.start)}-{self._hm(night.end)}"
+        window = f"{wall_clock(self._site, night.start)}-{wall_clock(self._site, night.end)}"
         details: dict[str, float | str] = {
             "min_flow_l_per_min": round(leak.rate, 4),
             "estimated_litres_lost": round(lost, 1),
@@ -332,9 +332,9 @@ class WaterRule:
         }
         if action is SignalAction.RESOLVE:
             quiet = self._config.zero_minutes
-            message = f"Water at {device} stopped for {quiet:.0f} min (until {self._hm(at)}) after {hours:.1f} h"
+            message = f"Water at {device} stopped for {quiet:.0f} min (until {wall_clock(self._site, at)}) after {hours:.1f} h"
         else:
-            since = self._hm(meter.anchor)
+            since = wall_clock(self._site, meter.anchor)
             message = f"Water at {device} has not stopped for {hours:.1f} h ({meter.flow_litres:.0f} L since {since})"
         return self._signal(CONTINUOUS_FLOW, action, device, at, Severity.WARNING, message, details)
 
@@ -386,11 +386,11 @@ class WaterRule:
             "since": meter.burst_start.isoformat(),
         }
         if action is SignalAction.RESOLVE:
-            below = self._hm(at - timedelta(seconds=meter.burst_clear_s))
+            below = wall_clock(self._site, at - timedelta(seconds=meter.burst_clear_s))
             message = f"Flow at {device} back below {limit:g} L/min since {below}"
         else:
             message = (
-                f"Possible burst at {device}: above {limit:g} L/min since {self._hm(meter.burst_start)} "
+                f"Possible burst at {device}: above {limit:g} L/min since {wall_clock(self._site, meter.burst_start)} "
                 f"(peak {meter.burst_peak:.0f} L/min, {meter.burst_litres:.0f} L)"
             )
         return self._signal(BURST, action, device, at, Severity.CRITICAL, message, details)
@@ -428,9 +428,9 @@ class WaterRule:
             "readings": sensor.readings,
         }
         if action is SignalAction.RESOLVE:
-            message = f"Wet sensor {device} dry again at {self._hm(at)} after {minutes:.0f} min"
+            message = f"Wet sensor {device} dry again at {wall_clock(self._site, at)} after {minutes:.0f} min"
         else:
-            message = f"Water detected by {device} since {self._hm(sensor.since)}"
+            message = f"Water detected by {device} since {wall_clock(self._site, sensor.since)}"
         return self._signal(WET, action, device, at, Severity.CRITICAL, message, details)
 
     # ----------------------------------------------------------------- helpers
@@ -447,8 +447,6 @@ class WaterRule:
             return override.burst_l_per_min
         return self._config.burst_l_per_min
 
-    def _hm(self, at: datetime) -> str:
-        return at.astimezone(self._site.zone).strftime("%H:%M")
 
     def _signal(
         self, rule: str, action: SignalAction, device: str, at: datetime, severity: Severity, message: str,
