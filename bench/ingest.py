@@ -123,7 +123,7 @@ def gateway_consumer(broker: BrokerConfig, data: list[bytes], batch: int, workdi
     start = time.perf_counter()
     gateway = Gateway(config, SITE, clock)
     gateway.start()
-    gateway.wait_until(lambda: gateway.counts().get("events_stored_reading", 0) >= expected, timeout=600)
+    gateway.wait_until(lambda: gateway.events_stored >= expected, timeout=600)
     elapsed = time.perf_counter() - start
     stored = int(gateway.counts().get("events_stored_reading", 0))
     gateway.stop()

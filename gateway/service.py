@@ -27,6 +27,7 @@ from gateway.escalation import EscalationPolicy
 from gateway.historian import Historian, open_historian
 from gateway.metrics import GatewayMetrics
 from gateway.notify import build_notifier
+from gateway.rule_inputs import AcceptedMessage, feed, journal_entry, replay
 from gateway.store import AlertChange, DeadLetter, StateStore
 from rules.alerts import AlertSignal
 from rules.engine import RuleEngine
@@ -34,12 +35,20 @@ from warden import topics
 from warden.clock import Clock, SystemClock
 from warden.config import GatewayConfig, SiteConfig
 from warden.events import DeviceStatus, Event, InvalidPayload, decode_events
+from warden.topics import AgentTopic
 from warden.mqtt import ConnectionFlag, connect_async, make_client
 
 log = logging.getLogger(__name__)
 
 BATCH_MESSAGES = 200
 TICK_REAL_SECONDS = 2.0  # how often time is let pass in the rules, in real seconds
+#: The rules' state is snapshotted at most this often (real seconds) and journalled in
+#: between (gateway/store.py): a snapshot is O(devices), a journal entry O(batch) ...
+SNAPSHOT_SECONDS = 5.0
+#: ... and no more often than keeps snapshots under this share of the worker's time ...
+SNAPSHOT_TIME_SHARE = 0.05
+#: ... unless the journal holds this many events: it bounds the replay after a crash.
+JOURNAL_MAX_EVENTS = 200_000
 
 
 @dataclass(frozen=True)
@@ -75,13 +84,15 @@ class Gateway:
         self.clock = clock or SystemClock()
         self.store = StateStore(config.state_db, clock=self.clock)  # people and escalation act on this clock
         self.historian = historian or open_historian(config.historian, site)
+        self.metrics = GatewayMetrics(lambda: self._queue.qsize(), self.historian.stats)
+        self._next_snapshot = 0.0  # monotonic time; the first batch snapshots
+        self._journal_events = 0
         self.engine = self._committed_rules()
         self.client = make_client(config.broker, f"warden-gateway-{config.id}", persistent_session=True, manual_ack=True)
         self.flag = ConnectionFlag()
         self.subscribed = threading.Event()  # set once the broker confirmed the subscriptions
         self.agents: dict[str, str] = {}  # "site/agent" -> last availability state
         self._queue: queue.Queue[Incoming | _Tick] = queue.Queue(maxsize=config.queue_size)
-        self.metrics = GatewayMetrics(self._queue.qsize, self.historian.stats)
         self._stop = threading.Event()
         self._progress = threading.Condition()
         self._tick_pending = threading.Event()  # at most one periodic tick waits in the queue
@@ -93,6 +104,7 @@ class Gateway:
         self.escalation = EscalationPolicy(config.alerts.escalation)
         self.escalation_checked_at: datetime | None = None  # gateway clock of the last escalation check
         self.devices = DeviceRegistry()  # last seen and counters per device, for the API
+        self.events_stored = 0  # a plain count to wait on: counts() walks every metric
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -115,6 +127,8 @@ class Gateway:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
+        if not any(thread.is_alive() for thread in self._threads):
+            self._snapshot_on_stop()
         self.notifier.stop()
         self.client.disconnect()
         self.client.loop_stop()
@@ -182,48 +196,76 @@ class Gateway:
                 delay = min(delay * 2, 30.0)
 
     def _committed_rules(self) -> RuleEngine:
-        """The rule engine as of the last committed batch (timers carry on across restarts)."""
+        """The rule engine as of the last committed batch: the last snapshot with the
+        journal since replayed onto it (timers carry on across restarts)."""
         engine = RuleEngine(self.site, self.config.rules)
         engine.restore(self.store.rule_snapshot())
+        journal = self.store.rule_journal()
+        for entry in journal:
+            replay(engine, entry)
+        if journal:
+            self._next_snapshot = 0.0  # replayed once; the next batch snapshots
+        engine.on_error = self._rule_failed
         return engine
 
     def _process(self, batch: list[Incoming | _Tick]) -> None:
-        events: list[Event] = []
+        accepted: list[tuple[Incoming, AgentTopic, list[Event]]] = []
         refused: list[DeadLetter] = []
         for item in batch:
             if isinstance(item, Incoming):
-                accepted = self._accept(item)
-                if isinstance(accepted, DeadLetter):
-                    refused.append(accepted)
+                outcome = self._accept(item)
+                if isinstance(outcome, DeadLetter):
+                    refused.append(outcome)
                 else:
-                    events.extend(accepted)
+                    accepted.append((item, *outcome))
+        events = [event for _, _, message_events in accepted for event in message_events]
         fresh = self._first_sightings(events)
         with self.metrics.historian_seconds.time():
             self.historian.write(fresh)
+        messages = _with_fresh(accepted, fresh)
+        ticks = [item for item in batch if isinstance(item, _Tick)]
+        tick_at = max(t.at or self._rule_time() for t in ticks) if ticks else None
         with self.metrics.rules_seconds.time():
-            signals = [signal for event in fresh for signal in self._evaluate(event)]
-            ticks = [item for item in batch if isinstance(item, _Tick)]
-            if ticks:
-                self._tick_pending.clear()
-                tick_at = max(t.at or self._rule_time() for t in ticks)
-                signals.extend(self.engine.on_tick(tick_at))
+            signals = feed(self.engine, messages, tick_at)
         with self.metrics.commit_seconds.time():
-            changes = self.store.commit_batch([e.id for e in fresh], signals, self.engine.snapshot(), refused)
+            changes = self._commit(fresh, signals, refused, messages, tick_at)
         for item in batch:
             if isinstance(item, Incoming) and item.qos > 0:
                 self.client.ack(item.mid, item.qos)
         if ticks:
+            self._tick_pending.clear()
             changes += self._escalate()
         self._announce(changes)
         self._count_batch(sum(isinstance(item, Incoming) for item in batch), events, fresh, refused)
-        if ticks:
+        if tick_at is not None:
             self.last_tick = tick_at
         self.patrol_rounds = self.engine.rounds_state()  # a copy the API can read while rules move on
         self.devices.observe(fresh)
         with self._progress:
             self._progress.notify_all()
 
-    def _accept(self, item: Incoming) -> list[Event] | DeadLetter:
+    def _commit(
+        self,
+        fresh: list[Event],
+        signals: list[AlertSignal],
+        refused: list[DeadLetter],
+        messages: list[AcceptedMessage],
+        tick_at: datetime | None,
+    ) -> list[AlertChange]:
+        """Commit the batch with either a snapshot of the rules or its journal entry."""
+        started = time.monotonic()
+        if started < self._next_snapshot and self._journal_events < JOURNAL_MAX_EVENTS:
+            entry = journal_entry(messages, tick_at)
+            changes = self.store.commit_batch([e.id for e in fresh], signals, None, refused, journal_entry=entry)
+            self._journal_events += len(fresh) + 1
+            return changes
+        changes = self.store.commit_batch([e.id for e in fresh], signals, self.engine.snapshot(), refused)
+        cost = time.monotonic() - started
+        self._next_snapshot = started + max(SNAPSHOT_SECONDS, cost / SNAPSHOT_TIME_SHARE)
+        self._journal_events = 0
+        return changes
+
+    def _accept(self, item: Incoming) -> tuple[AgentTopic, list[Event]] | DeadLetter:
         """Validate one message; what cannot be used is kept as a dead letter."""
         where = topics.parse_agent_topic(item.topic)
         try:
@@ -237,10 +279,7 @@ class Gateway:
             return DeadLetter(item.topic, item.payload, exc.reason, exc.code)
         if where.channel == "status":
             self._note_availability(where.site, where.agent, events)
-        else:
-            for event in events:
-                self.engine.learn_agent(event.device, where.agent)  # one alert, not one per device, if it goes away
-        return events
+        return where, events
 
     def _count_batch(self, messages: int, events: list[Event], fresh: list[Event], refused: list[DeadLetter]) -> None:
         """Counted once the batch is committed, so a retried batch is not counted twice."""
@@ -250,6 +289,7 @@ class Gateway:
         for kind, n in Counter(e.kind for e in fresh).items():
             self.metrics.stored.labels(kind).inc(n)
         self.metrics.duplicates.inc(len(events) - len(fresh))
+        self.events_stored += len(fresh)
         for letter in refused:
             self.metrics.rejected.labels(letter.code).inc()
             log.warning("rejected message", extra={"topic": letter.topic, "code": letter.code, "reason": letter.reason, "bytes": len(letter.payload)})
@@ -269,13 +309,10 @@ class Gateway:
                 fresh.append(event)
         return fresh
 
-    def _evaluate(self, event: Event) -> list[AlertSignal]:
-        try:
-            return self.engine.on_event(event)
-        except Exception:
-            self.metrics.rule_errors.inc()
-            log.exception("rule evaluation failed", extra={"event": event.id, "device": event.device})
-            return []
+    def _rule_failed(self, rule: str, exc: Exception) -> None:
+        """The engine skipped a rule that raised; the event is stored all the same."""
+        self.metrics.rule_errors.inc()
+        log.error("rule evaluation failed", exc_info=exc, extra={"rule": rule})
 
     def _announce(self, changes: list[AlertChange]) -> None:
         for change in changes:
@@ -323,6 +360,14 @@ class Gateway:
                 self._tick_pending.set()
                 self._queue.put(_Tick())
 
+    def _snapshot_on_stop(self) -> None:
+        """With the worker gone, the engine is the committed state: snapshot it, so the
+        next start replays no journal. If that fails, the journal is still there."""
+        try:
+            self.store.commit_batch([], [], self.engine.snapshot())
+        except Exception:
+            log.exception("could not snapshot the rules on stop; the next start replays the journal")
+
     def counts(self) -> dict[str, float]:
         return self.metrics.counts()
 
@@ -333,4 +378,15 @@ class Gateway:
             "metrics": self.counts(),
             "historian": self.historian.stats(),
             "agents": dict(self.agents),
+            "last_tick": self.last_tick.isoformat() if self.last_tick else None,  # rule time the rules last reached
         }
+
+
+def _with_fresh(accepted: list[tuple[Incoming, AgentTopic, list[Event]]], fresh: list[Event]) -> list[AcceptedMessage]:
+    """Each message with the events of it seen for the first time (copies within the
+    batch included: only the first counts)."""
+    first = {id(event) for event in fresh}
+    return [
+        AcceptedMessage(item.topic, item.payload, where.agent, where.channel, events, [e for e in events if id(e) in first])
+        for item, where, events in accepted
+    ]

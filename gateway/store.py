@@ -1,9 +1,15 @@
 """The gateway's durable state: alerts and their history, events already seen,
-dead letters and the rule engine's snapshot. SQLite in WAL mode.
+dead letters and the rule engine's state. SQLite in WAL mode.
 
 One batch of ingested events is committed in one transaction (seen ids, alert changes,
-rule snapshot), so after `kill -9` the store is as it was after the last whole batch,
+rule state), so after `kill -9` the store is as it was after the last whole batch,
 and the broker redelivers the rest (they were not acknowledged yet).
+
+The rule state is a snapshot plus a journal: a batch commits either a new snapshot of
+every rule (which empties the journal) or just its own inputs, appended to the journal.
+A snapshot grows with the site (4 MB for 10 000 devices), a journal entry only with the
+batch, so the gateway snapshots every few seconds and journals in between; the rules
+are rebuilt by replaying the journal onto the snapshot (gateway/service.py).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from rules.alerts import AlertSignal, AlertState, Severity, SignalAction
 from warden.clock import Clock
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS seen_events (id TEXT PRIMARY KEY, received_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen_events (id TEXT PRIMARY KEY, received_at TEXT NOT NULL) WITHOUT ROWID;  -- one b-tree, not two
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL,
     topic TEXT NOT NULL, payload BLOB NOT NULL, size INTEGER NOT NULL, reason TEXT NOT NULL);
@@ -37,6 +43,7 @@ CREATE TABLE IF NOT EXISTS alert_history (
     id INTEGER PRIMARY KEY AUTOINCREMENT, alert_id INTEGER NOT NULL REFERENCES alerts(id),
     at TEXT NOT NULL, action TEXT NOT NULL, state TEXT NOT NULL, message TEXT NOT NULL, details TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rule_state (id INTEGER PRIMARY KEY CHECK (id = 1), snapshot TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rule_journal (batch INTEGER PRIMARY KEY, entry TEXT NOT NULL);
 """
 
 #: Columns added after the first release; _migrate adds them to an existing database.
@@ -160,11 +167,16 @@ class StateStore:
         self,
         event_ids: Iterable[str],
         signals: Iterable[AlertSignal],
-        rule_snapshot: dict[str, Any],
+        rule_snapshot: dict[str, Any] | None,
         dead_letters: Iterable[DeadLetter] = (),
+        journal_entry: str | None = None,
     ) -> list[AlertChange]:
         """Mark events seen, keep refused messages, apply alert signals and save rule
-        state, all or nothing."""
+        state, all or nothing. The rule state is either `rule_snapshot` (all rules after
+        this batch; the journal is emptied) or `journal_entry` (this batch's inputs,
+        appended to the journal), never both."""
+        if rule_snapshot is not None and journal_entry is not None:
+            raise ValueError("a batch commits a rule snapshot or a journal entry, not both")
         now = _now()
         db = self._db
         changes: list[AlertChange] = []
@@ -178,15 +190,23 @@ class StateStore:
                 change = self._apply(db, signal)
                 if change is not None:
                     changes.append(change)
-            db.execute(
-                "INSERT INTO rule_state (id, snapshot) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET snapshot = excluded.snapshot",
-                (json.dumps(rule_snapshot),),
-            )
+            if rule_snapshot is not None:
+                db.execute(
+                    "INSERT INTO rule_state (id, snapshot) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET snapshot = excluded.snapshot",
+                    (json.dumps(rule_snapshot),),
+                )
+                db.execute("DELETE FROM rule_journal")
+            elif journal_entry is not None:
+                db.execute("INSERT INTO rule_journal (entry) VALUES (?)", (journal_entry,))
         return changes
 
     def rule_snapshot(self) -> dict[str, Any]:
         row = self._db.execute("SELECT snapshot FROM rule_state WHERE id = 1").fetchone()
         return json.loads(row[0]) if row else {}
+
+    def rule_journal(self) -> list[str]:
+        """The batches committed since the last snapshot, oldest first."""
+        return [row[0] for row in self._db.execute("SELECT entry FROM rule_journal ORDER BY batch")]
 
     # ------------------------------------------------------------------ alert lifecycle
 

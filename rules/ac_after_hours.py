@@ -58,6 +58,7 @@ class AcAfterHoursRule:
     """Raise when a room's AC draws more than standby after hours for grace_minutes."""
 
     name = "ac_after_hours"
+    reads = frozenset({"reading"})
 
     def __init__(self, site: SiteConfig, config: AcAfterHoursConfig) -> None:
         self._site = site

@@ -53,6 +53,7 @@ class Rule(Protocol):
     """A rule family: pure logic over events and time, no I/O."""
 
     name: str
+    reads: frozenset[str]  # the event kinds on_event() looks at; the engine sends it no others
 
     def on_event(self, event: Event) -> list[AlertSignal]:
         """React to one validated event (in event time)."""

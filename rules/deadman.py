@@ -22,7 +22,7 @@ from rules import state
 from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import wall_clock
 from warden.config import DeadmanConfig, SiteConfig
-from warden.events import DeviceState, DeviceStatus, Event
+from warden.events import EVENT_KINDS, DeviceState, DeviceStatus, Event
 
 SNAPSHOT_VERSION = 1
 
@@ -52,6 +52,7 @@ class DeadmanRule:
     """One alert per silent device, one per absent agent, never both for the same silence."""
 
     name = "deadman"
+    reads = frozenset(EVENT_KINDS)
 
     def __init__(self, site: SiteConfig, config: DeadmanConfig) -> None:
         self._site = site

@@ -60,6 +60,7 @@ class DoorsRule:
     """Held open, forced, after-hours use and denied cards, one alert each per door."""
 
     name = "doors"
+    reads = frozenset({"door"})
 
     def __init__(self, site: SiteConfig, config: DoorsConfig) -> None:
         for door, override in config.doors.items():

@@ -118,6 +118,7 @@ class PatrolRule:
     """Judges every configured round from its taps and the watermark."""
 
     name = "patrol"
+    reads = frozenset({"patrol_tap"})
 
     def __init__(self, site: SiteConfig, config: PatrolConfig, lateness: timedelta = timedelta(0)) -> None:
         self._site = site

@@ -106,6 +106,7 @@ class WaterRule:
     """Night flow, continuous flow and bursts per meter; wet sensors on and off."""
 
     name = "water"
+    reads = frozenset({"reading"})
 
     def __init__(self, site: SiteConfig, config: WaterConfig, lateness: timedelta = timedelta(0)) -> None:
         self._site = site

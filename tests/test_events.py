@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from warden import events as events_module
 from warden.events import (
     MAX_BATCH_EVENTS,
     MAX_PAYLOAD_BYTES,
@@ -467,3 +468,34 @@ def test_mutated_events_raise_only_invalid_payload(make, changes, removed, batch
     if batch:
         document = {"v": 1, "events": [document, json.loads(encode_events([reading()]))]}
     _decode_only_raises_invalid_payload(json.dumps(document).encode("utf-8", "surrogatepass"))
+
+
+# --------------------------------------------------------------------------- fast path
+
+
+_TRICKY = [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"1.0", b'"\\ud800"', b"\xef\xbb\xbf", b"\xff", b"null",
+           b'"events"', b"[]", b"{}", b'"v":2', b",", b"}", b'"', b"\\", b" ", b"0"]  # fmt: skip
+_VALID = [encode_events([make()]) for make in ALL_KINDS] + [encode_events([make() for make in ALL_KINDS])]
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    base=st.sampled_from(_VALID),
+    edits=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 8), st.sampled_from(_TRICKY)), max_size=3),
+)
+def test_the_fast_path_accepts_exactly_what_the_careful_path_accepts(
+    base: bytes, edits: list[tuple[float, int, bytes]]
+) -> None:
+    """decode_events tries pydantic's one-pass JSON validation first and falls back to
+    the step-by-step parse; on a mutated valid payload both must agree event for event."""
+    payload = base
+    for where, cut, text in edits:
+        at = int(where * len(payload))
+        payload = payload[:at] + text + payload[at + cut :]
+    fast = events_module._parse_valid(payload)
+    try:
+        careful = events_module._parse_explaining(payload)
+    except InvalidPayload:
+        assert fast is None, f"the fast path accepted what the careful one refuses: {payload!r}"
+        return
+    assert fast is None or fast == careful

@@ -164,6 +164,9 @@ class DeviceStatus(_EventBase):
 
 Event = Annotated[Union[Reading, DoorEvent, PatrolTap, DeviceStatus], Field(discriminator="kind")]
 
+#: The `kind` of every event type, e.g. for routing events to whatever reads them.
+EVENT_KINDS: tuple[str, ...] = tuple(cls.model_fields["kind"].default for cls in (Reading, DoorEvent, PatrolTap, DeviceStatus))
+
 
 class EventBatch(BaseModel):
     """Several events in one MQTT message."""
@@ -212,6 +215,35 @@ def decode_events(
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise InvalidPayload(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}", "too_large")
+    events = _parse_valid(payload)
+    if events is None:
+        events = _parse_explaining(payload)
+    if now is not None:
+        for event in events:
+            if event.event_time - now > max_future:
+                raise InvalidPayload(
+                    f"event {event.id}: event_time {event.event_time.isoformat()} is more than "
+                    f"{max_future} ahead of the receiver's clock",
+                    "future_time",
+                )
+    return events
+
+
+def _parse_valid(payload: bytes) -> list[Event] | None:
+    """The fast path, for the payloads that are valid: pydantic parses and validates the
+    JSON in one pass. Any failure (or a wrong guess of batch vs single event) returns
+    None, and the careful path below decides and explains; the schema refuses NaN and
+    infinities wherever a number goes, so this path accepts nothing that one refuses."""
+    try:
+        if b'"events"' in payload:
+            return list(EventBatch.model_validate_json(payload).events)
+        return [_event_adapter.validate_json(payload)]
+    except ValidationError:
+        return None
+
+
+def _parse_explaining(payload: bytes) -> list[Event]:
+    """Parse in steps, so a refusal names the first thing wrong (and its code)."""
     try:
         text = payload.decode("utf-8")  # JSON on the wire is UTF-8 (RFC 8259), never UTF-16/32
     except UnicodeDecodeError as exc:
@@ -229,14 +261,6 @@ def decode_events(
             events = [_event_adapter.validate_python(document)]
     except ValidationError as exc:
         raise InvalidPayload(_first_error(exc)) from None
-    if now is not None:
-        for event in events:
-            if event.event_time - now > max_future:
-                raise InvalidPayload(
-                    f"event {event.id}: event_time {event.event_time.isoformat()} is more than "
-                    f"{max_future} ahead of the receiver's clock",
-                    "future_time",
-                )
     return events
 
 

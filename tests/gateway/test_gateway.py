@@ -3,6 +3,7 @@ rule through to a stored alert served over real HTTP, and restarts."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -156,6 +157,58 @@ def test_rule_state_and_alerts_survive_a_restart(gateway_config: GatewayConfig, 
         assert alert.details["wasted_kwh"] == pytest.approx(1000 * 20 / 60 / 1000)
     finally:
         restarted.stop()
+
+
+def test_between_snapshots_the_rules_are_journalled_and_rebuilt_exactly(
+    gateway_config: GatewayConfig, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the first batch's snapshot every batch is journalled; the snapshot with the
+    journal replayed onto it is the live rule state, duplicates and ticks included."""
+    monkeypatch.setattr("gateway.service.SNAPSHOT_SECONDS", 3600.0)
+    gateway = start_gateway(gateway_config)
+    try:
+        publisher.events(power(0, 1000))
+        assert gateway.wait_until(lambda: gateway.counts().get("events_stored_reading", 0) == 1, timeout=10)
+        publisher.events(*[power(m, 1000) for m in range(5, 21, 5)])  # raises at 19:15
+        publisher.events(power(10, 1000), power(25, 1000))  # one duplicate, one fresh
+        assert gateway.wait_until(lambda: gateway.events_stored == 6, timeout=10)
+        gateway.tick(EVENING + timedelta(minutes=30))
+        assert gateway.wait_until(lambda: gateway.last_tick == EVENING + timedelta(minutes=30), timeout=10)
+        journal = gateway.store.rule_journal()
+        rebuilt = gateway._committed_rules().snapshot()
+        live = gateway.engine.snapshot()
+    finally:
+        gateway.stop()
+    entries = [json.loads(entry) for entry in journal]  # batches may merge messages: look inside
+    assert [m[2] for e in entries for m in e["messages"]] == [None, [1]]  # the duplicate is not replayed
+    assert [e["tick"] for e in entries if e["tick"]] == [(EVENING + timedelta(minutes=30)).isoformat()]
+    assert json.loads(json.dumps(rebuilt)) == json.loads(json.dumps(live))
+    assert live["ac_after_hours"]["episodes"], "the episode is open in the live rules"
+
+
+def test_after_a_crash_the_journal_carries_the_timers_on(
+    gateway_config: GatewayConfig, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No snapshot on the way down (as after kill -9): the next start replays the journal."""
+    monkeypatch.setattr("gateway.service.SNAPSHOT_SECONDS", 3600.0)
+    gateway = start_gateway(gateway_config)
+    monkeypatch.setattr(gateway, "_snapshot_on_stop", lambda: None)
+    publisher.events(power(0, 5))  # standby: the snapshot of the first batch has no episode
+    assert gateway.wait_until(lambda: gateway.counts().get("events_stored_reading", 0) == 1, timeout=10)
+    publisher.events(*[power(m, 1000) for m in range(5, 11, 5)])  # the AC goes on at 19:05
+    assert gateway.wait_until(lambda: gateway.counts().get("events_stored_reading", 0) == 3, timeout=10)
+    assert gateway.store.rule_journal(), "the second batch was journalled, not snapshotted"
+    gateway.stop()
+    restarted = start_gateway(gateway_config)
+    try:
+        publisher.events(power(20, 1000))
+        assert restarted.wait_until(lambda: restarted.counts().get("events_stored_reading", 0) == 1, timeout=10)
+        [alert] = restarted.store.alerts(rule="ac_after_hours")
+    finally:
+        restarted.stop()
+    # Raised at 19:20 from a grace timer that started at 19:05, known only from the journal.
+    assert alert.opened_at.startswith("2026-11-17T18:20:00")
+    assert alert.details["since"].startswith("2026-11-17T18:05:00")
 
 
 def test_metrics_endpoint_counts_rejections_by_reason(gateway_config: GatewayConfig, publisher: Publisher) -> None:

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from rules.alerts import AlertSignal, SignalAction
-from rules.engine import RuleEngine
+from rules.engine import RuleEngine, build_rules
 from warden.config import RulesConfig, SiteConfig
 from warden.events import (
     DeviceState,
@@ -116,6 +116,7 @@ def test_stats_include_rule_counters(engine: RuleEngine) -> None:
 
 class _Broken:
     name = "broken"
+    reads = frozenset({"reading"})
     stats: dict[str, int] = {}
 
     def on_event(self, event: Event) -> list[AlertSignal]:
@@ -131,14 +132,38 @@ class _Broken:
         pass
 
 
-def test_a_failing_rule_does_not_stop_the_others(engine: RuleEngine) -> None:
-    engine.rules = (_Broken(), *engine.rules)
+def test_a_failing_rule_does_not_stop_the_others() -> None:
+    engine = RuleEngine(SITE, CONFIG, rules=(_Broken(), *build_rules(SITE, CONFIG)))
     signals = run(engine, local("2026-03-03 19:00"), range(0, 11, 5))
     assert [s.action for s in signals] == [SignalAction.RAISE]
     assert engine.on_tick(local("2026-03-03 19:20")) == []
     stats = engine.stats()
     assert stats["errors"] == 4
     assert stats["last_error"] == "broken: RuntimeError('bug')"
+
+
+class _Recorder(_Broken):
+    """Keeps the kinds of the events it was given."""
+
+    reads = frozenset({"door"})
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def on_event(self, event: Event) -> list[AlertSignal]:
+        self.seen.append(event.kind)
+        return []
+
+
+def test_an_event_goes_only_to_the_rules_that_read_its_kind() -> None:
+    recorder = _Recorder()
+    engine = RuleEngine(SITE, CONFIG, rules=(recorder,))
+    at = local("2026-03-03 19:00")
+    door = DoorEvent(id=stable_event_id("door-1", at), site="school", device="door-1", event_time=at, door="A-main", action=DoorAction.OPENED)
+    engine.on_event(power(at, 1200))
+    engine.on_event(door)
+    assert recorder.seen == ["door"]
+    assert engine.stats()["events"] == 2
 
 
 def test_every_family_snapshots_to_json_and_restores_the_same_state() -> None:
