@@ -4,12 +4,17 @@ Both consumers drain the same backlog: their persistent session is created, then
 messages are queued at Mosquitto while they are offline, then they connect and the time
 to take in everything is measured. This isolates the consumer from the publisher.
 
-    python -m bench.ingest [--messages N] [--batch B]
+The readings are AC power readings after hours, spread round-robin over `--devices`
+meters, each in a room of its own with a school-day schedule, so the rules keep state
+for every device (scaling: `--devices 100 1000 10000`).
+
+    python -m bench.ingest [--messages N] [--batch B ...] [--devices D ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import threading
 import time
@@ -27,9 +32,16 @@ from warden.mqtt import make_client
 
 T0 = datetime(2026, 11, 17, 20, 0, tzinfo=timezone.utc)
 TOPIC = topics.events_topic("bench", "agent-1")
-SITE = SiteConfig.model_validate(
-    {"id": "bench", "timezone": "Europe/Berlin", "buildings": [{"id": "B", "rooms": [{"id": "R", "devices": ["m-0"]}]}]}
-)
+
+
+def site(devices: int) -> SiteConfig:
+    """A school with one AC meter per room, `devices` rooms."""
+    return SiteConfig.model_validate({
+        "id": "bench", "timezone": "Europe/Berlin",
+        "schedules": {"school-day": [{"days": "mon-fri", "hours": "07:30-18:00"}]},
+        "buildings": [{"id": "B", "rooms": [{"id": f"R{d}", "schedule": "school-day", "devices": [f"m-{d}"]} for d in range(devices)]}],
+    })  # fmt: skip
+
 #: Mosquitto's default in-flight window (20) would bound any acknowledging consumer.
 BROKER_TUNING = "max_inflight_messages 1000\nmax_queued_messages 0\n"
 
@@ -40,6 +52,8 @@ class Result:
     messages: int
     readings: int
     seconds: float
+    rule_state_kb: float = 0.0  # the rules' snapshot at the end (what a restart restores)
+    snapshot_ms: float = 0.0  # time to take and encode it (done every few seconds)
 
     @property
     def messages_per_s(self) -> float:
@@ -50,12 +64,12 @@ class Result:
         return self.readings / self.seconds
 
 
-def payloads(messages: int, batch: int) -> list[bytes]:
+def payloads(messages: int, batch: int, devices: int = 1) -> list[bytes]:
     out = []
     for m in range(messages):
         events = [
             Reading(
-                id=stable_event_id("bench", m, i), site="bench", device="m-0",
+                id=stable_event_id("bench", m, i), site="bench", device=f"m-{(m * batch + i) % devices}",
                 event_time=T0 + timedelta(milliseconds=m * batch + i), quantity="power", value=float(i), unit="W",
             )
             for i in range(batch)
@@ -108,36 +122,40 @@ def bare_subscriber(broker: BrokerConfig, data: list[bytes], batch: int) -> Resu
     return Result("bare paho subscriber", received, received * batch, elapsed)
 
 
-def gateway_consumer(broker: BrokerConfig, data: list[bytes], batch: int, workdir: Path) -> Result:
+def gateway_consumer(broker: BrokerConfig, data: list[bytes], batch: int, workdir: Path, site: SiteConfig) -> Result:
     config = GatewayConfig.model_validate(
         {"id": "bench-gw", "site_file": str(workdir / "site.yaml"), "broker": broker.model_dump(),
          "historian": {"type": "sqlite", "path": str(workdir / "history.db")}, "state_db": str(workdir / "state.db")}
     )
     clock = ManualClock(T0 + timedelta(days=1))
-    first = Gateway(config, SITE, clock)
+    first = Gateway(config, site, clock)
     first.start()
     first.subscribed.wait(10)
     first.stop()
     enqueue(broker, data)
     expected = len(data) * batch
     start = time.perf_counter()
-    gateway = Gateway(config, SITE, clock)
+    gateway = Gateway(config, site, clock)
     gateway.start()
     gateway.wait_until(lambda: gateway.events_stored >= expected, timeout=600)
     elapsed = time.perf_counter() - start
     stored = int(gateway.counts().get("events_stored_reading", 0))
-    gateway.stop()
-    return Result("gateway (validate, dedupe, SQLite historian, rules, commit, ack)", len(data), stored, elapsed)
+    gateway.stop()  # the worker is done: the engine can be read from here
+    snapshot_started = time.perf_counter()
+    state = json.dumps(gateway.engine.snapshot())
+    snapshot_ms = (time.perf_counter() - snapshot_started) * 1000
+    name = "gateway (validate, dedupe, SQLite historian, rules, commit, ack)"
+    return Result(name, len(data), stored, elapsed, len(state) / 1024, snapshot_ms)
 
 
-def run(messages: int, batch: int) -> tuple[Result, Result]:
+def run(messages: int, batch: int, devices: int) -> tuple[Result, Result]:
     with tempfile.TemporaryDirectory() as tmp:
         broker = MosquittoBroker(workdir=Path(tmp) / "mq", extra_config=BROKER_TUNING)
         try:
             config = BrokerConfig(host=broker.host, port=broker.port)
-            data = payloads(messages, batch)
+            data = payloads(messages, batch, devices)
             baseline = bare_subscriber(config, data, batch)
-            measured = gateway_consumer(config, data, batch, Path(tmp))
+            measured = gateway_consumer(config, data, batch, Path(tmp), site(devices))
         finally:
             broker.stop()
     return baseline, measured
@@ -145,16 +163,19 @@ def run(messages: int, batch: int) -> tuple[Result, Result]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--messages", type=int, default=20_000, help="single-reading messages; batches get a tenth")
     parser.add_argument("--batch", type=int, nargs="*", default=[1, 100])
+    parser.add_argument("--devices", type=int, nargs="*", default=[1])
     args = parser.parse_args()
-    print(f"{'case':<12} {'consumer':<66} {'msg/s':>9} {'readings/s':>11} {'ratio':>6}")
-    for batch in args.batch:
-        messages = args.messages if batch == 1 else max(1, args.messages // 10)
-        baseline, measured = run(messages, batch)
-        for result in (baseline, measured):
-            ratio = result.messages_per_s / baseline.messages_per_s
-            print(f"batch={batch:<6} {result.name:<66} {result.messages_per_s:>9.0f} {result.readings_per_s:>11.0f} {ratio:>6.2f}")
+    print(f"{'case':<12} {'devices':>7} {'consumer':<66} {'msg/s':>9} {'readings/s':>11} {'ratio':>6} {'rule state':>11} {'snapshot':>9}")
+    for devices in args.devices:
+        for batch in args.batch:
+            messages = args.messages if batch == 1 else max(1, args.messages // 10)
+            baseline, measured = run(messages, batch, devices)
+            for result in (baseline, measured):
+                ratio = result.messages_per_s / baseline.messages_per_s
+                state = f"{result.rule_state_kb:>8.0f} kB {result.snapshot_ms:>6.1f} ms" if result is measured else ""
+                print(f"batch={batch:<6} {devices:>7} {result.name:<66} {result.messages_per_s:>9.0f} {result.readings_per_s:>11.0f} {ratio:>6.2f} {state}")
 
 
 if __name__ == "__main__":

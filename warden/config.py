@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from datetime import date, time
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -179,11 +180,18 @@ class SiteConfig(_Strict):
 
     def locate(self, device: str) -> DeviceLocation | None:
         """Building, room and schedule of a device, or None if the site does not list it."""
+        return self.device_locations.get(device)
+
+    @cached_property
+    def device_locations(self) -> dict[str, DeviceLocation]:
+        """Every listed device's place, built once: locate() runs for every device of
+        every batch and tick, so a scan of the rooms would make a big site quadratic."""
+        places: dict[str, DeviceLocation] = {}
         for building in self.buildings:
             for room in building.rooms:
-                if device in room.devices:
-                    return DeviceLocation(building=building.id, room=room.id, schedule=room.schedule)
-        return None
+                for device in room.devices:
+                    places.setdefault(device, DeviceLocation(building=building.id, room=room.id, schedule=room.schedule))
+        return places
 
 
 # --------------------------------------------------------------------------- agent
