@@ -235,6 +235,7 @@ class Gateway:
         if ticks:
             self._tick_pending.clear()
             changes += self._escalate()
+            self._forget_old_event_ids()
         self._announce(changes)
         self._count_batch(sum(isinstance(item, Incoming) for item in batch), events, fresh, refused)
         if tick_at is not None:
@@ -334,6 +335,14 @@ class Gateway:
             return []
         self.escalation_checked_at = now
         return changes
+
+    def _forget_old_event_ids(self) -> None:
+        """Housekeeping on the tick; a failure only postpones it to the next."""
+        try:
+            if self.store.forget_old_event_ids(timedelta(days=self.config.dedup_window_days)):
+                log.info("forgot the oldest generation of seen event ids", extra={"window_days": self.config.dedup_window_days})
+        except Exception:
+            log.exception("could not forget old event ids; retried on the next tick")
 
     def acknowledge(self, alert_id: int, by: str, note: str | None = None) -> AlertChange:
         """A person acknowledges an alert; notified like any other change."""

@@ -18,7 +18,7 @@ import json
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -27,6 +27,8 @@ from warden.clock import Clock
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_events (id TEXT PRIMARY KEY, received_at TEXT NOT NULL) WITHOUT ROWID;  -- one b-tree, not two
+CREATE TABLE IF NOT EXISTS seen_events_previous (id TEXT PRIMARY KEY, received_at TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL,
     topic TEXT NOT NULL, payload BLOB NOT NULL, size INTEGER NOT NULL, reason TEXT NOT NULL);
@@ -160,8 +162,30 @@ class StateStore:
         for start in range(0, len(ids), 500):  # stay under SQLite's limit of bound parameters
             chunk = ids[start : start + 500]
             placeholders = ",".join("?" * len(chunk))
-            seen.update(row[0] for row in self._db.execute(f"SELECT id FROM seen_events WHERE id IN ({placeholders})", chunk))
+            for table in ("seen_events", "seen_events_previous"):
+                seen.update(row[0] for row in self._db.execute(f"SELECT id FROM {table} WHERE id IN ({placeholders})", chunk))
         return set(ids) - seen
+
+    def forget_old_event_ids(self, window: timedelta) -> bool:
+        """Keep the seen ids from growing forever: ids are kept in two generations, and
+        when the current one is `window / 2` old the previous one is dropped, so an id is
+        remembered for between half the window and the window. Cheap (a table dropped,
+        not rows scanned); True if it rotated."""
+        now = self._clock_now()
+        db = self._db
+        with _transaction(db):
+            row = db.execute("SELECT value FROM store_meta WHERE key = 'seen_events_since'").fetchone()
+            if row is not None and now - datetime.fromisoformat(row[0]) < window / 2:
+                return False
+            if row is not None:
+                db.execute("DROP TABLE seen_events_previous")
+                db.execute("ALTER TABLE seen_events RENAME TO seen_events_previous")
+                db.execute("CREATE TABLE seen_events (id TEXT PRIMARY KEY, received_at TEXT NOT NULL) WITHOUT ROWID")
+            db.execute(
+                "INSERT INTO store_meta (key, value) VALUES ('seen_events_since', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (now.isoformat(),),
+            )  # fmt: skip
+        return row is not None
 
     def commit_batch(
         self,
@@ -335,7 +359,7 @@ class StateStore:
         return [dict(row) for row in rows]
 
     def count(self, table: str) -> int:
-        if table not in ("seen_events", "dead_letters", "alerts", "alert_history"):
+        if table not in ("seen_events", "seen_events_previous", "dead_letters", "alerts", "alert_history"):
             raise ValueError(f"unknown table {table!r}")
         return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 

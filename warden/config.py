@@ -851,6 +851,11 @@ class GatewayConfig(_Strict):
     historian: HistorianConfig = SqliteHistorianConfig(type="sqlite")
     state_db: Path = Path("data/state.db")
     queue_size: int = Field(default=10_000, ge=1)
+    dedup_window_days: float = Field(
+        default=14, gt=0,
+        description="How long an event id is remembered so that a re-sent copy is dropped "
+        "(between half this and this long); the seen ids do not grow forever.",
+    )  # fmt: skip
     api: ApiConfig = ApiConfig()
     rules: RulesConfig = RulesConfig()
     alerts: AlertsConfig = AlertsConfig()
