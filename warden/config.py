@@ -618,7 +618,8 @@ class DeadmanConfig(_Strict):
     patrol_tap_minutes: float | None = Field(default=None, gt=0)
     heartbeats_count: bool = False  # the agent heartbeats for every device it serves, silent or not
     agent_offline_minutes: float = Field(
-        default=0.0, ge=0, description="An agent's offline status raises only once it lasted this long (0: at once)"
+        default=5.0, ge=0, description="An agent's offline status raises only once it lasted this long (0: at once); "
+        "a broker restart fires every agent's will and they are back seconds later"
     )
     devices: dict[Identifier, Annotated[float, Field(gt=0)] | None] = Field(
         default_factory=dict, description="Per-device minutes; null: not watched"

@@ -21,7 +21,9 @@ SITE = SiteConfig.model_validate(
         "buildings": [{"id": "A", "rooms": [{"id": "A-204", "devices": ["ac-1", "ac-2", "wm-1", "ctl-door"]}]}],
     }
 )
-AGENTS = DeadmanConfig.model_validate({"agents": {"agent-a": ["ac-1", "ac-2", "wm-1"]}})
+#: An agent's offline status raises at once here (the default waits a few minutes).
+AT_ONCE = {"agent_offline_minutes": 0}
+AGENTS = DeadmanConfig.model_validate({"agents": {"agent-a": ["ac-1", "ac-2", "wm-1"]}, **AT_ONCE})
 
 
 def at(hhmm: str) -> datetime:
@@ -49,7 +51,7 @@ def ticks(rule: DeadmanRule, *times: str) -> list[AlertSignal]:
 
 @pytest.fixture
 def rule() -> DeadmanRule:
-    deadman = DeadmanRule(SITE, DeadmanConfig())
+    deadman = DeadmanRule(SITE, DeadmanConfig.model_validate(AT_ONCE))
     deadman.on_tick(at("09:00"))
     return deadman
 
@@ -174,7 +176,7 @@ def test_without_a_mapping_an_offline_agent_holds_back_devices_of_no_known_agent
 
 
 def test_a_learned_mapping_scopes_the_hold_back() -> None:
-    engine = RuleEngine(SITE, RulesConfig())
+    engine = RuleEngine(SITE, RulesConfig.model_validate({"deadman": AT_ONCE}))
     engine.on_tick(at("09:00"))
     engine.learn_agent("ac-1", "agent-x")
     engine.learn_agent("ac-2", "agent-y")
