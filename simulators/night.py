@@ -11,6 +11,10 @@ A broker restart needs someone who can restart the broker (`OutageControl`, give
 demo); without one, `warden simulate` against an external broker skips it and says so in
 the ground truth. The clock is paused around the restart itself, so a real second of
 Mosquitto starting is not an hour of the night.
+
+The same pause serves any other disturbance at a chosen simulated time: `Interruption`s
+(the fault suite kills processes, stops the historian or unplugs a serial port with
+them) run with the clock stopped, after every message sent so far has reached the broker.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,7 +47,9 @@ from warden.mqtt import ConnectionFlag, make_client
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NightSimulation", "OutageControl", "SimulationTotals", "device_topic", "door_topic", "pending_devices"]
+__all__ = [
+    "Interruption", "NightSimulation", "OutageControl", "SimulationTotals", "device_topic", "door_topic", "pending_devices",
+]
 
 #: Real seconds to wait for the simulator's own MQTT client after a broker restart.
 RECONNECT_TIMEOUT = 30.0
@@ -58,6 +65,16 @@ class OutageControl(Protocol):
     def broker_up(self) -> None:
         """Start it again and return once the agent and the gateway are back."""
         ...
+
+
+@dataclass(frozen=True)
+class Interruption:
+    """Work done at simulated time `at` with the clock paused (a fault, a check): before
+    any emission at or after `at`, once every MQTT message sent so far is at the broker."""
+
+    at: datetime
+    name: str
+    run: Callable[[], None]
 
 
 @dataclass
@@ -89,12 +106,21 @@ class NightSimulation:
         *,
         workdir: Path | None = None,
         outage: OutageControl | None = None,
+        interruptions: Iterable[Interruption] = (),
+        on_wire: Callable[[Emission], None] | None = None,
     ) -> None:
+        """`on_wire` sees every emission that went on the wire (not one an MQTT device
+        could not publish while the broker was down), in order, on the playing thread."""
         self.scenario = scenario
         self.broker = broker
         self.clock = clock
         self.seed = seed
         self.outage = outage
+        self.interruptions = sorted(interruptions, key=lambda i: i.at)
+        late = [i.name for i in self.interruptions if not scenario.start_utc <= i.at <= scenario.end_utc]
+        if late:
+            raise ValueError(f"interruptions outside the night ({scenario.start_utc} to {scenario.end_utc}): {late}")
+        self.on_wire = on_wire
         self.workdir = (workdir or Path("data/simulated")).resolve()
         self.night = Night(scenario, seed)
         self.totals = SimulationTotals()
@@ -104,8 +130,7 @@ class NightSimulation:
             if isinstance(spec, PowerMeterSpec) and spec.transport == "modbus":
                 self.meters[spec.device] = self._modbus_meter(spec)
             elif needs_port(spec):
-                assert isinstance(spec, (PatrolReaderSpec, DoorControllerSpec))
-                self.links[spec.device] = open_link(spec.link)
+                self.plug(spec.device)
         self.client = make_client(broker, f"warden-sim-{scenario.site.id}")
         self.connection = ConnectionFlag()
         self.client.on_connect = lambda c, u, f, rc, p: None if self.connection.on_connect(rc) else None
@@ -138,14 +163,34 @@ class NightSimulation:
         }
         return ground_truth_document(self.scenario, self.seed, skipped=self.totals.skipped, stats=stats)
 
+    def unplug(self, device: str) -> None:
+        """Pull a serial device's cable: its pty or device server is gone (plug() it back)."""
+        self.links.pop(device).close()
+
+    def plug(self, device: str) -> str:
+        """Give a serial device a new link (a new pty, as when a USB adapter comes back);
+        returns its port."""
+        spec = self.scenario.device(device)
+        if not isinstance(spec, (PatrolReaderSpec, DoorControllerSpec)) or not needs_port(spec):
+            raise ValueError(f"{device} is not on a serial line")
+        if device in self.links:
+            raise ValueError(f"{device} is plugged in already")
+        self.links[device] = open_link(spec.link)
+        return self.links[device].port
+
     # ----------------------------------------------------------------- playing
 
     def run(self, progress: Callable[[float], None] | None = None) -> SimulationTotals:
-        """Play the whole night; `progress` gets the fraction of the night done."""
+        """Play the whole night; `progress` gets the fraction of the night done. Returns
+        with the clock paused at the night's end: nobody's timers (heartbeats, polls) run
+        past it while the pipeline catches up."""
         self.client.connect(self.broker.host, self.broker.port)
         self.client.loop_start()
         try:
             self._play(self.night.emissions(), progress)
+            self.clock.sleep_until(self.scenario.end_utc)
+            self.clock.pause()
+            self.clock.jump(self.scenario.end_utc)
             self._confirm_publishes()
         finally:
             self.client.disconnect()
@@ -161,15 +206,34 @@ class NightSimulation:
     def _play(self, emissions: Iterable[Emission], progress: Callable[[float], None] | None) -> None:
         start, end = epoch(self.scenario.start_utc), epoch(self.scenario.end_utc)
         reported = -1
+        waiting = list(self.interruptions)
         for e in emissions:
+            while waiting and epoch(waiting[0].at) <= e.t:
+                self._interrupt(waiting.pop(0))
             self.clock.sleep_until(utc(e.t))
             self._deliver(e)
             done = int(100 * (e.t - start) / (end - start))
             if progress is not None and done != reported:
                 reported = done
                 progress(min(done, 100) / 100)
+        for interruption in waiting:
+            self._interrupt(interruption)
         if progress is not None:
             progress(1.0)
+
+    def _interrupt(self, interruption: Interruption) -> None:
+        self.clock.sleep_until(interruption.at)
+        log.info("interruption", extra={"name": interruption.name, "at": interruption.at.isoformat()})
+        self._paused(interruption.run)
+
+    def _paused(self, work: Callable[[], None]) -> None:
+        """Do `work` with the clock stopped, once what was published so far is at the broker."""
+        self.clock.pause()
+        try:
+            self._confirm_publishes()
+            work()
+        finally:
+            self.clock.resume()
 
     def _deliver(self, e: Emission) -> None:
         if e.channel == BROKER:
@@ -188,6 +252,8 @@ class NightSimulation:
         elif e.channel == WAND:
             deliver(self.workdir / "spool" / e.device, e.topic, e.payload)
         self._count(e)
+        if self.on_wire is not None:
+            self.on_wire(e)
 
     def _count(self, e: Emission) -> None:
         totals = self.totals
@@ -234,19 +300,27 @@ class NightSimulation:
                 self.totals.skipped += [n for n in names if n not in self.totals.skipped]
                 log.warning("broker restart skipped: this simulation does not control the broker", extra={"incidents": names})
             return
-        self.clock.pause()
-        try:
-            if action == "down":
-                self._confirm_publishes()
-                self.outage.broker_down(self.totals)
-                self._broker_down = True
-            else:
-                self.outage.broker_up()
-                if not self.connection.connected.wait(RECONNECT_TIMEOUT):
-                    raise RuntimeError(f"simulated devices did not reconnect to the broker within {RECONNECT_TIMEOUT}s")
-                self._broker_down = False
-        finally:
-            self.clock.resume()
+        self._paused(lambda: self._restart_broker(action))
+
+    def _restart_broker(self, action: str) -> None:
+        assert self.outage is not None
+        if action == "down":
+            self.outage.broker_down(self.totals)
+            self.broker_stopped()
+        else:
+            self.outage.broker_up()
+            self.broker_started()
+
+    def broker_stopped(self) -> None:
+        """The broker is gone (an outage, or a fault someone injects): MQTT devices lose
+        what they publish (counted in `totals.lost`) until broker_started()."""
+        self._broker_down = True
+
+    def broker_started(self) -> None:
+        """The broker is back: returns once the devices' own client has reconnected."""
+        if not self.connection.connected.wait(RECONNECT_TIMEOUT):
+            raise RuntimeError(f"simulated devices did not reconnect to the broker within {RECONNECT_TIMEOUT}s")
+        self._broker_down = False
 
 
 def pending_devices(drivers: Iterable[Driver], handled: Mapping[str, int]) -> dict[str, tuple[int, int]]:

@@ -10,6 +10,10 @@ answers from the meter's curve (and its faults). Events then go through what the
 does before the rules (drop repeated ids), and signals through what its alert store does
 (at most one open alert per key). So a scenario's ground truth can be checked in tests
 in seconds, under realistic ticking, before the end-to-end test checks it for real.
+
+The same drivers, fed what a live night really put on the wire (`ProducedEvents`), give
+the ids of every event the real agent must deliver: what the fault suite looks for in the
+historian, each exactly once.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import heapq
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -72,6 +76,73 @@ class ReplayResult:
     signals: list[AlertSignal] = field(default_factory=list)
 
 
+class DriverBank:
+    """The agent's driver for every device of a night, configured as the live agent's
+    (simulators/wiring.py), fed in-process: `take()` hands an emission to the driver the
+    agent would read it with. Modbus meters answer through an in-memory bus (`meters`),
+    polled by whoever owns the bank."""
+
+    def __init__(self, night: Night, spool: Path, clock: _Clock, emit: Callable[[Event], None]) -> None:
+        self.night = night
+        self.clock = clock
+        self.site = night.scenario.site.id
+        self.drivers: dict[str, Any] = {}
+        self.meters: dict[str, _Meter] = {}
+        for spec in night.scenario.devices:
+            config = _DEVICE.validate_python(device_config(night, spec, port="replay", spool_dir=spool / spec.device))
+            self.drivers[config.id] = self._driver(config, emit)
+
+    def _driver(self, config: Any, emit: Callable[[Event], None]) -> Any:
+        site, clock = self.site, self.clock
+        match config.driver:
+            case "mqtt_json":
+                return MqttJsonDriver(config, site, emit, clock)
+            case "mqtt_door":
+                return MqttDoorDriver(config, site, emit, clock)
+            case "patrol_line":
+                return PatrolLineDriver(config, site, emit, clock)
+            case "door_line":
+                return DoorLineDriver(config, site, emit, clock)
+            case "patrol_wand":
+                return PatrolWandDriver(config, site, emit, clock)
+        meter = self.meters[config.id] = _Meter(self.night.power[config.id], clock)
+        return ModbusRtuDriver(config, site, emit, clock, ModbusBus(config, lambda _: meter))
+
+    def take(self, e: Emission) -> None:
+        """What the device's driver does with one emission (BROKER controls are not theirs)."""
+        if e.channel == MQTT:
+            self.drivers[e.device].handle(e.payload)
+        elif e.channel == LINE:
+            self.drivers[e.device].feed(e.payload)
+        elif e.channel == WAND:
+            driver = self.drivers[e.device]
+            deliver(driver.spool, e.topic, e.payload)
+            driver.scan()
+        elif e.channel == MODBUS:
+            self.meters[e.device].control(e.action)
+
+
+class ProducedEvents:
+    """Every event the agent should make of what a live night put on the wire (pass `add`
+    as NightSimulation's `on_wire`), by id: an MQTT message lost while the broker was down
+    is not in it, a resent line or a duplicated message is in it once. Polled Modbus meters
+    are refused: what they produce depends on when the agent polls, not on emissions."""
+
+    def __init__(self, night: Night, spool: Path) -> None:
+        if night.modbus_meters:
+            raise ValueError(f"polled Modbus meters have no emissions to derive events from: {sorted(night.modbus_meters)}")
+        self.events: dict[str, Event] = {}
+        self._clock = _Clock(night.scenario.start_utc)
+        self._bank = DriverBank(night, spool, self._clock, lambda event: self.events.setdefault(event.id, event))
+
+    def add(self, e: Emission) -> None:
+        self._clock.at = e.at
+        self._bank.take(e)
+
+    def ids(self) -> set[str]:
+        return set(self.events)
+
+
 def replay(night: Night, *, tick_seconds: float = 60.0) -> ReplayResult:
     """Play the night through drivers and rules; return the alerts they raised."""
     with tempfile.TemporaryDirectory(prefix="warden-replay-") as spool:
@@ -92,27 +163,8 @@ class _Replay:
         self.pending: list[Event] = []
         self.result = ReplayResult(alerts=[], events=0, duplicates=0, counters={})
         self.open: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self.drivers: dict[str, Any] = {}
-        self.meters: dict[str, _Meter] = {}
-        for spec in scenario.devices:
-            config = _DEVICE.validate_python(device_config(night, spec, port="replay", spool_dir=spool / spec.device))
-            self.drivers[config.id] = self._driver(config)
-
-    def _driver(self, config: Any) -> Any:
-        emit, clock = self.pending.append, self.clock
-        match config.driver:
-            case "mqtt_json":
-                return MqttJsonDriver(config, self.site, emit, clock)
-            case "mqtt_door":
-                return MqttDoorDriver(config, self.site, emit, clock)
-            case "patrol_line":
-                return PatrolLineDriver(config, self.site, emit, clock)
-            case "door_line":
-                return DoorLineDriver(config, self.site, emit, clock)
-            case "patrol_wand":
-                return PatrolWandDriver(config, self.site, emit, clock)
-        meter = self.meters[config.id] = _Meter(self.night.power[config.id], self.clock)
-        return ModbusRtuDriver(config, self.site, emit, clock, ModbusBus(config, lambda _: meter))
+        self.bank = DriverBank(night, spool, self.clock, self.pending.append)
+        self.drivers, self.meters = self.bank.drivers, self.bank.meters
 
     # ----------------------------------------------------------------- playing
 
@@ -151,18 +203,10 @@ class _Replay:
 
     def _emission(self, ordered: _Ordered) -> None:
         e = ordered.emission
-        if e.channel == MQTT:
-            self.drivers[e.device].handle(e.payload)
-        elif e.channel == LINE:
-            self.drivers[e.device].feed(e.payload)
-        elif e.channel == WAND:
-            driver = self.drivers[e.device]
-            deliver(driver.spool, e.topic, e.payload)
-            driver.scan()
-        elif e.channel == MODBUS:
-            self.meters[e.device].control(e.action)
-        elif e.channel == BROKER and e.action == "up":
+        if e.channel == BROKER and e.action == "up":
             self._broker_restarted()
+        else:
+            self.bank.take(e)
 
     def _broker_restarted(self) -> None:
         """What the gateway sees after a broker restart: the agent's will (stamped when the

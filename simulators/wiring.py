@@ -2,6 +2,9 @@
 site would write them in agent.yaml. The live night (simulators/night.py) writes these
 into the agent config it hands out; the replay (simulators/replay.py) builds the same
 drivers in-process, so both read the devices through the same code.
+
+Also the gateway's side: the site file and gateway config for a scenario's night, as the
+demo, `warden simulate --gateway-config-out` and the fault suite write them.
 """
 
 from __future__ import annotations
@@ -9,12 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from simulators.ac_meter import POWER_FIELDS, SDM120_INCLUDE
 from simulators.scenario import (
     DeviceSpec,
     DoorControllerSpec,
     PatrolReaderSpec,
     PowerMeterSpec,
+    Scenario,
     WandDockSpec,
     WaterMeterSpec,
     WetSensorSpec,
@@ -84,3 +90,38 @@ def agent_config(
         "heartbeat_seconds": scenario.agent_heartbeat_seconds,
         "devices": devices,
     })
+
+
+def gateway_document(
+    scenario: Scenario,
+    broker: BrokerConfig,
+    *,
+    historian: dict[str, Any],
+    state_db: str = "data/state.db",
+    api_port: int = 0,
+    site_file: str = "site.yaml",
+    rules: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """gateway.yaml for the scenario's site and rules; `rules` overrides top-level rule keys
+    (the fault suite's allowed_lateness_seconds). Relative paths are the file's folder's."""
+    return {
+        "site_file": site_file,
+        "broker": broker.model_dump(mode="json", exclude_none=True),
+        "historian": historian,
+        "state_db": state_db,
+        "api": {"host": "127.0.0.1", "port": api_port},
+        "rules": {**scenario.rules.model_dump(mode="json"), **(rules or {})},
+    }
+
+
+def write_gateway_config(path: Path, scenario: Scenario, broker: BrokerConfig, **options: Any) -> Path:
+    """Write gateway.yaml (gateway_document's `options`) and the site file beside it."""
+    document = gateway_document(scenario, broker, **options)
+    write_yaml(path.parent / document["site_file"], scenario.site.model_dump(mode="json"))
+    return write_yaml(path, document)
+
+
+def write_yaml(path: Path, document: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path

@@ -119,6 +119,19 @@ def test_gateway_with_invalid_yaml(tmp_path: Path) -> None:
     assert "Traceback" not in output(result)
 
 
+@pytest.mark.parametrize("name", ["agent", "gateway"])
+def test_a_missing_simulated_clock_file_is_a_message_not_a_traceback(name: str, tmp_path: Path) -> None:
+    result = warden(name, "--config", CONFIG_DIR / f"{name}.yaml", "--sim-clock", tmp_path / "night.clock")
+    assert result.returncode == 2, output(result)
+    assert f"--sim-clock: {tmp_path / 'night.clock'}: no simulated clock file there" in result.stderr
+    assert "Traceback" not in output(result)
+
+
+def test_the_sim_clock_option_says_it_is_not_for_production() -> None:
+    for name in ("agent", "gateway"):
+        assert "never production" in warden(name, "--help").stdout
+
+
 # --------------------------------------------------------------------------- report
 
 

@@ -12,8 +12,6 @@ from contextlib import contextmanager
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from warden.config import AgentConfig, BrokerConfig, ConfigError, GatewayConfig, SiteConfig, load_config
 from warden.logs import configure_logging
@@ -22,6 +20,14 @@ app = typer.Typer(help="warden: facilities and safety-patrol monitoring.", no_ar
 console = Console(stderr=True, soft_wrap=True)  # never break an error message across lines
 
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR")]
+SimClockFile = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--sim-clock",
+        help="For simulated nights and drills only, never production: take the time from this "
+        "simulated clock file (written by `warden simulate --sim-clock`) instead of the system clock",
+    ),
+]
 
 
 def _fail(message: str) -> None:
@@ -38,6 +44,18 @@ def _config_errors() -> Iterator[None]:
         _fail(str(exc))
 
 
+def _clock(sim_clock: Path | None) -> Any:
+    """The system clock, or the simulated one another process publishes (docs/simulators.md)."""
+    if sim_clock is None:
+        return None
+    from warden.clock import FileClock
+
+    try:
+        return FileClock(sim_clock)
+    except ValueError as exc:
+        _fail(f"--sim-clock: {exc}")
+
+
 def _stop_on_signal() -> threading.Event:
     """Installed first thing, so a SIGTERM during start-up still shuts down cleanly."""
     stop = threading.Event()
@@ -50,6 +68,7 @@ def _stop_on_signal() -> threading.Event:
 def agent(
     config: Annotated[Path, typer.Option("--config", "-c", help="Agent config file (YAML or TOML)")],
     log_level: LogLevel = "INFO",
+    sim_clock: SimClockFile = None,
 ) -> None:
     """Run an edge agent: read the configured devices and forward their events."""
     from agent.runner import Agent
@@ -58,7 +77,7 @@ def agent(
     configure_logging(log_level)
     with _config_errors():
         agent_config = load_config(config, AgentConfig)
-    running = Agent(agent_config)
+    running = Agent(agent_config, _clock(sim_clock))
     running.start()
     stop.wait()
     running.stop()
@@ -68,6 +87,7 @@ def agent(
 def gateway(
     config: Annotated[Path, typer.Option("--config", "-c", help="Gateway config file (YAML or TOML)")],
     log_level: LogLevel = "INFO",
+    sim_clock: SimClockFile = None,
 ) -> None:
     """Run the gateway: ingest events, store them, run the rules, serve the API."""
     from gateway.api import ApiServer, create_app
@@ -78,7 +98,7 @@ def gateway(
     with _config_errors():
         gateway_config = load_config(config, GatewayConfig)
         site = load_config(gateway_config.site_file, SiteConfig)
-    service = Gateway(gateway_config, site)
+    service = Gateway(gateway_config, site, _clock(sim_clock))
     service.start()
     api = ApiServer(create_app(service), gateway_config.api.host, gateway_config.api.port)
     api.start()
@@ -99,18 +119,24 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Folder for ground-truth.json, and the devices' spool folders")] = Path("out/simulate"),
     district: Annotated[Optional[str], typer.Option(help="Instead of --scenario: a generated district, BUILDINGSxROOMS, e.g. 50x40")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only generate the night's events (no broker, no devices) and time it")] = False,
+    sim_clock: Annotated[Optional[Path], typer.Option("--sim-clock", help="Publish the simulated clock to this file, for `warden agent --sim-clock` and `warden gateway --sim-clock` (simulated nights only)")] = None,
+    gateway_config_out: Annotated[Optional[Path], typer.Option(help="Also write a gateway config (and site.yaml beside it) with the scenario's site and rules")] = None,
     log_level: LogLevel = "WARNING",
 ) -> None:
     """Play a scenario's simulated devices against a broker, for an agent started separately.
 
     Writes the agent config for the devices and, in --out, the ground truth (what was
-    injected, where, when, and the alerts it must cause; docs/simulators.md)."""
+    injected, where, when, and the alerts it must cause; docs/simulators.md). With
+    --sim-clock, a separately started agent and gateway run on the night's clock."""
     configure_logging(log_level)
     night = _simulation_scenario(scenario, district)
     if dry_run:
         _dry_run(night, seed, out)
         return
-    _play(night, speed=speed, seed=seed, broker=broker, agent_config_out=agent_config_out, start_delay=start_delay, out=out)
+    _play(
+        night, speed=speed, seed=seed, broker=broker, agent_config_out=agent_config_out, start_delay=start_delay,
+        out=out, sim_clock=sim_clock, gateway_config_out=gateway_config_out,
+    )
 
 
 def _simulation_scenario(scenario: str, district: str | None) -> Any:
@@ -145,12 +171,16 @@ def _dry_run(night: Any, seed: int, out: Path) -> None:
     )
 
 
-def _play(night: Any, *, speed: float, seed: int, broker: str, agent_config_out: Path, start_delay: float, out: Path) -> None:
+def _play(
+    night: Any, *, speed: float, seed: int, broker: str, agent_config_out: Path, start_delay: float, out: Path,
+    sim_clock: Path | None, gateway_config_out: Path | None,
+) -> None:
     import yaml
 
     from simulators.clock import PausableClock
     from simulators.ground_truth import write_ground_truth
     from simulators.night import NightSimulation
+    from simulators.wiring import write_gateway_config
 
     host, _, port = broker.rpartition(":")
     with _config_errors():
@@ -158,16 +188,21 @@ def _play(night: Any, *, speed: float, seed: int, broker: str, agent_config_out:
             broker_config = BrokerConfig(host=host or "127.0.0.1", port=int(port))
         except ValueError:
             _fail(f"--broker: expected host:port, got {broker!r}")
-    clock = PausableClock(night.start_utc, speed=speed)
+    clock = PausableClock(night.start_utc, speed=speed, publish=sim_clock)
     simulation = NightSimulation(night, broker_config, clock, seed=seed, workdir=out)
     try:
         agent_config = simulation.agent_config(Path("data/agent-outbox.db"))
         agent_config_out.write_text(yaml.safe_dump(agent_config.model_dump(mode="json", exclude_none=True), sort_keys=False))
         console.print(f"agent config for these devices: {agent_config_out}")
+        if gateway_config_out is not None:
+            write_gateway_config(gateway_config_out, night, broker_config, historian={"type": "sqlite", "path": "data/history.db"}, api_port=8080)
+            console.print(f"gateway config for this site: {gateway_config_out}")
+        if sim_clock is not None:
+            console.print(f"simulated clock (standing at the night's start until it begins): {sim_clock}")
         threading.Event().wait(start_delay)
         clock.run()
         with _progress_bar(f"simulating {night.name}") as advance:
-            totals = simulation.run(advance)
+            totals = simulation.run(advance)  # returns with the clock paused at the night's end
         truth = write_ground_truth(out / "ground-truth.json", simulation.ground_truth())
     finally:
         simulation.close()
@@ -292,6 +327,8 @@ def token(
 
 @contextmanager
 def _progress_bar(label: str) -> Iterator[Callable[[float], None]]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # not loaded by `warden agent`
+
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(label, total=1.0)
@@ -299,6 +336,8 @@ def _progress_bar(label: str) -> Iterator[Callable[[float], None]]:
 
 
 def _print_alerts(alerts: list[dict[str, object]], zone: tzinfo) -> None:
+    from rich.table import Table  # not loaded by `warden agent`
+
     table = Table(title=f"{len(alerts)} alert(s)")
     for column in ("rule", "subject", "state", "opened (site time)", "message"):
         table.add_column(column)

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from agent.drivers.modbus_rtu import ModbusRtuDriver
 from agent.drivers.patrol_line import PatrolLineDriver
 from agent.drivers.patrol_wand import PatrolWandDriver
+from agent.outbox import Stored
 from agent.runner import Agent
 from gateway.api import ApiServer, create_app
 from gateway.service import Gateway
@@ -37,6 +37,7 @@ from simulators.clock import PausableClock
 from simulators.ground_truth import GroundTruthCheck, compare, write_ground_truth
 from simulators.night import NightSimulation, SimulationTotals, pending_devices
 from simulators.scenario import Scenario
+from simulators.wiring import write_gateway_config, write_yaml
 from warden.broker import MosquittoBroker, start_embedded_broker
 from warden.config import AgentConfig, BrokerConfig, GatewayConfig, SiteConfig, load_config
 from warden.events import Event
@@ -124,20 +125,9 @@ def _write_configs(
     for name in ("history.db", "state.db", "agent-outbox.db"):
         for stale in data.glob(f"{name}*"):
             stale.unlink()  # a fresh night each run
-    files = {
-        "site.yaml": scenario.site.model_dump(mode="json"),
-        "gateway.yaml": {
-            "site_file": "site.yaml",
-            "broker": broker.model_dump(mode="json", exclude_none=True),
-            "historian": {"type": "sqlite", "path": "data/history.db"},
-            "state_db": "data/state.db",
-            "api": {"host": "127.0.0.1", "port": 0},
-            "rules": scenario.rules.model_dump(mode="json"),
-        },
-        "agent.yaml": simulation.agent_config(Path("data/agent-outbox.db")).model_dump(mode="json", exclude_none=True),
-    }
-    for name, document in files.items():
-        (out_dir / name).write_text(yaml.safe_dump(document, sort_keys=False))
+    write_gateway_config(out_dir / "gateway.yaml", scenario, broker, historian={"type": "sqlite", "path": "data/history.db"})
+    agent = simulation.agent_config(Path("data/agent-outbox.db"))
+    write_yaml(out_dir / "agent.yaml", agent.model_dump(mode="json", exclude_none=True))
     gateway_config = load_config(out_dir / "gateway.yaml", GatewayConfig)
     site = load_config(gateway_config.site_file, SiteConfig)
     return site, gateway_config, load_config(out_dir / "agent.yaml", AgentConfig)
@@ -150,14 +140,14 @@ class _QueuedIds:
     def __init__(self, agent: Agent) -> None:
         self._ids: list[str] = []
         self._lock = threading.Lock()
-        put = agent.outbox.put
+        submit = agent.outbox.submit  # every event goes through it, put() included
 
-        def recording_put(topic: str, event: Event) -> None:
+        def recording_submit(topic: str, event: Event, on_stored: Stored | None = None) -> int:
             with self._lock:
                 self._ids.append(event.id)
-            put(topic, event)
+            return submit(topic, event, on_stored)
 
-        agent.outbox.put = recording_put  # type: ignore[method-assign]
+        agent.outbox.submit = recording_submit  # type: ignore[method-assign]
 
     def take(self) -> list[str]:
         with self._lock:

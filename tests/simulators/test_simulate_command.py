@@ -13,7 +13,8 @@ import pytest
 
 from simulators.scenario import load_scenario, shipped_scenarios
 from warden.broker import MosquittoBroker
-from warden.config import AgentConfig, load_config
+from warden.clock import FileClock
+from warden.config import AgentConfig, GatewayConfig, SiteConfig, load_config
 
 
 def warden(*args: str) -> subprocess.CompletedProcess[str]:
@@ -37,6 +38,25 @@ def test_every_shipped_scenario_plays_against_a_broker(name: str, mosquitto: Mos
     restarts = [i for i in truth["incidents"] if i["type"] == "broker_restart"]
     assert all(i["injected"] is False for i in restarts)  # it does not own this broker
     assert len(restarts) == (name == "outage")
+
+
+def test_it_publishes_its_clock_and_writes_a_gateway_config_for_separate_processes(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """What `warden agent --sim-clock` and `warden gateway --sim-clock` need to run on the
+    night (tests/faults runs real agent and gateway processes on such a clock)."""
+    done = warden(
+        "simulate", "--scenario", "fault-drill", "--speed", "100000", "--broker", f"{mosquitto.host}:{mosquitto.port}",
+        "--agent-config-out", str(tmp_path / "agent.yaml"), "--out", str(tmp_path / "out"),
+        "--sim-clock", str(tmp_path / "night.clock"), "--gateway-config-out", str(tmp_path / "gw" / "gateway.yaml"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    scenario = load_scenario("fault-drill")
+    assert FileClock(tmp_path / "night.clock").now() == scenario.end_utc  # it stands at the night's end
+    gateway = load_config(tmp_path / "gw" / "gateway.yaml", GatewayConfig)
+    assert gateway.rules == scenario.rules
+    assert load_config(gateway.site_file, SiteConfig) == scenario.site
+    assert (gateway.broker.host, gateway.broker.port) == (mosquitto.host, mosquitto.port)
 
 
 def test_a_dry_run_of_a_district_only_generates_and_says_how_fast(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import sqlite3
@@ -19,9 +20,10 @@ def warden_command() -> list[str]:
 
 
 class AgentProcess:
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, *args: str) -> None:
+        """`args`: more options for `warden agent`, e.g. "--sim-clock", path."""
         self.process = subprocess.Popen(
-            [*warden_command(), "agent", "--config", str(config), "--log-level", "INFO"],
+            [*warden_command(), "agent", "--config", str(config), "--log-level", "INFO", *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -71,5 +73,16 @@ def outbox_rows(path: Path) -> int:
     db = sqlite3.connect(path, timeout=10)
     try:
         return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+    finally:
+        db.close()
+
+
+def outbox_ids(path: Path) -> set[str]:
+    """Ids of the events in an agent's outbox (queued, not yet acknowledged by the broker)."""
+    if not path.exists():
+        return set()
+    db = sqlite3.connect(path, timeout=10)
+    try:
+        return {json.loads(body)["id"] for (body,) in db.execute("SELECT body FROM outbox")}
     finally:
         db.close()

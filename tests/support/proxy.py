@@ -29,6 +29,14 @@ class TcpProxy:
     def resume(self) -> None:
         self._flowing.set()
 
+    def sever(self) -> None:
+        """Drop every current connection without passing on what it holds, as a network
+        that dies with the process behind it; later connections are relayed (once resumed)."""
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            sock.close()
+
     def close(self) -> None:
         self._closed.set()
         self._flowing.set()
@@ -61,5 +69,5 @@ class TcpProxy:
                     dst.shutdown(socket.SHUT_WR)  # pass the end of the stream on, after its bytes
                     return
                 dst.sendall(data)
-            except OSError:
+            except (OSError, ValueError):  # ValueError: select() on a socket sever() closed
                 return
