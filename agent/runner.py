@@ -10,18 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import paho.mqtt.client as mqtt
 
 from agent.backoff import JitteredBackoff
 from agent.drivers.base import Driver
-from agent.drivers.door_line import DoorLineDriver
-from agent.drivers.modbus_rtu import ModbusBuses, ModbusRtuDriver
-from agent.drivers.mqtt_door import MqttDoorDriver
-from agent.drivers.mqtt_json import MqttJsonDriver
-from agent.drivers.patrol_line import PatrolLineDriver
-from agent.drivers.patrol_wand import PatrolWandDriver
+from agent.drivers.mqtt_device import MqttDeviceDriver
 from agent.outbox import Outbox
 from agent.uplink import UplinkPublisher
 from warden import topics
@@ -40,7 +35,18 @@ from warden.config import (
 from warden.events import DeviceState, DeviceStatus, Event, stable_event_id
 from warden.mqtt import ConnectionFlag, connect_async, make_client
 
+if TYPE_CHECKING:  # driver modules are imported when a configured device needs them
+    from agent.drivers.modbus_rtu import ModbusBuses
+    from agent.drivers.patrol_line import PatrolLineDriver
+    from agent.drivers.serial_hub import SerialHub
+
 log = logging.getLogger(__name__)
+
+#: The MQTT device callback waits while this many events wait for the disk: it bounds
+#: memory, and paces a flood of device messages to the disk instead of letting paho's
+#: thread run ahead of every other thread in the process (in the demo, the simulated
+#: devices share the process, and were starved at 200).
+DEVICE_BACKLOG = 64
 
 
 class Agent:
@@ -48,18 +54,23 @@ class Agent:
         self.config = config
         self.clock = clock or SystemClock()
         self.outbox = Outbox(config.buffer_path, max_events=config.buffer_max_events)
-        self.uplink = make_client(config.broker, f"warden-agent-{config.site}-{config.id}")
+        # manual_ack: a device message that comes in on the uplink is acknowledged only
+        # once its events are on disk (see _on_device_message)
+        self.uplink = make_client(config.broker, f"warden-agent-{config.site}-{config.id}", manual_ack=True)
         self.uplink_flag = ConnectionFlag()
         self.uplink_backoff = _backoff(config.broker)
         self.uplink_connects = 0  # successful (re)connects, published in the agent's heartbeat
         self.publisher = UplinkPublisher(self.uplink, self.outbox)
-        self._modbus_buses = ModbusBuses()  # meters daisy-chained on one port share its bus
+        self.outbox.on_commit = self.publisher.notify
+        self._modbus_buses: ModbusBuses | None = None  # meters daisy-chained on one port share its bus
+        self._serial_hub: SerialHub | None = None  # one thread reads every selectable serial line
         self.drivers: list[Driver] = [self._make_driver(device) for device in config.devices]
-        self._mqtt_drivers: dict[str, MqttJsonDriver | MqttDoorDriver] = {
-            d.topic: d for d in self.drivers if isinstance(d, (MqttJsonDriver, MqttDoorDriver))
+        self._mqtt_drivers: dict[str, MqttDeviceDriver] = {
+            d.topic: d for d in self.drivers if isinstance(d, MqttDeviceDriver)
         }
         self._device_client = self._make_device_client()
         self.devices_subscribed = threading.Event()  # set once MQTT device topics are subscribed
+        self._device_session = 0  # bumped on every device (re)connect: a stale PUBACK is not sent
         self._stop = threading.Event()
         self._drivers_stop = threading.Event()  # stops event sources first, so the queue can be flushed
         self._threads: list[threading.Thread] = []
@@ -68,19 +79,50 @@ class Agent:
     # ------------------------------------------------------------------ wiring
 
     def _make_driver(self, device: DeviceConfig) -> Driver:
+        """Driver modules are imported here, for the devices configured: pymodbus alone
+        is a few MB of memory that an agent without a Modbus meter does not need."""
+        site, emit, clock = self.config.site, self.emit, self.clock
         if isinstance(device, PatrolLineDevice):
-            return PatrolLineDriver(device, self.config.site, self.emit, self.clock)
-        if isinstance(device, MqttJsonDevice):
-            return MqttJsonDriver(device, self.config.site, self.emit, self.clock)
-        if isinstance(device, ModbusRtuDevice):
-            return ModbusRtuDriver(device, self.config.site, self.emit, self.clock, self._modbus_buses.get(device))
-        if isinstance(device, PatrolWandDevice):
-            return PatrolWandDriver(device, self.config.site, self.emit, self.clock)
-        if isinstance(device, MqttDoorDevice):
-            return MqttDoorDriver(device, self.config.site, self.emit, self.clock)
+            from agent.drivers.patrol_line import PatrolLineDriver
+
+            return self._line_driver(PatrolLineDriver, device)
         if isinstance(device, DoorLineDevice):
-            return DoorLineDriver(device, self.config.site, self.emit, self.clock)
+            from agent.drivers.door_line import DoorLineDriver
+
+            return self._line_driver(DoorLineDriver, device)
+        if isinstance(device, MqttJsonDevice):
+            from agent.drivers.mqtt_json import MqttJsonDriver
+
+            return MqttJsonDriver(device, site, emit, clock)
+        if isinstance(device, MqttDoorDevice):
+            from agent.drivers.mqtt_door import MqttDoorDriver
+
+            return MqttDoorDriver(device, site, emit, clock)
+        if isinstance(device, ModbusRtuDevice):
+            from agent.drivers.modbus_rtu import ModbusBuses, ModbusRtuDriver
+
+            if self._modbus_buses is None:
+                self._modbus_buses = ModbusBuses()
+            return ModbusRtuDriver(device, site, emit, clock, self._modbus_buses.get(device))
+        if isinstance(device, PatrolWandDevice):
+            from agent.drivers.patrol_wand import PatrolWandDriver
+
+            return PatrolWandDriver(device, site, emit, clock)
         raise TypeError(f"no driver for {type(device).__name__}")
+
+    def _line_driver(self, kind: type[PatrolLineDriver], device: PatrolLineDevice | DoorLineDevice) -> PatrolLineDriver:
+        """A serial line driver: read by the shared hub if its port can be selected (the
+        hub waits for the disk once per round, so the driver only queues its events),
+        else on a thread of its own with the blocking emit."""
+        from agent.drivers.serial_hub import SerialHub
+
+        if not SerialHub.takes(device.port):
+            return kind(device, self.config.site, self.emit, self.clock)
+        if self._serial_hub is None:
+            self._serial_hub = SerialHub(settle=self.outbox.wait_written)
+        driver = kind(device, self.config.site, self._queue_event, self.clock)
+        self._serial_hub.add(driver)
+        return driver
 
     def _make_device_client(self) -> mqtt.Client | None:
         """MQTT-native devices share one client: the uplink's, unless a device broker is set."""
@@ -88,7 +130,9 @@ class Agent:
             return None
         if self.config.device_broker is None:
             return self.uplink
-        return make_client(self.config.device_broker, f"warden-agent-{self.config.site}-{self.config.id}-devices")
+        return make_client(
+            self.config.device_broker, f"warden-agent-{self.config.site}-{self.config.id}-devices", manual_ack=True
+        )
 
     @property
     def status_topic(self) -> str:
@@ -121,7 +165,7 @@ class Agent:
             self.devices_subscribed.set()
         else:
             self._device_client.on_message = self._on_device_message
-            self._device_client.on_subscribe = lambda *args: self.devices_subscribed.set()
+            self._device_client.on_subscribe = lambda *args: self._on_devices_subscribed()
             if self._device_client is not self.uplink:
                 device_backoff = _backoff(self.config.device_broker)  # type: ignore[arg-type]
                 self._device_client.on_connect = lambda *args: self._on_device_connect(*args, backoff=device_backoff)
@@ -131,7 +175,12 @@ class Agent:
         connect_async(self.uplink, self.config.broker)
         self._spawn("uplink", lambda: self.publisher.run(self._stop, self.uplink_flag.connected))
         self._driver_threads.append(self._spawn("heartbeat", self._heartbeat_loop))
+        hub = self._serial_hub
+        if hub is not None:
+            self._driver_threads.append(self._spawn("serial-hub", lambda: hub.run(self._drivers_stop)))
         for driver in self.drivers:
+            if isinstance(driver, MqttDeviceDriver) or (hub is not None and driver in hub):
+                continue  # fed by the device client's callback, or read by the hub
             thread = self._spawn(f"driver-{driver.device_id}", lambda d=driver: d.run(self._drivers_stop))
             self._driver_threads.append(thread)
         log.info("agent started", extra={"agent": self.config.id, "devices": len(self.drivers), "queued": len(self.outbox)})
@@ -163,16 +212,21 @@ class Agent:
     # ------------------------------------------------------------------ events
 
     def emit(self, event: Event) -> None:
-        """Called by drivers: the event is on disk when this returns."""
+        """Called by drivers: the event is on disk when this returns (the outbox wakes
+        the publisher after each commit)."""
         self.outbox.put(self.events_topic, event)
-        self.publisher.notify()
+
+    def _queue_event(self, event: Event) -> None:
+        """For drivers read by the serial hub, which waits for the disk once per round."""
+        self.outbox.submit(self.events_topic, event)
 
     def _heartbeat_loop(self) -> None:
         while not self.clock.wait(self._drivers_stop, self.config.heartbeat_seconds):
             now = self.clock.now()
-            for driver in self.drivers:
-                self.emit(self._heartbeat(driver, now))
-            self.emit(self._agent_heartbeat(now))
+            for driver in self.drivers:  # queued together: one transaction, not one per device
+                self.outbox.submit(self.events_topic, self._heartbeat(driver, now))
+            self.outbox.submit(self.events_topic, self._agent_heartbeat(now))
+            self.outbox.wait_written()
 
     def _heartbeat(self, driver: Driver, now: datetime) -> DeviceStatus:
         return DeviceStatus(
@@ -234,12 +288,36 @@ class Agent:
             self._subscribe_devices(client)
 
     def _subscribe_devices(self, client: mqtt.Client) -> None:
+        self._device_session += 1
         client.subscribe([(topic, 1) for topic in self._mqtt_drivers])
 
+    def _on_devices_subscribed(self) -> None:
+        self.devices_subscribed.set()
+        log.info("device topics subscribed", extra={"topics": len(self._mqtt_drivers)})  # a restarted agent is ready
+
     def _on_device_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        """Queue the message's events without waiting for the disk (paho's network thread
+        must not block on an fsync), then its PUBACK, which the outbox writer sends in
+        turn: after their transaction, and after the PUBACKs of earlier messages."""
         driver = self._mqtt_drivers.get(message.topic)
+        failed = False
+
+        def stored(error: Exception | None) -> None:
+            nonlocal failed
+            failed = failed or error is not None
+
         if driver is not None:
-            driver.handle(message.payload)
+            driver.handle(message.payload, lambda event: self.outbox.submit(self.events_topic, event, stored))
+        session, mid, qos = self._device_session, message.mid, message.qos
+
+        def acknowledge(error: Exception | None) -> None:
+            # Not stored: no PUBACK. Nor one into a later session, where the mid may
+            # name another message. An unusable payload is acknowledged: it is not stored.
+            if not failed and session == self._device_session:
+                client.ack(mid, qos)
+
+        self.outbox.call_in_turn(acknowledge)
+        self.outbox.wait_queued_below(DEVICE_BACKLOG)
 
 
 def _backoff(broker: BrokerConfig) -> JitteredBackoff:

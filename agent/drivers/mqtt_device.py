@@ -55,7 +55,12 @@ class MqttDeviceDriver:
         """The events one payload stands for, or PayloadError naming the fault."""
         raise NotImplementedError
 
-    def handle(self, payload: bytes) -> None:
+    def handle(self, payload: bytes, emit: Emit | None = None) -> None:
+        """Hand the payload's events to `emit` (default: the driver's own, which stores
+        each before returning), then count them; a bad payload is counted and logged.
+
+        The agent passes an `emit` that only queues the events, so that it can
+        acknowledge the MQTT message once they are all on disk."""
         now = self.clock.now()
         try:
             events = self.events(payload, now)
@@ -67,7 +72,7 @@ class MqttDeviceDriver:
             )
             return
         for event in events:
-            self.emit(event)
+            (emit or self.emit)(event)
         self.counters.count_event(now)
 
 

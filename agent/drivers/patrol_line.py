@@ -261,67 +261,81 @@ class PatrolLineDriver:
         self._feed_framer = LineFramer()
 
     def run(self, stop: threading.Event) -> None:
+        """Own the port on this thread: blocking reads, reopened after a failure.
+
+        The agent reads device paths and socket:// lines on one shared thread instead
+        (agent/drivers/serial_hub.py); this is for the other URLs, and for use alone."""
         while not stop.is_set():
-            port = self._open()
+            port = self.open_port(READ_TIMEOUT_SECONDS)
             if port is not None:
-                self.port_open.set()
                 try:
                     self._pump(port, stop)
                 finally:
-                    self.port_open.clear()
-                    with contextlib.suppress(serial.SerialException, OSError):
-                        port.close()
+                    self.close_port(port)
             if not stop.is_set():
                 stop.wait(self.config.reconnect_seconds)
 
     def feed(self, data: bytes) -> None:
         """Handle bytes as if read from the port (a replay of recorded line output)."""
-        for segment in self._feed_framer.feed(data):
-            self._handle(segment)
+        self._handle_all(self._feed_framer.feed(data))
 
     def decode(self, line: bytes) -> object:
         """One line to a frame, or FrameError; subclasses decode their own sentences."""
         return decode_line(line)
 
-    def _open(self) -> serial.SerialBase | None:
+    def open_port(self, timeout: float) -> serial.SerialBase | None:
+        """The open port (reads wait at most `timeout`; 0: never), or None, counted and logged."""
         try:
-            return self._serial_factory(
-                self.config.port, baudrate=self.config.baudrate, timeout=READ_TIMEOUT_SECONDS
-            )
+            port = self._serial_factory(self.config.port, baudrate=self.config.baudrate, timeout=timeout)
         except (serial.SerialException, OSError, ValueError) as exc:  # ValueError: bad URL
-            self._port_error("open", exc)
+            self.port_error("open", exc)
             return None
-
-    def _pump(self, port: serial.SerialBase, stop: threading.Event) -> None:
-        framer = LineFramer()
         log.info(
             "%s %s: port open",
             self.label,
             self.config.port,
             extra={"device": self.device_id, "port": self.config.port},
         )
-        while not stop.is_set():
-            try:
-                data = port.read(port.in_waiting or 1)
-            except (serial.SerialException, OSError) as exc:
-                self._port_error("read", exc)
-                for segment in framer.flush():
-                    self._handle(segment)
-                return
-            for segment in framer.feed(data):
-                self._handle(segment)
-        self._drain(port, framer)
+        self.port_open.set()
+        return port
 
-    def _drain(self, port: serial.SerialBase, framer: LineFramer) -> None:
+    def close_port(self, port: serial.SerialBase) -> None:
+        self.port_open.clear()
+        with contextlib.suppress(serial.SerialException, OSError):
+            port.close()
+
+    def read_from(self, port: serial.SerialBase, framer: LineFramer, size: int | None = None) -> bool:
+        """Read up to `size` bytes (default: what is waiting, at least one) and handle what
+        they complete; False if the port failed (counted and logged, and what the framer
+        held is reported)."""
+        try:
+            data = port.read(size or port.in_waiting or 1)
+        except (serial.SerialException, OSError) as exc:
+            self.port_error("read", exc)
+            self._handle_all(framer.flush())
+            return False
+        self._handle_all(framer.feed(data))
+        return True
+
+    def drain(self, port: serial.SerialBase, framer: LineFramer) -> None:
         """On shutdown, take what the port has already received: the reader sent it and
         will not send it again. A sentence still arriving is left (and counted) truncated."""
         try:
             while data := port.read(port.in_waiting):
-                for segment in framer.feed(data):
-                    self._handle(segment)
+                self._handle_all(framer.feed(data))
         except (serial.SerialException, OSError):
             return
-        for segment in framer.flush():
+        self._handle_all(framer.flush())
+
+    def _pump(self, port: serial.SerialBase, stop: threading.Event) -> None:
+        framer = LineFramer()
+        while not stop.is_set():
+            if not self.read_from(port, framer):
+                return
+        self.drain(port, framer)
+
+    def _handle_all(self, segments: Iterator[Segment]) -> None:
+        for segment in segments:
             self._handle(segment)
 
     def _handle(self, segment: Segment) -> None:
@@ -382,7 +396,8 @@ class PatrolLineDriver:
             extra={"device": self.device_id, "port": self.config.port, "reason": reason, "bytes": sample},
         )
 
-    def _port_error(self, action: str, exc: BaseException) -> None:
+    def port_error(self, action: str, exc: BaseException) -> None:
+        """Count and log a port that failed to `action` (open, read...); it will be reopened."""
         self.counters.count_error("port_error")
         log.warning(
             "%s %s: cannot %s port (%s); retrying in %gs",

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from agent.drivers.modbus_rtu import ModbusRtuDriver
 from agent.runner import Agent
 from simulators.patrol_reader import PatrolReaderSim
+from tests.support.agent_process import outbox_rows
 from tests.support.mqtt import Collector
 from tests.support.wait import wait_for
 from warden import topics
 from warden.broker import MosquittoBroker
 from warden.clock import ManualClock
 from warden.config import AgentConfig, BrokerConfig
-from warden.events import DeviceStatus, PatrolTap, Reading, decode_events
+from warden.events import DeviceStatus, PatrolTap, Reading, decode_events, stable_event_id
 from warden.mqtt import make_client
 
 T0 = datetime(2026, 11, 17, 22, 0, tzinfo=timezone.utc)
@@ -112,6 +115,41 @@ def test_bad_device_payload_is_counted_and_good_ones_still_flow(
     finally:
         agent.stop()
         collector.close()
+
+
+class AckRecorder:
+    """Stands in for the MQTT client: records each PUBACK with the rows on disk as it goes out."""
+
+    def __init__(self, outbox: Path) -> None:
+        self.outbox = outbox
+        self.acks: list[tuple[int, int]] = []
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.acks.append((mid, outbox_rows(self.outbox)))
+
+
+def device_message(mid: int, payload: bytes) -> mqtt.MQTTMessage:
+    message = mqtt.MQTTMessage(mid=mid, topic=METER_TOPIC.encode())
+    message.payload, message.qos = payload, 1
+    return message
+
+
+def test_a_device_message_is_acknowledged_once_its_events_are_on_disk_and_in_order(tmp_path: Path, reader: PatrolReaderSim) -> None:
+    agent = Agent(agent_config(BrokerConfig(host="127.0.0.1", port=1), reader.port, tmp_path), ManualClock(T0))
+    client = AckRecorder(agent.config.buffer_path)
+    writer_busy, release = threading.Event(), threading.Event()
+    agent.outbox.submit("held", Reading(id=stable_event_id("held"), site="s", device="m", event_time=T0, quantity="power", value=1, unit="W"),
+                        lambda error: (writer_busy.set(), release.wait(10)))
+    assert writer_busy.wait(10)  # the next transaction waits until `release`
+    try:
+        agent._on_device_message(client, None, device_message(1, b'{"ts": "2026-11-17T22:01:00Z", "power_w": 640}'))  # type: ignore[arg-type]
+        agent._on_device_message(client, None, device_message(2, b"{not json"))  # type: ignore[arg-type]
+        assert client.acks == []  # neither: the reading is not on disk, and 2 must not overtake 1
+    finally:
+        release.set()
+    wait_for(lambda: len(client.acks) == 2, what="both PUBACKs")
+    assert client.acks == [(1, 2), (2, 2)]  # in order, each sent with the reading already on disk
+    agent.outbox.close()
 
 
 def test_broker_outage_buffers_to_disk_and_replays_everything_once_in_order(
