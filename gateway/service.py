@@ -34,7 +34,7 @@ from rules.engine import RuleEngine
 from warden import topics
 from warden.clock import Clock, SystemClock
 from warden.config import GatewayConfig, SiteConfig
-from warden.events import DeviceStatus, Event, InvalidPayload, decode_events
+from warden.events import MAX_FUTURE, DeviceStatus, Event, InvalidPayload, decode_events, encode_events, too_far_ahead
 from warden.topics import AgentTopic
 from warden.mqtt import ConnectionFlag, connect_async, make_client
 
@@ -213,11 +213,10 @@ class Gateway:
         refused: list[DeadLetter] = []
         for item in batch:
             if isinstance(item, Incoming):
-                outcome = self._accept(item)
-                if isinstance(outcome, DeadLetter):
-                    refused.append(outcome)
-                else:
-                    accepted.append((item, *outcome))
+                outcome, letters = self._accept(item)
+                refused += letters
+                if outcome is not None:
+                    accepted.append(outcome)
         events = [event for _, _, message_events in accepted for event in message_events]
         fresh = self._first_sightings(events)
         with self.metrics.historian_seconds.time():
@@ -266,21 +265,32 @@ class Gateway:
         self._journal_events = 0
         return changes
 
-    def _accept(self, item: Incoming) -> tuple[AgentTopic, list[Event]] | DeadLetter:
-        """Validate one message; what cannot be used is kept as a dead letter."""
+    def _accept(self, item: Incoming) -> tuple[tuple[Incoming, AgentTopic, list[Event]] | None, list[DeadLetter]]:
+        """Validate one message; what cannot be used is kept as a dead letter. Events
+        stamped too far ahead (a device clock gone wrong) are refused one by one, so the
+        rest of their batch is kept; a message as a whole is refused for anything else."""
         where = topics.parse_agent_topic(item.topic)
         try:
             if where is None:
                 raise InvalidPayload(f"topic {item.topic!r} is not warden/v1/<site>/<agent>/<channel>", "bad_topic")
-            events = decode_events(item.payload, now=self.clock.now())
+            events = decode_events(item.payload)
             for event in events:
                 if event.site != where.site or event.site != self.site.id:
                     raise InvalidPayload(f"event {event.id}: site {event.site!r} does not match topic site {where.site!r} / gateway site {self.site.id!r}", "site_mismatch")
         except InvalidPayload as exc:
-            return DeadLetter(item.topic, item.payload, exc.reason, exc.code)
+            return None, [DeadLetter(item.topic, item.payload, exc.reason, exc.code)]
+        latest = self.clock.now() + MAX_FUTURE
+        ahead = [event for event in events if event.event_time > latest]
+        letters = [DeadLetter(item.topic, encode_events([e]), too_far_ahead(e).reason, "future_time") for e in ahead]
+        if ahead:
+            events = [event for event in events if event.event_time <= latest]
+            if not events:
+                return None, letters
+            # The rule journal replays the payload: it must hold only what was accepted.
+            item = Incoming(item.topic, encode_events(events), item.mid, item.qos)
         if where.channel == "status":
             self._note_availability(where.site, where.agent, events)
-        return where, events
+        return (item, where, events), letters
 
     def _count_batch(self, messages: int, events: list[Event], fresh: list[Event], refused: list[DeadLetter]) -> None:
         """Counted once the batch is committed, so a retried batch is not counted twice."""

@@ -201,11 +201,15 @@ def encode_events(events: list[Event]) -> bytes:
     return EventBatch(events=events).model_dump_json(exclude_none=True).encode()
 
 
+#: How far ahead of the receiver's clock an event may be stamped.
+MAX_FUTURE = timedelta(hours=1)
+
+
 def decode_events(
     payload: bytes,
     *,
     now: datetime | None = None,
-    max_future: timedelta = timedelta(hours=1),
+    max_future: timedelta = MAX_FUTURE,
 ) -> list[Event]:
     """Parse and validate one MQTT payload (single event or batch).
 
@@ -221,12 +225,17 @@ def decode_events(
     if now is not None:
         for event in events:
             if event.event_time - now > max_future:
-                raise InvalidPayload(
-                    f"event {event.id}: event_time {event.event_time.isoformat()} is more than "
-                    f"{max_future} ahead of the receiver's clock",
-                    "future_time",
-                )
+                raise too_far_ahead(event, max_future)
     return events
+
+
+def too_far_ahead(event: Event, max_future: timedelta = MAX_FUTURE) -> InvalidPayload:
+    """The refusal of an event stamped beyond the receiver's clock + `max_future`."""
+    return InvalidPayload(
+        f"event {event.id}: event_time {event.event_time.isoformat()} is more than "
+        f"{max_future} ahead of the receiver's clock",
+        "future_time",
+    )
 
 
 def _parse_valid(payload: bytes) -> list[Event] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -309,7 +310,7 @@ class PatrolLineDriver:
         they complete; False if the port failed (counted and logged, and what the framer
         held is reported)."""
         try:
-            data = port.read(size or port.in_waiting or 1)
+            data = read_ready(port, size) if size else port.read(port.in_waiting or 1)
         except (serial.SerialException, OSError) as exc:
             self.port_error("read", exc)
             self._handle_all(framer.flush())
@@ -408,3 +409,20 @@ class PatrolLineDriver:
             self.config.reconnect_seconds,
             extra={"device": self.device_id, "port": self.config.port, "reason": "port_error", "error": str(exc)},
         )
+
+
+def read_ready(port: serial.SerialBase, size: int) -> bytes:
+    """Up to `size` bytes of a port a selector found readable. A POSIX port (non-blocking,
+    as pyserial opens it) is read with one os.read: pyserial's read() select()s on the
+    port and its own pipes, which fails once descriptors pass 1023, i.e. past a few
+    hundred ports. Other ports (socket://) are read through pyserial."""
+    fd = getattr(port, "fd", None)
+    if not isinstance(fd, int) or fd < 0:
+        return port.read(size)
+    try:
+        data = os.read(fd, size)
+    except BlockingIOError:
+        return b""
+    if not data:  # readable with nothing to read: the other end is gone
+        raise serial.SerialException("device reports readiness to read but returned no data (device disconnected?)")
+    return data

@@ -145,6 +145,26 @@ def test_many_lines_on_one_thread_each_through_its_own_driver(hub: Hub) -> None:
             assert hub.drivers[f"line-{n}"].counters.errors == {"garbage": 1}
 
 
+def test_ports_on_descriptors_past_1023_are_read(hub: Hub) -> None:
+    """A few hundred ports (pyserial opens two pipes beside each) push descriptors past
+    select()'s limit of 1023; the hub must still read them."""
+    fillers = []
+    try:
+        while not fillers or fillers[-1] < 1100:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        with PatrolReaderSim("R01") as reader:
+            driver = hub.patrol("high-line", reader.port)
+            hub.start()
+            assert hub.hub._lines and all(line.fd > 1023 for line in hub.hub._lines)
+            reader.tap("cp-gate", "guard-lee", at(1))
+            [(device, event)] = hub.take(1)
+            assert device == "high-line" and isinstance(event, PatrolTap) and event.tag == "cp-gate"
+            assert driver.counters.snapshot().get("error_port_error", 0) == 0
+    finally:
+        for fd in fillers:
+            os.close(fd)
+
+
 def test_a_sentence_split_across_reads_and_lines_of_both_kinds(hub: Hub) -> None:
     with PatrolReaderSim("R01") as patrol, PatrolReaderSim("CTL7") as door_line:
         hub.patrol("gate-line", patrol.port)

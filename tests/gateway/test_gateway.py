@@ -211,6 +211,25 @@ def test_after_a_crash_the_journal_carries_the_timers_on(
     assert alert.details["since"].startswith("2026-11-17T18:05:00")
 
 
+def test_an_event_stamped_in_the_future_is_refused_alone_and_its_batch_kept(
+    gateway_config: GatewayConfig, publisher: Publisher
+) -> None:
+    """A device clock hours ahead spoils that device's event, not the agent's batch."""
+    gateway = start_gateway(gateway_config)  # its clock: EVENING + 12 h
+    ahead = power(16 * 60, 1000)  # EVENING + 16 h: more than an hour ahead
+    try:
+        publisher.events(power(0, 5), ahead, power(5, 5))
+        assert gateway.wait_until(lambda: gateway.events_stored == 2, timeout=10)
+        letters = gateway.store.dead_letters()
+        replayed = gateway._committed_rules().snapshot()
+        live = gateway.engine.snapshot()
+    finally:
+        gateway.stop()
+    assert [(d["reason"].split(":")[0], ahead.id in d["payload"].decode()) for d in letters] == [(f"event {ahead.id}", True)]
+    assert gateway.counts()["rejected_future_time"] == 1
+    assert json.loads(json.dumps(replayed)) == json.loads(json.dumps(live))  # the journal holds what was accepted
+
+
 def test_metrics_endpoint_counts_rejections_by_reason(gateway_config: GatewayConfig, publisher: Publisher) -> None:
     gateway = start_gateway(gateway_config)
     api = ApiServer(create_app(gateway), "127.0.0.1", 0)
