@@ -155,7 +155,7 @@ def test_ports_on_descriptors_past_1023_are_read(hub: Hub) -> None:
         with PatrolReaderSim("R01") as reader:
             driver = hub.patrol("high-line", reader.port)
             hub.start()
-            assert hub.hub._lines and all(line.fd > 1023 for line in hub.hub._lines)
+            wait_for(lambda: all(line.fd > 1023 for line in hub.hub._lines), timeout=10, what="the port registered past fd 1023")
             reader.tap("cp-gate", "guard-lee", at(1))
             [(device, event)] = hub.take(1)
             assert device == "high-line" and isinstance(event, PatrolTap) and event.tag == "cp-gate"
