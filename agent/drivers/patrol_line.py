@@ -322,8 +322,8 @@ class PatrolLineDriver:
         """On shutdown, take what the port has already received: the reader sent it and
         will not send it again. A sentence still arriving is left (and counted) truncated."""
         try:
-            while data := port.read(port.in_waiting):
-                self._handle_all(framer.feed(data))
+            while waiting := port.in_waiting:
+                self._handle_all(framer.feed(read_ready(port, waiting)))
         except (serial.SerialException, OSError):
             return
         self._handle_all(framer.flush())
