@@ -20,7 +20,7 @@ them) run with the clock stopped, after every message sent so far has reached th
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -135,7 +135,7 @@ class NightSimulation:
         self.connection = ConnectionFlag()
         self.client.on_connect = lambda c, u, f, rc, p: None if self.connection.on_connect(rc) else None
         self.client.on_disconnect = lambda *args: self.connection.on_disconnect()
-        self._unconfirmed: list[mqtt.MQTTMessageInfo] = []
+        self._unconfirmed: deque[mqtt.MQTTMessageInfo] = deque()  # oldest first
         self._broker_down = False
 
     def _modbus_meter(self, spec: PowerMeterSpec) -> Sdm120Sim:
@@ -274,15 +274,17 @@ class NightSimulation:
                 totals.door_events += e.events
 
     def _publish(self, e: Emission) -> None:
-        if len(self._unconfirmed) > 512:
-            self._unconfirmed = [i for i in self._unconfirmed if not i.is_published()]
+        # PUBACKs come back about in order: dropping the confirmed ones from the front
+        # keeps this O(1) (rescanning the whole list once it was long made it quadratic).
+        while self._unconfirmed and self._unconfirmed[0].is_published():
+            self._unconfirmed.popleft()
         self._unconfirmed.append(self.client.publish(e.topic, e.payload, qos=1))
 
     def _confirm_publishes(self, timeout: float = 10.0) -> None:
         for info in self._unconfirmed:
             if not info.is_published():
                 info.wait_for_publish(timeout=timeout)  # a disconnect would drop what is still queued
-        self._unconfirmed = []
+        self._unconfirmed.clear()
 
     def _control_meter(self, device: str, action: str) -> None:
         meter = self.meters[device]
