@@ -75,6 +75,7 @@ def _message(topic: str, payload: str, fresh: list[int] | None) -> AcceptedMessa
     where = parse_agent_topic(topic)
     if where is None:
         raise ValueError(f"journal holds a message on {topic!r}, which is not an agent topic")
-    events = decode_events(payload.encode())  # no clock check: it passed when it arrived
+    raw = payload.encode()
+    events = decode_events(raw)  # no clock check: it passed when it arrived
     chosen = events if fresh is None else [events[i] for i in fresh]
-    return AcceptedMessage(topic, payload.encode(), where.agent, where.channel, events, chosen)
+    return AcceptedMessage(topic, raw, where.agent, where.channel, events, chosen)
