@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
@@ -67,6 +68,15 @@ class _Tick:
     at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class _Decoded:
+    """A batch taken from the queue and validated, waiting for its turn to be stored."""
+
+    items: list[Incoming | _Tick]
+    accepted: list[tuple[Incoming, AgentTopic, list[Event]]]
+    refused: list[DeadLetter]
+
+
 class Gateway:
     def __init__(
         self,
@@ -84,6 +94,9 @@ class Gateway:
         self.clock = clock or SystemClock()
         self.store = StateStore(config.state_db, clock=self.clock)  # people and escalation act on this clock
         self.historian = historian or open_historian(config.historian, site)
+        #: Where the history ended at the last commit (None: the historian has no positions).
+        self._history_position = self.store.historian_position() or self.historian.position()
+        self._discard_uncommitted_history()
         self.metrics = GatewayMetrics(lambda: self._queue.qsize(), self.historian.stats)
         self._next_snapshot = 0.0  # monotonic time; the first batch snapshots
         self._journal_events = 0
@@ -105,6 +118,9 @@ class Gateway:
         self.escalation_checked_at: datetime | None = None  # gateway clock of the last escalation check
         self.devices = DeviceRegistry()  # last seen and counters per device, for the API
         self.events_stored = 0  # a plain count to wait on: counts() walks every metric
+        self._ahead: _Decoded | None = None  # the next batch, validated while this one was stored
+        #: Writes each batch's history while the worker runs the rules (see _process).
+        self._historian_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-historian")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -132,6 +148,7 @@ class Gateway:
         self.notifier.stop()
         self.client.disconnect()
         self.client.loop_stop()
+        self._historian_writer.shutdown(wait=True)
         self.historian.close()
         self.store.close()
         log.info("gateway stopped", extra=self.counts())
@@ -163,37 +180,72 @@ class Gateway:
 
     def _work(self) -> None:
         while not self._stop.is_set():
-            try:
-                first = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            batch = [first]
-            while len(batch) < BATCH_MESSAGES:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            self._process_until_done(batch)
+            batch, self._ahead = self._ahead or self._decode(self._take(wait=0.2)), None
+            if batch is not None:
+                self._process_until_done(batch)
 
-    def _process_until_done(self, batch: list[Incoming | _Tick]) -> None:
+    def _take(self, wait: float | None) -> list[Incoming | _Tick]:
+        """Up to BATCH_MESSAGES queued items; waits `wait` seconds for the first (None: not at all)."""
+        try:
+            batch = [self._queue.get(timeout=wait) if wait else self._queue.get_nowait()]
+        except queue.Empty:
+            return []
+        while len(batch) < BATCH_MESSAGES:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _decode(self, items: list[Incoming | _Tick]) -> _Decoded | None:
+        """Validate a batch: what can be decided before its turn to be stored."""
+        if not items:
+            return None
+        accepted: list[tuple[Incoming, AgentTopic, list[Event]]] = []
+        refused: list[DeadLetter] = []
+        for item in items:
+            if isinstance(item, Incoming):
+                outcome, letters = self._accept(item)
+                refused += letters
+                if outcome is not None:
+                    accepted.append(outcome)
+        return _Decoded(items, accepted, refused)
+
+    def _process_until_done(self, batch: _Decoded) -> None:
         """Retry a batch whose storage failed instead of acknowledging and losing it."""
         delay = 0.5
+        failed = False
         while not self._stop.is_set():
             try:
+                if failed:
+                    self._rewind_to_last_commit()
                 self._process(batch)
                 return
             except Exception as exc:
+                failed = True
                 self.metrics.batch_retries.inc()
-                extra = {"messages": len(batch), "retry_in_s": delay, "error": repr(exc)}
+                extra = {"messages": len(batch.items), "retry_in_s": delay, "error": repr(exc)}
                 if delay == 0.5:  # the full traceback once per stuck batch, then one line a retry
                     log.exception("storing a batch failed; retrying without acknowledging", extra=extra)
                 else:
                     log.warning("storing a batch still fails; retrying", extra=extra)
-                # The rules saw the batch; rewind them to the last committed state so the
-                # retry does not count its events twice.
-                self.engine = self._committed_rules()
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30.0)
+
+    def _rewind_to_last_commit(self) -> None:
+        """The rules and the history may hold part of a failed batch: take both back to
+        the last commit, so the retry neither counts nor stores its events twice."""
+        self.engine = self._committed_rules()
+        self._discard_uncommitted_history()
+
+    def _discard_uncommitted_history(self) -> None:
+        position = self._history_position
+        if position is None:
+            return
+        discarded = self.historian.discard_after(position)
+        if discarded:
+            log.warning("discarded history of a batch that was never committed; the broker redelivers it",
+                        extra={"points": discarded, "position": position})  # fmt: skip
 
     def _committed_rules(self) -> RuleEngine:
         """The rule engine as of the last committed batch: the last snapshot with the
@@ -208,26 +260,26 @@ class Gateway:
         engine.on_error = self._rule_failed
         return engine
 
-    def _process(self, batch: list[Incoming | _Tick]) -> None:
-        accepted: list[tuple[Incoming, AgentTopic, list[Event]]] = []
-        refused: list[DeadLetter] = []
-        for item in batch:
-            if isinstance(item, Incoming):
-                outcome, letters = self._accept(item)
-                refused += letters
-                if outcome is not None:
-                    accepted.append(outcome)
+    def _process(self, decoded: _Decoded) -> None:
+        batch, accepted, refused = decoded.items, decoded.accepted, decoded.refused
         events = [event for _, _, message_events in accepted for event in message_events]
         fresh = self._first_sightings(events)
-        with self.metrics.historian_seconds.time():
-            self.historian.write(fresh)
+        # The history is written on its own thread while the rules run here, and the
+        # next batch is validated: the historian's SQLite or HTTP work mostly runs without
+        # the GIL, so they overlap on two cores. It is done before this batch commits; if
+        # it failed, the whole batch is retried.
+        history = self._historian_writer.submit(self._write_history, fresh)
         messages = _with_fresh(accepted, fresh)
         ticks = [item for item in batch if isinstance(item, _Tick)]
         tick_at = max(t.at or self._rule_time() for t in ticks) if ticks else None
         with self.metrics.rules_seconds.time():
             signals = feed(self.engine, messages, tick_at)
+        if self._ahead is None:
+            self._ahead = self._decode(self._take(wait=None))
+        position = history.result()
         with self.metrics.commit_seconds.time():
-            changes = self._commit(fresh, signals, refused, messages, tick_at)
+            changes = self._commit(fresh, signals, refused, messages, tick_at, position)
+        self._history_position = position
         for item in batch:
             if isinstance(item, Incoming) and item.qos > 0:
                 self.client.ack(item.mid, item.qos)
@@ -244,6 +296,10 @@ class Gateway:
         with self._progress:
             self._progress.notify_all()
 
+    def _write_history(self, fresh: list[Event]) -> str | None:
+        with self.metrics.historian_seconds.time():
+            return self.historian.write(fresh)
+
     def _commit(
         self,
         fresh: list[Event],
@@ -251,15 +307,17 @@ class Gateway:
         refused: list[DeadLetter],
         messages: list[AcceptedMessage],
         tick_at: datetime | None,
+        historian_position: str | None,
     ) -> list[AlertChange]:
         """Commit the batch with either a snapshot of the rules or its journal entry."""
         started = time.monotonic()
+        ids = [e.id for e in fresh]
         if started < self._next_snapshot and self._journal_events < JOURNAL_MAX_EVENTS:
             entry = journal_entry(messages, tick_at)
-            changes = self.store.commit_batch([e.id for e in fresh], signals, None, refused, journal_entry=entry)
+            changes = self.store.commit_batch(ids, signals, None, refused, journal_entry=entry, historian_position=historian_position)
             self._journal_events += len(fresh) + 1
             return changes
-        changes = self.store.commit_batch([e.id for e in fresh], signals, self.engine.snapshot(), refused)
+        changes = self.store.commit_batch(ids, signals, self.engine.snapshot(), refused, historian_position=historian_position)
         cost = time.monotonic() - started
         self._next_snapshot = started + max(SNAPSHOT_SECONDS, cost / SNAPSHOT_TIME_SHARE)
         self._journal_events = 0

@@ -26,8 +26,8 @@ from rules.alerts import AlertSignal, AlertState, Severity, SignalAction
 from warden.clock import Clock
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS seen_events (id TEXT PRIMARY KEY, received_at TEXT NOT NULL) WITHOUT ROWID;  -- one b-tree, not two
-CREATE TABLE IF NOT EXISTS seen_events_previous (id TEXT PRIMARY KEY, received_at TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seen_events (id TEXT PRIMARY KEY) WITHOUT ROWID;  -- one b-tree, not two
+CREATE TABLE IF NOT EXISTS seen_events_previous (id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL,
@@ -46,6 +46,13 @@ CREATE TABLE IF NOT EXISTS alert_history (
     at TEXT NOT NULL, action TEXT NOT NULL, state TEXT NOT NULL, message TEXT NOT NULL, details TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rule_state (id INTEGER PRIMARY KEY CHECK (id = 1), snapshot TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rule_journal (batch INTEGER PRIMARY KEY, entry TEXT NOT NULL);
+"""
+
+#: Which of a batch's ids (a JSON array) were seen before, as a JSON array.
+_SEEN_AMONG = """
+SELECT json_group_array(batch.value) FROM json_each(?) AS batch
+WHERE EXISTS (SELECT 1 FROM seen_events WHERE id = batch.value)
+   OR EXISTS (SELECT 1 FROM seen_events_previous WHERE id = batch.value)
 """
 
 #: Columns added after the first release; _migrate adds them to an existing database.
@@ -157,14 +164,10 @@ class StateStore:
     # ------------------------------------------------------------------ ingestion
 
     def unseen(self, ids: Iterable[str]) -> set[str]:
+        """The ids not seen before. One statement for the whole batch (see _bulk)."""
         ids = list(ids)
-        seen: set[str] = set()
-        for start in range(0, len(ids), 500):  # stay under SQLite's limit of bound parameters
-            chunk = ids[start : start + 500]
-            placeholders = ",".join("?" * len(chunk))
-            for table in ("seen_events", "seen_events_previous"):
-                seen.update(row[0] for row in self._db.execute(f"SELECT id FROM {table} WHERE id IN ({placeholders})", chunk))
-        return set(ids) - seen
+        row = self._db.execute(_SEEN_AMONG, (_bulk(ids),)).fetchone()
+        return set(ids).difference(json.loads(row[0]))
 
     def forget_old_event_ids(self, window: timedelta) -> bool:
         """Keep the seen ids from growing forever: ids are kept in two generations, and
@@ -180,11 +183,8 @@ class StateStore:
             if row is not None:
                 db.execute("DROP TABLE seen_events_previous")
                 db.execute("ALTER TABLE seen_events RENAME TO seen_events_previous")
-                db.execute("CREATE TABLE seen_events (id TEXT PRIMARY KEY, received_at TEXT NOT NULL) WITHOUT ROWID")
-            db.execute(
-                "INSERT INTO store_meta (key, value) VALUES ('seen_events_since', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (now.isoformat(),),
-            )  # fmt: skip
+                db.execute("CREATE TABLE seen_events (id TEXT PRIMARY KEY) WITHOUT ROWID")
+            _set_meta(db, "seen_events_since", now.isoformat())
         return row is not None
 
     def commit_batch(
@@ -194,18 +194,20 @@ class StateStore:
         rule_snapshot: dict[str, Any] | None,
         dead_letters: Iterable[DeadLetter] = (),
         journal_entry: str | None = None,
+        historian_position: str | None = None,
     ) -> list[AlertChange]:
         """Mark events seen, keep refused messages, apply alert signals and save rule
         state, all or nothing. The rule state is either `rule_snapshot` (all rules after
         this batch; the journal is emptied) or `journal_entry` (this batch's inputs,
-        appended to the journal), never both."""
+        appended to the journal), never both. `historian_position`: where the history
+        ended after this batch's events were written (see historian_position())."""
         if rule_snapshot is not None and journal_entry is not None:
             raise ValueError("a batch commits a rule snapshot or a journal entry, not both")
         now = _now()
         db = self._db
         changes: list[AlertChange] = []
         with _transaction(db):
-            db.executemany("INSERT OR IGNORE INTO seen_events (id, received_at) VALUES (?, ?)", [(i, now) for i in event_ids])
+            db.execute("INSERT OR IGNORE INTO seen_events (id) SELECT value FROM json_each(?)", (_bulk(list(event_ids)),))
             db.executemany(
                 "INSERT INTO dead_letters (received_at, topic, payload, size, reason) VALUES (?, ?, ?, ?, ?)",
                 [(now, d.topic, d.payload[:DEAD_LETTER_KEEP_BYTES], len(d.payload), d.reason) for d in dead_letters],
@@ -222,7 +224,15 @@ class StateStore:
                 db.execute("DELETE FROM rule_journal")
             elif journal_entry is not None:
                 db.execute("INSERT INTO rule_journal (entry) VALUES (?)", (journal_entry,))
+            if historian_position is not None:
+                _set_meta(db, "historian_position", historian_position)
         return changes
+
+    def historian_position(self) -> str | None:
+        """The historian's position as of the last committed batch: anything written
+        after it belongs to a batch that was never committed (nor acknowledged)."""
+        row = self._db.execute("SELECT value FROM store_meta WHERE key = 'historian_position'").fetchone()
+        return str(row[0]) if row else None
 
     def rule_snapshot(self) -> dict[str, Any]:
         row = self._db.execute("SELECT snapshot FROM rule_state WHERE id = 1").fetchone()
@@ -382,17 +392,25 @@ class _transaction:
 
 
 def _migrate(db: sqlite3.Connection) -> None:
-    """Add columns a database from an older release lacks (checked again under the write
-    lock, so two processes opening one file do not both add them)."""
-    def missing() -> list[str]:
-        present = {row["name"] for row in db.execute("PRAGMA table_info(alerts)")}
-        return [name for name in _ADDED_ALERT_COLUMNS if name not in present]
+    """Bring a database from an older release up to date: add the alert columns it lacks
+    and drop the seen ids' arrival time, which nothing read (checked again under the
+    write lock, so two processes opening one file do not both migrate)."""
+    def columns(table: str) -> set[str]:
+        return {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
 
-    if not missing():
+    def missing() -> list[str]:
+        return [name for name in _ADDED_ALERT_COLUMNS if name not in columns("alerts")]
+
+    def with_arrival_time() -> list[str]:
+        return [table for table in ("seen_events", "seen_events_previous") if "received_at" in columns(table)]
+
+    if not missing() and not with_arrival_time():
         return
     with _transaction(db):
         for name in missing():
             db.execute(f"ALTER TABLE alerts ADD COLUMN {name} {_ADDED_ALERT_COLUMNS[name]}")
+        for table in with_arrival_time():
+            db.execute(f"ALTER TABLE {table} DROP COLUMN received_at")
 
 
 def _alert_from_row(row: sqlite3.Row) -> Alert:
@@ -400,6 +418,18 @@ def _alert_from_row(row: sqlite3.Row) -> Alert:
     values["details"] = json.loads(values["details"])
     values["state"] = AlertState(values["state"])
     return Alert(**values)
+
+
+def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+    db.execute("INSERT INTO store_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+
+def _bulk(values: list[Any]) -> str:
+    """A list as one JSON parameter, for statements that read it with json_each: the
+    whole batch then costs one sqlite3 call, which SQLite runs without holding the GIL,
+    where executemany takes and releases the GIL once per row (and waits for it each time
+    the MQTT thread has it)."""
+    return json.dumps(values)
 
 
 def _now() -> str:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rules.alerts import AlertSignal, Severity, SignalAction
-from rules.schedule import is_scheduled, next_change, wall_clock
+from rules.schedule import ScheduleSpans, wall_clock
 from warden.config import AcAfterHoursConfig, SiteConfig
 from warden.events import Event, Quantity, Reading
 
@@ -62,6 +62,7 @@ class AcAfterHoursRule:
 
     def __init__(self, site: SiteConfig, config: AcAfterHoursConfig) -> None:
         self._site = site
+        self._schedules = ScheduleSpans(site)
         self._config = config
         self._grace = timedelta(minutes=config.grace_minutes)
         self._max_gap = timedelta(minutes=config.max_gap_minutes)
@@ -128,10 +129,10 @@ class AcAfterHoursRule:
         self, place: _Place, meter_id: str, meter: _Meter, at: datetime, watts: float
     ) -> _Episode | None:
         meter.last_time, meter.power_w = at, watts
-        if watts <= self._config.standby_watts or is_scheduled(self._site, place.schedule, at):
+        if watts <= self._config.standby_watts or self._schedules.is_scheduled(place.schedule, at):
             return None
         meter.run_start, meter.run_kwh = at, 0.0
-        episode = _Episode(since=at, ends_at=next_change(self._site, place.schedule, at), meters={meter_id})
+        episode = _Episode(since=at, ends_at=self._schedules.next_change(place.schedule, at), meters={meter_id})
         self._episodes[place.subject] = episode
         return episode
 
@@ -284,7 +285,7 @@ class AcAfterHoursRule:
             since = datetime.fromisoformat(e["since"])
             self._episodes[subject] = _Episode(
                 since=since,
-                ends_at=next_change(self._site, self._rooms[subject].schedule, since),
+                ends_at=self._schedules.next_change(self._rooms[subject].schedule, since),
                 meters=set(e["meters"]),
                 closed_kwh=float(e["closed_kwh"]),
                 raised=bool(e["raised"]),

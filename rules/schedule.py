@@ -61,6 +61,36 @@ def next_change(site: SiteConfig, schedule_name: str | None, at: datetime) -> da
     return None
 
 
+class ScheduleSpans:
+    """is_scheduled and next_change for one site, remembering the last span per schedule.
+
+    Between `at` and next_change(at) both answers stay the same, so a meter reporting every
+    few seconds costs one computation per schedule change instead of one per reading
+    (next_change walks the calendar). Nothing here is rule state: it is derived.
+    """
+
+    def __init__(self, site: SiteConfig) -> None:
+        self._site = site
+        self._spans: dict[str, tuple[datetime, datetime, bool]] = {}  # schedule -> (from, until, scheduled)
+
+    def is_scheduled(self, schedule_name: str | None, at: datetime) -> bool:
+        return self._span(schedule_name, at)[0]
+
+    def next_change(self, schedule_name: str | None, at: datetime) -> datetime | None:
+        return self._span(schedule_name, at)[1]
+
+    def _span(self, schedule_name: str | None, at: datetime) -> tuple[bool, datetime | None]:
+        if schedule_name is None:
+            return False, None
+        span = self._spans.get(schedule_name)
+        if span is not None and span[0] <= at < span[1]:
+            return span[2], span[1]
+        scheduled, change = is_scheduled(self._site, schedule_name, at), next_change(self._site, schedule_name, at)
+        if change is not None:  # None: no change within the horizon, so nothing to bound a span
+            self._spans[schedule_name] = (at, change, scheduled)
+        return scheduled, change
+
+
 # --------------------------------------------------------------------------- helpers
 
 

@@ -18,13 +18,24 @@ __all__ = ["Historian", "Point", "event_point", "event_points", "open_historian"
 class Historian(Protocol):
     """Where validated events end up as points. Methods may be called from any thread."""
 
-    def write(self, events: Sequence[Event]) -> None:
+    def write(self, events: Sequence[Event]) -> str | None:
         """Store events durably before returning: in the database (SQLite) or in the
         on-disk spool the forwarder sends to the server from (InfluxDB).
 
-        Storing an event id twice keeps one point (SQLite by id; InfluxDB because the
-        same series and timestamp overwrite).
+        The gateway writes each event id once (its seen ids are committed after the
+        write). What a crash between the two leaves behind is handled by position:
+        SQLite returns its position after the write, which the gateway commits with the
+        batch and later passes to discard_after; InfluxDB returns None, because storing
+        the same series and timestamp again overwrites the point.
         """
+        ...
+
+    def position(self) -> str | None:
+        """Where the history ends now (what write() returns), or None without positions."""
+        ...
+
+    def discard_after(self, position: str) -> int:
+        """Delete the points written after `position` (a value write() returned); how many."""
         ...
 
     def flush(self) -> None:

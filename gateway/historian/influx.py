@@ -141,6 +141,14 @@ class InfluxHistorian:
             if was_empty or self._pending >= self._config.batch_size:
                 self._cond.notify_all()  # the forwarder starts the interval, or sends a full batch
 
+    def position(self) -> None:
+        """No positions: a point written again overwrites itself."""
+        return None
+
+    def discard_after(self, position: str) -> int:
+        """Never asked: there are no positions."""
+        return 0
+
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every point spooled before the call has been accepted by the server
         (or moved to rejected_points). False if `timeout` seconds passed first; the points

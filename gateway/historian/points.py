@@ -48,30 +48,33 @@ def from_epoch_ns(ns: int) -> datetime:
 
 def event_point(event: Event, location: DeviceLocation | None) -> Point:
     """Map one event; `location` gives the building/room tags ("unknown" if None)."""
-    measurement, extra_tags, fields = _kind_specific(event)
-    tags = {
-        "site": event.site,
-        "building": location.building if location else UNKNOWN,
-        "room": location.room if location else UNKNOWN,
-        "device": event.device,
-        **extra_tags,
-    }
+    measurement, extra_tags, fields = point_parts(event)
+    building, room = place(location)
+    tags = {"site": event.site, "building": building, "room": room, "device": event.device, **extra_tags}
     return Point(measurement, tags, fields, event.event_time, event.id)
 
 
 def event_points(events: Iterable[Event], site: SiteConfig) -> list[Point]:
     """Map events of `site`; devices of another site are not looked up in this one."""
+    return [event_point(event, location) for event, location in located(events, site)]
+
+
+def located(events: Iterable[Event], site: SiteConfig) -> Iterable[tuple[Event, DeviceLocation | None]]:
+    """Each event with its device's place in `site` (None: unknown, or another site)."""
     locations: dict[str, DeviceLocation | None] = {}
-    points = []
     for event in events:
         if event.device not in locations:
             locations[event.device] = site.locate(event.device)
-        location = locations[event.device] if event.site == site.id else None
-        points.append(event_point(event, location))
-    return points
+        yield event, locations[event.device] if event.site == site.id else None
 
 
-def _kind_specific(event: Event) -> tuple[str, dict[str, str], dict[str, FieldValue]]:
+def place(location: DeviceLocation | None) -> tuple[str, str]:
+    """The building and room tags."""
+    return (location.building, location.room) if location else (UNKNOWN, UNKNOWN)
+
+
+def point_parts(event: Event) -> tuple[str, dict[str, str], dict[str, FieldValue]]:
+    """Measurement, the tags besides site/building/room/device, and the fields."""
     if isinstance(event, Reading):
         tags = {"unit": event.unit}
         if event.channel is not None:  # e.g. import vs export energy of one meter, same time

@@ -1,13 +1,21 @@
 """Embedded historian: one SQLite file, for the demo and small sites.
 
-Writes are synchronous and commit before write() returns, so there is nothing to
-lose on a crash and flush() has nothing to do. One connection is shared under a lock:
-the gateway's writer thread and the API's reader threads never use it at once.
+Writes are synchronous and commit (with fsync) before write() returns, so there is
+nothing to lose on a crash and flush() has nothing to do. One connection is shared
+under a lock: the gateway's writer thread and the API's reader threads never use it
+at once.
+
+Event ids are not indexed here: a random 36-character key made every insert touch a
+random page of a second B-tree, which was half the cost of a write and grew with the
+file. The gateway stores each event once by its own seen ids, and a batch written here
+whose commit never happened (a crash between the two) is cut off at the next start by
+position (`discard_after`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from functools import lru_cache
@@ -16,14 +24,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.historian.points import Point, event_points, from_epoch_ns, to_epoch_ns
-from warden.config import SiteConfig
+from gateway.historian.points import Point, from_epoch_ns, located, place, point_parts, to_epoch_ns
+from warden.config import DeviceLocation, SiteConfig
 from warden.events import Event
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS points (
-    id          INTEGER PRIMARY KEY,
-    event_id    TEXT    NOT NULL UNIQUE,
+    id          INTEGER PRIMARY KEY,       -- the write order: positions are "<history id>:<id>"
+    event_id    TEXT    NOT NULL,          -- UNIQUE in files from before positions: harmless
     time_ns     INTEGER NOT NULL,          -- event time, nanoseconds since the Unix epoch (UTC)
     measurement TEXT    NOT NULL,
     site        TEXT    NOT NULL,
@@ -34,19 +42,29 @@ CREATE TABLE IF NOT EXISTS points (
     fields      TEXT    NOT NULL           -- JSON object: field name -> number, string or bool
 );
 CREATE INDEX IF NOT EXISTS points_device_time ON points (device, time_ns);
+CREATE TABLE IF NOT EXISTS history_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO history_meta (key, value) VALUES ('history_id', lower(hex(randomblob(8))));
 """
 
-_COLUMN_TAGS = frozenset({"site", "building", "room", "device"})
+log = logging.getLogger(__name__)
 
+#: All rows of a write in one parameter, a JSON array of row arrays: one sqlite3 call
+#: per batch, which SQLite runs without the GIL (the rules run meanwhile), where
+#: executemany would take and release the GIL once per row. (OR IGNORE only matters for
+#: older files, whose event_id is UNIQUE.)
 _INSERT = """
 INSERT OR IGNORE INTO points
     (event_id, time_ns, measurement, site, building, room, device, tags, fields)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8
+FROM json_each(?)
 """
+
+#: The ->> operator of _INSERT.
+MIN_SQLITE = (3, 38, 0)
 
 
 class SqliteHistorian:
-    """Points in one SQLite table (WAL mode); a re-written event id is stored once."""
+    """Points in one SQLite table (WAL mode), in write order."""
 
     def __init__(self, path: str | Path, site: SiteConfig) -> None:
         self._path = Path(path)
@@ -56,18 +74,43 @@ class SqliteHistorian:
         self._duplicates = 0
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._db: sqlite3.Connection | None = _connect(self._path)
+        self._history_id = str(self._db.execute("SELECT value FROM history_meta WHERE key = 'history_id'").fetchone()[0])
 
-    def write(self, events: Sequence[Event]) -> None:
-        """Insert all events in one transaction; raises sqlite3.Error if that fails."""
-        rows = [_row(point) for point in event_points(events, self._site)]
+    def write(self, events: Sequence[Event]) -> str:
+        """Insert all events in one transaction and return the position after them;
+        raises sqlite3.Error if that fails."""
+        rows = [_row(event, location) for event, location in located(events, self._site)]
+        batch = _encode(rows)
         with self._lock:
             db = self._open_db()
             before = db.total_changes
-            with db:
-                db.executemany(_INSERT, rows)
+            if rows:
+                with db:
+                    db.execute(_INSERT, (batch,))
             inserted = db.total_changes - before
             self._written += inserted
             self._duplicates += len(rows) - inserted
+            return self._position(db)
+
+    def position(self) -> str:
+        with self._lock:
+            return self._position(self._open_db())
+
+    def _position(self, db: sqlite3.Connection) -> str:
+        last = db.execute("SELECT max(id) FROM points").fetchone()[0]
+        return f"{self._history_id}:{last or 0}"
+
+    def discard_after(self, position: str) -> int:
+        """Delete what was written after `position` (from write()); returns how many
+        points. A position of another file (the historian was replaced) deletes nothing."""
+        history_id, _, last = position.partition(":")
+        if history_id != self._history_id or not last.isdigit():
+            log.warning("not discarding: position is not of this history file", extra={"position": position, "file": str(self._path)})
+            return 0
+        with self._lock:
+            db = self._open_db()
+            with db:
+                return db.execute("DELETE FROM points WHERE id > ?", (int(last),)).rowcount
 
     def series(
         self,
@@ -120,10 +163,13 @@ class SqliteHistorian:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        needed = ".".join(map(str, MIN_SQLITE))
+        raise RuntimeError(f"the SQLite historian needs SQLite >= {needed}; this Python links {sqlite3.sqlite_version}")
     # check_same_thread=False: the instance lock, not the creating thread, guards use.
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across app crashes, fast commits
+    db.execute("PRAGMA synchronous=FULL")  # an fsync per batch: a power cut keeps what the gateway acknowledged
     db.execute("PRAGMA busy_timeout=5000")  # another process (a backup, a CLI) may hold the lock
     db.executescript(_SCHEMA)
     db.isolation_level = ""  # back to implicit transactions so `with db:` commits one batch
@@ -140,16 +186,15 @@ def _encode_tags(items: tuple[tuple[str, str], ...]) -> str:
     return _encode(dict(items))
 
 
-def _row(point: Point) -> tuple[Any, ...]:
-    tags = point.tags
+def _row(event: Event, location: DeviceLocation | None) -> tuple[Any, ...]:
+    """The event's point (points.py) as a row, built from its parts: the same values as
+    event_point gives, without assembling the Point for every row."""
+    measurement, tags, fields = point_parts(event)
+    building, room = place(location)
     return (
-        point.event_id,
-        to_epoch_ns(point.time),
-        point.measurement,
-        tags["site"], tags["building"], tags["room"], tags["device"],
-        _encode_tags(tuple(item for item in tags.items() if item[0] not in _COLUMN_TAGS)),
-        _encode_fields(point.fields),
-    )
+        event.id, to_epoch_ns(event.event_time), measurement, event.site, building, room, event.device,
+        _encode_tags(tuple(tags.items())), _encode_fields(fields),
+    )  # fmt: skip
 
 
 def _encode_fields(fields: dict[str, Any]) -> str:

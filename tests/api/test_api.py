@@ -215,6 +215,12 @@ class _WriteOnlyHistorian:
 
     def write(self, events: Sequence[Event]) -> None: ...
 
+    def position(self) -> None:
+        return None
+
+    def discard_after(self, position: str) -> int:
+        return 0
+
     def flush(self) -> None: ...
 
     def close(self) -> None: ...

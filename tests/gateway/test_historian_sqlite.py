@@ -142,16 +142,45 @@ def test_event_of_another_site_is_not_placed_in_this_sites_rooms(
     assert (point.tags["site"], point.tags["building"], point.tags["room"]) == ("elsewhere", "unknown", "unknown")
 
 
-def test_duplicate_event_id_is_stored_once(historian: SqliteHistorian, site: SiteConfig) -> None:
+def test_discard_after_a_position_drops_only_later_writes(historian: SqliteHistorian, site: SiteConfig) -> None:
+    kept = historian.write([reading(site.id, "meter-101", T0, 1.0), reading(site.id, "meter-101", T0 + timedelta(seconds=1), 2.0)])
+    historian.write([reading(site.id, "meter-101", T0 + timedelta(seconds=2), 3.0)])
+    historian.write([reading(site.id, "flow-7", T0, 4.0)])
+
+    assert historian.discard_after(kept) == 2
+    assert [p.fields["value"] for p in historian.series("meter-101")] == [1.0, 2.0]
+    assert historian.series("flow-7") == []
+    assert historian.write([]) == kept  # an empty write leaves the position where it was
+    later = historian.write([reading(site.id, "flow-7", T0, 5.0)])
+    assert later != kept and historian.discard_after(later) == 0
+
+
+def test_a_position_of_another_history_file_discards_nothing(historian: SqliteHistorian, site: SiteConfig, tmp_path: Path) -> None:
+    other = SqliteHistorian(tmp_path / "other.db", site)
+    foreign = other.write([])
+    historian.write([reading(site.id, "meter-101", T0, 1.0)])
+
+    assert historian.discard_after(foreign) == 0
+    assert historian.discard_after("garbage") == 0
+    assert historian.count() == 1
+
+
+def test_a_file_from_before_positions_still_stores_an_event_id_once(site: SiteConfig, tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the schema of earlier releases: event ids UNIQUE
+        db.execute(
+            "CREATE TABLE points (id INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, time_ns INTEGER NOT NULL, "
+            "measurement TEXT NOT NULL, site TEXT NOT NULL, building TEXT NOT NULL, room TEXT NOT NULL, "
+            "device TEXT NOT NULL, tags TEXT NOT NULL, fields TEXT NOT NULL)"
+        )
+    historian = SqliteHistorian(path, site)
     first = reading(site.id, "meter-101", T0, 100.0)
-    replayed = first.model_copy(update={"value": 999.0})  # same id: a replayed buffer
 
-    historian.write([first, first])
-    historian.write([replayed, reading(site.id, "meter-101", T0 + timedelta(seconds=1), 101.0)])
+    historian.write([first])
+    historian.write([first.model_copy(update={"value": 999.0}), reading(site.id, "meter-101", T0 + timedelta(seconds=1), 101.0)])
 
-    assert historian.count() == 2
     assert [p.fields["value"] for p in historian.series("meter-101")] == [100.0, 101.0]
-    assert historian.stats() == {"points_written": 2.0, "duplicates_ignored": 2.0}
+    assert historian.stats() == {"points_written": 2.0, "duplicates_ignored": 1.0}
 
 
 def test_door_without_card_has_no_card_field(historian: SqliteHistorian, site: SiteConfig) -> None:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.schedule import is_scheduled, next_change
+from rules.schedule import ScheduleSpans, is_scheduled, next_change
 from warden.config import SiteConfig
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -206,3 +206,21 @@ def test_next_change_is_the_first_flip(windows: list[dict[str, str]], at: dateti
         probe += timedelta(minutes=15)
     if change is not None:
         assert is_scheduled(site, "s", change) != current
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    windows=st.lists(_window, min_size=1, max_size=2),
+    steps=st.lists(st.integers(min_value=-2 * 24 * 60, max_value=3 * 24 * 60), min_size=1, max_size=30),
+    start=_instant,
+)
+def test_remembered_spans_answer_as_the_functions_do(windows: list[dict[str, str]], steps: list[int], start: datetime) -> None:
+    """Mostly forward in time, as readings come, with jumps back (late data) and over DST."""
+    site = make_site({"s": windows}, holidays=("2026-03-30",))
+    spans = ScheduleSpans(site)
+    at = start
+    for minutes in steps:
+        at += timedelta(minutes=minutes, seconds=7)
+        assert spans.is_scheduled("s", at) == is_scheduled(site, "s", at), at
+        assert spans.next_change("s", at) == next_change(site, "s", at), at
+    assert (spans.is_scheduled(None, at), spans.next_change(None, at)) == (False, None)
