@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS alert_history (
     id INTEGER PRIMARY KEY AUTOINCREMENT, alert_id INTEGER NOT NULL REFERENCES alerts(id),
     at TEXT NOT NULL, action TEXT NOT NULL, state TEXT NOT NULL, message TEXT NOT NULL, details TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rule_state (id INTEGER PRIMARY KEY CHECK (id = 1), snapshot TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS rule_journal (batch INTEGER PRIMARY KEY, entry TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rule_journal (batch INTEGER PRIMARY KEY, entry BLOB NOT NULL);
 """
 
 #: Which of a batch's ids (a JSON array) were seen before, as a JSON array.
@@ -193,7 +193,7 @@ class StateStore:
         signals: Iterable[AlertSignal],
         rule_snapshot: dict[str, Any] | None,
         dead_letters: Iterable[DeadLetter] = (),
-        journal_entry: str | None = None,
+        journal_entry: bytes | None = None,
         historian_position: str | None = None,
     ) -> list[AlertChange]:
         """Mark events seen, keep refused messages, apply alert signals and save rule
@@ -238,8 +238,9 @@ class StateStore:
         row = self._db.execute("SELECT snapshot FROM rule_state WHERE id = 1").fetchone()
         return json.loads(row[0]) if row else {}
 
-    def rule_journal(self) -> list[str]:
-        """The batches committed since the last snapshot, oldest first."""
+    def rule_journal(self) -> list[bytes | str]:
+        """The batches committed since the last snapshot, oldest first (str: an entry of
+        an earlier release, see gateway/rule_inputs.py)."""
         return [row[0] for row in self._db.execute("SELECT entry FROM rule_journal ORDER BY batch")]
 
     # ------------------------------------------------------------------ alert lifecycle
