@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import typer
 from rich.console import Console
 
-from warden.config import AgentConfig, BrokerConfig, ConfigError, GatewayConfig, SiteConfig, load_config
+from warden.config import BrokerConfig, ConfigError, GatewayConfig, SiteConfig, load_config
 from warden.logs import configure_logging
 
 app = typer.Typer(help="warden: facilities and safety-patrol monitoring.", no_args_is_help=True, add_completion=False)
@@ -70,17 +70,13 @@ def agent(
     log_level: LogLevel = "INFO",
     sim_clock: SimClockFile = None,
 ) -> None:
-    """Run an edge agent: read the configured devices and forward their events."""
-    from agent.runner import Agent
+    """Run an edge agent: read the configured devices and forward their events.
 
-    stop = _stop_on_signal()
-    configure_logging(log_level)
+    `warden-agent` takes the same options with less memory, for small boards."""
+    from agent.main import run_agent  # the one agent start-up, shared with `warden-agent`
+
     with _config_errors():
-        agent_config = load_config(config, AgentConfig)
-    running = Agent(agent_config, _clock(sim_clock))
-    running.start()
-    stop.wait()
-    running.stop()
+        run_agent(config, log_level, sim_clock)
 
 
 @app.command()

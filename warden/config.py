@@ -8,7 +8,6 @@ Relative paths inside a file are resolved against that file's folder.
 from __future__ import annotations
 
 import re
-import tomllib
 from datetime import date, time
 from functools import cached_property
 from pathlib import Path
@@ -36,7 +35,11 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: a model's validator is built the first time it is used, not at import, so
+    # an agent process does not build the gateway's, the site's and the rules' models it never
+    # validates (docs/benchmarks.md, agent RSS). For the same reason a default that is a model
+    # is a default_factory: a default instance made at import would build its model there.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 # --------------------------------------------------------------------------- shared
@@ -148,7 +151,7 @@ class SiteConfig(_Strict):
     holidays: list[date] = Field(default_factory=list)
     schedules: dict[str, list[WeeklyWindow]] = Field(default_factory=dict)
     buildings: list[Building] = Field(default_factory=list)
-    tariff: Tariff = Tariff()
+    tariff: Tariff = Field(default_factory=Tariff)
 
     @field_validator("timezone")
     @classmethod
@@ -362,7 +365,7 @@ DeviceConfig = Annotated[
 class AgentConfig(_Strict):
     id: Identifier
     site: Identifier
-    broker: BrokerConfig = BrokerConfig()
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
     device_broker: BrokerConfig | None = Field(
         default=None, description="Broker MQTT-native devices publish to; default: the uplink broker"
     )
@@ -633,11 +636,11 @@ class RulesConfig(_Strict):
         ge=0,
         description="How long rules wait for late data before acting on the passing of time alone",
     )
-    ac_after_hours: AcAfterHoursConfig = AcAfterHoursConfig()
-    water: WaterConfig = WaterConfig()
-    doors: DoorsConfig = DoorsConfig()
-    patrol: PatrolConfig = PatrolConfig()
-    deadman: DeadmanConfig = DeadmanConfig()
+    ac_after_hours: AcAfterHoursConfig = Field(default_factory=AcAfterHoursConfig)
+    water: WaterConfig = Field(default_factory=WaterConfig)
+    doors: DoorsConfig = Field(default_factory=DoorsConfig)
+    patrol: PatrolConfig = Field(default_factory=PatrolConfig)
+    deadman: DeadmanConfig = Field(default_factory=DeadmanConfig)
 
 
 # --------------------------------------------------------------------------- alert lifecycle
@@ -820,8 +823,8 @@ SinkConfig = Annotated[Union[WebhookSinkConfig, SmtpSinkConfig], Field(discrimin
 class AlertsConfig(_Strict):
     """Escalation and notifications (gateway/escalation.py, gateway/notify.py)."""
 
-    escalation: EscalationConfig = EscalationConfig()
-    mqtt: MqttAlertsConfig = MqttAlertsConfig()
+    escalation: EscalationConfig = Field(default_factory=EscalationConfig)
+    mqtt: MqttAlertsConfig = Field(default_factory=MqttAlertsConfig)
     sinks: dict[Identifier, SinkConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -848,8 +851,8 @@ class AlertsConfig(_Strict):
 class GatewayConfig(_Strict):
     id: Identifier = "gateway"
     site_file: Path
-    broker: BrokerConfig = BrokerConfig()
-    historian: HistorianConfig = SqliteHistorianConfig(type="sqlite")
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    historian: HistorianConfig = Field(default_factory=lambda: SqliteHistorianConfig(type="sqlite"))
     state_db: Path = Path("data/state.db")
     queue_size: int = Field(default=10_000, ge=1)
     dedup_window_days: float = Field(
@@ -857,9 +860,9 @@ class GatewayConfig(_Strict):
         description="How long an event id is remembered so that a re-sent copy is dropped "
         "(between half this and this long); the seen ids do not grow forever.",
     )  # fmt: skip
-    api: ApiConfig = ApiConfig()
-    rules: RulesConfig = RulesConfig()
-    alerts: AlertsConfig = AlertsConfig()
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -891,6 +894,8 @@ def _read_document(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
         if path.suffix == ".toml":
+            import tomllib  # here: a process whose config is YAML, as most agents', never needs it
+
             data = tomllib.loads(text)
         elif path.suffix in (".yaml", ".yml"):
             data = yaml.safe_load(text)

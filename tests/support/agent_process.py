@@ -1,4 +1,5 @@
-"""A real `warden agent` in a subprocess, whose log lines a test can wait for."""
+"""A real agent process (`warden agent`, or the lean `warden-agent`), whose log lines a
+test can wait for."""
 
 from __future__ import annotations
 
@@ -9,21 +10,39 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 
+def _console_script(name: str) -> str | None:
+    """This environment's console script `name`: the one beside the interpreter (the
+    virtualenv's), since PATH may find another Python's first (e.g. a pyenv shim); else PATH's."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
 def warden_command() -> list[str]:
-    executable = shutil.which("warden")
+    executable = _console_script("warden")
     if executable:
         return [executable]
     return [sys.executable, "-c", "from warden.cli import app; app()"]
 
 
+def warden_agent_command() -> list[str]:
+    """The lean agent command, as small boards run it (agent/main.py)."""
+    executable = _console_script("warden-agent")
+    if executable:
+        return [executable]
+    return [sys.executable, "-m", "agent"]
+
+
 class AgentProcess:
-    def __init__(self, config: Path, *args: str) -> None:
-        """`args`: more options for `warden agent`, e.g. "--sim-clock", path."""
+    def __init__(self, config: Path, *args: str, command: Sequence[str] | None = None) -> None:
+        """`args`: more options, e.g. "--sim-clock", path. `command`: what runs the agent,
+        `warden agent` unless given (e.g. `warden_agent_command()`)."""
+        command = [*warden_command(), "agent"] if command is None else list(command)
         self.process = subprocess.Popen(
-            [*warden_command(), "agent", "--config", str(config), "--log-level", "INFO", *args],
+            [*command, "--config", str(config), "--log-level", "INFO", *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
