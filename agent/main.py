@@ -12,27 +12,18 @@ tests/agent/test_lean_entry_point.py checks it.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Sequence
 
 from warden.config import AgentConfig, ConfigError, load_config
 from warden.logs import configure_logging
+from warden.process import clock_from, stop_on_signal
 
 SIM_CLOCK_HELP = (
     "For simulated nights and drills only, never production: take the time from this "
     "simulated clock file (written by `warden simulate --sim-clock`) instead of the system clock"
 )
-
-
-def stop_on_signal() -> threading.Event:
-    """Installed first thing, so a SIGTERM during start-up still shuts down cleanly."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
 
 
 def run_agent(config: Path, log_level: str = "INFO", sim_clock: Path | None = None) -> None:
@@ -45,14 +36,7 @@ def run_agent(config: Path, log_level: str = "INFO", sim_clock: Path | None = No
     stop = stop_on_signal()
     configure_logging(log_level)
     agent_config = load_config(config, AgentConfig)
-    clock = None  # the system clock
-    if sim_clock is not None:
-        from warden.clock import FileClock
-
-        try:
-            clock = FileClock(sim_clock)
-        except ValueError as exc:
-            raise ConfigError(f"--sim-clock: {exc}") from None
+    clock = clock_from(sim_clock)
     from agent.runner import Agent  # after the config: a bad file is reported without paho's import
 
     running = Agent(agent_config, clock)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 from datetime import date, datetime, tzinfo
@@ -15,6 +14,7 @@ from rich.console import Console
 
 from warden.config import BrokerConfig, ConfigError, GatewayConfig, SiteConfig, load_config
 from warden.logs import configure_logging
+from warden.process import clock_from, stop_on_signal
 
 app = typer.Typer(help="warden: facilities and safety-patrol monitoring.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True, soft_wrap=True)  # never break an error message across lines
@@ -44,26 +44,6 @@ def _config_errors() -> Iterator[None]:
         _fail(str(exc))
 
 
-def _clock(sim_clock: Path | None) -> Any:
-    """The system clock, or the simulated one another process publishes (docs/simulators.md)."""
-    if sim_clock is None:
-        return None
-    from warden.clock import FileClock
-
-    try:
-        return FileClock(sim_clock)
-    except ValueError as exc:
-        _fail(f"--sim-clock: {exc}")
-
-
-def _stop_on_signal() -> threading.Event:
-    """Installed first thing, so a SIGTERM during start-up still shuts down cleanly."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
-
-
 @app.command()
 def agent(
     config: Annotated[Path, typer.Option("--config", "-c", help="Agent config file (YAML or TOML)")],
@@ -89,12 +69,13 @@ def gateway(
     from gateway.api import ApiServer, create_app
     from gateway.service import Gateway
 
-    stop = _stop_on_signal()
+    stop = stop_on_signal()
     configure_logging(log_level)
     with _config_errors():
         gateway_config = load_config(config, GatewayConfig)
         site = load_config(gateway_config.site_file, SiteConfig)
-    service = Gateway(gateway_config, site, _clock(sim_clock))
+        clock = clock_from(sim_clock)
+    service = Gateway(gateway_config, site, clock)
     service.start()
     api = ApiServer(create_app(service), gateway_config.api.host, gateway_config.api.port)
     api.start()

@@ -7,7 +7,7 @@ TLS, keep-alive and reconnect back-off are configured the same way everywhere.
 from __future__ import annotations
 
 import logging
-import ssl
+import ssl  # paho imports it anyway (itself, and through urllib.request): lazy here saves nothing
 import threading
 
 import paho.mqtt.client as mqtt
