@@ -234,9 +234,10 @@ class Gateway:
 
     def _rewind_to_last_commit(self) -> None:
         """The rules and the history may hold part of a failed batch: take both back to
-        the last commit, so the retry neither counts nor stores its events twice."""
+        the last commit, so the retry neither counts nor stores its events twice. The
+        history is cut on its writer thread, after any write still under way."""
         self.engine = self._committed_rules()
-        self._discard_uncommitted_history()
+        self._historian_writer.submit(self._discard_uncommitted_history).result()
 
     def _discard_uncommitted_history(self) -> None:
         position = self._history_position

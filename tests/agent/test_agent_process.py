@@ -146,16 +146,19 @@ def test_kill_9_mid_run_then_restart_loses_nothing_the_agent_had_read(
         status.close()
 
 
+@pytest.mark.parametrize("lean", [False, True], ids=["warden agent", "warden-agent"])
 def test_sigterm_forwards_what_the_port_received_and_leaves_a_retained_offline(
-    private_mosquitto: MosquittoBroker, reader: PatrolReaderSim, tmp_path: Path, agent_id: str, processes: list[AgentProcess]
+    private_mosquitto: MosquittoBroker, reader: PatrolReaderSim, tmp_path: Path, agent_id: str, processes: list[AgentProcess],
+    lean: bool,
 ) -> None:
+    """Both commands run the same agent; `warden-agent` is what small boards run (docs/agent.md)."""
     mosquitto = private_mosquitto
     broker = BrokerConfig(host=mosquitto.host, port=mosquitto.port)
     events = Collector(broker, topics.events_topic(SITE, agent_id))
     status = Collector(broker, topics.status_topic(SITE, agent_id))
     config = write_config(tmp_path, agent_id, mosquitto.host, mosquitto.port, reader.port)
     try:
-        agent = AgentProcess(config)
+        agent = AgentProcess(config, command=warden_agent_command() if lean else None)
         processes.append(agent)
         agent.wait_log("port open")
         assert states(status, 1) == ["online"]
@@ -166,6 +169,7 @@ def test_sigterm_forwards_what_the_port_received_and_leaves_a_retained_offline(
         assert states(status, 1) == ["offline"]
         assert outbox_rows(tmp_path / "outbox.db") == 0
         assert any("agent stopped" in line for line in agent.lines)
+        assert not any("Traceback" in line for line in agent.lines)
     finally:
         events.close()
         status.close()
@@ -178,33 +182,6 @@ def test_sigterm_forwards_what_the_port_received_and_leaves_a_retained_offline(
         assert isinstance(offline, DeviceStatus) and offline.state == "offline" and offline.device == agent_id
     finally:
         late.close()
-
-
-def test_the_lean_entry_point_forwards_events_and_stops_cleanly_on_sigterm(
-    private_mosquitto: MosquittoBroker, reader: PatrolReaderSim, tmp_path: Path, agent_id: str, processes: list[AgentProcess]
-) -> None:
-    """`warden-agent`, what small boards run (docs/agent.md): the same agent as `warden agent`."""
-    mosquitto = private_mosquitto
-    broker = BrokerConfig(host=mosquitto.host, port=mosquitto.port)
-    events = Collector(broker, topics.events_topic(SITE, agent_id))
-    status = Collector(broker, topics.status_topic(SITE, agent_id))
-    config = write_config(tmp_path, agent_id, mosquitto.host, mosquitto.port, reader.port)
-    try:
-        agent = AgentProcess(config, command=warden_agent_command())
-        processes.append(agent)
-        agent.wait_log("port open")
-        assert states(status, 1) == ["online"]
-        tap(reader, range(0, 5))
-        collect(events, {tap_id(n) for n in range(0, 5)})  # forwarded while running
-
-        assert agent.terminate() == 0
-        assert states(status, 1) == ["offline"]
-        assert outbox_rows(tmp_path / "outbox.db") == 0
-        assert any("agent stopped" in line for line in agent.lines)
-        assert not any("Traceback" in line for line in agent.lines)
-    finally:
-        events.close()
-        status.close()
 
 
 def test_reader_lines_written_while_no_agent_reads_are_not_what_the_guarantee_covers(reader: PatrolReaderSim) -> None:
