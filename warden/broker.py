@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from warden.process import terminate
+
 log = logging.getLogger(__name__)
 
 _SBIN_DIRS = "/usr/sbin:/usr/local/sbin:/sbin"
@@ -95,13 +97,8 @@ class MosquittoBroker:
         log.info("mosquitto started", extra={"port": self.port, "pid": self._process.pid})
 
     def stop(self) -> None:
-        if self._process and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if self._process is not None:
+            terminate(self._process, timeout=10)
         self._process = None
 
     def restart(self) -> None:

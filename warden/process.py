@@ -1,9 +1,11 @@
-"""What every long-running warden process does at start-up: stop cleanly on a signal, and
-take its time from the system clock or from a simulation's clock file."""
+"""What every long-running warden process does at start-up (stop cleanly on a signal,
+take its time from the system clock or from a simulation's clock file), and how a parent
+stops a child process (the broker, a time-series server, a gateway under test)."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 from pathlib import Path
 
@@ -30,3 +32,16 @@ def clock_from(sim_clock: Path | None) -> Clock | None:
         return FileClock(sim_clock)
     except ValueError as exc:
         raise ConfigError(f"--sim-clock: {exc}") from None
+
+
+def terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, so the child can flush and say goodbye; SIGKILL if it has not exited
+    within `timeout` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

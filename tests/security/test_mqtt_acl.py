@@ -27,6 +27,7 @@ from warden import topics
 from warden.broker import find_mosquitto, free_port, wait_for_port
 from warden.config import BrokerConfig
 from warden.mqtt import make_client
+from warden.process import terminate
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 TIMEOUT = 10.0
@@ -96,12 +97,7 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
         _, err = process.communicate()
         pytest.fail(f"mosquitto refused the shipped config: {err.decode(errors='replace')}")
     yield SecureBroker("127.0.0.1", port, log_path)
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    terminate(process, timeout=10)
 
 
 @dataclass

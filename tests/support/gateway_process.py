@@ -12,6 +12,7 @@ import httpx
 
 from tests.support.agent_process import warden_command
 from tests.support.wait import wait_for
+from warden.process import terminate
 
 
 class GatewayProcess:
@@ -57,11 +58,5 @@ class GatewayProcess:
         return self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout=15)
         self._log.close()

@@ -20,6 +20,8 @@ from typing import TypeVar
 
 import httpx
 
+from warden.process import terminate
+
 DEFAULT_BINARY = Path("/usr/bin/victoria-metrics")
 #: Overrides where the binary is looked for, e.g. a downloaded release in CI.
 BINARY_ENV = "WARDEN_VICTORIA_METRICS"
@@ -99,12 +101,7 @@ class VictoriaMetrics:
         """Terminate gracefully: victoria-metrics persists buffered samples on SIGTERM."""
         if self._process is None:
             return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        terminate(self._process, timeout)
         self._process = None
 
     def force_flush(self) -> None:
