@@ -267,7 +267,6 @@ class DeadmanRule:
     def _has_devices(self, agent_id: str) -> bool:
         return agent_id in self._config.agents or agent_id in self._learned_agent.values()
 
-
     # ----------------------------------------------------------------- persistence
 
     def state_snapshot(self) -> dict[str, Any]:

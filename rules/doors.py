@@ -15,7 +15,7 @@ from typing import Any
 
 from rules import state
 from rules.alerts import AlertSignal, Severity, SignalAction
-from rules.schedule import is_scheduled, next_change, wall_clock
+from rules.schedule import ScheduleSpans, wall_clock
 from warden.config import DoorsConfig, SiteConfig
 from warden.events import DoorAction, DoorEvent, Event
 
@@ -67,6 +67,7 @@ class DoorsRule:
             if override.schedule is not None and override.schedule not in site.schedules:
                 raise ValueError(f"rules.doors.doors.{door}.schedule: unknown schedule {override.schedule!r}")
         self._site = site
+        self._schedules = ScheduleSpans(site)
         self._config = config
         self._denied_window = timedelta(minutes=config.denied_minutes)
         self._doors: dict[str, _Door] = {}
@@ -228,12 +229,12 @@ class DoorsRule:
             self.stats["unscheduled"] += 1
             return []
         at = event.event_time
-        if is_scheduled(self._site, policy.schedule, at):
+        if self._schedules.is_scheduled(policy.schedule, at):
             return []
         opened = event.action is DoorAction.OPENED
         if door.after_since is not None:
             if at < door.after_since:
-                if next_change(self._site, policy.schedule, at) != door.after_ends:
+                if self._schedules.next_change(policy.schedule, at) != door.after_ends:
                     self.stats["out_of_order"] += 1
                     return []
                 door.after_since = at
@@ -243,7 +244,7 @@ class DoorsRule:
         if door.after_settled is not None and at < door.after_settled:
             self.stats["out_of_order"] += 1
             return []
-        door.after_since, door.after_ends = at, next_change(self._site, policy.schedule, at)
+        door.after_since, door.after_ends = at, self._schedules.next_change(policy.schedule, at)
         door.after_opened, door.after_granted = int(opened), int(not opened)
         return [self._after_signal(SignalAction.RAISE, event.door, door, at)]
 
@@ -281,8 +282,6 @@ class DoorsRule:
         policy = _Policy(held_open=timedelta(seconds=held), checked=checked, schedule=schedule)
         self._policies[door_id] = policy
         return policy
-
-
 
     def _signal(
         self, rule: str, action: SignalAction, door_id: str, at: datetime, severity: Severity, message: str,

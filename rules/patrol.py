@@ -471,7 +471,6 @@ class PatrolRule:
     def _label(self, plan: _Plan) -> str:
         return f"{plan.start:%H:%M} of {plan.day.isoformat()} on route {plan.route.id}"
 
-
     # ----------------------------------------------------------------- persistence
 
     def state_snapshot(self) -> dict[str, Any]:
