@@ -35,7 +35,7 @@ from rules.engine import RuleEngine
 from warden import topics
 from warden.clock import Clock, SystemClock
 from warden.config import GatewayConfig, SiteConfig
-from warden.events import MAX_FUTURE, DeviceStatus, Event, InvalidPayload, decode_events, encode_events, too_far_ahead
+from warden.events import DeviceStatus, Event, InvalidPayload, decode_events, encode_events, is_too_far_ahead, too_far_ahead
 from warden.topics import AgentTopic
 from warden.mqtt import ConnectionFlag, connect_async, make_client
 
@@ -338,11 +338,11 @@ class Gateway:
                     raise InvalidPayload(f"event {event.id}: site {event.site!r} does not match topic site {where.site!r} / gateway site {self.site.id!r}", "site_mismatch")
         except InvalidPayload as exc:
             return None, [DeadLetter(item.topic, item.payload, exc.reason, exc.code)]
-        latest = self.clock.now() + MAX_FUTURE
-        ahead = [event for event in events if event.event_time > latest]
+        now = self.clock.now()
+        ahead = [event for event in events if is_too_far_ahead(event, now)]
         letters = [DeadLetter(item.topic, encode_events([e]), too_far_ahead(e).reason, "future_time") for e in ahead]
         if ahead:
-            events = [event for event in events if event.event_time <= latest]
+            events = [event for event in events if not is_too_far_ahead(event, now)]
             if not events:
                 return None, letters
             # The rule journal replays the payload: it must hold only what was accepted.

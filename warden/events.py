@@ -224,9 +224,15 @@ def decode_events(
         events = _parse_explaining(payload)
     if now is not None:
         for event in events:
-            if event.event_time - now > max_future:
+            if is_too_far_ahead(event, now, max_future):
                 raise too_far_ahead(event, max_future)
     return events
+
+
+def is_too_far_ahead(event: Event, now: datetime, max_future: timedelta = MAX_FUTURE) -> bool:
+    """Stamped more than `max_future` ahead of the receiver's clock `now`: a device clock
+    gone wrong, whose event would otherwise move rule time forward for everyone."""
+    return event.event_time - now > max_future
 
 
 def too_far_ahead(event: Event, max_future: timedelta = MAX_FUTURE) -> InvalidPayload:
