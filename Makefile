@@ -1,5 +1,7 @@
 # One command for the demo, one for the tests. Both set up a virtualenv in .venv first.
 PYTHON ?= python3
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS=tests/test_cli.py`
+PYTEST_ARGS ?=
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -20,7 +22,7 @@ demo: setup
 ## Everything the tests need (Debian packages, Python packages), then the tests: `make test`
 test: setup
 	./scripts/install-system-packages.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -33,7 +33,7 @@ from warden.config import (
     PatrolWandDevice,
 )
 from warden.events import DeviceState, DeviceStatus, Event, stable_event_id
-from warden.mqtt import ConnectionFlag, connect_async, make_client
+from warden.mqtt import ConnectionFlag, client_id_for, connect_async, make_client
 
 if TYPE_CHECKING:  # driver modules are imported when a configured device needs them
     from agent.drivers.modbus_rtu import ModbusBuses
@@ -56,7 +56,7 @@ class Agent:
         self.outbox = Outbox(config.buffer_path, max_events=config.buffer_max_events)
         # manual_ack: a device message that comes in on the uplink is acknowledged only
         # once its events are on disk (see _on_device_message)
-        self.uplink = make_client(config.broker, f"warden-agent-{config.site}-{config.id}", manual_ack=True)
+        self.uplink = make_client(config.broker, client_id_for(config.broker, f"warden-agent-{config.site}-{config.id}"), manual_ack=True)
         self.uplink_flag = ConnectionFlag()
         self.uplink_backoff = _backoff(config.broker)
         self.uplink_connects = 0  # successful (re)connects, published in the agent's heartbeat
@@ -131,7 +131,9 @@ class Agent:
         if self.config.device_broker is None:
             return self.uplink
         return make_client(
-            self.config.device_broker, f"warden-agent-{self.config.site}-{self.config.id}-devices", manual_ack=True
+            self.config.device_broker,
+            client_id_for(self.config.device_broker, f"warden-agent-{self.config.site}-{self.config.id}-devices"),
+            manual_ack=True,
         )
 
     @property

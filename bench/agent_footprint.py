@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from warden.config import BrokerConfig
 from warden.mqtt import make_client
 
 from bench.ingest import BROKER_TUNING
+from tests.support.scripts import MissingConsoleScript, console_script
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -143,12 +143,12 @@ def _bytecode_env(work: Path) -> dict[str, str]:
 
 
 def _warden_agent() -> str:
-    """This environment's `warden-agent` (beside its interpreter), else the one on PATH: a
+    """This environment's `warden-agent`, beside its interpreter, never PATH's: a
     `warden-agent` of another Python found first on PATH would be measured instead."""
-    beside = Path(sys.executable).parent / "warden-agent"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("warden-agent") or sys.exit("warden-agent is not installed (pip install -e .)")
+    try:
+        return console_script("warden-agent")
+    except MissingConsoleScript as exc:
+        sys.exit(str(exc))
 
 
 def run(devices: int, seconds: float) -> tuple[Footprint, Footprint]:

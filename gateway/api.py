@@ -7,6 +7,7 @@ docs/api.md. Nothing that changes state is reachable without a token in the
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import asdict
@@ -14,10 +15,15 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+import fastapi_offline
 import uvicorn
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -30,10 +36,13 @@ from gateway.store import Alert, AlertNotFound, AlertStateConflict
 from gateway.web.stream import AlertBroadcaster, sse_events
 from rules.alerts import AlertState, Severity
 from warden.config import ApiConfig, SqliteHistorianConfig
+from warden.events import EARLIEST_TIME
 
 log = logging.getLogger(__name__)
 
 WEB = Path(__file__).parent / "web"
+#: How much of a dead letter's payload GET /api/dead-letters shows.
+DEAD_LETTER_PREVIEW_BYTES = 1024
 
 
 class PersonAction(BaseModel):
@@ -44,7 +53,8 @@ class PersonAction(BaseModel):
 
 def create_app(gateway: Gateway, config: ApiConfig | None = None) -> FastAPI:
     config = config or gateway.config.api
-    app = FastAPI(title="warden gateway", version="1", description="Alerts, devices, patrols, reports. Auth: docs/api.md")
+    app = FastAPI(title="warden gateway", version="1", description="Alerts, devices, patrols, reports. Auth: docs/api.md",
+                  docs_url=None, redoc_url=None)  # served below from the installed package, not a CDN
     app.state.auth = Authenticator(config)
     if app.state.auth.public_read and config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("API reads need no token", extra={"host": config.host, "tokens": len(config.tokens),
@@ -55,13 +65,161 @@ def create_app(gateway: Gateway, config: ApiConfig | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"], allow_credentials=False)
     app.add_middleware(_SecurityHeaders)
+    app.add_middleware(_BodyLimit, limit=config.max_body_bytes)  # added last: runs first, before any parsing
+    _error_bodies(app)
+    _offline_docs(app)
     _monitoring(app, gateway, config)
     _alerts(app, gateway, broadcaster)
     _devices(app, gateway)
     _patrols(app, gateway)
     _reports_and_admin(app, gateway)
     _dashboard(app, gateway)
+    _declare_errors(app)
     return app
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers: one line saying what is wrong."""
+
+    detail: str
+
+
+class _BodyLimit:
+    """Refuses a request body over `limit` bytes with 413 before anything parses it or asks
+    for a token: at once when Content-Length says so (nothing is read), else as soon as the
+    streamed body passes the limit (at most limit + one chunk is read). The body is held
+    here, so the app never sees a request larger than the limit. Plain ASGI."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = _content_length(scope)
+        if declared is not None and declared > self.limit:
+            return await self._refuse(send)
+        held: list[Any] = []
+        size = 0
+        while True:
+            message = await receive()
+            held.append(message)
+            if message["type"] != "http.request":
+                break  # a disconnect: let the app see it
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                return await self._refuse(send)
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Any:
+            return held.pop(0) if held else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps({"detail": f"request body larger than {self.limit} bytes (api.max_body_bytes)"}).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close"),
+            *_SecurityHeaders.HEADERS]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _content_length(scope: Any) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _error_bodies(app: FastAPI) -> None:
+    """Every error as {"detail": "one line"}: validation errors too (FastAPI's own are a
+    list), and a date or time out of range (e.g. year 1 or 9999 in a path) is a 422, never a 500."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": "; ".join(problems) or "invalid request"})
+
+    @app.exception_handler(OverflowError)
+    async def out_of_range(request: Request, exc: OverflowError) -> JSONResponse:
+        log.info("request out of range", extra={"path": request.url.path, "error": str(exc)})
+        return JSONResponse(status_code=422, content={"detail": "a date or time out of the supported range"})
+
+
+#: Assets of Swagger UI and ReDoc, from the installed fastapi-offline package: /docs and
+#: /redoc work on a site without internet.
+_DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+
+
+def _offline_docs(app: FastAPI) -> None:
+    app.mount("/docs-assets", StaticFiles(directory=str(_DOCS_ASSETS)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="warden gateway - API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title="warden gateway - API",
+                              redoc_js_url="/docs-assets/redoc.standalone.js",
+                              redoc_favicon_url="/docs-assets/favicon.png", with_google_fonts=False)
+
+
+#: Errors a route answers besides those of its dependencies, by endpoint name.
+_ROUTE_ERRORS: dict[str, dict[int, str]] = {
+    "alert_detail": {404: "No such alert"},
+    "acknowledge": {404: "No such alert", 409: "The alert is not open"},
+    "resolve": {404: "No such alert", 409: "The alert is already resolved"},
+    "device_detail": {404: "No such device"},
+    "device_series": {501: "The historian in use offers no query here"},
+    "open_browser_session": {401: "No token, or a wrong one"},
+    "close_browser_session": {401: "No token, or a wrong one"},
+}
+
+
+def _declare_errors(app: FastAPI) -> None:
+    """Put in the OpenAPI document the errors each route answers (401/403 where a
+    permission is required, 404/409/501 where the route raises them, 413 for bodies,
+    422 as {"detail": ...}), and mark /api/me as working with or without a token."""
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        errors: dict[int, str] = {422: "Invalid input, or a date or time out of range"}
+        if _permission(route.dependant) is not None:
+            errors |= {401: "No token (reads may be public: api.public_read), or a wrong one",
+                       403: "The token's role lacks the permission"}
+        if route.methods & {"POST", "PUT", "PATCH"}:
+            errors[413] = "Request body over api.max_body_bytes"
+        errors |= _ROUTE_ERRORS.get(route.name, {})
+        for status, description in errors.items():
+            route.responses.setdefault(status, {"model": ErrorBody, "description": description})
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            for operation in schema["paths"].get("/api/me", {}).values():
+                operation["security"] = [{}, {"HTTPBearer": []}]  # optional: answers anonymous callers too
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _permission(dependant: Any) -> str | None:
+    """The permission a route's dependencies require (gateway/auth.py: require), if any."""
+    for dependency in dependant.dependencies:
+        found = getattr(dependency.call, "permission", None) or _permission(dependency)
+        if found is not None:
+            return str(found)
+    return None
 
 
 class _SecurityHeaders:
@@ -101,7 +259,11 @@ def _monitoring(app: FastAPI, gateway: Gateway, config: ApiConfig) -> None:
 
     @app.get("/api/dead-letters", dependencies=[require(auth.SYSTEM_READ)], tags=["monitoring"])
     def dead_letters(limit: int = Query(default=100, ge=1, le=1000)) -> list[dict[str, Any]]:
-        return [{**row, "payload": row["payload"][:1024].decode("utf-8", "replace")} for row in gateway.store.dead_letters(limit)]
+        """Newest first: `code` (the reason code, as in the rejected metric), `reason`, `size`
+        (of the whole payload) and `payload`: its first DEAD_LETTER_PREVIEW_BYTES bytes as text
+        (`truncated` says whether there is more; the store keeps up to 64 KiB of it)."""
+        return [{**row, "payload": row["payload"][:DEAD_LETTER_PREVIEW_BYTES].decode("utf-8", "replace"),
+                 "truncated": row["size"] > DEAD_LETTER_PREVIEW_BYTES} for row in gateway.store.dead_letters(limit)]
 
     @app.get("/api/me", tags=["auth"])
     def me(request: Request, principal: Principal | None = Depends(auth.caller)) -> dict[str, Any]:
@@ -132,6 +294,8 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
     ) -> list[dict[str, Any]]:
         """Newest first. The time range selects alerts active at some moment in [since, until)."""
         bounds = [_utc_iso(since, "since"), _utc_iso(until, "until")]
+        _in_range(since, "since")
+        _in_range(until, "until")
         one_state = state[0] if state and len(state) == 1 else None
         narrow = not (state and len(state) > 1) and severity is None and subject is None and since is None and until is None
         alerts = store.alerts(site=site, rule=rule, state=one_state, limit=limit if narrow else 1_000_000)
@@ -211,6 +375,16 @@ def _utc_iso(value: datetime | None, name: str) -> str | None:
     return value.astimezone(timezone.utc).isoformat()
 
 
+#: Query times outside [EARLIEST_TIME, LATEST_QUERY_TIME) are refused (422): no event is
+#: stored outside them, and the historians' integer times cannot hold year 1 or 9999.
+LATEST_QUERY_TIME = datetime(2100, 1, 1, tzinfo=timezone.utc)
+
+
+def _in_range(value: datetime | None, name: str) -> None:
+    if value is not None and not EARLIEST_TIME <= value < LATEST_QUERY_TIME:
+        raise HTTPException(status_code=422, detail=f"{name}: expected a time from {EARLIEST_TIME.date()} to {LATEST_QUERY_TIME.date()}")
+
+
 def _matches(a: Alert, states: list[AlertState] | None, severities: list[Severity] | None, subject: str | None,
              since: str | None, until: str | None) -> bool:
     return (
@@ -255,6 +429,7 @@ def _devices(app: FastAPI, gateway: Gateway) -> None:
                 "query it directly (measurement per quantity, tag device); see docs/storage.md"))
         for name, value in (("since", since), ("until", until)):
             _utc_iso(value, name)  # refuses a time without a zone
+            _in_range(value, name)
         start = since or gateway.clock.now() - timedelta(hours=24)
         points = series(device, measurement, start, until, limit)
         return [{"time": p.time.isoformat(), "measurement": p.measurement, "tags": p.tags, "fields": p.fields} for p in points]
@@ -334,9 +509,11 @@ def _parse_night(gateway: Gateway, night: str) -> date:
     if night == "tonight":
         return current_night(gateway)
     try:
-        return date.fromisoformat(night)
+        day = date.fromisoformat(night)
     except ValueError:
         raise HTTPException(status_code=422, detail=f"night: expected YYYY-MM-DD or 'tonight', got {night!r}") from None
+    _in_range(datetime.combine(day, datetime.min.time(), timezone.utc), "night")
+    return day
 
 
 def current_night(gateway: Gateway) -> date:
@@ -358,10 +535,15 @@ def _reports_and_admin(app: FastAPI, gateway: Gateway) -> None:
     @app.get("/api/reports/{night}", dependencies=[require(auth.REPORTS_READ, cookie=True)], tags=["reports"],
              responses={200: {"content": {"text/html": {}, "application/json": {}, "text/csv": {}}}})
     def morning_report(night: date, format: Literal["html", "json", "csv"] = "html") -> Response:  # noqa: A002
-        """The morning report of the night starting on `night` (18:00-08:00 local)."""
+        """The morning report of the day `night` (the path keeps its former name): from
+        `report.day_start` (08:00 local by default) on that date to the same time the next day."""
         from warden import report as reports
 
-        data = reports.build_morning_report(gateway.store, _report_history(gateway), gateway.site, night, gateway.config.rules)
+        try:
+            data = reports.build_morning_report(gateway.store, _report_history(gateway), gateway.site, night,
+                                                gateway.config.rules, day_start=gateway.config.report.day_start)
+        except ValueError as exc:  # a date out of the range a report can cover
+            raise HTTPException(status_code=422, detail=str(exc)) from None
         name = f"morning-report-{gateway.site.id}-{night.isoformat()}"
         if format == "json":
             return Response(reports.render_json(data), media_type="application/json")
@@ -372,12 +554,9 @@ def _reports_and_admin(app: FastAPI, gateway: Gateway) -> None:
 
     @app.get("/api/config", dependencies=[require(auth.CONFIG_READ)], tags=["admin"])
     def effective_config() -> dict[str, Any]:
-        """The gateway's configuration as loaded, secrets left out."""
-        data = gateway.config.model_dump(mode="json")
-        data["broker"].pop("password", None)
-        data["historian"].pop("token", None)
-        data["api"]["tokens"] = [{k: v for k, v in t.items() if k != "sha256"} for t in data["api"]["tokens"]]
-        return data
+        """The gateway's configuration as loaded, without any field the config models
+        declare secret (passwords, tokens and their hashes, webhook URLs and headers)."""
+        return auth.redacted(gateway.config)
 
 
 def _report_history(gateway: Gateway) -> Any:

@@ -18,9 +18,11 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from warden.config import ApiConfig, ApiToken, PatrolRoute
 
@@ -189,3 +191,33 @@ def _unauthorized(detail: str) -> HTTPException:
 
 def _client(request: Request) -> str:
     return request.client.host if request.client else "-"
+
+
+def redacted(model: BaseModel) -> dict[str, Any]:
+    """`model` as JSON data without any field declared secret (warden.config.SECRET), at
+    any depth: what GET /api/config shows. A new secret needs only the marker on its
+    field, never a list of names here."""
+    data = model.model_dump(mode="json")
+    _redact(model, data)
+    return data
+
+
+def _redact(value: Any, data: Any) -> None:
+    """Walk the model and its dumped data side by side."""
+    if isinstance(value, BaseModel) and isinstance(data, dict):
+        for name, info in type(value).model_fields.items():
+            key = info.serialization_alias or info.alias or name
+            if key not in data:
+                continue
+            extra = info.json_schema_extra
+            if isinstance(extra, dict) and extra.get("secret"):
+                del data[key]
+            else:
+                _redact(getattr(value, name), data[key])
+    elif isinstance(value, (list, tuple)) and isinstance(data, list):
+        for item, dumped in zip(value, data):
+            _redact(item, dumped)
+    elif isinstance(value, dict) and isinstance(data, dict):
+        for key, item in value.items():
+            if str(key) in data:
+                _redact(item, data[str(key)])

@@ -1,8 +1,9 @@
 """When a live alert climbs the ladder of people (docs/rules.md#alert-lifecycle).
 
 First-responder ownership: an open alert belongs to level 0 until someone acknowledges
-it. Not acknowledged within its rule's `ack_minutes`, it escalates: severity one step up,
-the next level notified. Acknowledged but not resolved within `response_hours` (the
+it. Not acknowledged within its rule's `ack_minutes`, it escalates: the next level is
+notified. Escalation raises who is told, never the severity: that is the rule's judgement
+of the condition, and a note left unread is no more dangerous for it. Acknowledged but not resolved within `response_hours` (the
 24-hour response promise), it escalates too. Each level restarts the clock, so every
 rung of the ladder gets the full deadline to react, also after a gateway outage.
 

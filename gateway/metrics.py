@@ -34,6 +34,7 @@ class GatewayMetrics:
         r = self.registry
         self.messages = Counter(f"{_PREFIX}messages", "MQTT messages received", registry=r)
         self.rejected = Counter(f"{_PREFIX}rejected", "Messages refused, by reason", ["reason"], registry=r)
+        self.dead_letters_pruned = Counter(f"{_PREFIX}dead_letters_pruned", "Oldest dead letters dropped to stay in bounds", registry=r)
         self.duplicates = Counter(f"{_PREFIX}duplicates", "Events dropped as already seen", registry=r)
         self.received = Counter(f"{_PREFIX}events_received", "Valid events received, by kind", ["kind"], registry=r)
         self.stored = Counter(f"{_PREFIX}events_stored", "Events stored for the first time, by kind", ["kind"], registry=r)

@@ -1,16 +1,26 @@
 """Alert notifications: who hears about which alert change, and how it gets to them.
 
-Every sink implements one small Protocol, `Sink`: a name and `send(change)`. Routes
+Every sink implements one small Protocol, `Sink`: a name and `send(change, key)`. Routes
 decide which changes a sink receives (escalation level, severity, rule, kind of change;
-docs/rules.md#alert-lifecycle). The MQTT alerts topic is a sink that only enqueues in
-paho, so it runs inline. Webhooks and mail can block for seconds: each runs behind a
-`QueuedSink`, a thread of its own with a bounded queue and retries with backoff, so a
-slow or dead receiver never holds up the ingest worker. A full queue drops and counts.
+docs/rules.md#notifications). The MQTT alerts topic is a sink that only enqueues in
+paho, so it runs inline, at most once. Webhooks and mail can block for seconds and
+their receivers go away for hours, so they are delivered at least once, durably:
 
-Delivery is at most once per attempt sequence: a change is handed to the sinks after its
-transaction committed, and a crash in between loses that notification (the alert itself
-is in the store and the API). Secrets (webhook URL paths, headers, SMTP passwords) are
-never logged; sinks log only scheme, host and port.
+- The outbox. Each change a webhook or mail sink will hear of is a row in
+  `notification_outbox`, in the gateway's state.db, written by the store's transaction
+  that made the change (StateStore.on_alert_changes), so a crash cannot keep the one
+  without the other. The row carries the change as it was and an idempotency key.
+- A thread per sink (`QueuedSink`) delivers its rows oldest first, one at a time (a
+  receiver sees `opened` before `resolved`), retrying with doubling backoff until
+  delivered, refused for good, or older than the sink's `expire_hours`. A row is deleted
+  only once delivered, so a restart resumes where the last run stopped, with the same
+  key: a receiver that keeps the keys it saw never acts twice on one change.
+- Bounded: at most `queue_size` rows wait per sink besides the one being delivered; the
+  oldest waiting go first, counted as dropped in the same transaction (so a retried
+  batch does not count twice) and reported by the sink's thread.
+
+Secrets (webhook URL paths, headers, SMTP passwords) are never logged; sinks log only
+scheme, host and port.
 """
 
 from __future__ import annotations
@@ -18,21 +28,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import queue
 import smtplib
+import sqlite3
 import ssl
 import threading
+import time
+import uuid
 from dataclasses import asdict, dataclass
 from email.message import EmailMessage
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Callable, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 import paho.mqtt.client as mqtt
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from gateway.store import AlertChange
-from rules.alerts import Severity
+from gateway.store import Alert, AlertChange, StateStore
+from rules.alerts import AlertState, Severity
 from warden import topics
 from warden.config import AlertsConfig, DeliveryConfig, RouteConfig, SmtpSinkConfig, WebhookSinkConfig
 
@@ -44,11 +57,12 @@ _SEVERITY_ORDER = list(Severity)
 
 class Sink(Protocol):
     """Somewhere alert changes go. `send` may block (blocking sinks run on their own
-    thread) and raises DeliveryError when the change did not get through."""
+    thread) and raises DeliveryError when the change did not get through. `key` is the
+    change's idempotency key for this sink (None on the inline MQTT topic)."""
 
     name: str
 
-    def send(self, change: AlertChange) -> None: ...
+    def send(self, change: AlertChange, key: str | None = None) -> None: ...
 
 
 class DeliveryError(Exception):
@@ -61,9 +75,27 @@ class DeliveryError(Exception):
         self.retryable = retryable
 
 
-def alert_payload(change: AlertChange) -> bytes:
-    """The JSON every machine-facing sink sends: the kind of change, why, the alert."""
-    return json.dumps({"change": change.action, "note": change.note, "alert": asdict(change.alert)}, default=str).encode()
+def change_document(change: AlertChange) -> dict[str, Any]:
+    """The change as JSON-ready data: what machine-facing sinks send, and what the
+    outbox keeps (the alert as it was at the change, not as it is at delivery)."""
+    return {"change": change.action, "note": change.note, "alert": json.loads(json.dumps(asdict(change.alert), default=str))}
+
+
+def alert_payload(change: AlertChange, key: str | None = None) -> bytes:
+    """The JSON every machine-facing sink sends: the kind of change, why, the alert, and
+    (when delivered from the outbox) the idempotency key."""
+    document = change_document(change)
+    if key is not None:
+        document["idempotency_key"] = key
+    return json.dumps(document).encode()
+
+
+def change_from_document(document: dict[str, Any]) -> AlertChange:
+    """The inverse of change_document, for a change read back from the outbox."""
+    known = Alert.__dataclass_fields__  # a row written by another release may differ
+    alert = {name: value for name, value in document["alert"].items() if name in known}
+    alert["state"] = AlertState(alert["state"])
+    return AlertChange(document["change"], Alert(**alert), document["note"])
 
 
 # --------------------------------------------------------------------------- routing
@@ -94,17 +126,39 @@ class Route:
 
 
 class Notifier:
-    """Hands each alert change to the sinks whose route accepts it; never raises."""
+    """Routes each alert change to its sinks; never raises into ingestion.
 
-    def __init__(self, routes: list[tuple[Route, Sink]]) -> None:
+    Attached to a store (`attach`), the durable sinks' rows are written by the store's
+    own transactions (`record`) and `notify` only wakes their threads; otherwise
+    `notify` writes the rows itself, after the fact."""
+
+    def __init__(self, routes: list[tuple[Route, Sink]], outbox: Outbox | None = None) -> None:
         self.routes = routes
+        self.outbox = outbox
+        self.durable = False  # True once the store writes the outbox rows in its transactions
+
+    def attach(self, store: StateStore) -> None:
+        """Have every alert change's transaction write its outbox rows."""
+        store.on_alert_changes = self.record
+        self.durable = True
+
+    def record(self, db: sqlite3.Connection, changes: list[AlertChange]) -> None:
+        """The store's hook, inside the transaction that made `changes`."""
+        for route, sink in self.routes:
+            if isinstance(sink, QueuedSink):
+                accepted = [change for change in changes if route.accepts(change)]
+                if accepted:
+                    sink.record(db, accepted)
 
     def notify(self, change: AlertChange) -> None:
         for route, sink in self.routes:
             if not route.accepts(change):
                 continue
             try:
-                sink.send(change)
+                if isinstance(sink, QueuedSink) and self.durable:
+                    sink.wake()  # the store's transaction already wrote the row
+                else:
+                    sink.send(change)
             except Exception:  # a broken sink must not stop the others, nor ingestion
                 log.exception("notification sink failed", extra={"sink": sink.name, "change": change.action, "alert": change.alert.id})
 
@@ -114,9 +168,175 @@ class Notifier:
                 sink.start()
 
     def stop(self, drain_seconds: float = 5.0) -> None:
-        for _, sink in self.routes:
-            if isinstance(sink, QueuedSink):
-                sink.stop(drain_seconds)
+        """Give the durable sinks `drain_seconds` together to deliver what is due; what
+        is left stays in the outbox for the next start."""
+        deadline = time.monotonic() + drain_seconds
+        queued = [sink for _, sink in self.routes if isinstance(sink, QueuedSink)]
+        for sink in queued:
+            sink.begin_stop(deadline)
+        for sink in queued:
+            sink.finish_stop(deadline)
+        if self.outbox is not None:
+            self.outbox.close()
+
+
+# --------------------------------------------------------------------------- outbox
+
+_OUTBOX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS notification_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    key TEXT NOT NULL UNIQUE,        -- idempotency key of this change for this sink
+    change TEXT NOT NULL,            -- change_document() as JSON
+    created_at REAL NOT NULL,        -- wall clock, unix seconds: expiry counts from here
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,   -- wall clock, unix seconds
+    last_error TEXT);
+CREATE INDEX IF NOT EXISTS notification_outbox_by_sink ON notification_outbox (sink, id);
+CREATE TABLE IF NOT EXISTS notification_drops (sink TEXT PRIMARY KEY, count INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+#: Deletes a sink's waiting rows beyond the newest ?2, sparing its oldest (the one being
+#: delivered, or next).
+_PRUNE = """
+DELETE FROM notification_outbox WHERE sink = ?1
+  AND id > (SELECT MIN(id) FROM notification_outbox WHERE sink = ?1)
+  AND id <= (SELECT id FROM notification_outbox WHERE sink = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)
+"""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One outbox row: a change waiting to reach one sink."""
+
+    id: int
+    sink: str
+    key: str
+    change: AlertChange
+    created_at: float
+    attempts: int
+    next_attempt_at: float
+
+
+class Outbox:
+    """Pending notifications in SQLite, beside the alerts (normally state.db itself).
+    Rows are added inside the caller's transaction (`add`) or in one of its own (`put`);
+    each sink's thread reads and deletes through its own connection. `now` is the wall
+    clock (unix seconds): backoff and expiry are about receivers, not the site's time."""
+
+    def __init__(self, path: Path, now: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.now = now
+        self._local = threading.local()
+        self._db.executescript(_OUTBOX_SCHEMA)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            self._local.db = db
+        return db
+
+    def add(self, db: sqlite3.Connection, sink: str, changes: list[AlertChange], keep: int) -> None:
+        """Queue `changes` for `sink` in `db`'s open transaction, keeping at most `keep`
+        waiting rows besides the oldest; what is pruned is tallied in the same transaction."""
+        now = self.now()
+        rows = [(sink, uuid.uuid4().hex, json.dumps(change_document(change)), now, now) for change in changes]
+        db.executemany("INSERT INTO notification_outbox (sink, key, change, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?)", rows)
+        dropped = db.execute(_PRUNE, (sink, keep)).rowcount
+        if dropped > 0:
+            db.execute(
+                "INSERT INTO notification_drops (sink, count) VALUES (?, ?) ON CONFLICT(sink) DO UPDATE SET count = count + excluded.count",
+                (sink, dropped),
+            )
+
+    def put(self, sink: str, changes: list[AlertChange], keep: int) -> None:
+        """`add` in a transaction of its own."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self.add(db, sink, changes, keep)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def take_drops(self, sink: str) -> int:
+        """Rows pruned for `sink` since the last call (a tally kept with the prunes)."""
+        db = self._db
+        row = db.execute("DELETE FROM notification_drops WHERE sink = ? RETURNING count", (sink,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def head(self, sink: str) -> Pending | None:
+        """The oldest row of `sink`: delivered first, so a receiver sees changes in order.
+        A row that cannot be read back (written by an incompatible release) is logged and
+        deleted, so it cannot hold up the rest."""
+        while True:
+            row = self._db.execute("SELECT * FROM notification_outbox WHERE sink = ? ORDER BY id LIMIT 1", (sink,)).fetchone()
+            if row is None:
+                return None
+            try:
+                change = change_from_document(json.loads(row["change"]))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("unreadable notification discarded", extra={"sink": sink, "idempotency_key": row["key"], "error": repr(exc)})
+                self.remove(row["id"])
+                continue
+            return Pending(row["id"], row["sink"], row["key"], change, row["created_at"], row["attempts"], row["next_attempt_at"])
+
+    def due_now(self, sink: str) -> None:
+        """Make every row of `sink` due: a (re)start tries at once what waited for backoff."""
+        self._db.execute("UPDATE notification_outbox SET next_attempt_at = MIN(next_attempt_at, ?) WHERE sink = ?", (self.now(), sink))
+
+    def remove(self, row_id: int) -> None:
+        self._db.execute("DELETE FROM notification_outbox WHERE id = ?", (row_id,))
+
+    def postpone(self, row_id: int, until: float, error: str) -> None:
+        self._db.execute(
+            "UPDATE notification_outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?", (until, error, row_id)
+        )
+
+    def expire(self, sink: str, created_before: float) -> list[Pending]:
+        """Delete and return the rows of `sink` created before `created_before`."""
+        rows = self._db.execute(
+            "DELETE FROM notification_outbox WHERE sink = ? AND created_at < ? RETURNING id, key, change, created_at, attempts, next_attempt_at",
+            (sink, created_before),
+        ).fetchall()
+        return [Pending(r["id"], sink, r["key"], change_from_document(json.loads(r["change"])), r["created_at"], r["attempts"], r["next_attempt_at"]) for r in rows]
+
+    def prune(self, sink: str, keep: int) -> int:
+        """Bring `sink` within its bound (e.g. after `queue_size` was lowered); how many went."""
+        return int(self._db.execute(_PRUNE, (sink, keep)).rowcount)
+
+    def discard_other_sinks(self, sinks: set[str]) -> dict[str, int]:
+        """Delete the rows of sinks no longer configured (nothing would deliver them);
+        how many per sink."""
+        rows = self._db.execute("SELECT sink, COUNT(*) FROM notification_outbox GROUP BY sink").fetchall()
+        gone = {row[0]: int(row[1]) for row in rows if row[0] not in sinks}
+        for sink in gone:
+            self._db.execute("DELETE FROM notification_outbox WHERE sink = ?", (sink,))
+        return gone
+
+    def pending(self, sink: str | None = None) -> int:
+        """Rows waiting (for `sink`, or for every sink)."""
+        if sink is None:
+            return int(self._db.execute("SELECT COUNT(*) FROM notification_outbox").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM notification_outbox WHERE sink = ?", (sink,)).fetchone()[0])
+
+    def close_thread(self) -> None:
+        """Close the calling thread's connection (a sink thread on its way out)."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            self._local.db = None
+            db.close()
+
+    def close(self) -> None:
+        """Close the calling thread's connection; each sink thread closes its own on its
+        way out (one still in a hung request keeps it until its timeout)."""
+        self.close_thread()
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -127,98 +347,142 @@ class NotifyMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.sent = Counter(f"{_PREFIX}notifications_sent", "Notifications delivered, by sink", ["sink"], registry=registry)
-        self.failed = Counter(f"{_PREFIX}notifications_failed", "Notifications given up on after retries, by sink", ["sink"], registry=registry)
-        self.dropped = Counter(f"{_PREFIX}notifications_dropped", "Notifications dropped: queue full or shutting down", ["sink"], registry=registry)
+        self.failed = Counter(f"{_PREFIX}notifications_failed", "Notifications refused for good by the receiver (or past `retries`), by sink", ["sink"], registry=registry)
+        self.expired = Counter(f"{_PREFIX}notifications_expired", "Notifications not delivered within the sink's expire_hours, by sink", ["sink"], registry=registry)
+        self.dropped = Counter(f"{_PREFIX}notifications_dropped", "Waiting notifications pruned: the sink's queue_size was reached", ["sink"], registry=registry)
         self.retries = Counter(f"{_PREFIX}notification_retries", "Delivery attempts retried, by sink", ["sink"], registry=registry)
+        self.pending = Gauge(f"{_PREFIX}notifications_pending", "Notifications waiting in the outbox, by sink", ["sink"], registry=registry)
 
 
-_STOP = object()
+#: After an unexpected error reading or writing the outbox (e.g. disk full), the thread
+#: tries again after this long.
+_OUTBOX_ERROR_PAUSE_S = 5.0
 
 
 class QueuedSink:
-    """Runs a blocking sink on its own thread: `send` only enqueues (never blocks), the
-    thread delivers with retries and doubling backoff."""
+    """Delivers one blocking sink's outbox rows on a thread of its own: oldest first, with
+    doubling backoff, until delivered, refused for good or expired. `send` and `record`
+    only write a row (never block on the receiver)."""
 
-    def __init__(self, sink: Sink, delivery: DeliveryConfig, metrics: NotifyMetrics) -> None:
+    def __init__(self, sink: Sink, delivery: DeliveryConfig, metrics: NotifyMetrics, outbox: Outbox) -> None:
         self.sink = sink
         self.name = sink.name
         self.delivery = delivery
         self.metrics = metrics
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=delivery.queue_size)
-        self._abandon = threading.Event()  # stop waited long enough: drop what is left
-        self._stopped = False
+        self.outbox = outbox
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._deadline = 0.0  # monotonic: stop delivering after it, once stopping
         self._thread = threading.Thread(target=self._run, name=f"notify-{sink.name}", daemon=True)
 
+    def record(self, db: sqlite3.Connection, changes: list[AlertChange]) -> None:
+        """Queue `changes` inside the caller's transaction (the store's hook)."""
+        self.outbox.add(db, self.name, changes, self.delivery.queue_size)
+
     def send(self, change: AlertChange) -> None:
-        if self._stopped:  # e.g. an acknowledgement through the API during shutdown
-            self._drop(change, "stopped")
-            return
-        try:
-            self._queue.put_nowait(change)
-        except queue.Full:
-            self._drop(change, "queue full")
+        """Queue one change in a transaction of its own and wake the thread."""
+        self.outbox.put(self.name, [change], self.delivery.queue_size)
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
 
     def start(self) -> None:
+        """Deliver what an earlier run left in the outbox at once, then what comes."""
+        self.outbox.due_now(self.name)
         self._thread.start()
 
     def stop(self, drain_seconds: float = 5.0) -> None:
-        """Deliver what is queued for up to `drain_seconds`, then drop the rest (a second
-        more for the thread to notice); a request in flight is left to its timeout."""
-        self._stopped = True
-        if self._thread.is_alive() and not self._finish(drain_seconds):
-            self._abandon.set()
-            self._finish(1.0)
+        deadline = time.monotonic() + drain_seconds
+        self.begin_stop(deadline)
+        self.finish_stop(deadline)
+
+    def begin_stop(self, deadline: float) -> None:
+        """Deliver what is due, and retries whose backoff ends, until `deadline` (monotonic)."""
+        self._deadline = deadline
+        self._stopping.set()
+        self._wake.set()
+
+    def finish_stop(self, deadline: float) -> None:
+        """Wait for the thread (a second past the deadline for an attempt under way; a
+        request still hanging then is left to its timeout, its row to the next start)."""
+        if self._thread.is_alive():
+            self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
         close = getattr(self.sink, "close", None)
         if close is not None and not self._thread.is_alive():
             close()
 
-    def _finish(self, seconds: float) -> bool:
-        """Queue the end marker and wait for the thread to reach it; True if it did."""
-        try:
-            self._queue.put(_STOP, timeout=seconds)
-        except queue.Full:
-            return False
-        self._thread.join(seconds)
-        return not self._thread.is_alive()
-
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            assert isinstance(item, AlertChange)
-            if self._abandon.is_set():
-                self._drop(item, "shutting down")
-            else:
-                self._deliver(item)
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    wait = self._step()
+                except Exception:
+                    log.exception("notification outbox failed; retrying", extra={"sink": self.name, "retry_in_s": _OUTBOX_ERROR_PAUSE_S})
+                    wait = _OUTBOX_ERROR_PAUSE_S
+                if self._stopping.is_set():
+                    left = self._deadline - time.monotonic()
+                    if wait is None or wait >= left:
+                        return  # what is left waits in the outbox for the next start
+                if wait is None:
+                    self._wake.wait()
+                elif wait > 0:
+                    self._wake.wait(wait)
+        finally:
+            self.outbox.close_thread()
 
-    def _deliver(self, change: AlertChange) -> None:
-        delay = self.delivery.backoff_seconds
-        for attempt in range(self.delivery.retries + 1):
-            try:
-                self.sink.send(change)
-            except DeliveryError as exc:
-                error = exc
-            except Exception as exc:  # a bug or an unforeseen library error: do not retry blindly
-                # The traceback only at debug level: a library's message may quote a secret URL.
-                log.debug("notification sink raised", exc_info=True, extra={"sink": self.name})
-                error = DeliveryError(type(exc).__name__, retryable=False)
-            else:
-                self.metrics.sent.labels(self.name).inc()
-                return
-            if not error.retryable or attempt == self.delivery.retries:
-                break
-            self.metrics.retries.labels(self.name).inc()
-            log.info("notification retry", extra={"sink": self.name, "alert": change.alert.id, "attempt": attempt + 1, "error": error.reason, "retry_in_s": delay})
-            if self._abandon.wait(delay):
-                break
-            delay = min(delay * 2, self.delivery.max_backoff_seconds)
-        self.metrics.failed.labels(self.name).inc()
-        log.warning("notification failed", extra={"sink": self.name, "alert": change.alert.id, "change": change.action, "error": error.reason})
+    def _step(self) -> float | None:
+        """Expire, prune, and try the oldest row if it is due. Returns how long to wait
+        before the next step (0: at once), or None when nothing waits."""
+        now = self.outbox.now()
+        expire_after = self.delivery.expire_hours * 3600
+        for gone in self.outbox.expire(self.name, now - expire_after):
+            self.metrics.expired.labels(self.name).inc()
+            log.warning("notification expired", extra={
+                "sink": self.name, "alert": gone.change.alert.id, "change": gone.change.action,
+                "idempotency_key": gone.key, "attempts": gone.attempts, "expire_hours": self.delivery.expire_hours})  # fmt: skip
+        dropped = self.outbox.take_drops(self.name) + self.outbox.prune(self.name, self.delivery.queue_size)
+        if dropped:
+            self.metrics.dropped.labels(self.name).inc(dropped)
+            log.warning("notifications dropped", extra={"sink": self.name, "count": dropped, "reason": "queue full", "queue_size": self.delivery.queue_size})
+        self.metrics.pending.labels(self.name).set(self.outbox.pending(self.name))
+        head = self.outbox.head(self.name)
+        if head is None:
+            return None
+        if head.next_attempt_at > now:
+            return min(head.next_attempt_at, head.created_at + expire_after) - now
+        self._attempt(head, now)
+        return 0.0
 
-    def _drop(self, change: AlertChange, why: str) -> None:
-        self.metrics.dropped.labels(self.name).inc()
-        log.warning("notification dropped", extra={"sink": self.name, "alert": change.alert.id, "change": change.action, "reason": why})
+    def _attempt(self, pending: Pending, now: float) -> None:
+        change = pending.change
+        try:
+            self.sink.send(change, pending.key)
+        except DeliveryError as exc:
+            error = exc
+        except Exception as exc:  # a bug or an unforeseen library error: do not retry blindly
+            # The traceback only at debug level: a library's message may quote a secret URL.
+            log.debug("notification sink raised", exc_info=True, extra={"sink": self.name})
+            error = DeliveryError(type(exc).__name__, retryable=False)
+        else:
+            self.outbox.remove(pending.id)
+            self.metrics.sent.labels(self.name).inc()
+            return
+        attempts = pending.attempts + 1
+        retries = self.delivery.retries
+        if not error.retryable or (retries is not None and attempts > retries):
+            self.outbox.remove(pending.id)
+            self.metrics.failed.labels(self.name).inc()
+            log.warning("notification failed", extra={
+                "sink": self.name, "alert": change.alert.id, "change": change.action, "error": error.reason,
+                "idempotency_key": pending.key, "attempts": attempts})  # fmt: skip
+            return
+        delay = min(self.delivery.backoff_seconds * 2 ** (attempts - 1), self.delivery.max_backoff_seconds)
+        self.outbox.postpone(pending.id, now + delay, error.reason)
+        self.metrics.retries.labels(self.name).inc()
+        log.info("notification retry", extra={
+            "sink": self.name, "alert": change.alert.id, "attempt": attempts, "error": error.reason, "retry_in_s": delay})  # fmt: skip
 
 
 # --------------------------------------------------------------------------- sinks
@@ -232,14 +496,15 @@ class MqttSink:
     def __init__(self, client: mqtt.Client) -> None:
         self.client = client
 
-    def send(self, change: AlertChange) -> None:
-        self.client.publish(topics.alerts_topic(change.alert.site), alert_payload(change), qos=1)
+    def send(self, change: AlertChange, key: str | None = None) -> None:
+        self.client.publish(topics.alerts_topic(change.alert.site), alert_payload(change, key), qos=1)
 
 
 class WebhookSink:
     """POSTs the change as JSON. 5xx, 429 and connection errors are worth a retry; other
-    answers are final. `X-Warden-Delivery` is the same on every retry of one change, so a
-    receiver can drop a duplicate (a 500 after it had stored the first attempt)."""
+    answers are final. The idempotency key goes in the body and as `Idempotency-Key` (and
+    `X-Warden-Delivery`, as before): the same on every attempt for one change, also after
+    a restart, so a receiver can drop a repeat (a timeout after it had stored the first)."""
 
     def __init__(self, name: str, config: WebhookSinkConfig) -> None:
         self.name = name
@@ -247,12 +512,14 @@ class WebhookSink:
         self.target = safe_target(config.url)
         self._client = httpx.Client(timeout=config.timeout_seconds, follow_redirects=False)
 
-    def send(self, change: AlertChange) -> None:
-        body = alert_payload(change)
+    def send(self, change: AlertChange, key: str | None = None) -> None:
+        body = alert_payload(change, key)
+        delivery = key if key is not None else hashlib.sha256(body).hexdigest()[:32]
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "warden-gateway",
-            "X-Warden-Delivery": hashlib.sha256(body).hexdigest()[:32],
+            "Idempotency-Key": delivery,
+            "X-Warden-Delivery": delivery,
             **self.config.headers,
         }
         try:
@@ -276,12 +543,12 @@ class SmtpSink:
         self.config = config
         self.target = f"smtp://{config.host}:{config.port}"
 
-    def send(self, change: AlertChange) -> None:
+    def send(self, change: AlertChange, key: str | None = None) -> None:
         try:
             with self._connect() as smtp:
                 if self.config.username is not None and self.config.password is not None:
                     smtp.login(self.config.username, self.config.password)
-                smtp.send_message(self.message(change))
+                smtp.send_message(self.message(change, key))
         except smtplib.SMTPResponseException as exc:  # 4xx: try later; 5xx: refused for good
             raise DeliveryError(f"SMTP {exc.smtp_code}", retryable=400 <= exc.smtp_code < 500) from None
         except smtplib.SMTPRecipientsRefused as exc:
@@ -307,9 +574,13 @@ class SmtpSink:
         cafile = str(self.config.tls_ca_file) if self.config.tls_ca_file else None
         return ssl.create_default_context(cafile=cafile)
 
-    def message(self, change: AlertChange) -> EmailMessage:
+    def message(self, change: AlertChange, key: str | None = None) -> EmailMessage:
+        """The mail; with `key`, its Message-ID is derived from it, the same on every
+        attempt, so a mail system that drops repeated ids delivers a change once."""
         alert = change.alert
         mail = EmailMessage()
+        if key is not None:
+            mail["Message-ID"] = f"<{key}@warden>"
         mail["From"] = self.config.sender
         mail["To"] = ", ".join(self.config.to)
         mail["Subject"] = f"{self.config.subject_prefix} {alert.severity.upper()} {change.action}: {alert.rule} {alert.subject} ({alert.site})".strip()
@@ -348,16 +619,24 @@ def safe_target(url: str) -> str:
 # --------------------------------------------------------------------------- assembly
 
 
-def build_notifier(config: AlertsConfig, client: mqtt.Client, registry: CollectorRegistry) -> Notifier:
-    """The MQTT alerts topic (unless disabled) and every configured sink, each routed."""
+def build_notifier(config: AlertsConfig, client: mqtt.Client, registry: CollectorRegistry, store: StateStore) -> Notifier:
+    """The MQTT alerts topic (unless disabled) and every configured sink, each routed; the
+    webhook and mail sinks deliver from an outbox in `store`'s database, whose rows the
+    store's transactions write with the changes."""
     routes: list[tuple[Route, Sink]] = []
     if config.mqtt.enabled:
         routes.append((Route.from_config(config.mqtt), MqttSink(client)))
     metrics = NotifyMetrics(registry)
+    outbox = Outbox(store.path)
+    for gone, count in outbox.discard_other_sinks(set(config.sinks)).items():
+        log.warning("notifications discarded: their sink is no longer configured", extra={"sink": gone, "count": count})
     for name, sink_config in config.sinks.items():
         sink: WebhookSink | SmtpSink
         sink = WebhookSink(name, sink_config) if isinstance(sink_config, WebhookSinkConfig) else SmtpSink(name, sink_config)
         level = config.sink_level(name)
-        routes.append((Route.from_config(sink_config, level), QueuedSink(sink, sink_config, metrics)))
-        log.info("notification sink", extra={"sink": name, "type": sink_config.type, "target": sink.target, "from_level": level})
-    return Notifier(routes)
+        routes.append((Route.from_config(sink_config, level), QueuedSink(sink, sink_config, metrics, outbox)))
+        log.info("notification sink", extra={"sink": name, "type": sink_config.type, "target": sink.target, "from_level": level,
+                                             "expire_hours": sink_config.expire_hours, "waiting": outbox.pending(name)})  # fmt: skip
+    notifier = Notifier(routes, outbox)
+    notifier.attach(store)
+    return notifier

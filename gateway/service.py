@@ -19,7 +19,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Callable, Literal
 
 import paho.mqtt.client as mqtt
 
@@ -28,6 +28,7 @@ from gateway.escalation import EscalationPolicy
 from gateway.historian import Historian, open_historian
 from gateway.metrics import GatewayMetrics
 from gateway.notify import build_notifier
+from gateway.ownership import DeviceOwners
 from gateway.rule_inputs import AcceptedMessage, feed, journal_entry, replay
 from gateway.store import AlertChange, DeadLetter, StateStore
 from rules.alerts import AlertSignal
@@ -35,14 +36,15 @@ from rules.engine import RuleEngine
 from warden import topics
 from warden.clock import Clock, SystemClock
 from warden.config import GatewayConfig, SiteConfig
-from warden.events import DeviceStatus, Event, InvalidPayload, decode_events, encode_events, is_too_far_ahead, too_far_ahead
+from warden.events import (
+    DeviceStatus, Event, InvalidPayload, decode_events, encode_events, is_too_far_ahead, is_too_old, too_far_ahead, too_old,
+)
 from warden.topics import AgentTopic
-from warden.mqtt import ConnectionFlag, connect_async, make_client
+from warden.mqtt import ConnectionFlag, client_id_for, connect_async, make_client
 
 log = logging.getLogger(__name__)
 
 BATCH_MESSAGES = 200
-TICK_REAL_SECONDS = 2.0  # how often time is let pass in the rules, in real seconds
 #: The rules' state is snapshotted at most this often (real seconds) and journalled in
 #: between (gateway/store.py): a snapshot is O(devices), a journal entry O(batch) ...
 SNAPSHOT_SECONDS = 5.0
@@ -84,24 +86,27 @@ class Gateway:
         site: SiteConfig,
         clock: Clock | None = None,
         historian: Historian | None = None,
-        tick_every: float | None = TICK_REAL_SECONDS,
+        tick_every: float | None | Literal["config"] = "config",
     ) -> None:
-        """`tick_every` None: time passes in the rules only through tick(), as when a
-        simulation replays a night faster than the pipeline follows it."""
+        """`tick_every`: real seconds between ticks, by default `rules.tick_seconds`; None:
+        time passes in the rules only through tick(), as when a simulation replays a
+        night faster than the pipeline follows it."""
         self.config = config
-        self.tick_every = tick_every
+        self.tick_every = config.rules.tick_seconds if tick_every == "config" else tick_every
         self.site = site
         self.clock = clock or SystemClock()
-        self.store = StateStore(config.state_db, clock=self.clock)  # people and escalation act on this clock
+        self.store = StateStore(config.state_db, clock=self.clock, dead_letters=config.dead_letters)  # people and escalation act on this clock
         self.historian = historian or open_historian(config.historian, site)
         #: Where the history ended at the last commit (None: the historian has no positions).
         self._history_position = self.store.historian_position() or self.historian.position()
         self._discard_uncommitted_history()
         self.metrics = GatewayMetrics(lambda: self._queue.qsize(), self.historian.stats)
+        self.store.on_dead_letters_pruned = self.metrics.dead_letters_pruned.inc
+        self.owners = DeviceOwners(config.rules.deadman)  # which agent may speak for which device
         self._next_snapshot = 0.0  # monotonic time; the first batch snapshots
         self._journal_events = 0
         self.engine = self._committed_rules()
-        self.client = make_client(config.broker, f"warden-gateway-{config.id}", persistent_session=True, manual_ack=True)
+        self.client = make_client(config.broker, client_id_for(config.broker, f"warden-gateway-{config.id}"), persistent_session=True, manual_ack=True)
         self.flag = ConnectionFlag()
         self.subscribed = threading.Event()  # set once the broker confirmed the subscriptions
         self.agents: dict[str, str] = {}  # "site/agent" -> last availability state
@@ -113,9 +118,10 @@ class Gateway:
         self.patrol_rounds: list[dict[str, object]] = self.engine.rounds_state()
         self._threads: list[threading.Thread] = []
         self.alert_listeners: list[Callable[[AlertChange], None]] = []
-        self.notifier = build_notifier(config.alerts, self.client, self.metrics.registry)
+        self.notifier = build_notifier(config.alerts, self.client, self.metrics.registry, self.store)  # outbox in state.db
         self.escalation = EscalationPolicy(config.alerts.escalation)
         self.escalation_checked_at: datetime | None = None  # gateway clock of the last escalation check
+        self.link = BrokerLink(config.broker.host, config.broker.port, config.broker.reconnect_max_seconds)
         self.devices = DeviceRegistry()  # last seen and counters per device, for the API
         self.events_stored = 0  # a plain count to wait on: counts() walks every metric
         self._ahead: _Decoded | None = None  # the next batch, validated while this one was stored
@@ -126,7 +132,8 @@ class Gateway:
 
     def start(self) -> None:
         self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda client, userdata, flags, rc, props: self.flag.on_disconnect()
+        self.client.on_connect_fail = lambda client, userdata: self.link.failed()
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.notifier.start()
@@ -151,7 +158,7 @@ class Gateway:
         self._historian_writer.shutdown(wait=True)
         self.historian.close()
         self.store.close()
-        log.info("gateway stopped", extra=self.counts())
+        log.info("gateway stopped", extra={name: int(n) for name, n in self.counts().items()})  # counters count
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block until `predicate()` holds after a processed batch (for tests and the demo)."""
@@ -171,7 +178,12 @@ class Gateway:
             log.error("broker refused connection", extra={"reason": str(reason_code)})
             return
         client.subscribe([(topics.ALL_EVENTS, 1), (topics.ALL_STATUS, 1)])
-        log.info("gateway connected", extra={"broker": f"{self.config.broker.host}:{self.config.broker.port}"})
+        self.link.connected()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason_code: object, properties: object) -> None:
+        self.flag.on_disconnect()
+        if not self._stop.is_set():  # not our own disconnect on stop
+            self.link.lost(str(reason_code))
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         self._queue.put(Incoming(message.topic, message.payload, message.mid, message.qos))
@@ -326,8 +338,9 @@ class Gateway:
 
     def _accept(self, item: Incoming) -> tuple[tuple[Incoming, AgentTopic, list[Event]] | None, list[DeadLetter]]:
         """Validate one message; what cannot be used is kept as a dead letter. Events
-        stamped too far ahead (a device clock gone wrong) are refused one by one, so the
-        rest of their batch is kept; a message as a whole is refused for anything else."""
+        stamped outside the sane time window (a device clock gone wrong), or for a device
+        the sending agent does not serve (gateway/ownership.py), are refused one by one, so
+        the rest of their batch is kept; a message as a whole is refused for anything else."""
         where = topics.parse_agent_topic(item.topic)
         try:
             if where is None:
@@ -338,11 +351,10 @@ class Gateway:
                     raise InvalidPayload(f"event {event.id}: site {event.site!r} does not match topic site {where.site!r} / gateway site {self.site.id!r}", "site_mismatch")
         except InvalidPayload as exc:
             return None, [DeadLetter(item.topic, item.payload, exc.reason, exc.code)]
-        now = self.clock.now()
-        ahead = [event for event in events if is_too_far_ahead(event, now)]
-        letters = [DeadLetter(item.topic, encode_events([e]), too_far_ahead(e).reason, "future_time") for e in ahead]
-        if ahead:
-            events = [event for event in events if not is_too_far_ahead(event, now)]
+        refusals = [(event, self._refusal(event, where.agent)) for event in events]
+        letters = [DeadLetter(item.topic, encode_events([e]), why.reason, why.code) for e, why in refusals if why is not None]
+        if letters:
+            events = [event for event, why in refusals if why is None]
             if not events:
                 return None, letters
             # The rule journal replays the payload: it must hold only what was accepted.
@@ -350,6 +362,17 @@ class Gateway:
         if where.channel == "status":
             self._note_availability(where.site, where.agent, events)
         return (item, where, events), letters
+
+    def _refusal(self, event: Event, agent: str) -> InvalidPayload | None:
+        """Why one event of an otherwise valid message is refused, or None."""
+        if is_too_far_ahead(event, self.clock.now()):
+            return too_far_ahead(event)
+        if is_too_old(event):
+            return too_old(event)
+        owner = self.owners.owner(agent, event.device)
+        if owner is not None:
+            return InvalidPayload(f"event {event.id}: device {event.device!r} is served by agent {owner!r}, not {agent!r}", "not_owner")
+        return None
 
     def _count_batch(self, messages: int, events: list[Event], fresh: list[Event], refused: list[DeadLetter]) -> None:
         """Counted once the batch is committed, so a retried batch is not counted twice."""
@@ -433,7 +456,7 @@ class Gateway:
         return self.clock.now() - timedelta(seconds=self.config.rules.allowed_lateness_seconds)
 
     def _tick_loop(self) -> None:
-        while not self._stop.wait(self.tick_every or TICK_REAL_SECONDS):
+        while not self._stop.wait(self.tick_every or self.config.rules.tick_seconds):
             if not self._tick_pending.is_set():
                 self._tick_pending.set()
                 self._queue.put(_Tick())
@@ -458,6 +481,39 @@ class Gateway:
             "agents": dict(self.agents),
             "last_tick": self.last_tick.isoformat() if self.last_tick else None,  # rule time the rules last reached
         }
+
+
+class BrokerLink:
+    """The gateway's view of its broker connection, for the log: the first failure to
+    reach the broker and every change of state at WARNING, with host and port; repeated
+    failures while paho backs off (up to `retry_max_s`) at DEBUG only."""
+
+    def __init__(self, host: str, port: int, retry_max_s: float) -> None:
+        self.where = {"host": host, "port": port}
+        self.retry_max_s = retry_max_s
+        self.state = "starting"  # starting, connected, lost, unreachable
+        self.failures = 0  # failed attempts since the last connection
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.state == "unreachable":
+            log.debug("MQTT broker still unreachable", extra={**self.where, "attempts": self.failures})
+            return
+        log.warning("cannot reach the MQTT broker; retrying with back-off, quietly until it answers",
+                    extra={**self.where, "retry_max_s": self.retry_max_s})  # fmt: skip
+        self.state = "unreachable"
+
+    def connected(self) -> None:
+        if self.state == "starting":
+            log.info("gateway connected", extra={"broker": f"{self.where['host']}:{self.where['port']}"})
+        else:
+            log.warning("MQTT broker connection back", extra={**self.where, "was": self.state, "failed_attempts": self.failures})
+        self.state, self.failures = "connected", 0
+
+    def lost(self, reason: str) -> None:
+        if self.state == "connected":
+            log.warning("lost the MQTT broker connection; reconnecting", extra={**self.where, "reason": reason})
+            self.state = "lost"
 
 
 def _with_fresh(accepted: list[tuple[Incoming, AgentTopic, list[Event]]], fresh: list[Event]) -> list[AcceptedMessage]:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable
 
 from rules.alerts import AlertSignal, AlertState, Severity, SignalAction
 from warden.clock import Clock
+from warden.config import DeadLetterConfig
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_events (id TEXT PRIMARY KEY) WITHOUT ROWID;  -- one b-tree, not two
@@ -31,7 +32,8 @@ CREATE TABLE IF NOT EXISTS seen_events_previous (id TEXT PRIMARY KEY) WITHOUT RO
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL,
-    topic TEXT NOT NULL, payload BLOB NOT NULL, size INTEGER NOT NULL, reason TEXT NOT NULL);
+    topic TEXT NOT NULL, payload BLOB NOT NULL, size INTEGER NOT NULL, reason TEXT NOT NULL,
+    code TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     site TEXT NOT NULL, rule TEXT NOT NULL, subject TEXT NOT NULL,
@@ -101,7 +103,8 @@ DEAD_LETTER_KEEP_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A message the gateway refused, kept whole with the reason."""
+    """A message the gateway refused, kept (its first DEAD_LETTER_KEEP_BYTES) with the
+    reason and its code, within the store's dead-letter bounds."""
 
     topic: str
     payload: bytes
@@ -130,18 +133,19 @@ def severity_max(a: str, b: str) -> Severity:
     return max(Severity(a), Severity(b), key=list(Severity).index)
 
 
-def severity_up(severity: str) -> Severity:
-    """One step up; critical stays critical."""
-    order = list(Severity)
-    return order[min(order.index(Severity(severity)) + 1, len(order) - 1)]
-
-
 class StateStore:
-    def __init__(self, path: Path, clock: Clock | None = None) -> None:
-        """`clock`: the gateway's, for times people and escalation act on (default: wall clock)."""
+    def __init__(self, path: Path, clock: Clock | None = None, dead_letters: DeadLetterConfig | None = None) -> None:
+        """`clock`: the gateway's, for times people and escalation act on (default: wall clock).
+        `dead_letters`: how many refused messages, and how many of their bytes, are kept."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.clock = clock
+        self.dead_letter_limits = dead_letters or DeadLetterConfig()
+        #: Called with the number of dead letters a committed batch pruned (for metrics).
+        self.on_dead_letters_pruned: Callable[[int], None] | None = None
+        #: Called inside each transaction that changed alerts, with its connection and the
+        #: changes, so what they cause commits with them (gateway/notify.py's outbox).
+        self.on_alert_changes: Callable[[sqlite3.Connection, list[AlertChange]], None] | None = None
         self._local = threading.local()
         self._db.executescript(_SCHEMA)
         _migrate(self._db)
@@ -206,16 +210,18 @@ class StateStore:
         now = _now()
         db = self._db
         changes: list[AlertChange] = []
+        letters = [(now, d.topic, d.payload[:DEAD_LETTER_KEEP_BYTES], len(d.payload), d.reason, d.code) for d in dead_letters]
+        pruned = 0
         with _transaction(db):
             db.execute("INSERT OR IGNORE INTO seen_events (id) SELECT value FROM json_each(?)", (_bulk(list(event_ids)),))
-            db.executemany(
-                "INSERT INTO dead_letters (received_at, topic, payload, size, reason) VALUES (?, ?, ?, ?, ?)",
-                [(now, d.topic, d.payload[:DEAD_LETTER_KEEP_BYTES], len(d.payload), d.reason) for d in dead_letters],
-            )
+            if letters:
+                db.executemany("INSERT INTO dead_letters (received_at, topic, payload, size, reason, code) VALUES (?, ?, ?, ?, ?, ?)", letters)
+                pruned = self._prune_dead_letters(db)
             for signal in signals:
                 change = self._apply(db, signal)
                 if change is not None:
                     changes.append(change)
+            self._changed(db, changes)
             if rule_snapshot is not None:
                 db.execute(
                     "INSERT INTO rule_state (id, snapshot) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET snapshot = excluded.snapshot",
@@ -226,7 +232,23 @@ class StateStore:
                 db.execute("INSERT INTO rule_journal (entry) VALUES (?)", (journal_entry,))
             if historian_position is not None:
                 _set_meta(db, "historian_position", historian_position)
+        if pruned and self.on_dead_letters_pruned is not None:
+            self.on_dead_letters_pruned(pruned)
         return changes
+
+    def _prune_dead_letters(self, db: sqlite3.Connection) -> int:
+        """Drop the oldest dead letters beyond the count and the kept-bytes bound; how many.
+        Kept bytes come from the `size` column (min(size, DEAD_LETTER_KEEP_BYTES)), so no
+        payload is read."""
+        limits = self.dead_letter_limits
+        cut = db.execute(
+            "SELECT id FROM (SELECT id, ROW_NUMBER() OVER newest AS n, SUM(MIN(size, ?)) OVER newest AS kept "
+            "FROM dead_letters WINDOW newest AS (ORDER BY id DESC)) WHERE n > ? OR kept > ? ORDER BY id DESC LIMIT 1",
+            (DEAD_LETTER_KEEP_BYTES, limits.max_count, limits.max_bytes),
+        ).fetchone()
+        if cut is None:
+            return 0
+        return db.execute("DELETE FROM dead_letters WHERE id <= ?", (cut[0],)).rowcount
 
     def historian_position(self) -> str | None:
         """The historian's position as of the last committed batch: anything written
@@ -270,7 +292,7 @@ class StateStore:
         db.execute(
             "UPDATE alerts SET message = ?, details = ?, updated_at = ?, severity = ?, count = count + ? WHERE id = ?",
             (signal.message, details, at, severity_max(live["severity"], signal.severity), int(signal.action is SignalAction.RAISE), alert_id),
-        )  # never lower the severity: an escalation must not be undone by the next reading
+        )  # never lower the severity of a live alert: a rule may raise it, not take it back
         return AlertChange(action="updated", alert=self._alert(db, alert_id))
 
     def acknowledge(self, alert_id: int, by: str, note: str | None = None, at: datetime | None = None) -> AlertChange:
@@ -301,7 +323,13 @@ class StateStore:
                     (when, note, when, alert_id),
                 )
             message = f"{action} by {by}" + (f": {note}" if note else "")
-            return self._record(db, alert_id, when, action, message, json.dumps({"by": by}))
+            change = self._record(db, alert_id, when, action, message, json.dumps({"by": by}))
+            self._changed(db, [change])
+            return change
+
+    def _changed(self, db: sqlite3.Connection, changes: list[AlertChange]) -> None:
+        if changes and self.on_alert_changes is not None:
+            self.on_alert_changes(db, changes)
 
     def _record(self, db: sqlite3.Connection, alert_id: int, at: str, action: str, message: str, details: str) -> AlertChange:
         """A lifecycle step worth keeping in the alert's history (updates only refresh the row)."""
@@ -313,7 +341,9 @@ class StateStore:
         return AlertChange(action=action, alert=alert, note=message)
 
     def escalate(self, decide: Callable[[Alert], Escalation | None], at: datetime | None = None) -> list[AlertChange]:
-        """Move every live alert that `decide` finds overdue one level up, severity too.
+        """Move every live alert that `decide` finds overdue one level up: more people are
+        told, but the severity stays the rule's judgement of the condition (an info note
+        about a late tap does not become critical by being left unread).
 
         Decided again inside a write transaction and applied only if the level is still
         the one decided on, so a level fires once, whatever the races and restarts."""
@@ -330,12 +360,13 @@ class StateStore:
                     continue
                 level = alert.escalation_level + 1
                 moved = db.execute(
-                    "UPDATE alerts SET escalation_level = ?, escalated_at = ?, severity = ? WHERE id = ? AND escalation_level = ? AND state != 'resolved'",
-                    (level, when, severity_up(alert.severity), alert.id, alert.escalation_level),
+                    "UPDATE alerts SET escalation_level = ?, escalated_at = ? WHERE id = ? AND escalation_level = ? AND state != 'resolved'",
+                    (level, when, alert.id, alert.escalation_level),
                 ).rowcount
                 if moved:
                     details = json.dumps({"level": level, "reason": step.reason}, sort_keys=True)
                     changes.append(self._record(db, alert.id, when, "escalated", step.message, details))
+            self._changed(db, changes)
         return changes
 
     # ------------------------------------------------------------------ queries
@@ -366,7 +397,7 @@ class StateStore:
         return [{**dict(row), "details": json.loads(row["details"])} for row in rows]
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT id, received_at, topic, payload, size, reason FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,))
+        rows = self._db.execute("SELECT id, received_at, topic, payload, size, reason, code FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,))
         return [dict(row) for row in rows]
 
     def count(self, table: str) -> int:
@@ -405,6 +436,10 @@ def _migrate(db: sqlite3.Connection) -> None:
     def with_arrival_time() -> list[str]:
         return [table for table in ("seen_events", "seen_events_previous") if "received_at" in columns(table)]
 
+    if "code" not in columns("dead_letters"):  # the reason code, kept since issue 17
+        with _transaction(db):
+            if "code" not in columns("dead_letters"):
+                db.execute("ALTER TABLE dead_letters ADD COLUMN code TEXT NOT NULL DEFAULT ''")
     if not missing() and not with_arrival_time():
         return
     with _transaction(db):

@@ -1,10 +1,14 @@
-"""Air-conditioners left on outside a room's schedule, and the energy they waste.
+"""Circuits left on outside a room's schedule (AC, lights, water heating, other), and the
+energy they waste.
 
-One alert per room (subject = room id): a room with two AC meters is one "episode" that
-lasts while any of its meters draws more than standby after hours, and whose wasted
-energy is the sum over its meters. Energy is integrated per meter with the left rectangle
-rule (each reading's power holds until the next reading), skipping any interval longer
-than max_gap_minutes: we do not guess what a silent meter drew. See docs/rules.md.
+The judgement is per *stretch*, not per on-period: a thermostat cycling an AC 12 min on /
+8 min off all night is one unit left on, so it earns one alert with all its kWh, never
+one alert per cycle, and its short runs add up instead of each staying under the grace.
+One stretch per room and circuit kind (lights and AC in one room are two alerts, under
+the rule name of the kind, `AFTER_HOURS_RULES`); refrigeration is always on and never
+judged. Energy is integrated per meter with the left rectangle rule (each reading's power
+holds until the next reading), skipping any interval longer than max_gap_minutes: we do
+not guess what a silent meter drew. See docs/rules.md.
 """
 
 from __future__ import annotations
@@ -15,49 +19,78 @@ from typing import Any
 
 from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import ScheduleSpans, wall_clock
-from warden.config import AcAfterHoursConfig, SiteConfig
+from warden.config import AFTER_HOURS_RULES, AcAfterHoursConfig, CircuitKind, SiteConfig
 from warden.events import Event, Quantity, Reading
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+
+#: Alert rule name per judged circuit kind; refrigeration has none (always on).
+RULE_BY_KIND = AFTER_HOURS_RULES
+
+#: How messages name a kind: at the start of a sentence, inside one, and its verb.
+_WORDS: dict[str, tuple[str, str, str]] = {
+    "ac": ("AC", "AC", "was"),
+    "lighting": ("Lights", "lights", "were"),
+    "water_heating": ("Water heating", "water heating", "was"),
+    "other": ("Equipment", "equipment", "was"),
+}
 
 _WATTS_PER_UNIT = {"w": 1.0, "kw": 1000.0}
+
+#: Below this share of the stretch on, a message says the circuit was cycling.
+_CYCLING_BELOW = 0.9
 
 
 @dataclass(frozen=True)
 class _Place:
-    """Where a meter is: its room's alert subject, building, room and schedule."""
+    """Where a meter is and what it feeds: its room's alert subject, building, room, schedule, kind."""
 
     subject: str
     building: str
     room: str
     schedule: str | None
+    kind: CircuitKind
 
 
 @dataclass
 class _Meter:
-    """What one meter last said, and its own after-hours run if it is on."""
+    """What one meter last said."""
 
     last_time: datetime | None = None
     power_w: float = 0.0
-    run_start: datetime | None = None
-    run_kwh: float = 0.0
+
+
+Segment = tuple[datetime, datetime]
 
 
 @dataclass
-class _Episode:
-    """A room's after-hours episode: from the first meter on until the last one is off."""
+class _Stretch:
+    """One room's circuits of one kind after hours: from the first on until off for
+    off_minutes or the schedule's start. Times on are the union over the kind's meters."""
 
-    since: datetime
-    ends_at: datetime | None  # when the schedule starts again; None: never
+    since: datetime  # first reading above standby in this stretch
+    ends_at: datetime | None  # the schedule's next start; None: never
     meters: set[str] = field(default_factory=set)
-    closed_kwh: float = 0.0  # from runs of meters that went off during the episode
+    kwh: float = 0.0
+    on_seconds: float = 0.0
+    on_until: datetime | None = None  # on-time is counted up to here (union watermark)
+    known_until: datetime | None = None  # reported time is counted up to here
+    recent_on: list[Segment] = field(default_factory=list)  # within the duty look-back
+    recent_known: list[Segment] = field(default_factory=list)
+    off_since: datetime | None = None  # every meter of the kind at or below standby since
     raised: bool = False
+    signalled_at: datetime | None = None  # last RAISE or UPDATE
+
+    def until(self, at: datetime) -> datetime:
+        """End of the span on so far: when it went off, or `at` while it is on."""
+        return self.off_since if self.off_since is not None else at
 
 
 class AcAfterHoursRule:
-    """Raise when a room's AC draws more than standby after hours for grace_minutes."""
+    """One alert per room and circuit kind per unscheduled stretch in which the circuit is
+    on for grace_minutes in total at a duty of at least min_duty."""
 
-    name = "ac_after_hours"
+    name = "ac_after_hours"  # the family (config section, snapshot key); alerts use RULE_BY_KIND
     reads = frozenset({"reading"})
 
     def __init__(self, site: SiteConfig, config: AcAfterHoursConfig) -> None:
@@ -66,15 +99,22 @@ class AcAfterHoursRule:
         self._config = config
         self._grace = timedelta(minutes=config.grace_minutes)
         self._max_gap = timedelta(minutes=config.max_gap_minutes)
+        self._window = timedelta(minutes=config.duty_window_minutes)
+        self._off = timedelta(minutes=config.off_minutes)
+        self._update = timedelta(minutes=config.update_minutes)
         self._places = _index_places(site)
-        self._rooms = {place.subject: place for place in self._places.values()}
+        self._groups = {(p.subject, p.kind): p for p in self._places.values()}
+        self._members: dict[tuple[str, str], list[str]] = {}
+        for meter_id, p in self._places.items():
+            self._members.setdefault((p.subject, p.kind), []).append(meter_id)
         self._meters: dict[str, _Meter] = {}
-        self._episodes: dict[str, _Episode] = {}
+        self._stretches: dict[tuple[str, str], _Stretch] = {}
         self.stats: dict[str, int] = {
             "out_of_order": 0,
             "gaps": 0,
             "unlocated": 0,
             "unsupported_unit": 0,
+            "always_on": 0,
         }
 
     # ----------------------------------------------------------------- Rule protocol
@@ -90,103 +130,132 @@ class AcAfterHoursRule:
         if factor is None:
             self.stats["unsupported_unit"] += 1
             return []
+        if place.kind not in RULE_BY_KIND:
+            self.stats["always_on"] += 1
+            return []
         return self._on_power(place, event.device, event.event_time, event.value * factor)
 
     def on_tick(self, now: datetime) -> list[AlertSignal]:
-        """Resolve episodes whose room schedule has started by `now`.
+        """End stretches off for off_minutes, or whose schedule has started, by `now`.
 
-        A silent meter keeps its episode open: telling silence apart is the deadman rule's job.
+        A silent meter whose last reading was on keeps its stretch open: telling silence
+        apart is the deadman rule's job.
         """
         signals = []
-        for subject, episode in list(self._episodes.items()):
-            if episode.ends_at is not None and now >= episode.ends_at:
-                signal = self._close_at_schedule(self._rooms[subject], episode)
-                signals += [signal] if signal else []
+        for key in list(self._stretches):
+            signal = self._settle(self._groups[key], now)
+            signals += [signal] if signal else []
         return signals
 
     # ----------------------------------------------------------------- readings
 
     def _on_power(self, place: _Place, meter_id: str, at: datetime, watts: float) -> list[AlertSignal]:
         meter = self._meters.setdefault(meter_id, _Meter())
-        episode = self._episodes.get(place.subject)
-        if (meter.last_time is not None and at < meter.last_time) or (episode and at < episode.since):
+        stretch = self._stretches.get((place.subject, place.kind))
+        if (meter.last_time is not None and at < meter.last_time) or (stretch and at < stretch.since):
             self.stats["out_of_order"] += 1
             return []
-        signals: list[AlertSignal] = []
-        if episode is not None and episode.ends_at is not None and at >= episode.ends_at:
-            resolved = self._close_at_schedule(place, episode)
-            signals += [resolved] if resolved else []
-            episode = None
-        if episode is None:
-            episode = self._maybe_start(place, meter_id, meter, at, watts)
-            if episode is None:
+        settled = self._settle(place, at)
+        signals = [settled] if settled else []
+        stretch = self._stretches.get((place.subject, place.kind))
+        if stretch is None:
+            stretch = self._maybe_start(place, meter_id, meter, at, watts)
+            if stretch is None:
                 return signals
         else:
-            self._advance(episode, meter_id, meter, at, watts)
-        return signals + self._progress(place, episode, at)
+            self._advance(place, stretch, meter_id, meter, at, watts)
+        return signals + self._judge(place, stretch, at)
 
-    def _maybe_start(
-        self, place: _Place, meter_id: str, meter: _Meter, at: datetime, watts: float
-    ) -> _Episode | None:
+    def _maybe_start(self, place: _Place, meter_id: str, meter: _Meter, at: datetime, watts: float) -> _Stretch | None:
         meter.last_time, meter.power_w = at, watts
         if watts <= self._config.standby_watts or self._schedules.is_scheduled(place.schedule, at):
             return None
-        meter.run_start, meter.run_kwh = at, 0.0
-        episode = _Episode(since=at, ends_at=self._schedules.next_change(place.schedule, at), meters={meter_id})
-        self._episodes[place.subject] = episode
-        return episode
+        ends_at = self._schedules.next_change(place.schedule, at)
+        stretch = _Stretch(since=at, ends_at=ends_at, meters={meter_id}, on_until=at, known_until=at)
+        self._stretches[(place.subject, place.kind)] = stretch
+        return stretch
 
-    def _advance(self, episode: _Episode, meter_id: str, meter: _Meter, at: datetime, watts: float) -> None:
-        """Integrate the meter up to `at`, then start or end its own run."""
-        if meter.run_start is not None:
-            meter.run_kwh += self._energy_kwh(meter, at)
+    def _advance(
+        self, place: _Place, stretch: _Stretch, meter_id: str, meter: _Meter, at: datetime, watts: float
+    ) -> None:
+        """Count the meter's interval up to `at`, then note whether the kind is now off."""
+        self._integrate(stretch, meter, at)
         meter.last_time, meter.power_w = at, watts
-        on = watts > self._config.standby_watts
-        if meter.run_start is not None and not on:
-            episode.closed_kwh += meter.run_kwh
-            meter.run_start, meter.run_kwh = None, 0.0
-        elif meter.run_start is None and on:
-            meter.run_start, meter.run_kwh = at, 0.0
-            episode.meters.add(meter_id)
+        if watts > self._config.standby_watts:
+            stretch.meters.add(meter_id)
+            stretch.off_since = None
+        elif stretch.off_since is None and not self._any_on(place):
+            stretch.off_since = at
 
-    def _progress(self, place: _Place, episode: _Episode, at: datetime) -> list[AlertSignal]:
-        """The one signal (if any) this reading earns: RAISE, UPDATE or RESOLVE."""
-        if not any(self._meter(m).run_start is not None for m in episode.meters):
-            del self._episodes[place.subject]
-            if not episode.raised:
-                return []
-            return [self._signal(SignalAction.RESOLVE, place, episode, at, reason="power_off")]
-        if episode.raised:
-            return [self._signal(SignalAction.UPDATE, place, episode, at)]
-        if at - episode.since >= self._grace:
-            episode.raised = True
-            return [self._signal(SignalAction.RAISE, place, episode, at)]
-        return []
-
-    def _close_at_schedule(self, place: _Place, episode: _Episode) -> AlertSignal | None:
-        """End the episode where the schedule starts; later readings before it are stale."""
-        assert episode.ends_at is not None
-        end = episode.ends_at
-        for meter_id in episode.meters:
-            meter = self._meter(meter_id)
-            if meter.run_start is not None:
-                meter.run_kwh += self._energy_kwh(meter, end)
-                episode.closed_kwh += meter.run_kwh
-                meter.run_start, meter.run_kwh = None, 0.0
-            meter.last_time = end if meter.last_time is None else max(meter.last_time, end)
-        del self._episodes[place.subject]
-        if not episode.raised:
-            return None
-        return self._signal(SignalAction.RESOLVE, place, episode, end, reason="schedule_started")
-
-    def _energy_kwh(self, meter: _Meter, until: datetime) -> float:
-        """Left rectangle from the meter's last reading; nothing across a too-long gap."""
-        assert meter.last_time is not None
-        span = until - meter.last_time
-        if span > self._max_gap:
+    def _integrate(self, stretch: _Stretch, meter: _Meter, until: datetime) -> None:
+        """Left rectangle from the meter's last reading to `until`; nothing across a too-long gap."""
+        if meter.last_time is None or until <= meter.last_time:
+            return
+        start = max(meter.last_time, stretch.since)
+        if until - meter.last_time > self._max_gap:
             self.stats["gaps"] += 1
-            return 0.0
-        return meter.power_w * span.total_seconds() / 3_600_000
+            return
+        if until <= start:
+            return
+        stretch.known_until = _add_segment(stretch.recent_known, stretch.known_until, start, until)
+        if meter.power_w > self._config.standby_watts:
+            stretch.kwh += meter.power_w * (until - start).total_seconds() / 3_600_000
+            before = stretch.on_until
+            stretch.on_until = _add_segment(stretch.recent_on, before, start, until)
+            stretch.on_seconds += (stretch.on_until - max(start, before or start)).total_seconds()
+
+    def _judge(self, place: _Place, stretch: _Stretch, at: datetime) -> list[AlertSignal]:
+        """RAISE once enough on-time at enough duty; then UPDATE at most every update_minutes."""
+        if stretch.raised:
+            assert stretch.signalled_at is not None
+            stretch.recent_on.clear()  # the look-back only serves the decision to raise
+            stretch.recent_known.clear()
+            if at - stretch.signalled_at < self._update:
+                return []
+            stretch.signalled_at = at
+            return [self._signal(SignalAction.UPDATE, place, stretch, at)]
+        start = max(stretch.since, at - self._window)
+        for segments in (stretch.recent_on, stretch.recent_known):
+            segments[:] = [(max(a, start), b) for a, b in segments if b > start]
+        if stretch.on_seconds < self._grace.total_seconds() or self._recent_duty(stretch) < self._config.min_duty:
+            return []
+        stretch.raised, stretch.signalled_at = True, at
+        return [self._signal(SignalAction.RAISE, place, stretch, at)]
+
+    @staticmethod
+    def _recent_duty(stretch: _Stretch) -> float:
+        """Share of the reported time within the look-back (already trimmed) that the kind was on."""
+        known = sum((b - a).total_seconds() for a, b in stretch.recent_known)
+        if known <= 0:
+            return 1.0 if stretch.off_since is None else 0.0
+        return sum((b - a).total_seconds() for a, b in stretch.recent_on) / known
+
+    def _settle(self, place: _Place, now: datetime) -> AlertSignal | None:
+        """End the stretch if it was over by `now`: off for off_minutes, or the schedule started."""
+        key = (place.subject, place.kind)
+        stretch = self._stretches.get(key)
+        if stretch is None:
+            return None
+        off_end = None if stretch.off_since is None else stretch.off_since + self._off
+        ends = [t for t in (off_end, stretch.ends_at) if t is not None and t <= now]
+        if not ends:
+            return None
+        end = min(ends)
+        reason = "power_off" if end == off_end else "schedule_started"
+        for meter_id in self._members[key]:
+            meter = self._meter(meter_id)
+            if meter.power_w > self._config.standby_watts:  # on until the schedule start
+                self._integrate(stretch, meter, end)
+            if meter.last_time is not None:
+                meter.last_time = max(meter.last_time, end)  # older readings belong to a settled stretch
+        del self._stretches[key]
+        if not stretch.raised:
+            return None
+        return self._signal(SignalAction.RESOLVE, place, stretch, end, reason=reason)
+
+    def _any_on(self, place: _Place) -> bool:
+        members = self._members[(place.subject, place.kind)]
+        return any(self._meter(m).power_w > self._config.standby_watts for m in members)
 
     def _meter(self, meter_id: str) -> _Meter:
         return self._meters.setdefault(meter_id, _Meter())
@@ -194,105 +263,171 @@ class AcAfterHoursRule:
     # ----------------------------------------------------------------- signals
 
     def _signal(
-        self, action: SignalAction, place: _Place, episode: _Episode, at: datetime, reason: str = ""
+        self, action: SignalAction, place: _Place, stretch: _Stretch, at: datetime, reason: str = ""
     ) -> AlertSignal:
-        meters = [self._meter(m) for m in sorted(episode.meters)]
-        kwh = episode.closed_kwh + sum(m.run_kwh for m in meters)
+        meters = [self._meter(m) for m in sorted(stretch.meters)]
+        until = stretch.until(at)
         tariff = self._site.tariff
-        cost = kwh * tariff.energy_per_kwh
-        minutes = (at - episode.since).total_seconds() / 60
+        cost = stretch.kwh * tariff.energy_per_kwh
+        span_minutes = max((until - stretch.since).total_seconds(), 0.0) / 60
+        on_minutes = stretch.on_seconds / 60
+        duty = on_minutes / span_minutes if span_minutes > 0 else 1.0
         details: dict[str, float | str] = {
-            "wasted_kwh": round(kwh, 6),
+            "kind": place.kind,
+            "wasted_kwh": round(stretch.kwh, 6),
             "cost": round(cost, 4),
             "currency": tariff.currency,
             "power_w": round(sum(m.power_w for m in meters), 3),
-            "since": episode.since.isoformat(),
-            "minutes": round(minutes, 2),
-            "device": ",".join(sorted(episode.meters)),
+            "since": stretch.since.isoformat(),
+            "until": until.isoformat(),
+            "on_minutes": round(on_minutes, 2),
+            "stretch_minutes": round(span_minutes, 2),
+            "minutes": round(span_minutes, 2),  # the former name, kept for readers of old alerts
+            "duty": round(min(duty, 1.0), 4),
+            "device": ",".join(sorted(stretch.meters)),
             "building": place.building,
             "room": place.room,
         }
         if reason:
             details["reason"] = reason
-        summary = f"{kwh:.2f} kWh wasted ({cost:.2f} {tariff.currency})"
-        if reason == "power_off":
-            message = f"AC in {place.room} off after {_duration(minutes)} after hours, {summary}"
-        elif reason == "schedule_started":
-            local = wall_clock(self._site, at)
-            message = (
-                f"Schedule of {place.room} started at {local}; AC was on after hours for "
-                f"{_duration(minutes)}, {summary}"
-            )
-        else:
-            message = f"AC in {place.room} on after hours for {_duration(minutes)}, {summary}"
         return AlertSignal(
             site=self._site.id,
-            rule=self.name,
+            rule=RULE_BY_KIND[place.kind],
             subject=place.subject,
             action=action,
             at=at,
             severity=Severity.WARNING,
-            message=message,
+            message=self._message(place, stretch, at, until, span_minutes, on_minutes, reason),
             details=details,
         )
+
+    def _message(
+        self, place: _Place, stretch: _Stretch, at: datetime, until: datetime, span: float, on: float, reason: str
+    ) -> str:
+        title, noun, verb = _WORDS[place.kind]
+        cost = stretch.kwh * self._site.tariff.energy_per_kwh
+        summary = f"{stretch.kwh:.2f} kWh wasted ({cost:.2f} {self._site.tariff.currency})"
+        length = _duration(span)
+        if span > 0 and on / span < _CYCLING_BELOW:
+            length += f" (cycling: on {_duration(on)} of it)"
+        if reason == "power_off":
+            off = wall_clock(self._site, until, ref=at)
+            return f"{title} in {place.room} off since {off} after {length} on after hours, {summary}"
+        if reason == "schedule_started":
+            start = wall_clock(self._site, at, ref=at)
+            return f"Schedule of {place.room} started at {start}; {noun} {verb} on after hours for {length}, {summary}"
+        return f"{title} in {place.room} on after hours for {length}, {summary}"
 
     # ----------------------------------------------------------------- persistence
 
     def state_snapshot(self) -> dict[str, Any]:
-        """Plain JSON-ready state, so a restart continues open episodes instead of restarting them."""
+        """Plain JSON-ready state, so a restart continues open stretches instead of restarting them."""
         return {
             "version": SNAPSHOT_VERSION,
             "meters": {
-                meter_id: {
-                    "last_time": _iso(m.last_time),
-                    "power_w": m.power_w,
-                    "run_start": _iso(m.run_start),
-                    "run_kwh": m.run_kwh,
-                }
-                for meter_id, m in self._meters.items()
+                meter_id: {"last_time": _iso(m.last_time), "power_w": m.power_w} for meter_id, m in self._meters.items()
             },
             "episodes": {
-                subject: {
-                    "since": e.since.isoformat(),
-                    "meters": sorted(e.meters),
-                    "closed_kwh": e.closed_kwh,
-                    "raised": e.raised,
+                f"{kind}:{subject}": {
+                    "subject": subject,
+                    "kind": kind,
+                    "since": s.since.isoformat(),
+                    "meters": sorted(s.meters),
+                    "kwh": s.kwh,
+                    "on_seconds": s.on_seconds,
+                    "on_until": _iso(s.on_until),
+                    "known_until": _iso(s.known_until),
+                    "recent_on": [[a.isoformat(), b.isoformat()] for a, b in s.recent_on],
+                    "recent_known": [[a.isoformat(), b.isoformat()] for a, b in s.recent_known],
+                    "off_since": _iso(s.off_since),
+                    "raised": s.raised,
+                    "signalled_at": _iso(s.signalled_at),
                 }
-                for subject, e in self._episodes.items()
+                for (subject, kind), s in self._stretches.items()
             },
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        """Replace the state with a snapshot; episodes of rooms no longer configured are dropped.
-
-        The schedule end of each episode is recomputed from the current site configuration.
-        """
+        """Replace the state with a snapshot; stretches of rooms or kinds no longer configured
+        are dropped. The schedule start that ends each stretch is recomputed from the site."""
+        if snapshot.get("version") == 1:
+            snapshot = _from_version_1(snapshot)
         if snapshot.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported {self.name} snapshot version {snapshot.get('version')!r}")
         self._meters = {
-            meter_id: _Meter(
-                last_time=_parse(m["last_time"]),
-                power_w=float(m["power_w"]),
-                run_start=_parse(m["run_start"]),
-                run_kwh=float(m["run_kwh"]),
-            )
+            meter_id: _Meter(last_time=_parse(m["last_time"]), power_w=float(m["power_w"]))
             for meter_id, m in snapshot["meters"].items()
         }
-        self._episodes = {}
-        for subject, e in snapshot["episodes"].items():
-            if subject not in self._rooms:
+        self._stretches = {}
+        for s in snapshot["episodes"].values():
+            key = (str(s["subject"]), str(s["kind"]))
+            if key not in self._groups:
                 continue
-            since = datetime.fromisoformat(e["since"])
-            self._episodes[subject] = _Episode(
+            since = datetime.fromisoformat(s["since"])
+            self._stretches[key] = _Stretch(
                 since=since,
-                ends_at=self._schedules.next_change(self._rooms[subject].schedule, since),
-                meters=set(e["meters"]),
-                closed_kwh=float(e["closed_kwh"]),
-                raised=bool(e["raised"]),
+                ends_at=self._schedules.next_change(self._groups[key].schedule, since),
+                meters=set(s["meters"]),
+                kwh=float(s["kwh"]),
+                on_seconds=float(s["on_seconds"]),
+                on_until=_parse(s["on_until"]),
+                known_until=_parse(s["known_until"]),
+                recent_on=[(datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in s["recent_on"]],
+                recent_known=[(datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in s["recent_known"]],
+                off_since=_parse(s["off_since"]),
+                raised=bool(s["raised"]),
+                signalled_at=_parse(s["signalled_at"]),
             )
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _from_version_1(old: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 snapshot (one episode per room, judged per on-period) as version 2, so an
+    upgrade in the middle of a night carries the open alert and its kWh on. Version 1 kept
+    an episode only while a meter was on, and had no kinds (every meter was an AC); the
+    on-time before the upgrade is not known, so it is taken as the elapsed time."""
+    meters = old.get("meters", {})
+    episodes = {}
+    for subject, e in old.get("episodes", {}).items():
+        own = [meters[m] for m in e["meters"] if m in meters]
+        last = max((m["last_time"] for m in own if m["last_time"]), default=e["since"], key=datetime.fromisoformat)
+        elapsed = (datetime.fromisoformat(last) - datetime.fromisoformat(e["since"])).total_seconds()
+        episodes[f"ac:{subject}"] = {
+            "subject": subject,
+            "kind": "ac",
+            "since": e["since"],
+            "meters": e["meters"],
+            "kwh": float(e["closed_kwh"]) + sum(float(m["run_kwh"]) for m in own),
+            "on_seconds": elapsed,
+            "on_until": last,
+            "known_until": last,
+            "recent_on": [[e["since"], last]],
+            "recent_known": [[e["since"], last]],
+            "off_since": None,
+            "raised": bool(e["raised"]),
+            "signalled_at": last if e["raised"] else None,
+        }
+    return {
+        "version": 2,
+        "meters": {m: {"last_time": v["last_time"], "power_w": v["power_w"]} for m, v in meters.items()},
+        "episodes": episodes,
+    }
+
+
+def _add_segment(segments: list[Segment], counted_until: datetime | None, start: datetime, end: datetime) -> datetime:
+    """Add [start, end) minus what is already counted (up to `counted_until`), merging with
+    the last segment; returns the new watermark. Meters of one kind overlap in time, so
+    their union is counted once (a lower bound when a meter reports far behind another)."""
+    start = max(start, counted_until or start)
+    if end <= start:
+        return counted_until or end
+    if segments and segments[-1][1] >= start:
+        segments[-1] = (segments[-1][0], end)
+    else:
+        segments.append((start, end))
+    return end
 
 
 def _index_places(site: SiteConfig) -> dict[str, _Place]:
@@ -305,13 +440,19 @@ def _index_places(site: SiteConfig) -> dict[str, _Place]:
     for building in site.buildings:
         for room in building.rooms:
             subject = room.id if counts[room.id] == 1 else f"{building.id}:{room.id}"
-            place = _Place(subject=subject, building=building.id, room=room.id, schedule=room.schedule)
-            places.update({device: place for device in room.devices})
+            for device in room.devices:
+                places[device] = _Place(
+                    subject=subject,
+                    building=building.id,
+                    room=room.id,
+                    schedule=room.schedule,
+                    kind=room.circuits.get(device, "ac"),
+                )
     return places
 
 
 def _duration(minutes: float) -> str:
-    whole = int(minutes)
+    whole = int(minutes + 1e-9)
     return f"{whole} min" if whole < 60 else f"{whole // 60} h {whole % 60:02d} min"
 
 

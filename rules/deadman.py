@@ -98,7 +98,7 @@ class DeadmanRule:
             return []
         device.raised = False
         minutes = (event.event_time - previous).total_seconds() / 60 if previous else 0.0
-        message = f"Device {event.device} spoke again at {wall_clock(self._site, event.event_time)}"
+        message = f"Device {event.device} spoke again at {wall_clock(self._site, event.event_time, ref=event.event_time)}"
         if previous:
             message += f" after {_duration(minutes)} of silence"
         return [self._device_signal(SignalAction.RESOLVE, event.device, event.event_time, message, minutes)]
@@ -133,7 +133,7 @@ class DeadmanRule:
             return []
         device.raised = True
         minutes = interval.total_seconds() / 60
-        since = f"since {wall_clock(self._site, device.last)}" if device.last else "at all"
+        since = f"since {wall_clock(self._site, device.last, ref=deadline)}" if device.last else "at all"
         message = f"No data from device {device_id} {since} (expected at least every {_duration(minutes)})"
         return [self._device_signal(SignalAction.RAISE, device_id, deadline, message, minutes)]
 
@@ -256,11 +256,11 @@ class DeadmanRule:
     def _agent_signal(self, action: SignalAction, agent_id: str, at: datetime, reason: str) -> AlertSignal:
         devices = [d for d in self._devices if self._agent_of(d) == agent_id]
         if reason == "offline":
-            message = f"Agent {agent_id} offline since {wall_clock(self._site, at)} ({len(devices)} devices known)"
+            message = f"Agent {agent_id} offline since {wall_clock(self._site, at, ref=at)} ({len(devices)} devices known)"
         elif reason == "silent":
-            message = f"All {len(devices)} devices of agent {agent_id} silent since {wall_clock(self._site, at)}"
+            message = f"All {len(devices)} devices of agent {agent_id} silent since {wall_clock(self._site, at, ref=at)}"
         else:
-            message = f"Agent {agent_id} back at {wall_clock(self._site, at)}"
+            message = f"Agent {agent_id} back at {wall_clock(self._site, at, ref=at)}"
         details: dict[str, float | str] = {"agent": agent_id, "reason": reason, "devices": len(devices)}
         return AlertSignal(self._site.id, AGENT, agent_id, action, at, Severity.CRITICAL, message, details)
 

@@ -144,7 +144,8 @@ class DoorsRule:
     def _closed(self, door_id: str, door: _Door, at: datetime) -> list[AlertSignal]:
         signals = []
         if door.forced_since is not None and at >= door.forced_since:
-            message = f"Door {door_id} closed at {wall_clock(self._site, at, seconds=True)}, forced at {wall_clock(self._site, door.forced_since, seconds=True)}"
+            forced = wall_clock(self._site, door.forced_since, seconds=True, ref=at)
+            message = f"Door {door_id} forced open at {forced}, closed again at {wall_clock(self._site, at, seconds=True, ref=at)}"
             signals.append(self._forced_signal(SignalAction.UPDATE, door_id, door, at, message, closed=at))
             door.forced_since = None
         if door.open_since is not None and at >= door.open_since:
@@ -159,11 +160,11 @@ class DoorsRule:
     ) -> AlertSignal:
         seconds = (at - since).total_seconds()
         if source == "timer":
-            message = f"Door {door_id} held open for {seconds:.0f} s (opened {wall_clock(self._site, since, seconds=True)})"
+            message = f"Door {door_id} held open for {seconds:.0f} s (opened {wall_clock(self._site, since, seconds=True, ref=at)})"
         elif source == "controller":
-            message = f"Door {door_id} held open (reported by the controller at {wall_clock(self._site, at, seconds=True)})"
+            message = f"Door {door_id} held open (reported by the controller at {wall_clock(self._site, at, seconds=True, ref=at)})"
         else:
-            message = f"Door {door_id} closed at {wall_clock(self._site, at, seconds=True)} after {seconds:.0f} s open"
+            message = f"Door {door_id} closed at {wall_clock(self._site, at, seconds=True, ref=at)} after {seconds:.0f} s open"
         details: dict[str, float | str] = {"since": since.isoformat(), "seconds": seconds, "source": source}
         return self._signal(HELD_OPEN, action, door_id, at, Severity.WARNING, message, details)
 
@@ -173,12 +174,12 @@ class DoorsRule:
         """Critical, and left open for a person: closing the door does not undo a break-in."""
         if door.forced_since is not None:
             door.forced_count += 1
-            message = f"Door {door_id} forced again at {wall_clock(self._site, at, seconds=True)} ({door.forced_count} times)"
+            message = f"Door {door_id} forced again at {wall_clock(self._site, at, seconds=True, ref=at)} ({door.forced_count} times)"
             return [self._forced_signal(SignalAction.UPDATE, door_id, door, at, message)]
         door.forced_count = 1
         if door.last_closed is None or at > door.last_closed:
             door.forced_since = at
-        message = f"Door {door_id} forced open at {wall_clock(self._site, at, seconds=True)}"
+        message = f"Door {door_id} forced open at {wall_clock(self._site, at, seconds=True, ref=at)}"
         return [self._forced_signal(SignalAction.RAISE, door_id, door, at, message, since=at)]
 
     def _forced_signal(
@@ -213,7 +214,7 @@ class DoorsRule:
         if action is SignalAction.RESOLVE:
             message = f"No denied card at door {door_id} for {minutes:g} min ({door.denied_count} denied in all)"
         else:
-            message = f"{door.denied_count} denied cards at door {door_id} since {wall_clock(self._site, door.denied_since or at, seconds=True)}"
+            message = f"{door.denied_count} denied cards at door {door_id} since {wall_clock(self._site, door.denied_since or at, seconds=True, ref=at)}"
         since = door.denied_since or at
         details: dict[str, float | str] = {"count": door.denied_count, "since": since.isoformat()}
         if door.denied_card:
@@ -252,11 +253,11 @@ class DoorsRule:
         assert door.after_since is not None
         uses = door.after_granted + door.after_opened
         if action is SignalAction.RESOLVE:
-            message = f"Schedule of door {door_id} started at {wall_clock(self._site, at)}; {uses} door events after hours"
+            message = f"Schedule of door {door_id} started at {wall_clock(self._site, at, ref=at)}; {uses} door events after hours"
         elif uses == 1:
-            message = f"Door {door_id} used after hours at {wall_clock(self._site, at, seconds=True)}"
+            message = f"Door {door_id} used after hours at {wall_clock(self._site, at, seconds=True, ref=at)}"
         else:
-            message = f"Door {door_id} used after hours: {uses} door events since {wall_clock(self._site, door.after_since, seconds=True)}"
+            message = f"Door {door_id} used after hours: {uses} door events since {wall_clock(self._site, door.after_since, seconds=True, ref=at)}"
         details: dict[str, float | str] = {
             "since": door.after_since.isoformat(),
             "granted": door.after_granted,

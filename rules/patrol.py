@@ -1,15 +1,24 @@
-"""Patrol rounds: missed, late and out-of-order checkpoints, rounds not started, silent guards.
+"""Patrol rounds: missed, late and out-of-order checkpoints, rounds not started or walked
+late, silent guards, wands not uploaded.
 
 A route is an ordered list of checkpoint tags walked at fixed local start times. Checkpoint
 i of a round must be tapped between the round's opening (start - early_minutes) and its
 deadline, start + the allowances of checkpoints 0..i, counted in elapsed time (so a round
-crossing a daylight-saving change is as long as any other).
+crossing a daylight-saving change is as long as any other). A round started late moves its
+whole timetable by its delay: one alert for the round, not one per checkpoint.
 
 A round's result is a pure function of the taps placed at their event time and of the
 watermark: the event time up to which no more data is awaited (ticks, or the newest tap
 minus the allowed lateness). Alerts are the difference between successive results, so
 taps in any order give the same alerts, and a wand uploaded hours later corrects them: a
-missed checkpoint shown as visited is resolved with a note. See docs/rules.md#patrol.
+missed checkpoint shown as visited is resolved with a note.
+
+Wand taps are staged and applied together once the watermark (the gateway's clock on
+ticks) has moved `upload_settle_seconds` past the first of them; rounds with staged taps
+are not judged meanwhile, so nobody is paged between an upload's first and last tap,
+even when it reaches the gateway in several messages. A route walked with a wand (`wand: true`) is not judged before its
+wand is uploaded after the round, or before its upload deadline passes; then one alert
+says the upload is late. See docs/rules.md#patrol.
 """
 
 from __future__ import annotations
@@ -26,13 +35,15 @@ from rules.schedule import local_instant, wall_clock
 from warden.config import PatrolConfig, PatrolRoute, SiteConfig
 from warden.events import Event, PatrolTap, TapSource
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: staged wand taps and each wand route's last upload
 
 ROUND = "patrol_round"
 CHECKPOINT = "patrol_checkpoint"
 SILENCE = "patrol_silence"
+UPLOAD = "patrol_upload_late"
 
 _MAX_TAPS_PER_TAG = 200
+_MAX_STAGED = 20_000  # wand taps awaiting the next watermark move; more are applied at once
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,14 @@ class _Tap:
     source: str
     reader: str
     guard: str | None = None
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """A wand tap received but not yet applied: its upload is applied as a whole."""
+
+    tag: str
+    tap: _Tap
 
 
 @dataclass
@@ -76,17 +95,28 @@ class _Plan:
     def key(self) -> str:
         return f"{self.route.id}:{self.day.isoformat()}T{self.start:%H:%M}"
 
+    @property
+    def upload_deadline(self) -> datetime:
+        """A wand route's wand must be uploaded by then (meaningless for online routes)."""
+        return self.deadlines[-1] + timedelta(minutes=self.route.upload_minutes)
+
 
 @dataclass(frozen=True)
 class CheckpointView:
     tag: str
     deadline: datetime
     state: str  # pending, visited, late, missed
+    due: datetime | None = None  # the deadline moved by the round's delay (a round started late)
     tapped_at: datetime | None = None
     source: str = ""
     taps: int = 0
     before: tuple[str, ...] = ()  # earlier checkpoints of the route tapped after this one
     before_at: datetime | None = None  # when the last of those was tapped: the order was broken then
+
+    @property
+    def with_round(self) -> bool:
+        """Late only as much as its round: tapped by its moved deadline, so no alert of its own."""
+        return self.state == "late" and self.tapped_at is not None and self.due is not None and self.tapped_at <= self.due
 
 
 @dataclass(frozen=True)
@@ -96,6 +126,8 @@ class RoundView:
     first_tap: _Tap | None
     gap: tuple[datetime, datetime, bool] | None  # longest silence: start, end, still going
     wand: bool  # some of the taps came from a wand
+    delay: timedelta  # how late the round started: first tap - first deadline, or zero
+    judged: bool  # False: a wand route whose wand was not uploaded after the round yet
 
 
 @dataclass(frozen=True)
@@ -135,6 +167,10 @@ class PatrolRule:
         self._plans: dict[tuple[str, date, time], _Plan | None] = {}
         self._watermark: datetime | None = None
         self._since: datetime | None = None  # rounds opening before the rule first saw time are not judged
+        self._staged: list[_Staged] = []  # wand taps of the upload being received
+        self._staged_since: datetime | None = None  # the watermark when the first of them came
+        self._settle = timedelta(seconds=config.upload_settle_seconds)
+        self._uploads: dict[str, datetime] = {}  # wand route -> when its newest upload was applied
         self.stats: dict[str, int] = dict.fromkeys(
             ("unknown_tag", "outside_rounds", "other_guard", "too_late", "repeats"), 0
         )
@@ -148,12 +184,20 @@ class PatrolRule:
         if not routes:
             self.stats["unknown_tag"] += 1
             return []
+        tap = _Tap(event.event_time, event.source.value, event.reader, event.guard)
+        if event.source is TapSource.WAND:
+            # Applied with the rest of its upload once it has settled (_settle_staged); an
+            # upload of the past says nothing about the present, so it does not move the watermark.
+            if not self._staged:
+                self._staged_since = self._watermark
+            self._staged.append(_Staged(event.tag, tap))
+            if len(self._staged) < _MAX_STAGED:
+                return []
+            self._staged_since = None  # too many to hold: applied now
+            return self._advance(self._watermark or event.event_time - self._lateness)
         for route in routes:
-            self._place(route, event)
-        watermark = event.event_time - self._lateness
-        if event.source is TapSource.WAND:  # an upload of the past says nothing about the present
-            watermark = self._watermark or watermark
-        return self._advance(watermark)
+            self._place(route, event.tag, tap)
+        return self._advance(event.event_time - self._lateness)
 
     def on_tick(self, now: datetime) -> list[AlertSignal]:
         if not self._routes:
@@ -175,6 +219,10 @@ class PatrolRule:
                 "start": rnd.start,
                 "starts_at": view.plan.starts.isoformat(),
                 "started": view.first_tap is not None,
+                "minutes_late": round(view.delay.total_seconds() / 60, 2),
+                "wand": view.plan.route.wand,
+                "awaiting_upload": not view.judged,
+                "upload_deadline": view.plan.upload_deadline.isoformat() if view.plan.route.wand else None,
                 "checkpoints": [
                     {
                         "tag": c.tag,
@@ -192,12 +240,12 @@ class PatrolRule:
 
     # ----------------------------------------------------------------- taps and rounds
 
-    def _place(self, route: PatrolRoute, event: PatrolTap) -> None:
+    def _place(self, route: PatrolRoute, tag: str, tap: _Tap) -> None:
         """Put the tap into the round of `route` it belongs to, if any."""
-        if route.guard and event.guard and event.guard != route.guard:
+        if route.guard and tap.guard and tap.guard != route.guard:
             self.stats["other_guard"] += 1
             return
-        plan = self._plan_for(route, event.event_time)
+        plan = self._plan_for(route, tap.at)
         if plan is None:
             self.stats["outside_rounds"] += 1
             return
@@ -206,8 +254,7 @@ class PatrolRule:
             self.stats["too_late"] += 1
             return
         rnd = self._rounds.setdefault(plan.key, _Round(route.id, plan.day.isoformat(), f"{plan.start:%H:%M}"))
-        taps = rnd.taps.setdefault(event.tag, [])
-        tap = _Tap(event.event_time, event.source.value, event.reader, event.guard)
+        taps = rnd.taps.setdefault(tag, [])
         if any(abs(t.at - tap.at) <= self._repeat for t in taps):
             self.stats["repeats"] += 1
         if tap not in taps and len(taps) < _MAX_TAPS_PER_TAG:
@@ -219,17 +266,55 @@ class PatrolRule:
             self._watermark = watermark
         if self._since is None:
             self._since = self._watermark
+        held = self._settle_staged(self._watermark)
         self._follow_new_rounds(self._watermark)
         signals: list[AlertSignal] = []
         for key in sorted(self._rounds):
             rnd = self._rounds[key]
-            if rnd.route not in self._routes:
+            if rnd.route not in self._routes or key in held:
                 continue
             signals += self._diff(rnd, self._view(rnd, self._watermark))
         for key, rnd in list(self._rounds.items()):
+            if key in held:
+                continue
             if rnd.route not in self._routes or self._watermark >= self._plan_of(rnd).horizon + self._keep:
                 del self._rounds[key]
         return sorted(signals, key=lambda s: (s.at, s.rule, s.subject))
+
+    def _settle_staged(self, watermark: datetime) -> set[str]:
+        """Apply the staged wand taps if their upload has settled; else the keys of the
+        rounds they belong to, which are held (not judged) until it has."""
+        if not self._staged:
+            return set()
+        if self._staged_since is None or watermark >= self._staged_since + self._settle:
+            self._apply_staged(watermark)
+            return set()
+        return {
+            plan.key
+            for item in self._staged
+            for route in self._by_tag.get(item.tag, [])
+            if (plan := self._plan_for(route, item.tap.at)) is not None
+        }
+
+    def _apply_staged(self, watermark: datetime) -> None:
+        """Place the staged wand taps, all at once, and note when each wand route was
+        uploaded: when the upload began to arrive (the watermark then, + the lateness it
+        lags the gateway's clock by)."""
+        staged, since, self._staged, self._staged_since = self._staged, self._staged_since, [], None
+        uploaded = (since or watermark) + self._lateness
+        for item in staged:
+            for route in self._by_tag.get(item.tag, []):
+                self._place(route, item.tag, item.tap)
+                if route.wand and not (route.guard and item.tap.guard and item.tap.guard != route.guard):
+                    self._uploads[route.id] = max(self._uploads.get(route.id, uploaded), uploaded)
+
+    def _judged(self, plan: _Plan) -> bool:
+        """Whether the round can be judged: always, unless walked with a wand that has not
+        been uploaded since the round's last deadline (its taps may still be on the wand)."""
+        if not plan.route.wand:
+            return True
+        uploaded = self._uploads.get(plan.route.id)
+        return uploaded is not None and uploaded >= plan.deadlines[-1]
 
     def _follow_new_rounds(self, watermark: datetime) -> None:
         """Start following every round that has opened by the watermark, taps or not."""
@@ -292,17 +377,20 @@ class PatrolRule:
     # ----------------------------------------------------------------- judging
 
     def _view(self, rnd: _Round, watermark: datetime) -> RoundView:
-        """The round as the taps up to the watermark show it."""
+        """The round as the taps up to the watermark show it. A round whose first tap came
+        after its first deadline runs late by that much: each deadline moves with it."""
         plan = self._plan_of(rnd)
+        judged = self._judged(plan)
         taps = {tag: self._once(t for t in rnd.taps.get(tag, []) if t.at <= watermark) for tag in rnd.taps}
-        views = [self._checkpoint(c.tag, deadline, taps.get(c.tag, []), watermark)
+        merged = sorted((t for ts in taps.values() for t in ts), key=lambda t: (t.at, t.source, t.reader))
+        delay = max(merged[0].at - plan.deadlines[0], timedelta(0)) if merged else timedelta(0)
+        views = [self._checkpoint(c.tag, deadline, deadline + delay, taps.get(c.tag, []), watermark if judged else None)
                  for c, deadline in zip(plan.route.checkpoints, plan.deadlines)]
         checkpoints = tuple(_order(views, i) for i in range(len(views)))
-        merged = sorted((t for ts in taps.values() for t in ts), key=lambda t: (t.at, t.source, t.reader))
-        outstanding = [v.deadline for v in checkpoints if v.state not in ("visited", "late")]
-        gap = self._longest_gap(plan, [t.at for t in merged], watermark, max(outstanding, default=None))
+        outstanding = [v.due or v.deadline for v in checkpoints if v.state not in ("visited", "late")]
+        gap = self._longest_gap(plan, [t.at for t in merged], watermark, max(outstanding, default=None), delay)
         wand = any(t.source == TapSource.WAND.value for t in merged)
-        return RoundView(plan, checkpoints, merged[0] if merged else None, gap, wand)
+        return RoundView(plan, checkpoints, merged[0] if merged else None, gap, wand, delay, judged)
 
     def _once(self, taps: Iterable[_Tap]) -> list[_Tap]:
         """Repeated taps of one tag within repeat_seconds of the last one kept count once."""
@@ -313,24 +401,29 @@ class PatrolRule:
         return kept
 
     @staticmethod
-    def _checkpoint(tag: str, deadline: datetime, taps: list[_Tap], watermark: datetime) -> CheckpointView:
+    def _checkpoint(
+        tag: str, deadline: datetime, due: datetime, taps: list[_Tap], watermark: datetime | None
+    ) -> CheckpointView:
+        """`due`: the deadline moved by the round's delay; `watermark` None: not judged yet."""
         in_time = next((t for t in taps if t.at <= deadline), None)
         if in_time is not None:
-            return CheckpointView(tag, deadline, "visited", in_time.at, in_time.source, len(taps))
-        if watermark < deadline:
-            return CheckpointView(tag, deadline, "pending", taps=len(taps))
+            return CheckpointView(tag, deadline, "visited", due, in_time.at, in_time.source, len(taps))
+        if taps and taps[0].at <= due:  # late with its round: known as soon as tapped
+            return CheckpointView(tag, deadline, "late", due, taps[0].at, taps[0].source, len(taps))
+        if watermark is None or watermark < due:
+            return CheckpointView(tag, deadline, "pending", due, taps=len(taps))
         if taps:
-            return CheckpointView(tag, deadline, "late", taps[0].at, taps[0].source, len(taps))
-        return CheckpointView(tag, deadline, "missed")
+            return CheckpointView(tag, deadline, "late", due, taps[0].at, taps[0].source, len(taps))
+        return CheckpointView(tag, deadline, "missed", due)
 
     def _longest_gap(
-        self, plan: _Plan, times: list[datetime], watermark: datetime, open_until: datetime | None
+        self, plan: _Plan, times: list[datetime], watermark: datetime, open_until: datetime | None, delay: timedelta
     ) -> tuple[datetime, datetime, bool] | None:
         """The longest stretch without a tap between the first tap and the round's last
-        deadline, if it reached max_silence_minutes. A late tap still ends a silence, and
-        the round stops waiting for taps once no checkpoint is outstanding (`open_until`:
-        the last deadline of a checkpoint not yet tapped)."""
-        end = plan.deadlines[-1]
+        deadline (moved by the round's delay), if it reached max_silence_minutes. A late
+        tap still ends a silence, and the round stops waiting for taps once no checkpoint
+        is outstanding (`open_until`: the last deadline of a checkpoint not yet tapped)."""
+        end = plan.deadlines[-1] + delay
         if not times or times[0] >= end:
             return None
         gaps = [(a, min(b, end), False) for a, b in zip(times, times[1:]) if a < end]
@@ -343,14 +436,18 @@ class PatrolRule:
     def _findings(self, view: RoundView, watermark: datetime) -> dict[str, _Finding]:
         plan = view.plan
         findings: dict[str, _Finding] = {}
+        if not view.judged:  # a wand round: nothing to say before its upload deadline but that
+            if watermark >= plan.upload_deadline:
+                findings["upload"] = self._upload_late(plan)
+            return findings
         if view.first_tap is None:
             if watermark >= plan.deadlines[0]:
                 findings["round"] = self._not_started(view, watermark)
             return findings
-        if view.first_tap.at > plan.deadlines[0]:
+        if view.delay:
             findings["round"] = self._started_late(plan, view.first_tap)
         for checkpoint in view.checkpoints:
-            finding = self._checkpoint_finding(plan, checkpoint)
+            finding = self._checkpoint_finding(plan, checkpoint, view.delay)
             if finding is not None:
                 findings[f"cp:{checkpoint.tag}"] = finding
         if view.gap is not None:
@@ -361,7 +458,8 @@ class PatrolRule:
         plan = view.plan
         passed = [d for d in plan.deadlines if d <= watermark]
         total = len(plan.deadlines)
-        message = f"Round {self._label(plan)} not started: no tap by {wall_clock(self._site, plan.deadlines[0])}"
+        at = passed[-1]
+        message = f"Round {self._label(plan)} not started: no tap by {self._time(plan.deadlines[0], at)}"
         if len(passed) > 1:
             message += f", {len(passed)} of {total} checkpoints missed"
         details = self._details(plan) | {
@@ -369,33 +467,41 @@ class PatrolRule:
             "checkpoints": total,
             "deadline": plan.deadlines[0].isoformat(),
         }
-        return _Finding(ROUND, plan.key, Severity.CRITICAL, message, details, passed[-1])
+        return _Finding(ROUND, plan.key, Severity.CRITICAL, message, details, at)
 
     def _started_late(self, plan: _Plan, first: _Tap) -> _Finding:
-        """Kept open once the round starts: that it started late stays true."""
+        """The round walked late, as one alert: its checkpoints keep its delay without one
+        each. Kept open once the round starts: that it started late stays true."""
         minutes = (first.at - plan.deadlines[0]).total_seconds() / 60
         message = (
-            f"Round {self._label(plan)} started late at {wall_clock(self._site, first.at)}, "
-            f"{minutes:.0f} min after its first deadline {wall_clock(self._site, plan.deadlines[0])}"
+            f"Round {self._label(plan)} started late at {self._time(first.at, first.at)}, "
+            f"{minutes:.0f} min after its first deadline {self._time(plan.deadlines[0], first.at)}"
         )
         details = self._details(plan) | {"started_at": first.at.isoformat(), "minutes_late": round(minutes, 2),
                                          "deadline": plan.deadlines[0].isoformat()}
         return _Finding(ROUND, plan.key, Severity.WARNING, message, details, first.at)
 
-    def _checkpoint_finding(self, plan: _Plan, c: CheckpointView) -> _Finding | None:
+    def _checkpoint_finding(self, plan: _Plan, c: CheckpointView, delay: timedelta) -> _Finding | None:
+        """A checkpoint's own alert: missed, or late or out of order beyond its round's delay."""
         if c.state not in ("missed", "late") and not c.before:
             return None
+        if c.with_round and not c.before:
+            return None
+        due = c.due or c.deadline
         where = f"Checkpoint {c.tag} in round {self._label(plan)}"
         details = self._details(plan) | {"tag": c.tag, "state": c.state, "deadline": c.deadline.isoformat()}
+        moved = f" (its deadline {self._time(c.deadline, due)} + the round's {delay.total_seconds() / 60:.0f} min delay)" if delay else ""
+        if delay:
+            details["due"] = due.isoformat()
         if c.state == "missed":
-            message = f"{where} missed: no tap by {wall_clock(self._site, c.deadline)}"
-            return _Finding(CHECKPOINT, f"{plan.key}:{c.tag}", Severity.WARNING, message, details, c.deadline)
+            message = f"{where} missed: no tap by {self._time(due, due)}{moved}"
+            return _Finding(CHECKPOINT, f"{plan.key}:{c.tag}", Severity.WARNING, message, details, due)
         assert c.tapped_at is not None
         details |= {"tapped_at": c.tapped_at.isoformat(), "source": c.source}
         parts, at = [], max(c.tapped_at, c.before_at or c.tapped_at)
-        if c.state == "late":
-            minutes = (c.tapped_at - c.deadline).total_seconds() / 60
-            parts.append(f"tapped late at {wall_clock(self._site, c.tapped_at)}, {minutes:.0f} min after {wall_clock(self._site, c.deadline)}")
+        if c.state == "late" and not c.with_round:
+            minutes = (c.tapped_at - due).total_seconds() / 60
+            parts.append(f"tapped late at {self._time(c.tapped_at, at)}, {minutes:.0f} min after {self._time(due, at)}{moved}")
             details["minutes_late"] = round(minutes, 2)
         if c.before:
             parts.append(f"tapped out of order, before {', '.join(c.before)}")
@@ -409,11 +515,24 @@ class PatrolRule:
         minutes = (end - start).total_seconds() / 60
         details = self._details(plan) | {"gap_start": start.isoformat()}
         if ongoing:  # nothing here may grow with the watermark, or every tick would update
-            message = f"No tap in round {self._label(plan)} since {wall_clock(self._site, start)}"
+            message = f"No tap in round {self._label(plan)} since {self._time(start, start + limit)}"
             return _Finding(SILENCE, plan.key, Severity.WARNING, message, details, start + limit)
-        message = f"No tap for {minutes:.0f} min in round {self._label(plan)} ({wall_clock(self._site, start)}-{wall_clock(self._site, end)})"
+        message = (f"No tap for {minutes:.0f} min in round {self._label(plan)} "
+                   f"({self._time(start, end)} to {self._time(end, end)})")
         details |= {"gap_end": end.isoformat(), "gap_minutes": round(minutes, 2)}
         return _Finding(SILENCE, plan.key, Severity.WARNING, message, details, end)
+
+    def _upload_late(self, plan: _Plan) -> _Finding:
+        """One alert for a wand round whose wand was not uploaded by its deadline: without
+        the taps nothing else about the round can be said."""
+        deadline = plan.upload_deadline
+        message = (
+            f"Wand of round {self._label(plan)} not uploaded by {self._time(deadline, deadline)}: "
+            f"the round cannot be judged until the wand is docked"
+        )
+        details = self._details(plan) | {"upload_deadline": deadline.isoformat(),
+                                         "last_deadline": plan.deadlines[-1].isoformat()}
+        return _Finding(UPLOAD, plan.key, Severity.WARNING, message, details, deadline)
 
     def _diff(self, rnd: _Round, view: RoundView) -> list[AlertSignal]:
         """Signals that take the alerts from what was last said to what the taps now show."""
@@ -434,12 +553,19 @@ class PatrolRule:
     def _resolve(self, key: str, view: RoundView, said: _Emitted) -> AlertSignal:
         plan = view.plan
         details = self._details(plan)
-        if key == "round":
+        if key == "upload":
+            uploaded = self._uploads.get(plan.route.id) or said.at
+            rule, subject, at, note = UPLOAD, plan.key, max(said.at, uploaded), "wand uploaded"
+            minutes = (uploaded - plan.upload_deadline).total_seconds() / 60
+            message = (f"Wand of round {self._label(plan)} uploaded at {self._time(uploaded, at)}, "
+                       f"{minutes:.0f} min after its upload deadline: the round is judged on its taps")
+            details |= {"uploaded_at": uploaded.isoformat(), "minutes_late": round(minutes, 2)}
+        elif key == "round":
             assert view.first_tap is not None
             tap, rule, subject = view.first_tap, ROUND, plan.key
             note = _reconciled(tap.source)
-            message = f"Round {self._label(plan)} started at {wall_clock(self._site, tap.at)}: {note}"
             at = max(said.at, tap.at)
+            message = f"Round {self._label(plan)} started at {self._time(tap.at, at)}: {note}"
         elif key == "silence":
             rule, subject, at = SILENCE, plan.key, said.at
             note = _reconciled(TapSource.WAND.value if view.wand else "")
@@ -450,7 +576,7 @@ class PatrolRule:
             rule, subject = CHECKPOINT, f"{plan.key}:{tag}"
             note = _reconciled(c.source)
             at = max(said.at, c.tapped_at or said.at)
-            visited = wall_clock(self._site, c.tapped_at or at)
+            visited = self._time(c.tapped_at or at, at)
             message = f"Checkpoint {tag} in round {self._label(plan)} visited at {visited}: {note}"
             details |= {"tag": tag, "state": c.state, "tapped_at": c.tapped_at.isoformat() if c.tapped_at else ""}
         details["note"] = note
@@ -471,25 +597,38 @@ class PatrolRule:
     def _label(self, plan: _Plan) -> str:
         return f"{plan.start:%H:%M} of {plan.day.isoformat()} on route {plan.route.id}"
 
+    def _time(self, at: datetime, ref: datetime) -> str:
+        """`at` as a guard reads it in a message spoken at `ref`: with its date when on
+        another local day, with its UTC offset on a night the clocks change."""
+        return wall_clock(self._site, at, ref=ref)
+
     # ----------------------------------------------------------------- persistence
 
     def state_snapshot(self) -> dict[str, Any]:
-        """Plain JSON: the watermark, and each followed round's taps and what was said about it."""
+        """Plain JSON: the watermark, each followed round's taps and what was said about it,
+        wand taps not yet applied and when each wand route was last uploaded."""
         return {
             "version": SNAPSHOT_VERSION,
             "watermark": state.dump(self._watermark),
             "since": state.dump(self._since),
             "rounds": state.dump(self._rounds),
+            "staged": state.dump(self._staged),
+            "staged_since": state.dump(self._staged_since),
+            "uploads": state.dump(self._uploads),
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        """Replace the state; rounds of routes no longer configured are dropped."""
-        if snapshot.get("version") != SNAPSHOT_VERSION:
+        """Replace the state; rounds of routes no longer configured are dropped. Version 1
+        (before staged wand taps) has the same rounds and nothing staged: read as such."""
+        if snapshot.get("version") not in (1, SNAPSHOT_VERSION):
             raise ValueError(f"unsupported {self.name} snapshot version {snapshot.get('version')!r}")
         self._watermark = _parse(snapshot["watermark"])
         self._since = _parse(snapshot["since"])
         rounds = {key: state.load(_Round, r) for key, r in snapshot["rounds"].items()}
         self._rounds = {key: r for key, r in rounds.items() if r.route in self._routes}
+        self._staged = [state.load(_Staged, item) for item in snapshot.get("staged", [])]
+        self._staged_since = _parse(snapshot.get("staged_since"))
+        self._uploads = {route: datetime.fromisoformat(at) for route, at in snapshot.get("uploads", {}).items()}
 
 
 def _order(views: list[CheckpointView], i: int) -> CheckpointView:

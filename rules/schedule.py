@@ -94,9 +94,30 @@ class ScheduleSpans:
 # --------------------------------------------------------------------------- helpers
 
 
-def wall_clock(site: SiteConfig, at: datetime, *, seconds: bool = False) -> str:
-    """`at` as the site's local time of day, as people read it in alert messages."""
-    return _local(site.zone, at).strftime("%H:%M:%S" if seconds else "%H:%M")
+def wall_clock(site: SiteConfig, at: datetime, *, seconds: bool = False, ref: datetime | None = None) -> str:
+    """`at` as the site's local time of day, as people read it in alert messages.
+
+    With `ref` (the moment the message speaks from, usually the signal's time) the text
+    carries the date when `at` falls on another local day ("23:30 on 2026-11-17"), and
+    the UTC offset on a day whose clocks change ("02:30+01:00"), where a bare time would
+    be ambiguous or read backwards.
+    """
+    local = _local(site.zone, at)
+    text = local.strftime("%H:%M:%S" if seconds else "%H:%M")
+    if ref is None:
+        return text
+    if _clocks_change(site.zone, local.date()):
+        text += local.strftime("%z")[:3] + ":" + local.strftime("%z")[3:]
+    if local.date() != _local(site.zone, ref).date():
+        text += f" on {local.date().isoformat()}"
+    return text
+
+
+def _clocks_change(zone: ZoneInfo, day: date) -> bool:
+    """Whether the local day `day` has a daylight-saving change (its offset differs at both ends)."""
+    start = datetime.combine(day, time(0), zone)
+    end = datetime.combine(day + timedelta(days=1), time(0), zone)
+    return start.utcoffset() != end.utcoffset()
 
 
 def _local(zone: ZoneInfo, at: datetime) -> datetime:

@@ -2,9 +2,15 @@
 
 A meter sends flow (L/min, L/s, L/h, m3/h) or volume: a cumulative register (m3 or L)
 whose deltas give the flow, or, without `cumulative`, the volume since its previous
-reading. Either way the meter becomes a sequence of intervals with a known flow. A
-register that goes down was reset or rolled over: that interval is unknown, never a
-negative flow or a spike; so is any interval longer than max_gap_minutes.
+reading. Either way the meter becomes a sequence of spans with a known flow
+(`meter_spans`, shared with the morning report). A register that goes down was reset,
+rolled over or replaced: that span's flow is unknown, never a negative flow or a spike,
+but the new register's count is litres known to have passed. A span longer than
+max_gap_minutes is a gap: unknown, nothing passed that we know of.
+
+Litres lost is one computation (`LeakLitres`, `litres_above_baseline`): the water above
+the meter's baseline since the leak's start, with flow above the leak's own floor
+counted as use on top of the leak, not as leak.
 
 Meter readings are re-ordered per meter within the allowed lateness before they are
 used, so the same data gives the same alerts in any arrival order within that bound.
@@ -14,8 +20,9 @@ Wet sensors are not delayed: a flood warning must not wait. See docs/rules.md#wa
 from __future__ import annotations
 
 from bisect import insort
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from rules import state
@@ -24,7 +31,7 @@ from rules.schedule import local_instant, wall_clock
 from warden.config import SiteConfig, WaterConfig
 from warden.events import Event, Quantity, Reading
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 NIGHT_FLOW = "water_night_flow"
 CONTINUOUS_FLOW = "water_continuous_flow"
@@ -33,6 +40,155 @@ WET = "water_wet"
 
 _FLOW_TO_L_PER_MIN = {"l/min": 1.0, "lpm": 1.0, "l/s": 60.0, "l/h": 1 / 60, "m3/h": 1000 / 60}
 _VOLUME_TO_L = {"l": 1.0, "m3": 1000.0}
+
+
+# --------------------------------------------------------------------------- spans (public)
+
+
+@dataclass(frozen=True)
+class FlowSpan:
+    """An interval of a meter's flow. `flow` None: unknown, either a gap (`gap`, nothing is
+    known to have passed) or a register that went down (`litres`: what the new register
+    counted since, a lower bound)."""
+
+    start: datetime
+    end: datetime
+    flow: float | None = None  # L/min
+    litres: float = 0.0
+    gap: bool = False
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+    def part(self, start: datetime, end: datetime) -> FlowSpan:
+        """The piece of this span between `start` and `end` (litres pro rata)."""
+        share = (end - start).total_seconds() / self.seconds if self.seconds else 0.0
+        return FlowSpan(start, end, self.flow, self.litres * share, self.gap)
+
+
+@dataclass(frozen=True)
+class MeterSample:
+    """One meter reading as stored anywhere (the rule's events, the historian's points)."""
+
+    at: datetime
+    quantity: str  # "flow" or "volume"
+    value: float
+    unit: str
+    cumulative: bool = False
+
+    @property
+    def source(self) -> str:
+        if self.quantity == "flow":
+            return "flow"
+        return "register" if self.cumulative else "volume"
+
+
+def sample_value(quantity: str, value: float, unit: str) -> float | None:
+    """The reading in L/min (flow) or litres (volume); None for a unit we do not know."""
+    table = _FLOW_TO_L_PER_MIN if quantity == "flow" else _VOLUME_TO_L
+    factor = table.get(unit.strip().lower().replace("³", "3"))
+    return None if factor is None else value * factor
+
+
+def span_between(source: str, t0: datetime, v0: float, t1: datetime, v1: float, max_gap: timedelta) -> FlowSpan:
+    """The span between two readings (values in L/min or litres): left rectangle for flow,
+    the delta of a register, the reported volume otherwise. A gap past `max_gap`; a register
+    that went down (reset, rollover, replaced meter) is unknown with the new count as litres."""
+    if t1 - t0 > max_gap:
+        return FlowSpan(t0, t1, gap=True)
+    minutes = (t1 - t0).total_seconds() / 60
+    if source == "flow":
+        flow = max(v0, 0.0)
+        return FlowSpan(t0, t1, flow, flow * minutes)
+    litres = v1 - v0 if source == "register" else v1
+    if litres < 0:
+        return FlowSpan(t0, t1, None, max(v1, 0.0) if source == "register" else 0.0)
+    return FlowSpan(t0, t1, litres / minutes, litres)
+
+
+def meter_spans(samples: Iterable[MeterSample], max_gap: timedelta) -> list[FlowSpan]:
+    """One meter's samples as spans, as the water rule sees them: in time order, samples of
+    an unknown unit, of another source than the first, or repeating a time skipped."""
+    spans: list[FlowSpan] = []
+    source = ""
+    last: tuple[datetime, float] | None = None  # time and value of the previous sample used
+    for sample in sorted(samples, key=lambda s: s.at):
+        value = sample_value(sample.quantity, sample.value, sample.unit)
+        if value is None or (source and sample.source != source) or (last is not None and sample.at <= last[0]):
+            continue
+        source = sample.source
+        if last is not None:
+            spans.append(span_between(source, last[0], last[1], sample.at, value, max_gap))
+        last = (sample.at, value)
+    return spans
+
+
+@dataclass
+class LeakLitres:
+    """Water lost to a leak since `since`: the flow above `baseline` (the meter's normal
+    flow), but never more than the leak's floor (the lowest flow above the no-flow limit
+    seen since the leak started): water above the floor is use on top of the leak.
+
+    Fed span by span in event-time order; `litres()` is exact at any moment, because every
+    span above the limit flows at least at the floor. Unknown spans add only litres known to
+    have passed (a replaced register's count), at most at the floor's rate."""
+
+    since: datetime
+    until: datetime
+    baseline: float = 0.0  # L/min
+    floor: float | None = None  # L/min
+    above_s: float = 0.0
+    below_litres: float = 0.0  # above the baseline, in spans at or below the limit
+    unknown_s: float = 0.0
+    unknown_litres: float = 0.0
+    measured_litres: float = 0.0  # all the water the meter measured since `since`
+
+    def add(self, span: FlowSpan, limit: float) -> None:
+        self.until = max(self.until, span.end)
+        if span.gap:
+            return
+        if span.flow is None:
+            self.unknown_s += span.seconds
+            self.unknown_litres += span.litres
+            return
+        self.measured_litres += span.litres
+        if span.flow > limit:
+            self.floor = span.flow if self.floor is None else min(self.floor, span.flow)
+            self.above_s += span.seconds
+        else:
+            self.below_litres += max(span.flow - self.baseline, 0.0) * span.seconds / 60
+
+    def litres(self) -> float:
+        rate = max((self.floor or 0.0) - self.baseline, 0.0)
+        return rate * self.above_s / 60 + self.below_litres + min(self.unknown_litres, rate * self.unknown_s / 60)
+
+
+def litres_above_baseline(
+    spans: Iterable[FlowSpan], since: datetime, until: datetime, *, baseline_l_per_min: float = 0.0,
+    no_flow_l_per_min: float = 0.5,
+) -> float:
+    """Litres lost between `since` and `until` (event time) by the water rule's definition
+    (`LeakLitres`): the alerts, the morning report and the API all count this way. The
+    night-flow alert applies it to each run of the leak (it stops counting at a known stop)."""
+    loss = LeakLitres(since=since, until=since, baseline=baseline_l_per_min)
+    for span in sorted(spans, key=lambda s: s.start):
+        start, end = max(span.start, since), min(span.end, until)
+        if start < end:
+            loss.add(span.part(start, end), no_flow_l_per_min)
+    return loss.litres()
+
+
+# --------------------------------------------------------------------------- rule state
+
+
+@dataclass
+class _Piece:
+    """A stretch of a quiet window's current run: known flow above the limit, or unknown."""
+
+    start: datetime
+    end: datetime
+    known: bool
 
 
 @dataclass
@@ -45,17 +201,28 @@ class _Night:
     min_flow: float | None = None
     max_flow: float | None = None
     litres: float = 0.0
+    pieces: list[_Piece] = field(default_factory=list)  # since the last stop in the window
+    early: bool = False  # flow above the limit for night_flow_minutes inside the window
 
 
 @dataclass
 class _Leak:
-    """An open night-flow alert: since the first leaking window, and clean windows since."""
+    """An open night-flow alert: its litres, the windows judged since it was raised.
+
+    Its litres count while its run goes on (`running`); a known stop freezes them into
+    `earlier`, and a later run counts again only once judged leaking in its own window, so
+    ordinary use between a repaired leak and its clean windows is not counted as lost."""
 
     since: datetime
-    last_end: datetime
-    rate: float
+    loss: LeakLitres  # the current (or last) leaking run
+    raised_in: datetime  # start of the window it was raised in
+    running: bool = True
+    earlier: float = 0.0  # litres of earlier leaking runs
     nights: int = 1
     clean: int = 0
+    updated: datetime | None = None
+    window: str = ""  # the last quiet window it was judged or updated in, as local times
+    window_end: datetime | None = None
 
 
 @dataclass
@@ -66,10 +233,11 @@ class _Meter:
     newest: datetime | None = None  # newest event time received, processed or not
     nights: dict[str, _Night] = field(default_factory=dict)
     judged: datetime | None = None  # end of the last window judged: it is never judged twice
+    baseline: float = 0.0  # L/min: lowest flow of the last judged window without a leak
+    run: LeakLitres | None = None  # flow above the limit since the last known stop or gap
     leak: _Leak | None = None
-    anchor: datetime | None = None  # end of the last no-flow stretch (or start of data)
     quiet_s: float = 0.0
-    flow_litres: float = 0.0  # since the anchor
+    stretch: LeakLitres | None = None  # since the end of the last no-flow stretch
     continuous_raised: bool = False
     continuous_updated: datetime | None = None
     burst_start: datetime | None = None
@@ -88,20 +256,6 @@ class _Wet:
     updated: datetime | None = None
 
 
-@dataclass(frozen=True)
-class _Span:
-    """An interval of a meter's flow; flow None: unknown (a gap or a counter reset)."""
-
-    start: datetime
-    end: datetime
-    flow: float | None = None  # L/min
-    litres: float = 0.0
-
-    @property
-    def seconds(self) -> float:
-        return (self.end - self.start).total_seconds()
-
-
 class WaterRule:
     """Night flow, continuous flow and bursts per meter; wet sensors on and off."""
 
@@ -118,6 +272,7 @@ class WaterRule:
         self._meters: dict[str, _Meter] = {}
         self._pending: dict[str, list[Reading]] = {}
         self._wet: dict[str, _Wet] = {}
+        self._window_cache: dict[date, tuple[datetime, datetime]] = {}  # local day -> its quiet window
         self.stats: dict[str, int] = {
             "too_late": 0,
             "resets": 0,
@@ -125,6 +280,7 @@ class WaterRule:
             "unsupported_unit": 0,
             "mixed_source": 0,
             "night_incomplete": 0,
+            "snapshot_discarded": 0,
         }
 
     # ----------------------------------------------------------------- Rule protocol
@@ -136,7 +292,7 @@ class WaterRule:
             return []
         if event.quantity == Quantity.WET:
             return self._on_wet(event)
-        if _factor(event) is None:
+        if _value(event) is None:
             self.stats["unsupported_unit"] += 1
             return []
         meter = self._meters.setdefault(event.device, _Meter())
@@ -155,6 +311,9 @@ class WaterRule:
             signals += self._release(device, meter, now)
             for key, night in sorted(meter.nights.items()):
                 if night.end + self._max_gap <= now:
+                    last = night.pieces[-1].end if night.pieces else None
+                    if last is not None and last < night.end:  # the meter fell silent: unknown to the end
+                        night.pieces.append(_Piece(last, night.end, known=False))
                     del meter.nights[key]
                     signals += self._judge_night(device, meter, night)
         return signals
@@ -169,7 +328,7 @@ class WaterRule:
         return signals
 
     def _use(self, device: str, meter: _Meter, reading: Reading) -> list[AlertSignal]:
-        """Turn one reading (in event-time order) into the interval since the previous one."""
+        """Turn one reading (in event-time order) into the span since the previous one."""
         source = _source(reading)
         if meter.source and source != meter.source:
             self.stats["mixed_source"] += 1
@@ -178,56 +337,101 @@ class WaterRule:
             self.stats["too_late"] += 1
             return []
         meter.source = source
-        value = reading.value * (_factor(reading) or 0.0)
+        value = _value(reading) or 0.0
         previous_time, previous_value = meter.last_time, meter.last_value
         meter.last_time, meter.last_value = reading.event_time, value
         if previous_time is None or previous_value is None:
             return []
-        span = self._interval(source, previous_time, previous_value, reading.event_time, value)
-        return self._span(device, meter, span)
-
-    def _interval(self, source: str, t0: datetime, v0: float, t1: datetime, v1: float) -> _Span:
-        """The span between two readings: left rectangle for flow, the delta of a register,
-        the reported volume otherwise. Unknown across a long gap or a register that went down."""
-        if t1 - t0 > self._max_gap:
+        span = span_between(source, previous_time, previous_value, reading.event_time, value, self._max_gap)
+        if span.gap:
             self.stats["gaps"] += 1
-            return _Span(t0, t1)
-        minutes = (t1 - t0).total_seconds() / 60
-        if source == "flow":
-            flow = max(v0, 0.0)
-            return _Span(t0, t1, flow, flow * minutes)
-        litres = v1 - v0 if source == "register" else v1
-        if litres < 0:
+        elif span.flow is None:
             self.stats["resets"] += 1
-            return _Span(t0, t1)
-        return _Span(t0, t1, litres / minutes, litres)
-
-    def _span(self, device: str, meter: _Meter, span: _Span) -> list[AlertSignal]:
-        signals = self._nights(device, meter, span)
+        signals: list[AlertSignal] = []
+        for part in self._split(span):
+            signals += self._night_part(device, meter, part, last=part.end == span.end)
         signals += self._continuous(device, meter, span)
         signals += self._burst(device, meter, span)
         return signals
 
+    def _split(self, span: FlowSpan) -> list[FlowSpan]:
+        """The span cut at the quiet windows' edges, so each part is inside or outside one."""
+        cuts = sorted({t for w in self._windows(span.start, span.end) for t in w if span.start < t < span.end})
+        edges = [span.start, *cuts, span.end]
+        return [span.part(a, b) for a, b in zip(edges, edges[1:])] if cuts else [span]
+
     # ----------------------------------------------------------------- night flow
 
-    def _nights(self, device: str, meter: _Meter, span: _Span) -> list[AlertSignal]:
-        """Add the span to the quiet windows it overlaps; judge those it reaches the end of."""
-        if span.flow is not None:
-            for start, end in self._windows(span.start, span.end):
-                if meter.judged is not None and end <= meter.judged:
-                    continue
-                night = meter.nights.setdefault(start.isoformat(), _Night(start=start, end=end))
-                overlap = (min(end, span.end) - max(start, span.start)).total_seconds()
-                night.covered_s += overlap
-                night.litres += span.litres * overlap / span.seconds
-                night.min_flow = span.flow if night.min_flow is None else min(night.min_flow, span.flow)
-                night.max_flow = span.flow if night.max_flow is None else max(night.max_flow, span.flow)
+    def _night_part(self, device: str, meter: _Meter, part: FlowSpan, last: bool) -> list[AlertSignal]:
+        """Follow the run and the open leak through one part of a span; judge the window it ends."""
+        limit = self._min_flow(device)
+        flowing = part.flow is not None and part.flow > limit
+        if part.gap:
+            if last:
+                meter.run = None  # silence: we do not know that it kept running
+        elif part.flow is not None and not flowing:
+            meter.run = None
+        elif meter.run is not None or flowing:
+            meter.run = meter.run or LeakLitres(since=part.start, until=part.start, baseline=self._baseline(device, meter))
+            meter.run.add(part, limit)
+        leak = meter.leak
+        if leak is not None and leak.running:
+            leak.loss.add(part, limit)
+            leak.running = part.flow is None or flowing  # a known stop ends this run of the leak
         signals: list[AlertSignal] = []
-        for key, night in sorted(meter.nights.items()):
-            if night.end <= span.end:
-                del meter.nights[key]
-                signals += self._judge_night(device, meter, night)
+        night = self._night_of(meter, part)
+        if night is not None:
+            self._add_to_night(night, part, flowing)
+            need = self._config.night_flow_minutes * 60
+            if flowing and not night.early and _tail_start(night.pieces, part.end, need, self._coverage) is not None:
+                night.early = True
+                if leak is None and meter.run is not None:
+                    meter.leak = _Leak(meter.run.since, replace(meter.run), raised_in=night.start, updated=part.end)
+                    signals.append(self._night_signal(SignalAction.RAISE, device, meter, night, part.end))
+                elif leak is not None:
+                    self._resume(leak, meter.run)
+        at_end = night is not None and part.end >= night.end  # the judgement below updates then
+        if (
+            leak is not None and leak.running and flowing and not at_end
+            and (leak.updated is None or part.end - leak.updated >= self._update)
+        ):
+            leak.updated = part.end
+            signals.append(self._night_signal(SignalAction.UPDATE, device, meter, night, part.end))
+        if night is not None and part.end >= night.end:
+            del meter.nights[night.start.isoformat()]
+            signals += self._judge_night(device, meter, night)
         return signals
+
+    def _window_text(self, night: _Night) -> str:
+        """The window as local times, with their offsets on a night the clocks change."""
+        return f"{wall_clock(self._site, night.start, ref=night.start)}-{wall_clock(self._site, night.end, ref=night.end)}"
+
+    @property
+    def _coverage(self) -> float:
+        return self._config.night_min_coverage
+
+    def _night_of(self, meter: _Meter, part: FlowSpan) -> _Night | None:
+        """The quiet window this part lies in, if any and not judged yet."""
+        for start, end in self._windows(part.start, part.end):
+            if start <= part.start and part.end <= end:
+                if meter.judged is not None and end <= meter.judged:
+                    return None
+                return meter.nights.setdefault(start.isoformat(), _Night(start=start, end=end))
+        return None
+
+    @staticmethod
+    def _add_to_night(night: _Night, part: FlowSpan, flowing: bool) -> None:
+        if part.flow is None:
+            _extend(night.pieces, part.start, part.end, known=False)
+            return
+        night.covered_s += part.seconds
+        night.litres += part.litres
+        night.min_flow = part.flow if night.min_flow is None else min(night.min_flow, part.flow)
+        night.max_flow = part.flow if night.max_flow is None else max(night.max_flow, part.flow)
+        if flowing:
+            _extend(night.pieces, part.start, part.end, known=True)
+        else:
+            night.pieces.clear()
 
     def _windows(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
         """The quiet windows (UTC start, end) overlapping [start, end)."""
@@ -237,83 +441,132 @@ class WaterRule:
         windows = []
         for n in range(days):
             day = first + timedelta(days=n)
-            end_day = day if cfg.night_end > cfg.night_start else day + timedelta(days=1)
-            w_start, w_end = local_instant(zone, day, cfg.night_start), local_instant(zone, end_day, cfg.night_end)
-            if w_start < end and w_end > start:
-                windows.append((w_start, w_end))
+            window = self._window_cache.get(day)
+            if window is None:
+                end_day = day if cfg.night_end > cfg.night_start else day + timedelta(days=1)
+                window = local_instant(zone, day, cfg.night_start), local_instant(zone, end_day, cfg.night_end)
+                if len(self._window_cache) > 64:
+                    self._window_cache.clear()
+                self._window_cache[day] = window
+            if window[0] < end and window[1] > start:
+                windows.append(window)
         return windows
 
     def _judge_night(self, device: str, meter: _Meter, night: _Night) -> list[AlertSignal]:
+        """At a window's end: leaking (flow above the limit for night_flow_minutes inside it,
+        or without a stop over its last night_min_leak_minutes), clean, or neither."""
         meter.judged = max(meter.judged or night.end, night.end)
+        need = self._config.night_min_leak_minutes * 60
+        tail = _tail_start(night.pieces, night.end, need, self._coverage) is not None  # meter.run is that tail
+        leak = meter.leak
+        if night.early or tail:
+            if leak is None:
+                if meter.run is None:
+                    return []
+                meter.leak = _Leak(meter.run.since, replace(meter.run), raised_in=night.start, updated=night.end)
+                return [self._night_signal(SignalAction.RAISE, device, meter, night, night.end)]
+            if tail:
+                self._resume(leak, meter.run)
+            if leak.raised_in == night.start and leak.updated == night.end:
+                return []  # raised by this very part: the raise already says it
+            if leak.raised_in != night.start:
+                leak.nights += 1
+            leak.clean, leak.updated = 0, night.end
+            return [self._night_signal(SignalAction.UPDATE, device, meter, night, night.end)]
         length = (night.end - night.start).total_seconds()
-        covered = night.covered_s >= self._config.night_min_coverage * length
-        if night.min_flow is None or night.max_flow is None or not covered:
+        if night.min_flow is None or night.max_flow is None or night.covered_s < self._coverage * length:
             self.stats["night_incomplete"] += 1
             return []
-        threshold = self._min_flow(device)
-        leak = meter.leak
-        if night.min_flow > threshold:
-            if leak is None:
-                meter.leak = _Leak(since=night.start, last_end=night.end, rate=night.min_flow)
-                return [self._night_signal(SignalAction.RAISE, device, meter.leak, night)]
-            leak.nights, leak.clean, leak.rate, leak.last_end = leak.nights + 1, 0, night.min_flow, night.end
-            return [self._night_signal(SignalAction.UPDATE, device, leak, night)]
-        if leak is None or night.max_flow > threshold:
+        limit = self._min_flow(device)
+        meter.baseline = min(night.min_flow, limit)
+        if leak is None or night.max_flow > limit:
             return []  # no alert, or flow that stopped only for a while: neither leak nor clean
         leak.clean += 1
         if leak.clean < self._config.night_clean_windows:
-            return [self._night_signal(SignalAction.UPDATE, device, leak, night)]
+            return [self._night_signal(SignalAction.UPDATE, device, meter, night, night.end)]
         meter.leak = None
-        return [self._night_signal(SignalAction.RESOLVE, device, leak, night)]
+        return [self._night_signal(SignalAction.RESOLVE, device, meter, night, night.end, leak)]
 
-    def _night_signal(self, action: SignalAction, device: str, leak: _Leak, night: _Night) -> AlertSignal:
-        lost = leak.rate * (leak.last_end - leak.since).total_seconds() / 60
-        window = f"{wall_clock(self._site, night.start)}-{wall_clock(self._site, night.end)}"
+    @staticmethod
+    def _resume(leak: _Leak, run: LeakLitres | None) -> None:
+        """A run judged leaking while the alert is open and its litres frozen: count it from its start."""
+        if not leak.running and run is not None:
+            leak.earlier += leak.loss.litres()
+            leak.loss, leak.running = replace(run), True
+
+    def _night_signal(
+        self, action: SignalAction, device: str, meter: _Meter, night: _Night | None, at: datetime,
+        leak: _Leak | None = None,
+    ) -> AlertSignal:
+        leak = leak or meter.leak
+        assert leak is not None
+        loss = leak.loss
+        if night is not None:
+            leak.window, leak.window_end = self._window_text(night), night.end
+        lost, until = leak.earlier + loss.litres(), wall_clock(self._site, at, ref=at)
+        since, running = wall_clock(self._site, leak.since, ref=at), wall_clock(self._site, loss.since, ref=at)
+        window, zone = leak.window, self._site.zone
+        if leak.window_end is not None and leak.window_end.astimezone(zone).date() != at.astimezone(zone).date():
+            window += f" on {leak.window_end.astimezone(zone).date().isoformat()}"  # a later day's update
         details: dict[str, float | str] = {
-            "min_flow_l_per_min": round(leak.rate, 4),
+            "min_flow_l_per_min": round(loss.floor or 0.0, 4),
+            "baseline_l_per_min": round(loss.baseline, 4),
+            "litres_lost": round(lost, 1),
             "estimated_litres_lost": round(lost, 1),
-            "window_litres": round(night.litres, 1),
+            "since": leak.since.isoformat(),
+            "until": at.isoformat(),
             "nights": leak.nights,
             "clean_windows": leak.clean,
-            "since": leak.since.isoformat(),
             "window": window,
         }
+        if night is not None:
+            details["window_litres"] = round(night.litres, 1)
         if action is SignalAction.RESOLVE:
-            message = f"Night flow at {device} stopped: {leak.clean} clean quiet windows (last {window})"
+            message = (
+                f"Night flow at {device} stopped: {leak.clean} clean quiet windows (last {window}); "
+                f"about {lost:.0f} L lost from {since} to {until}"
+            )
         elif leak.clean:
             needed = self._config.night_clean_windows
             message = f"No night flow at {device} during {window}: clean window {leak.clean} of {needed}"
         else:
             message = (
-                f"Suspected leak at {device}: flow never below {leak.rate:.2f} L/min during {window}, "
-                f"about {lost:.0f} L lost"
+                f"Suspected leak at {device}: water running since {running} without a stop "
+                f"(at least {loss.floor or 0.0:.2f} L/min), about {lost:.0f} L lost from {since} to {until}"
             )
-        return self._signal(NIGHT_FLOW, action, device, night.end, Severity.WARNING, message, details)
+        return self._signal(NIGHT_FLOW, action, device, at, Severity.WARNING, message, details)
 
     # ----------------------------------------------------------------- continuous flow
 
-    def _continuous(self, device: str, meter: _Meter, span: _Span) -> list[AlertSignal]:
-        """Flow with no no-flow stretch of zero_minutes for continuous_hours."""
-        if span.flow is None:
+    def _continuous(self, device: str, meter: _Meter, span: FlowSpan) -> list[AlertSignal]:
+        """Flow with no no-flow stretch of zero_minutes for continuous_hours. A gap restarts
+        the count (if not raised); a register reset does not: it hides no quiet stretch."""
+        limit = self._min_flow(device)
+        if span.gap:
             meter.quiet_s = 0.0
             if not meter.continuous_raised:
-                meter.anchor, meter.flow_litres = None, 0.0
+                meter.stretch = None
             return []
-        if meter.anchor is None:
-            meter.anchor = span.start
-        meter.flow_litres += span.litres
-        if span.flow <= self._min_flow(device):
+        if span.flow is None:
+            meter.quiet_s = 0.0
+            if meter.stretch is not None:
+                meter.stretch.add(span, limit)
+            return []
+        if meter.stretch is None:
+            meter.stretch = LeakLitres(since=span.start, until=span.start, baseline=self._baseline(device, meter))
+        meter.stretch.add(span, limit)
+        if span.flow <= limit:
             meter.quiet_s += span.seconds
             if meter.quiet_s >= self._config.zero_minutes * 60:
                 signals = []
                 if meter.continuous_raised:
                     signals = [self._continuous_signal(SignalAction.RESOLVE, device, meter, span.end)]
-                meter.anchor, meter.flow_litres, meter.continuous_raised = span.end, 0.0, False
+                meter.stretch, meter.continuous_raised = None, False
                 return signals
         else:
             meter.quiet_s = 0.0
         if not meter.continuous_raised:
-            if span.end - meter.anchor < timedelta(hours=self._config.continuous_hours):
+            if span.end - meter.stretch.since < timedelta(hours=self._config.continuous_hours):
                 return []
             meter.continuous_raised, meter.continuous_updated = True, span.end
             return [self._continuous_signal(SignalAction.RAISE, device, meter, span.end)]
@@ -323,25 +576,38 @@ class WaterRule:
         return []
 
     def _continuous_signal(self, action: SignalAction, device: str, meter: _Meter, at: datetime) -> AlertSignal:
-        assert meter.anchor is not None
-        hours = (at - meter.anchor).total_seconds() / 3600
+        stretch = meter.stretch
+        assert stretch is not None
+        hours = (at - stretch.since).total_seconds() / 3600
+        lost = stretch.litres()
         details: dict[str, float | str] = {
             "hours": round(hours, 2),
-            "litres": round(meter.flow_litres, 1),
-            "average_l_per_min": round(meter.flow_litres / (hours * 60), 3) if hours else 0.0,
-            "since": meter.anchor.isoformat(),
+            "litres": round(lost, 1),
+            "litres_lost": round(lost, 1),
+            "measured_litres": round(stretch.measured_litres, 1),
+            "min_flow_l_per_min": round(stretch.floor or 0.0, 4),
+            "baseline_l_per_min": round(stretch.baseline, 4),
+            "average_l_per_min": round(stretch.measured_litres / (hours * 60), 3) if hours else 0.0,
+            "since": stretch.since.isoformat(),
+            "until": at.isoformat(),
         }
+        since, until = wall_clock(self._site, stretch.since, ref=at), wall_clock(self._site, at, ref=at)
         if action is SignalAction.RESOLVE:
             quiet = self._config.zero_minutes
-            message = f"Water at {device} stopped for {quiet:.0f} min (until {wall_clock(self._site, at)}) after {hours:.1f} h"
+            message = (
+                f"Water at {device} stopped for {quiet:.0f} min (until {until}) after {hours:.1f} h; "
+                f"about {lost:.0f} L lost from {since}"
+            )
         else:
-            since = wall_clock(self._site, meter.anchor)
-            message = f"Water at {device} has not stopped for {hours:.1f} h ({meter.flow_litres:.0f} L since {since})"
+            message = (
+                f"Water at {device} has not stopped for {hours:.1f} h: about {lost:.0f} L above normal "
+                f"from {since} to {until} ({stretch.measured_litres:.0f} L measured)"
+            )
         return self._signal(CONTINUOUS_FLOW, action, device, at, Severity.WARNING, message, details)
 
     # ----------------------------------------------------------------- burst
 
-    def _burst(self, device: str, meter: _Meter, span: _Span) -> list[AlertSignal]:
+    def _burst(self, device: str, meter: _Meter, span: FlowSpan) -> list[AlertSignal]:
         """Flow above the meter's maximum for burst_minutes; cleared by as long below it."""
         window = self._config.burst_minutes * 60
         if span.flow is None:
@@ -387,11 +653,11 @@ class WaterRule:
             "since": meter.burst_start.isoformat(),
         }
         if action is SignalAction.RESOLVE:
-            below = wall_clock(self._site, at - timedelta(seconds=meter.burst_clear_s))
+            below = wall_clock(self._site, at - timedelta(seconds=meter.burst_clear_s), ref=at)
             message = f"Flow at {device} back below {limit:g} L/min since {below}"
         else:
             message = (
-                f"Possible burst at {device}: above {limit:g} L/min since {wall_clock(self._site, meter.burst_start)} "
+                f"Possible burst at {device}: above {limit:g} L/min since {wall_clock(self._site, meter.burst_start, ref=at)} "
                 f"(peak {meter.burst_peak:.0f} L/min, {meter.burst_litres:.0f} L)"
             )
         return self._signal(BURST, action, device, at, Severity.CRITICAL, message, details)
@@ -429,9 +695,9 @@ class WaterRule:
             "readings": sensor.readings,
         }
         if action is SignalAction.RESOLVE:
-            message = f"Wet sensor {device} dry again at {wall_clock(self._site, at)} after {minutes:.0f} min"
+            message = f"Wet sensor {device} dry again at {wall_clock(self._site, at, ref=at)} after {minutes:.0f} min"
         else:
-            message = f"Water detected by {device} since {wall_clock(self._site, sensor.since)}"
+            message = f"Water detected by {device} since {wall_clock(self._site, sensor.since, ref=at)}"
         return self._signal(WET, action, device, at, Severity.CRITICAL, message, details)
 
     # ----------------------------------------------------------------- helpers
@@ -442,12 +708,19 @@ class WaterRule:
             return override.min_flow_l_per_min
         return self._config.min_flow_l_per_min
 
+    def _baseline(self, device: str, meter: _Meter) -> float:
+        """The meter's normal flow: its override, else the lowest flow of its last quiet window
+        judged without a leak (0 until one is), never above the no-flow limit."""
+        override = self._config.overrides.get(device)
+        if override is not None and override.baseline_l_per_min is not None:
+            return override.baseline_l_per_min
+        return min(meter.baseline, self._min_flow(device))
+
     def _burst_limit(self, device: str) -> float:
         override = self._config.overrides.get(device)
         if override is not None and override.burst_l_per_min is not None:
             return override.burst_l_per_min
         return self._config.burst_l_per_min
-
 
     def _signal(
         self, rule: str, action: SignalAction, device: str, at: datetime, severity: Severity, message: str,
@@ -459,10 +732,11 @@ class WaterRule:
             details.update(building=place.building, room=place.room)
         return AlertSignal(self._site.id, rule, device, action, at, severity, message, details)
 
+
     # ----------------------------------------------------------------- persistence
 
     def state_snapshot(self) -> dict[str, Any]:
-        """Plain JSON: meters (with open windows and timers), readings not yet used, wet sensors."""
+        """Plain JSON: meters (with open windows, runs and timers), readings not yet used, wet sensors."""
         return {
             "version": SNAPSHOT_VERSION,
             "meters": state.dump(self._meters),
@@ -471,8 +745,15 @@ class WaterRule:
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported {self.name} snapshot version {snapshot.get('version')!r}")
+        """Version 1 (before leak runs and litres) cannot be migrated faithfully: start empty,
+        counted as `snapshot_discarded`; meters relearn within one reading."""
+        version = snapshot.get("version")
+        if version == 1:
+            self.stats["snapshot_discarded"] += 1
+            self._meters, self._pending, self._wet = {}, {}, {}
+            return
+        if version != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported {self.name} snapshot version {version!r}")
         self._meters = {d: state.load(_Meter, m) for d, m in snapshot["meters"].items()}
         self._pending = {d: [Reading.model_validate(r) for r in rs] for d, rs in snapshot["pending"].items()}
         self._wet = {d: state.load(_Wet, w) for d, w in snapshot["wet"].items()}
@@ -481,14 +762,34 @@ class WaterRule:
 # --------------------------------------------------------------------------- helpers
 
 
+def _tail_start(pieces: list[_Piece], until: datetime, need_s: float, coverage: float) -> datetime | None:
+    """The earliest start of a known piece from which the run to `until` has at least
+    `need_s` seconds of known flow, covering at least `coverage` of its length; None if none."""
+    known_after = sum((p.end - p.start).total_seconds() for p in pieces if p.known)
+    for piece in pieces:
+        if piece.known:
+            length = (until - piece.start).total_seconds()
+            if known_after >= need_s and known_after >= coverage * length:
+                return piece.start
+            known_after -= (piece.end - piece.start).total_seconds()
+    return None
+
+
+def _extend(pieces: list[_Piece], start: datetime, end: datetime, known: bool) -> None:
+    """Append a piece, merged with the last one when it is of the same kind and adjacent."""
+    if pieces and pieces[-1].known == known and pieces[-1].end == start:
+        pieces[-1].end = end
+    else:
+        pieces.append(_Piece(start, end, known))
+
+
 def _source(reading: Reading) -> str:
     if reading.quantity == Quantity.FLOW:
         return "flow"
     return "register" if reading.cumulative else "volume"
 
 
-def _factor(reading: Reading) -> float | None:
-    unit = reading.unit.strip().lower().replace("³", "3")
-    table = _FLOW_TO_L_PER_MIN if reading.quantity == Quantity.FLOW else _VOLUME_TO_L
-    return table.get(unit)
-
+def _value(reading: Reading) -> float | None:
+    """The reading in L/min (flow) or litres (volume)."""
+    quantity = "flow" if reading.quantity == Quantity.FLOW else "volume"
+    return sample_value(quantity, reading.value, reading.unit)

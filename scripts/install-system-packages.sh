@@ -9,7 +9,7 @@ set -euo pipefail
 missing=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
-[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""

@@ -1,12 +1,21 @@
-"""A simulated electricity meter on an AC or lighting circuit, and its MQTT variant.
+"""A simulated electricity meter on one circuit (air-conditioning, lighting, water heating,
+refrigeration or other), and its MQTT variant.
 
-Power follows when the unit actually runs: people switch it on a little after the room's
-timetable starts and off a little before it ends, on school days, not every day (or
-during a fixed `runs` window). An injected "left on" keeps it running after hours. The
+Power follows when the load actually runs: people switch an AC or the lights on a little
+after the room's timetable starts and off a little before it ends, on school days, not
+every day; a water heater reheats now and then while the room is in use; a fridge's
+compressor cycles by itself day and night, whatever the timetable; a wall timer runs a
+fixed `runs` window on its own days (holidays too: it does not know them), or else on
+its room's days but not on the site's holidays. An injected "left on"
+keeps the load running after hours, continuously or cycled by a thermostat (`duty`). The
 curve is computed once per night, a value per minute with a little noise, so the meter
 is a pure function of time: the MQTT variant (here) samples it on its reporting grid, and
 the Modbus RTU variant (simulators/sdm120.py) answers the agent's polls from the same
 curve, whenever they come.
+
+The calendar (timetables, a timer's days, holidays) is the simulators' own
+(simulators/calendar.py through `ScheduleBook`), not the rules' code, so a calendar bug
+in the rules cannot move the traffic with it.
 
 MQTT payload: {"ts": RFC 3339 UTC, "power_w": float, "energy_kwh": float}.
 """
@@ -17,10 +26,8 @@ import math
 import random
 from array import array
 from collections.abc import Iterator
-from datetime import timedelta
 
-from rules.schedule import local_instant
-from simulators.base import MQTT, Emission, ScheduleBook, device_rng, epoch, iso_z, place_schedule, utc
+from simulators.base import MQTT, Emission, ScheduleBook, device_rng, epoch, iso_z, place_schedule
 from simulators.scenario import AcLeftOn, PowerMeterSpec, Scenario
 
 #: The agent's field mapping for this payload (`mqtt_json` driver).
@@ -32,6 +39,24 @@ POWER_FIELDS: dict[str, dict[str, object]] = {
 SDM120_INCLUDE = ["voltage", "current", "active_power", "import_energy"]
 
 _MINUTE = 60.0
+#: A fridge compressor's own cycle, minutes on and off (drawn per cycle).
+_FRIDGE_ON, _FRIDGE_OFF = (8.0, 18.0), (12.0, 30.0)
+#: A water heater reheating while its room is in use, minutes on and off.
+_HEATER_ON, _HEATER_OFF = (10.0, 25.0), (20.0, 60.0)
+
+Span = tuple[float, float]
+
+
+def cycles(a: float, b: float, on_minutes: float, off_minutes: float) -> list[Span]:
+    """On-periods of a load cycled `on_minutes` on / `off_minutes` off from `a` (on first) until `b`."""
+    spans, t = [], a
+    while t < b:
+        spans.append((t, min(t + on_minutes * _MINUTE, b)))
+        t += (on_minutes + off_minutes) * _MINUTE
+    return spans
+
+
+# --------------------------------------------------------------------------- the meter
 
 
 class PowerProfile:
@@ -70,51 +95,71 @@ class PowerMeterSim:
         rng = device_rng(seed, "power", spec.device)
         t0 = math.floor(epoch(scenario.start_utc) / _MINUTE) * _MINUTE
         t1 = epoch(scenario.end_utc)
-        spans = self._runs(book, rng, t0, t1) + self._left_on(scenario)
         minutes = int((t1 - t0) // _MINUTE) + 2
+        runs = self._runs(book, rng, t0, t1)
+        left_on = self._left_on(scenario)
         watts = array("d", bytes(8 * minutes))
-        spans.sort()
         for i in range(minutes):
             t = t0 + i * _MINUTE
             noise = rng.uniform(0.9, 1.0)  # drawn every minute, so the stream never shifts
-            running = any(a <= t < b for a, b in spans)
-            watts[i] = round(spec.rated_w * noise, 1) if running else spec.standby_w
+            draw = max([w for a, b, w in left_on if a <= t < b], default=0.0)
+            if any(a <= t < b for a, b in runs):
+                draw = max(draw, spec.rated_w)
+            watts[i] = round(draw * noise, 1) if draw else spec.standby_w
         self.profile = PowerProfile(t0, watts, base_kwh=round(rng.uniform(800, 4000), 1), standby_w=spec.standby_w)
 
     # ----------------------------------------------------------------- when it runs
 
-    def _runs(self, book: ScheduleBook, rng: random.Random, t0: float, t1: float) -> list[tuple[float, float]]:
+    def _runs(self, book: ScheduleBook, rng: random.Random, t0: float, t1: float) -> list[Span]:
+        """When the load runs of itself: a fridge always cycles, a fixed run is a wall
+        timer (`ScheduleBook.daily_run`), anything else follows the people using its room."""
+        kind, schedule = self.spec.circuit, place_schedule(self.scenario.site, self.device)
+        if kind == "refrigeration":
+            return self._compressor(rng, t0 - 60 * _MINUTE, t1 + _MINUTE)
         if self.spec.runs is not None:
-            return self._fixed_runs(t0, t1)
-        ac = self.spec.circuit == "ac"
+            start, end = self.spec.runs
+            return book.daily_run(start, end, self.spec.runs_days, schedule)
         spans = []
-        for a, b in book.intervals(place_schedule(self.scenario.site, self.device)):
-            on_after = rng.uniform(10, 25) if ac else rng.uniform(0, 10)
-            off_before = rng.uniform(15, 40) if ac else rng.uniform(5, 20)
+        for a, b in book.intervals(schedule):
+            on_after, off_before = {
+                "lighting": (rng.uniform(0, 10), rng.uniform(5, 20)),
+                "water_heating": (rng.uniform(0, 10), rng.uniform(30, 60)),
+            }.get(kind, (rng.uniform(10, 25), rng.uniform(15, 40)))
             if rng.random() < self.spec.use_probability and b - a > (on_after + off_before) * 60:
-                spans.append((a + on_after * 60, b - off_before * 60))
+                a, b = a + on_after * 60, b - off_before * 60
+                spans += self._reheats(rng, a, b) if kind == "water_heating" else [(a, b)]
         return spans
 
-    def _fixed_runs(self, t0: float, t1: float) -> list[tuple[float, float]]:
-        assert self.spec.runs is not None
-        zone = self.scenario.site.zone
-        start, end = self.spec.runs
-        first = utc(t0).astimezone(zone).date() - timedelta(days=1)
-        spans = []
-        for n in range(int((t1 - t0) // 86400) + 3):
-            day = first + timedelta(days=n)
-            on = epoch(local_instant(zone, day, start))
-            off = epoch(local_instant(zone, day if end > start else day + timedelta(days=1), end))
-            spans.append((on, off))
+    @staticmethod
+    def _compressor(rng: random.Random, a: float, b: float) -> list[Span]:
+        spans, t = [], a + rng.uniform(0, 20) * _MINUTE
+        while t < b:
+            on = rng.uniform(*_FRIDGE_ON) * _MINUTE
+            spans.append((t, t + on))
+            t += on + rng.uniform(*_FRIDGE_OFF) * _MINUTE
         return spans
 
-    def _left_on(self, scenario: Scenario) -> list[tuple[float, float]]:
+    @staticmethod
+    def _reheats(rng: random.Random, a: float, b: float) -> list[Span]:
+        spans, t = [], a
+        while t < b:
+            on = rng.uniform(*_HEATER_ON) * _MINUTE
+            spans.append((t, min(t + on, b)))
+            t += on + rng.uniform(*_HEATER_OFF) * _MINUTE
+        return spans
+
+    def _left_on(self, scenario: Scenario) -> list[tuple[float, float, float]]:
+        """(from, until, watts) of every "left on" incident: continuous, or the on-periods
+        of its thermostat's duty cycle. Left on to the night's end runs past it."""
         spans = []
         for incident in scenario.incidents:
             if isinstance(incident, AcLeftOn) and incident.device == self.device:
-                at = scenario.instant(incident.at) if incident.at is not None else scenario.start_utc
-                until = scenario.instant(incident.until) if incident.until is not None else scenario.end_utc
-                spans.append((epoch(at), epoch(until) + _MINUTE))
+                at = epoch(scenario.instant(incident.at) if incident.at is not None else scenario.start_utc)
+                until = epoch(scenario.instant(incident.until)) if incident.until is not None else epoch(scenario.end_utc) + _MINUTE
+                watts = incident.power_w or self.spec.rated_w
+                duty = incident.duty
+                periods = [(at, until)] if duty is None else cycles(at, until, duty.on_minutes, duty.off_minutes)
+                spans += [(a, b, watts) for a, b in periods]
         return spans
 
     # ----------------------------------------------------------------- what it says

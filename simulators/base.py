@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, time, timezone
 from functools import lru_cache
 
-from rules.schedule import is_scheduled, next_change
+from simulators.calendar import day_spans, local_days, merge, schedule_spans
 from warden.config import SiteConfig
 
 #: Channels, i.e. how an emission travels.
@@ -74,8 +74,9 @@ def device_rng(seed: int, *parts: object) -> random.Random:
 
 class ScheduleBook:
     """The site's schedules as concrete UTC intervals over the night, computed once per
-    schedule with the rules' own calendar (holidays, daylight saving), so simulated
-    occupancy and the rules' idea of "after hours" never disagree."""
+    schedule with the simulators' own calendar (simulators/calendar.py, written from
+    docs/rules.md and not from the rules' code), so a calendar bug in the rules shows up
+    as simulated occupancy the rules misjudge, not as an agreement."""
 
     def __init__(self, site: SiteConfig, t0: float, t1: float, margin_days: float = 1.5) -> None:
         self.site = site
@@ -86,27 +87,28 @@ class ScheduleBook:
     def intervals(self, schedule: str | None) -> list[tuple[float, float]]:
         """Scheduled (occupied) intervals of `schedule` overlapping the night and a margin."""
         if schedule not in self._cache:
-            self._cache[schedule] = self._compute(schedule)
+            self._cache[schedule] = [
+                (max(a, self.t0), min(b, self.t1)) for a, b in schedule_spans(self.site, schedule, self.t0, self.t1)
+            ]
         return self._cache[schedule]
 
     def scheduled(self, schedule: str | None, t: float) -> bool:
         return any(a <= t < b for a, b in self.intervals(schedule))
 
-    def _compute(self, schedule: str | None) -> list[tuple[float, float]]:
-        if schedule is None:
-            return []
-        moment = utc(self.t0)
-        state = is_scheduled(self.site, schedule, moment)
-        spans: list[tuple[float, float]] = []
-        while moment.timestamp() < self.t1:
-            change = next_change(self.site, schedule, moment)
-            stop = change.timestamp() if change is not None else self.t1
-            if state:
-                spans.append((moment.timestamp(), min(stop, self.t1)))
-            if change is None:
-                break
-            moment, state = change, not state
-        return spans
+    def daily_run(
+        self, start: time, end: time, days: frozenset[int] | None, schedule: str | None
+    ) -> list[tuple[float, float]]:
+        """A fixed daily run (a wall timer: `runs`) over the night and margin: on `days`
+        (holidays too: a timer does not know them), or by default on the weekdays of
+        `schedule`'s windows (every day without one) but never on a holiday."""
+        holidays: list = []
+        if days is None:
+            windows = self.site.schedules.get(schedule or "", [])
+            days = frozenset(d for w in windows for d in w.days) if windows else frozenset(range(7))
+            holidays = list(self.site.holidays)
+        zone = self.site.zone
+        spans = day_spans(zone, local_days(zone, self.t0, self.t1), start, end, days, holidays)
+        return [(max(a, self.t0), min(b, self.t1)) for a, b in merge(spans) if b > self.t0 and a < self.t1]
 
 
 def place_schedule(site: SiteConfig, device: str) -> str | None:

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import time, timedelta
 
-from rules.schedule import local_instant
+from simulators.calendar import local_instant
 from simulators.base import LINE, MQTT, Emission, ScheduleBook, device_rng, epoch, iso_z, utc
 from simulators.patrol_reader import SEQ_MODULUS, encode_sentence, utc_stamp
 from simulators.scenario import (
@@ -33,7 +33,7 @@ from simulators.scenario import (
     DoorHeldOpen,
     Scenario,
 )
-from warden.config import SiteConfig
+from warden.config import Room, SiteConfig
 
 _CONTROLLER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,15}")
 #: Traffic keeps this far from an incident on the same door, so the two never mix.
@@ -55,17 +55,32 @@ class DoorAct:
 
 
 def door_schedule(scenario: Scenario, door: str, controller: str) -> tuple[bool, str | None]:
-    """(judged after hours?, schedule) as rules/doors.py decides it: the door's override,
-    else the schedule of the room the site places the door, or its controller, in."""
+    """(judged after hours?, schedule) of a door, as docs/rules.md#doors describes it
+    (read from the documentation, not from rules/doors.py, so traffic and truth do not
+    share a mistake with the rule): not judged if after-hours checks are off for it; its
+    override schedule if it has one; else the room the site lists the door in, else its
+    controller's room (a room without a schedule: never scheduled); a door in no room
+    and with no override is not judged."""
     config = scenario.rules.doors
     override = config.doors.get(door)
-    checked = config.after_hours and (override is None or override.after_hours)
-    schedule = override.schedule if override else None
-    if schedule is None:
-        place = scenario.site.locate(door) or scenario.site.locate(controller)
-        checked = checked and place is not None
-        schedule = place.schedule if place else None
-    return checked, schedule
+    if not config.after_hours or (override is not None and not override.after_hours):
+        return False, None
+    if override is not None and override.schedule is not None:
+        return True, override.schedule
+    for device in (door, controller):
+        room = _room_listing(scenario.site, device)
+        if room is not None:
+            return True, room.schedule
+    return False, None
+
+
+def _room_listing(site: SiteConfig, device: str) -> Room | None:
+    """The first room (in file order) whose `devices` list names `device`."""
+    for building in site.buildings:
+        for room in building.rooms:
+            if device in room.devices:
+                return room
+    return None
 
 
 class DoorControllerSim:

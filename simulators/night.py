@@ -20,19 +20,18 @@ them) run with the clock stopped, after every message sent so far has reached th
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import paho.mqtt.client as mqtt
-
 from agent.drivers.base import Driver
 from agent.drivers.modbus_rtu import ModbusRtuDriver
 from agent.drivers.mqtt_door import MqttDoorDriver
 from agent.drivers.mqtt_json import MqttJsonDriver
+from simulators.acks import PubackTracker
 from simulators.base import BROKER, LINE, MODBUS, MQTT, WAND, Emission, epoch, utc
 from simulators.clock import PausableClock
 from simulators.ground_truth import ground_truth_document
@@ -135,7 +134,7 @@ class NightSimulation:
         self.connection = ConnectionFlag()
         self.client.on_connect = lambda c, u, f, rc, p: None if self.connection.on_connect(rc) else None
         self.client.on_disconnect = lambda *args: self.connection.on_disconnect()
-        self._unconfirmed: deque[mqtt.MQTTMessageInfo] = deque()  # oldest first
+        self._pubacks = PubackTracker(self.client)  # survives the broker being killed (simulators/acks.py)
         self._broker_down = False
 
     def _modbus_meter(self, spec: PowerMeterSpec) -> Sdm120Sim:
@@ -274,17 +273,12 @@ class NightSimulation:
                 totals.door_events += e.events
 
     def _publish(self, e: Emission) -> None:
-        # PUBACKs come back about in order: dropping the confirmed ones from the front
-        # keeps this O(1) (rescanning the whole list once it was long made it quadratic).
-        while self._unconfirmed and self._unconfirmed[0].is_published():
-            self._unconfirmed.popleft()
-        self._unconfirmed.append(self.client.publish(e.topic, e.payload, qos=1))
+        self._pubacks.publish(e.topic, e.payload)
 
-    def _confirm_publishes(self, timeout: float = 10.0) -> None:
-        for info in self._unconfirmed:
-            if not info.is_published():
-                info.wait_for_publish(timeout=timeout)  # a disconnect would drop what is still queued
-        self._unconfirmed.clear()
+    def _confirm_publishes(self) -> None:
+        """Wait for the broker to have everything published so far; a killed broker is
+        waited for (paho resends once it is back), not a reason to stop the drill."""
+        self._pubacks.wait_all(self.connection.connected)
 
     def _control_meter(self, device: str, action: str) -> None:
         meter = self.meters[device]

@@ -25,8 +25,17 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from rules.schedule import local_instant
-from warden.config import PatrolRoute, RulesConfig, SiteConfig, _parse_hours, _wall_time, load_config
+from simulators.calendar import local_instant
+from warden.config import (
+    CircuitKind,
+    PatrolRoute,
+    RulesConfig,
+    SiteConfig,
+    _parse_days,
+    _parse_hours,
+    _wall_time,
+    load_config,
+)
 from warden.events import Identifier
 
 SCENARIOS_DIR = Path(__file__).parent / "scenarios"
@@ -57,11 +66,15 @@ class _DeviceSpec(_Strict):
 
 
 class PowerMeterSpec(_DeviceSpec):
-    """An electricity meter on an AC or lighting circuit. The unit runs while the room is
-    occupied (its timetable, shortened at both ends), or during `runs` if given."""
+    """An electricity meter on one circuit of a kind (ac, lighting, water_heating,
+    refrigeration, other). The load runs while the room is occupied (its timetable,
+    shortened at both ends), or during `runs` if given; refrigeration runs all the time.
+    `runs` is "07:40-17:45" or {hours: "07:40-17:45", days: "mon-fri"}: a wall timer, on
+    those days (holidays too), or without days on the room's schedule days (every day if
+    the room has none) but never on a holiday."""
 
     type: Literal["power_meter"]
-    circuit: Literal["ac", "lighting"] = "ac"
+    circuit: CircuitKind = "ac"
     transport: Literal["mqtt", "modbus"] = "mqtt"
     link: Link = Field(default="pty", description="Modbus: a pseudo-terminal, or TCP (a serial device server)")
     unit_id: int = Field(default=1, ge=1, le=247)
@@ -70,6 +83,22 @@ class PowerMeterSpec(_DeviceSpec):
     standby_w: float = Field(default=2.0, ge=0)
     use_probability: float = Field(default=0.9, ge=0, le=1, description="Chance the unit is used on a school day")
     runs: tuple[time, time] | None = Field(default=None, description="Fixed daily run, e.g. '07:40-17:45'")
+    runs_days: frozenset[int] | None = Field(
+        default=None, description="Weekdays (0 = Monday) of the fixed run; none: the room's schedule days"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _runs_with_days(cls, data: Any) -> Any:
+        """`runs: {hours, days}` is `runs` plus `runs_days`."""
+        if isinstance(data, dict) and isinstance(data.get("runs"), dict):
+            run = dict(data["runs"])
+            data = {**data, "runs": run.pop("hours", None)}
+            if "days" in run:
+                data["runs_days"] = run.pop("days")
+            if run:
+                raise ValueError(f"runs: unknown keys {', '.join(sorted(run))} (expected hours, days)")
+        return data
 
     @field_validator("runs", mode="before")
     @classmethod
@@ -79,6 +108,13 @@ class PowerMeterSpec(_DeviceSpec):
             return (start, end or time(23, 59, 59))
         return value
 
+    @field_validator("runs_days", mode="before")
+    @classmethod
+    def _days(cls, value: object) -> object:
+        if value is None or (isinstance(value, (list, set, frozenset)) and all(isinstance(v, int) for v in value)):
+            return value
+        return _parse_days(value)
+
 
 class WaterMeterSpec(_DeviceSpec):
     """A water meter reporting its cumulative volume and flow over MQTT."""
@@ -87,6 +123,7 @@ class WaterMeterSpec(_DeviceSpec):
     uses_per_hour: float = Field(default=12.0, ge=0, description="Taps and flushes per hour while occupied")
     night_uses: float = Field(default=0.3, ge=0, description="Expected uses between 22:00 and 06:00")
     base_m3: float = Field(default=1000.0, ge=0)
+    register_only: bool = Field(default=False, description="Reports only its volume register, no flow field")
 
 
 class WetSensorSpec(_DeviceSpec):
@@ -134,14 +171,15 @@ DeviceSpec = Annotated[
 
 class GuardSpec(_Strict):
     """A guard walking every round of a route, tapping each checkpoint on an online reader
-    or on an offline wand that is docked (and uploaded) at `dock_at`."""
+    or on an offline wand that is docked (and uploaded) at `dock_at`: one time for the
+    night, or one per round (`{"23:30": "00:40", "02:00": "06:10"}`)."""
 
     id: Identifier
     route: Identifier = Field(description="A route of rules.patrol.routes")
     reader: Identifier | None = Field(default=None, description="Device id of a patrol_reader")
     wand: Identifier | None = None
     dock: Identifier | None = Field(default=None, description="Device id of a wand_dock")
-    dock_at: When | None = None
+    dock_at: When | dict[LocalTime, When] | None = None
     pace_minutes: float = Field(default=4.0, gt=0, description="Walk between two checkpoints")
     jitter_seconds: float = Field(default=30.0, ge=0)
 
@@ -152,6 +190,13 @@ class GuardSpec(_Strict):
         if self.wand is not None and (self.dock is None or self.dock_at is None):
             raise ValueError("a guard with a wand needs `dock` and `dock_at`")
         return self
+
+    def dock_time(self, round_at: time) -> datetime | time | None:
+        """When the wand holding the taps of the round starting at `round_at` is docked:
+        the round's own dock time, else the night's (None: no wand, or no time for it)."""
+        if isinstance(self.dock_at, dict):
+            return self.dock_at.get(round_at)
+        return self.dock_at
 
 
 # --------------------------------------------------------------------------- incidents
@@ -174,11 +219,22 @@ class WaterLeak(_Incident):
         return self.flow_l_per_min or {"drip": 0.15, "steady": 2.0, "burst": 150.0}[self.kind]
 
 
+class Duty(_Strict):
+    """A thermostat (or timer) cycling a load: on for `on_minutes`, off for `off_minutes`."""
+
+    on_minutes: float = Field(gt=0)
+    off_minutes: float = Field(ge=0)
+
+
 class AcLeftOn(_Incident):
-    type: Literal["ac_left_on"]
+    """Any power meter's load left running (alias `type: left_on`), continuously or cycling."""
+
+    type: Literal["ac_left_on", "left_on"]
     device: Identifier
     at: When | None = Field(default=None, description="Default: it was running when the night started")
     until: When | None = None
+    duty: Duty | None = Field(default=None, description="Thermostat cycling; none: on continuously")
+    power_w: float | None = Field(default=None, gt=0, description="Draw while on; default the meter's rated_w")
 
 
 class WetFloor(_Incident):
@@ -199,6 +255,32 @@ class SkipRound(_Incident):
     type: Literal["skip_round"]
     guard: Identifier
     round: LocalTime
+
+
+class LateRound(_Incident):
+    """A guard walks the whole round shifted: `minutes` late (negative: early), or
+    starting at `start_at` (e.g. 2026-10-25T02:30:00+01:00, the second 02:30)."""
+
+    type: Literal["late_round"]
+    guard: Identifier
+    round: LocalTime
+    minutes: float | None = None
+    start_at: When | None = None
+
+    @model_validator(mode="after")
+    def _one_shift(self) -> LateRound:
+        if (self.minutes is None) == (self.start_at is None):
+            raise ValueError("late_round: give exactly one of `minutes` or `start_at`")
+        return self
+
+
+class MeterReplaced(_Incident):
+    """A water meter swapped mid-night: its register restarts at `new_base_m3`."""
+
+    type: Literal["meter_replaced"]
+    device: Identifier
+    at: When
+    new_base_m3: float = Field(default=0.0, ge=0)
 
 
 class DoorHeldOpen(_Incident):
@@ -247,8 +329,8 @@ class BrokerRestart(_Incident):
 
 Incident = Annotated[
     Union[
-        WaterLeak, AcLeftOn, WetFloor, SkipCheckpoint, SkipRound, DoorHeldOpen, DoorForced, DoorDenied,
-        DoorAfterHours, DeviceSilent, BrokerRestart,
+        WaterLeak, AcLeftOn, WetFloor, SkipCheckpoint, SkipRound, LateRound, MeterReplaced, DoorHeldOpen,
+        DoorForced, DoorDenied, DoorAfterHours, DeviceSilent, BrokerRestart,
     ],
     Field(discriminator="type"),
 ]
@@ -329,8 +411,13 @@ _TYPE_NAMES: dict[type, str] = {
 
 
 class ExpectedAlert(_Strict):
+    """An alert the night must raise, optionally with values its last details must carry
+    (within `tolerance`, relative)."""
+
     rule: str
     subject: str
+    values: dict[str, float] = Field(default_factory=dict)
+    tolerance: float = Field(default=0.2, ge=0)
 
 
 # --------------------------------------------------------------------------- the scenario
@@ -353,6 +440,24 @@ class Scenario(_Strict):
     expected: list[ExpectedAlert] | None = Field(
         default=None, description="The alerts the incidents must cause; checked against what they imply"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wand_routes(cls, data: Any) -> Any:
+        """A route a guard walks with an offline wand is a wand route for the gateway
+        (`wand: true`, judged once uploaded), unless the file says otherwise: the
+        scenario knows how its guards tap, as a site's manager knows how the rounds go."""
+        if not isinstance(data, dict) or not isinstance(data.get("guards"), list) or not isinstance(data.get("rules"), dict):
+            return data
+        walked = {g.get("route") for g in data["guards"] if isinstance(g, dict) and g.get("wand") is not None}
+        patrol = data["rules"].get("patrol")
+        if not walked or not isinstance(patrol, dict) or not isinstance(patrol.get("routes"), list):
+            return data
+        routes = [
+            {**r, "wand": True} if isinstance(r, dict) and r.get("id") in walked and "wand" not in r else r
+            for r in patrol["routes"]
+        ]
+        return {**data, "rules": {**data["rules"], "patrol": {**patrol, "routes": routes}}}
 
     @model_validator(mode="before")
     @classmethod
@@ -381,6 +486,8 @@ class Scenario(_Strict):
             listed = room.setdefault("devices", [])
             if spec.get("device") not in listed:
                 listed.append(spec.get("device"))
+            if spec.get("type") == "power_meter":
+                room.setdefault("circuits", {}).setdefault(spec.get("device"), spec.get("circuit") or "ac")
         return {**data, "site": site}
 
     @model_validator(mode="after")
@@ -480,12 +587,22 @@ class Scenario(_Strict):
             self._spec(where, guard.reader, PatrolReaderSpec)
         if guard.dock is not None:
             self._spec(where, guard.dock, WandDockSpec)
+        if isinstance(guard.dock_at, dict):
+            rounds = self.route(guard.route).rounds
+            for at in guard.dock_at:
+                if at not in rounds:
+                    raise ValueError(f"{where}.dock_at: route {guard.route} has no round at {at:%H:%M}")
+            missing = [f"{r:%H:%M}" for r in rounds if r not in guard.dock_at]
+            if missing:
+                raise ValueError(f"{where}.dock_at: no dock time for round(s) {', '.join(missing)}")
 
     def _check_incident(self, n: int, incident: Incident) -> None:
         where = f"incidents[{n}]"
         needs: dict[str, tuple[type, ...]] = {
             "water_leak": (WaterMeterSpec,),
             "ac_left_on": (PowerMeterSpec,),
+            "left_on": (PowerMeterSpec,),
+            "meter_replaced": (WaterMeterSpec,),
             "wet": (WetSensorSpec,),
             "door_held_open": (DoorControllerSpec,),
             "door_forced": (DoorControllerSpec,),
@@ -498,7 +615,7 @@ class Scenario(_Strict):
             door = getattr(incident, "door", None)
             if door is not None and door not in spec.doors:
                 raise ValueError(f"{where}.door: {door!r} is not a door of {spec.device}")
-        if isinstance(incident, (SkipCheckpoint, SkipRound)):
+        if isinstance(incident, (SkipCheckpoint, SkipRound, LateRound)):
             if incident.guard not in {g.id for g in self.guards}:
                 raise ValueError(f"{where}.guard: no guard {incident.guard!r}")
             route = self.route(self.guard(incident.guard).route)
@@ -548,8 +665,9 @@ class Scenario(_Strict):
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Load a scenario file, or a shipped one by name ("ac-left-on"), and check that its
-    `expected` alerts are the ones its incidents imply (simulators/ground_truth.py)."""
+    """Load a scenario file, or a shipped one by name ("ac-left-on"). Where its `expected`
+    alerts differ from what its incidents imply (simulators/ground_truth.py), a warning is
+    logged (and written to the ground-truth file): the derivation may be what is wrong."""
     from simulators.ground_truth import check_expected  # the ground truth reads scenarios
 
     path = Path(path)

@@ -237,9 +237,14 @@ class Sdm120Sim:
         return None
 
     def _outgoing(self, sending: bool, packet: bytes) -> bytes:
-        """pymodbus' packet hook: an empty packet is how a reply is left unsent."""
+        """pymodbus' packet hook: an empty packet is how a reply is left unsent. A reply
+        carries the request's unit id: one not this meter's (another meter on the bus, or
+        0, broadcast) is left unsent, as a real RS-485 meter stays silent (pymodbus would
+        answer exception 04)."""
         if not sending:
             return packet
+        if packet and packet[0] != self.unit_id:
+            return b""
         with self._lock:
             if self._drop_next_answer or self._muted:
                 self._drop_next_answer = False

@@ -19,7 +19,7 @@ from simulators.ac_meter import PowerMeterSim
 from simulators.base import BROKER, Emission, ScheduleBook, epoch
 from simulators.door_controller import DoorControllerSim
 from simulators.faults import apply_faults, modbus_controls
-from simulators.guards import guard_taps, wand_upload
+from simulators.guards import guard_taps, wand_uploads
 from simulators.patrol_reader import reader_emissions
 from simulators.scenario import (
     BrokerRestart,
@@ -116,7 +116,7 @@ class Night:
                 )
             elif isinstance(spec, WandDockSpec):
                 guards = [g for g in scenario.guards if g.dock == device]
-                yield device, sorted((wand_upload(scenario, g, taps[g.id], skew) for g in guards), key=lambda e: e.t)
+                yield device, sorted((e for g in guards for e in wand_uploads(scenario, g, taps[g.id], skew)), key=lambda e: e.t)
 
     def _broker_controls(self) -> list[Emission]:
         controls = []

@@ -6,9 +6,11 @@ exactly why utilities look for leaks between 02:00 and 05:00. Injected leaks add
 constant flow on top: a drip (a fraction of a litre a minute, visible only to a meter
 that resolves it), a steady leak, or a burst (far above any normal use, for minutes).
 Like the power meter, the flow is computed per minute once, so volume and flow are a
-pure function of time.
+pure function of time. A meter replaced during the night (`meter_replaced`) restarts its
+register at the new meter's reading; the flow it reports stays what really runs.
 
-MQTT payload: {"ts": RFC 3339 UTC, "volume_m3": cumulative register, "flow_lpm": flow}.
+MQTT payload: {"ts": RFC 3339 UTC, "volume_m3": cumulative register, "flow_lpm": flow},
+or the register alone for a meter that reports only its volume (`register_only`).
 The agent maps the register (`WATER_FIELDS`): its deltas give the exact litres between
 two readings, even across a lost message; the flow field is for dashboards.
 """
@@ -20,7 +22,7 @@ from array import array
 from collections.abc import Iterator
 
 from simulators.base import MQTT, Emission, ScheduleBook, device_rng, epoch, iso_z, place_schedule, utc
-from simulators.scenario import Scenario, WaterLeak, WaterMeterSpec
+from simulators.scenario import MeterReplaced, Scenario, WaterLeak, WaterMeterSpec
 
 WATER_FIELDS: dict[str, dict[str, object]] = {
     "volume_m3": {"quantity": "volume", "unit": "m3", "cumulative": True},
@@ -30,13 +32,17 @@ _MINUTE = 60.0
 
 
 class WaterProfile:
-    """Litres per minute over the night, and the register that totals them."""
+    """Litres per minute over the night, and the register that totals them; `resets`
+    (minute index -> litres) is where a new meter's register takes over."""
 
-    def __init__(self, t0: float, flow: array, base_litres: float) -> None:
+    def __init__(self, t0: float, flow: array, base_litres: float, resets: dict[int, float] | None = None) -> None:
         self.t0 = t0
         self.flow_lpm = flow
         self.litres = array("d", [base_litres])
-        for f in flow:
+        resets = resets or {}
+        for i, f in enumerate(flow):
+            if i in resets:
+                self.litres[i] = resets[i]
             self.litres.append(self.litres[-1] + f)
 
     def _index(self, t: float) -> int:
@@ -83,10 +89,14 @@ class WaterMeterSim:
                         flow[i] += incident.flow
         for i in range(minutes):
             flow[i] = round(flow[i], 3)
-        self.profile = WaterProfile(t0, flow, base_litres=spec.base_m3 * 1000 + round(rng.uniform(0, 5000), 1))
+        base_litres = spec.base_m3 * 1000 + round(rng.uniform(0, 5000), 1)
+        self.profile = WaterProfile(t0, flow, base_litres, resets=replacements(scenario, spec.device, t0))
+        self.register_only = spec.register_only
 
     def payload(self, t: float, skew: float = 0.0) -> bytes:
         volume, flow = self.profile.volume_m3(t), self.profile.flow(t)
+        if self.register_only:
+            return f'{{"ts":"{iso_z(t + skew)}","volume_m3":{volume:.5f}}}'.encode()
         return f'{{"ts":"{iso_z(t + skew)}","volume_m3":{volume:.5f},"flow_lpm":{flow:.3f}}}'.encode()
 
     def emissions(self, topic: str, step: float, skew: float = 0.0) -> Iterator[Emission]:
@@ -102,3 +112,14 @@ def leak_span(scenario: Scenario, leak: WaterLeak) -> tuple[float, float]:
     if leak.until is not None:
         return a, epoch(scenario.instant(leak.until))
     return a, (a + 20 * _MINUTE if leak.kind == "burst" else epoch(scenario.end_utc) + _MINUTE)
+
+
+def replacements(scenario: Scenario, device: str, t0: float) -> dict[int, float]:
+    """Minute index -> litres on the new register, for each `meter_replaced` of `device`
+    (the register restarts at `new_base_m3` at the start of that minute)."""
+    resets = {}
+    for incident in scenario.incidents:
+        if isinstance(incident, MeterReplaced) and incident.device == device:
+            at = epoch(scenario.instant(incident.at))
+            resets[int((at - t0) // _MINUTE)] = incident.new_base_m3 * 1000
+    return resets

@@ -6,10 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.support.mqtt import clear_retained
 from warden.broker import MosquittoBroker, find_mosquitto
 from warden.config import BrokerConfig
+
+# Property tests are judged on their examples, not on a 200 ms wall-clock budget per
+# example that a loaded 2-core machine misses (a test's own @settings may still set one).
+settings.register_profile("warden", deadline=None)
+settings.load_profile("warden")
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,16 +13,15 @@ import pytest
 
 from gateway.store import StateStore
 from rules.alerts import AlertSignal, Severity, SignalAction
+from tests.support.scripts import console_script
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 SUBCOMMANDS = ["agent", "gateway", "simulate", "demo", "report", "token"]
 
 
 def _command() -> list[str]:
-    executable = shutil.which("warden")
-    if executable is not None:
-        return [executable]
-    return [sys.executable, "-c", "from warden.cli import app; app()"]
+    """The installed console script, as a user runs it (never a `python -c` stand-in)."""
+    return [console_script("warden")]
 
 
 def warden(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -195,7 +192,7 @@ def test_report_writes_the_nights_alerts(tmp_path: Path, state_db: Path) -> None
     out = tmp_path / "report"
     result = run_report(state_db, out)
     assert result.returncode == 0, output(result)
-    assert "1 alerts written" in result.stderr
+    assert "1 alert written" in result.stderr  # singular (issue 14)
 
     alerts, rows = read_report(out)
     assert [(a["site"], a["rule"], a["subject"], a["state"]) for a in alerts] == [
@@ -307,7 +304,9 @@ def test_report_from_the_gateway_config(tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = warden("report", "--config", night.gateway_file, "--night", NIGHT, "--out", out)
     assert result.returncode == 0, output(result)
-    assert "1.60 kWh wasted (0.51 EUR), 180 L of water lost, 2 checkpoints missed, 2 door incidents, 1 silent devices" in result.stderr
+    # issue 16: litres lost is the leak alert's own figure, since the leak began: 1.0 L/min x
+    # 840 min (18:00-08:00) = 840 L (was 180 L, the quiet window alone)
+    assert "1.60 kWh wasted (0.51 EUR), 840 L of water lost, 2 checkpoints missed, 2 door incidents, 1 silent devices" in result.stderr
     summary = json.loads((out / "report.json").read_text())["summary"]
     assert (summary["rounds_done"], summary["rounds_scheduled"], summary["checkpoints_late"]) == (1, 3, 1)
     with (out / "report.csv").open(newline="") as handle:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import socket
 import sys
 import threading
-from datetime import date, datetime, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional
 from contextlib import contextmanager
@@ -13,9 +15,10 @@ import typer
 from rich.console import Console
 
 from warden.config import BrokerConfig, ConfigError, GatewayConfig, SiteConfig, load_config
-from warden.logs import configure_logging
+from warden.logs import ExpectedFaults, configure_logging
 from warden.process import clock_from, stop_on_signal
 
+log = logging.getLogger(__name__)
 app = typer.Typer(help="warden: facilities and safety-patrol monitoring.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True, soft_wrap=True)  # never break an error message across lines
 
@@ -75,14 +78,45 @@ def gateway(
         gateway_config = load_config(config, GatewayConfig)
         site = load_config(gateway_config.site_file, SiteConfig)
         clock = clock_from(sim_clock)
+    # Before the broker sees this gateway's client id: a second gateway on a taken port
+    # would otherwise take over the running one's MQTT session before dying.
+    _check_port_free(gateway_config.api.host, gateway_config.api.port)
+    _warn_guards_without_routes(gateway_config)
     service = Gateway(gateway_config, site, clock)
     service.start()
     api = ApiServer(create_app(service), gateway_config.api.host, gateway_config.api.port)
     api.start()
-    console.print(f"API on {api.url}/api/alerts (docs at {api.url}/docs)")
+    console.print(f"dashboard on {api.url}/ (API at {api.url}/api/alerts, docs at {api.url}/docs)", highlight=False)
     stop.wait()
     api.stop()
     service.stop()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Exit 2 with one line if the API's address cannot be bound (port 0: any free one)."""
+    if port == 0:
+        return
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+            probe.bind((host, port))
+    except OSError as exc:
+        _fail(f"api: cannot listen on {host}:{port}: {exc.strerror or exc} (is another gateway running?)")
+
+
+def _warn_guards_without_routes(config: GatewayConfig) -> None:
+    """A guard token sees the routes it lists and those naming its guard: with neither, its
+    board is empty, which looks like a quiet night rather than a config mistake."""
+    routes = config.rules.patrol.routes
+    for token in config.api.tokens:
+        if token.role != "guard":
+            continue
+        if not any(r.id in token.routes or (token.guard is not None and r.guard == token.guard) for r in routes):
+            log.warning(
+                "guard token sees no patrol route: no route names its guard, nor is one listed in its routes",
+                extra={"token": token.name, "guard": token.guard, "token_routes": token.routes,
+                       "guards_named_by_routes": sorted({r.guard for r in routes if r.guard})},
+            )  # fmt: skip
 
 
 @app.command()
@@ -178,7 +212,7 @@ def _play(
             console.print(f"simulated clock (standing at the night's start until it begins): {sim_clock}")
         threading.Event().wait(start_delay)
         clock.run()
-        with _progress_bar(f"simulating {night.name}") as advance:
+        with _progress_bar(lambda fraction: f"simulating {night.name}: {_night_clock(night, fraction)}") as advance:
             totals = simulation.run(advance)  # returns with the clock paused at the night's end
         truth = write_ground_truth(out / "ground-truth.json", simulation.ground_truth())
     finally:
@@ -191,50 +225,113 @@ def _play(
 
 @app.command()
 def demo(
-    scenario: Annotated[str, typer.Option(help="Scenario file, or the name of a shipped one")] = "ac-left-on",
+    scenario: Annotated[str, typer.Option(help="Scenario file, or the name of a shipped one")] = "school-night",
     out: Annotated[Path, typer.Option(help="Output folder for configs, data and alerts")] = Path("out/demo"),
     speed: Annotated[float, typer.Option(help="Simulated seconds per real second")] = 2400.0,
     seed: Annotated[int, typer.Option(help="Random seed")] = 1,
     broker: Annotated[str, typer.Option(help="Embedded broker: auto (Mosquitto if found, else amqtt), mosquitto, amqtt")] = "auto",
+    keep_running: Annotated[bool, typer.Option(
+        "--keep-running",
+        help="After the night, leave the broker, gateway and dashboard up, print the dashboard's URL and a token; Ctrl-C stops",
+    )] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Also show libraries' warnings, and each device message the agent drops as the scenario garbles it",
+    )] = False,
     log_level: LogLevel = "WARNING",
 ) -> None:
     """Run a simulated night end to end on an embedded broker, print the alerts and check
     them against the scenario's ground truth (shipped: see `simulators/scenarios/`)."""
+    from gateway.auth import new_token
     from simulators.scenario import load_scenario
-    from warden.demo import run_demo
+    from warden.demo import DemoResult, KeepRunning, run_demo
 
-    configure_logging(log_level)
+    # Libraries (amqtt, paho, uvicorn, pymodbus) only at WARNING and only with -v; the
+    # simulator's injected noise is expected, so the agent's drops are counted, not printed.
+    handler = configure_logging(log_level, libraries=logging.WARNING if verbose else logging.CRITICAL + 1)
     with _config_errors():
         night = load_scenario(scenario)
+    faults = ExpectedFaults(broker_restart=any(i.type == "broker_restart" for i in night.incidents))
+    if not verbose:
+        handler.addFilter(faults)
     console.print(f"[bold]{night.name}[/bold]: {night.description}")
-    with _progress_bar(f"simulating {night.duration} of {night.site.name or night.site.id}") as advance:
-        result = run_demo(night, out, speed=speed, seed=seed, broker_kind=broker, progress=advance)
-    _print_alerts(result.alerts, night.site.zone)
+
+    def outcome(result: DemoResult) -> None:
+        _print_demo_outcome(result, night.site.zone, faults)
+
+    def serve(url: str, result: DemoResult) -> None:
+        stop = stop_on_signal()
+        outcome(result)
+        console.print(f"dashboard: {url}/", highlight=False)
+        console.print(f"token (sign in with it; admin): {keep.token}", highlight=False)
+        console.print("The night is over; broker, gateway and dashboard stay up. Ctrl-C stops them.", highlight=False)
+        stop.wait()
+
+    keep = KeepRunning(new_token(), serve) if keep_running else None
+    with _progress_bar(lambda fraction: f"{night.site.name or night.site.id}: {_night_clock(night, fraction)}") as advance:
+        result = run_demo(night, out, speed=speed, seed=seed, broker_kind=broker, progress=advance, keep_running=keep)
+    if keep is None:
+        outcome(result)
+
+
+def _print_demo_outcome(result: Any, zone: tzinfo, faults: ExpectedFaults) -> None:
+    """The alerts, the verdict against the ground truth, and what the agent dropped."""
+    _print_alerts(result.alerts, zone)
     check = result.check
-    verdict = "[green]match the ground truth[/green]" if check.exact else (
-        f"[red]differ from the ground truth[/red]: missing {check.missing or 'none'}, unexpected {check.unexpected or 'none'}"
+    verdict = "[green]match the ground truth[/green]" if check.ok else (
+        f"[red]differ from the ground truth[/red]: missing {check.missing or 'none'}, "
+        f"false pages {check.false_pages or 'none'}, values off {check.mismatches or 'none'}"
     )
+    counts = result.gateway_counts
     console.print(
         f"{result.totals.readings} readings, {result.totals.taps} patrol taps and {result.totals.door_events} door events "
-        f"crossed the wire; gateway stored {result.gateway_counts.get('events_stored', 0):.0f} events, "
-        f"{result.gateway_counts.get('rejected', 0):.0f} rejected, {result.gateway_counts.get('duplicates', 0):.0f} duplicates.\n"
+        f"crossed the wire; gateway stored {counts.get('events_stored', 0):.0f} events, "
+        f"{counts.get('rejected', 0):.0f} rejected, {counts.get('duplicates', 0):.0f} duplicates.\n"
         f"The alerts {verdict}. Written to {result.out_dir / 'alerts.json'} and {result.out_dir / 'ground-truth.json'}; "
         f"the morning report is {result.report}"
     )
+    if faults.counts:
+        console.print(
+            f"The agent dropped and counted {sum(faults.counts.values())} garbled device messages, as the scenario "
+            f"injects them ({faults.summary()}); -v shows each.",
+            highlight=False,
+        )
+    if faults.outage:
+        console.print(
+            f"The scenario's broker restart cost {sum(faults.outage.values())} connection warnings "
+            f"({', '.join(f'{part} {n}' for part, n in sorted(faults.outage.items()))}); -v shows each.",
+            highlight=False,
+        )
+
+
+def _night_clock(night: Any, fraction: float) -> str:
+    """Where the simulated night stands: `23:41 · 7h41m of 16h` (site time)."""
+    elapsed = timedelta(seconds=round(night.duration.total_seconds() * fraction / 60) * 60)
+    at = (night.start_utc + elapsed).astimezone(night.site.zone)
+    return f"{at:%H:%M} · {_hours_minutes(elapsed)} of {_hours_minutes(night.duration)}"
+
+
+def _hours_minutes(span: timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
 
 
 @app.command()
 def report(
-    night: Annotated[str, typer.Option(help="The night, by the date it starts on: YYYY-MM-DD")],
+    night: Annotated[str, typer.Option("--day", "--night", help="The day, by its date: YYYY-MM-DD (--night: the former name)")],
     state_db: Annotated[Optional[Path], typer.Option(help="The gateway's state database (default: from --config)")] = None,
     site: Annotated[Optional[Path], typer.Option(help="Site config file (default: from --config)")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Gateway config: state DB, historian, site, routes")] = None,
     historian: Annotated[Optional[Path], typer.Option(help="SQLite historian file (default: from --config)")] = None,
     out: Annotated[Path, typer.Option(help="Output folder")] = Path("out/report"),
+    day_start: Annotated[Optional[str], typer.Option(help="Local time the day starts, HH:MM (default: report.day_start of --config, else 08:00)")] = None,
 ) -> None:
-    """Write the morning report of one night (18:00 to 08:00 local): report.html, report.json,
-    report.csv, energy.svg, and the night's alerts as alerts.json and alerts.csv."""
-    from warden.report import write_morning_report
+    """Write the morning report of one day (08:00 to 08:00 local by default, the night
+    included): report.html, report.json, report.csv, energy.svg, and the day's alerts as
+    alerts.json and alerts.csv."""
+    from datetime import time as wall_time
+
+    from warden.report import report_period, write_morning_report
 
     gateway_config, site_config = _report_configs(config, site)
     state_db = state_db or (gateway_config.state_db if gateway_config else None)
@@ -243,7 +340,15 @@ def report(
     try:
         day = date.fromisoformat(night)
     except ValueError:
-        _fail(f"--night: expected a date like 2026-11-17, got {night!r}")
+        _fail(f"--day/--night: expected a date like 2026-11-17, got {night!r}")
+    try:
+        start = wall_time.fromisoformat(day_start) if day_start else (gateway_config.report.day_start if gateway_config else wall_time(8, 0))
+    except ValueError:
+        _fail(f"--day-start: expected a local time like 08:00, got {day_start!r}")
+    try:
+        report_period(site_config, day, start)
+    except ValueError as exc:
+        _fail(f"--day/--night: {exc}")
     if state_db is None:
         _fail("--state-db: required (or give --config)")
     if not state_db.exists():
@@ -251,7 +356,7 @@ def report(
     if historian is not None and not historian.exists():
         _fail(f"--historian: {historian} does not exist")
     rules = gateway_config.rules if gateway_config else None
-    files = write_morning_report(state_db, historian, site_config, day, out, rules=rules)
+    files = write_morning_report(state_db, historian, site_config, day, out, rules=rules, day_start=start)
     _print_alerts(files.report["alerts"], site_config.zone)
     summary = files.report["summary"]
     console.print(
@@ -259,7 +364,8 @@ def report(
         f"{summary['litres_lost']:.0f} L of water lost, {summary['checkpoints_missed']} checkpoints missed, "
         f"{summary['door_incidents']} door incidents, {summary['silent_devices']} silent devices"
     )
-    console.print(f"{len(files.report['alerts'])} alerts written to {out}; report: {files.html}")
+    written = len(files.report["alerts"])
+    console.print(f"{written} alert{'' if written == 1 else 's'} written to {out}; report: {files.html}")
 
 
 def _report_configs(config: Path | None, site: Path | None) -> tuple[GatewayConfig | None, SiteConfig]:
@@ -303,13 +409,34 @@ def token(
 
 
 @contextmanager
-def _progress_bar(label: str) -> Iterator[Callable[[float], None]]:
+def _progress_bar(describe: Callable[[float], str]) -> Iterator[Callable[[float], None]]:
+    """A bar labelled `describe(fraction done)`, which moves with it. Where stderr is no
+    terminal (a CI log, a pipe) a bar cannot redraw: one plain line per tenth instead.
+    The bar stops at 1.0, so what is printed next is not glued to it."""
+    if not console.is_terminal:
+        console.print(describe(0.0), highlight=False)
+        printed = {0}
+
+        def line(fraction: float) -> None:
+            tenth = int(fraction * 10)
+            if tenth not in printed:
+                printed.add(tenth)
+                console.print(describe(fraction), highlight=False)
+
+        yield line
+        return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # not loaded by `warden agent`
 
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(label, total=1.0)
-        yield lambda fraction: progress.update(task, completed=fraction)
+        task = progress.add_task(describe(0.0), total=1.0)
+
+        def advance(fraction: float) -> None:
+            progress.update(task, completed=fraction, description=describe(fraction))
+            if fraction >= 1.0:
+                progress.stop()
+
+        yield advance
 
 
 def _print_alerts(alerts: list[dict[str, object]], zone: tzinfo) -> None:

@@ -44,12 +44,17 @@ class _Strict(BaseModel):
 
 # --------------------------------------------------------------------------- shared
 
+#: Marks a field whose value is a secret (`json_schema_extra=SECRET`): `GET /api/config`
+#: shows it as REDACTED (gateway/auth.py: redacted), wherever the model is nested.
+SECRET: dict[str, Any] = {"secret": True}
+
+
 
 class BrokerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
-    password: str | None = Field(default=None, repr=False)
+    password: str | None = Field(default=None, repr=False, json_schema_extra=SECRET)
     keepalive_seconds: int = Field(default=30, ge=5, le=3600)
     tls_ca_file: Path | None = None
     reconnect_min_seconds: float = Field(default=1.0, gt=0, description="First reconnect delay; doubles per failure")
@@ -120,11 +125,40 @@ def _parse_hours(value: Any) -> tuple[time, time | None]:
     return time(h1, m1), (None if h2 == 24 else time(h2, m2))
 
 
+#: What a power meter's circuit feeds. A meter a room does not list in `circuits` is "ac";
+#: "refrigeration" is always on by design and never judged after hours (docs/rules.md).
+CircuitKind = Literal["ac", "lighting", "water_heating", "refrigeration", "other"]
+
+#: Alert rule name per circuit kind judged after hours (rules/ac_after_hours.py emits them).
+#: The one place these names are written: ALERT_RULES below and the rule both read it.
+AFTER_HOURS_RULES: dict[CircuitKind, str] = {
+    "ac": "ac_after_hours",
+    "lighting": "lights_after_hours",
+    "water_heating": "water_heating_after_hours",
+    "other": "power_after_hours",
+}
+
+
 class Room(_Strict):
     id: Identifier
     name: str = ""
     schedule: str | None = Field(default=None, description="Name of a site schedule; none: always unoccupied")
     devices: list[Identifier] = Field(default_factory=list)
+    circuits: dict[Identifier, CircuitKind] = Field(
+        default_factory=dict, description="Power meter -> the kind of circuit it measures; unlisted meters are ac"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _circuits_are_devices(cls, data: Any) -> Any:
+        """A meter listed in `circuits` belongs to the room without being repeated in `devices`."""
+        if not isinstance(data, dict) or not isinstance(data.get("circuits"), dict):
+            return data
+        devices = data.get("devices", [])
+        if not isinstance(devices, list):
+            return data  # let pydantic name the wrong type
+        missing = [d for d in data["circuits"] if d not in devices]
+        return {**data, "devices": [*devices, *missing]} if missing else data
 
 
 class Building(_Strict):
@@ -196,6 +230,14 @@ class SiteConfig(_Strict):
                     places.setdefault(device, DeviceLocation(building=building.id, room=room.id, schedule=room.schedule))
         return places
 
+    def circuit_kind(self, device: str) -> CircuitKind:
+        """The kind of circuit a power meter measures: its room's `circuits` entry, else "ac"."""
+        return self._circuit_kinds.get(device, "ac")
+
+    @cached_property
+    def _circuit_kinds(self) -> dict[str, CircuitKind]:
+        return {d: kind for b in self.buildings for r in b.rooms for d, kind in r.circuits.items()}
+
 
 # --------------------------------------------------------------------------- agent
 
@@ -205,6 +247,9 @@ class FieldMapping(_Strict):
     unit: str
     cumulative: bool = False
     scale: float = 1.0
+    channel: Identifier | None = Field(
+        default=None, description="The readings' channel tag: needed when another field has the same quantity and unit"
+    )
 
 
 class PatrolLineDevice(_Strict):
@@ -225,6 +270,23 @@ class MqttJsonDevice(_Strict):
     topic: str
     time_field: str = "ts"
     fields: dict[str, FieldMapping] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _fields_apart(self) -> MqttJsonDevice:
+        """Two fields with one quantity, unit and channel would be one time series: in
+        InfluxDB the second reading of a message overwrites the first (issue 17). Refused
+        rather than tagged behind the operator's back, so a field's series never changes
+        because another field was added; the event ids do not involve the channel."""
+        seen: dict[tuple[str, str, str | None], str] = {}
+        for name, mapping in self.fields.items():
+            other = seen.setdefault((mapping.quantity, mapping.unit, mapping.channel), name)
+            if other != name:
+                channel = f"channel {mapping.channel!r}" if mapping.channel else "no channel"
+                raise ValueError(
+                    f"fields.{name}: same quantity ({mapping.quantity}), unit ({mapping.unit}) and {channel} as fields.{other}, "
+                    f"so their readings would overwrite each other in the historian; give fields.{name} a channel, e.g. channel: {name}"
+                )
+        return self
 
 
 _REGISTER_WORDS = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}
@@ -385,6 +447,16 @@ class AgentConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _device_broker_own_account(self) -> AgentConfig:
+        """Client ids are usernames (deploy/mosquitto.conf): two connections with one account
+        to one broker would throw each other off, over and over."""
+        d, b = self.device_broker, self.broker
+        if d is not None and d.username and (d.host, d.port, d.username) == (b.host, b.port, b.username):
+            raise ValueError("device_broker.username: the uplink's account on the same broker; "
+                             "leave device_broker out (the uplink then serves devices) or give it its own account")
+        return self
+
+    @model_validator(mode="after")
     def _one_bus_per_port(self) -> AgentConfig:
         """Meters on one RS-485 port share the line: same speed and framing, distinct unit ids."""
         first: dict[str, PatrolLineDevice | ModbusRtuDevice | DoorLineDevice] = {}
@@ -422,7 +494,7 @@ class InfluxHistorianConfig(_Strict):
 
     type: Literal["influxdb"]
     url: str
-    token: str = Field(default="", repr=False)
+    token: str = Field(default="", repr=False, json_schema_extra=SECRET)
     org: str = "-"
     bucket: str
     batch_size: int = Field(default=1000, ge=1, le=100_000)
@@ -448,7 +520,7 @@ class ApiToken(_Strict):
 
     name: Identifier = Field(description="Who holds it; shown in alert history, never the secret")
     role: ApiRole
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", repr=False, description="hex SHA-256 of the token")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", repr=False, json_schema_extra=SECRET, description="hex SHA-256 of the token")
     guard: Identifier | None = Field(default=None, description="role guard: the badge whose routes they see")
     routes: list[Identifier] = Field(default_factory=list, description="role guard: routes they walk")
 
@@ -469,6 +541,9 @@ class ApiConfig(_Strict):
     )
     public_metrics: bool = Field(default=True, description="/metrics and /api/health without a token")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; none: closed")
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest request body; a bigger one is refused with 413 before it is read"
+    )
 
     @model_validator(mode="after")
     def _unique_tokens(self) -> ApiConfig:
@@ -480,10 +555,16 @@ class ApiConfig(_Strict):
 
 
 class AcAfterHoursConfig(_Strict):
+    """Circuits left on after hours (AC, lights, water heating, other); docs/rules.md."""
+
     enabled: bool = True
     standby_watts: float = Field(default=60.0, ge=0)
-    grace_minutes: float = Field(default=15.0, ge=0)
+    grace_minutes: float = Field(default=15.0, ge=0, description="On-time (summed, not contiguous) before raising")
     max_gap_minutes: float = Field(default=10.0, gt=0)
+    min_duty: float = Field(default=0.25, ge=0, le=1, description="Share of the look-back on needed to raise")
+    duty_window_minutes: float = Field(default=60.0, gt=0, description="Look-back of min_duty")
+    off_minutes: float = Field(default=60.0, gt=0, description="Off this long ends the stretch's alert")
+    update_minutes: float = Field(default=5.0, ge=0, description="At most one update per this much event time")
 
 
 def _wall_time(value: Any) -> Any:
@@ -499,6 +580,9 @@ class WaterMeterOverride(_Strict):
 
     burst_l_per_min: float | None = Field(default=None, gt=0)
     min_flow_l_per_min: float | None = Field(default=None, ge=0)
+    baseline_l_per_min: float | None = Field(
+        default=None, ge=0, description="The meter's normal flow, not counted as lost; none: learned from quiet windows"
+    )
 
 
 class WaterConfig(_Strict):
@@ -513,6 +597,12 @@ class WaterConfig(_Strict):
     night_end: time = time(5, 0)
     night_min_coverage: float = Field(default=0.8, gt=0, le=1)
     night_clean_windows: int = Field(default=2, ge=1)
+    night_min_leak_minutes: float = Field(
+        default=30.0, gt=0, description="Flow without a stop over at least this much of the window's end is a leak"
+    )
+    night_flow_minutes: float = Field(
+        default=60.0, gt=0, description="Flow without a stop for this long inside the window raises at once"
+    )
     continuous_hours: float = Field(default=24.0, gt=0)
     zero_minutes: float = Field(default=60.0, gt=0)
     burst_l_per_min: float = Field(default=60.0, gt=0)
@@ -571,9 +661,14 @@ class PatrolRoute(_Strict):
     days: frozenset[int] = frozenset(range(7))
     allowance_minutes: float = Field(default=10.0, gt=0)
     early_minutes: float = Field(default=10.0, ge=0)
-    late_minutes: float = Field(default=30.0, ge=0)
+    late_minutes: float = Field(default=60.0, ge=0, description="Taps this long after the last deadline still belong to the round")
     max_silence_minutes: float = Field(default=30.0, gt=0)
     guard: Identifier | None = None
+    wand: bool = Field(default=False, description="Walked with an offline wand: judged once it is uploaded")
+    upload_deadline_minutes: float | None = Field(
+        default=None, gt=0, description="Wand routes: minutes after the round's last deadline by which the wand "
+        "must be uploaded (default 240)"
+    )
 
     @field_validator("rounds", mode="before")
     @classmethod
@@ -594,7 +689,14 @@ class PatrolRoute(_Strict):
             raise ValueError("checkpoints: each tag may appear once per route")
         if len(set(self.rounds)) != len(self.rounds):
             raise ValueError("rounds: start times must be unique")
+        if self.upload_deadline_minutes is not None and not self.wand:
+            raise ValueError("upload_deadline_minutes: only for a route walked with a wand (set wand: true)")
         return self
+
+    @property
+    def upload_minutes(self) -> float:
+        """Minutes after the last deadline by which a wand route's wand must be uploaded."""
+        return self.upload_deadline_minutes if self.upload_deadline_minutes is not None else 240.0
 
 
 class PatrolConfig(_Strict):
@@ -602,12 +704,20 @@ class PatrolConfig(_Strict):
     routes: list[PatrolRoute] = Field(default_factory=list)
     repeat_seconds: float = Field(default=60.0, ge=0, description="Taps of one tag this close count once")
     keep_hours: float = Field(default=24.0, gt=0, description="How long a finished round accepts wand uploads")
+    upload_settle_seconds: float = Field(
+        default=60.0, ge=0, description="Wand taps are applied together once no newer ones came for this long "
+        "(gateway clock): an upload split over several messages is judged as a whole"
+    )
 
     @model_validator(mode="after")
     def _unique_routes(self) -> PatrolConfig:
         ids = [r.id for r in self.routes]
         if len(set(ids)) != len(ids):
             raise ValueError("routes: ids must be unique")
+        for route in self.routes:
+            if route.wand and route.upload_minutes >= route.late_minutes + self.keep_hours * 60:
+                raise ValueError(f"routes: {route.id}: upload_deadline_minutes must be shorter than keep_hours, "
+                                 "or the round is forgotten before its wand is due")
         return self
 
 
@@ -636,6 +746,12 @@ class RulesConfig(_Strict):
         ge=0,
         description="How long rules wait for late data before acting on the passing of time alone",
     )
+    tick_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Real seconds between two ticks of the rules (time passing without an event)",
+    )
     ac_after_hours: AcAfterHoursConfig = Field(default_factory=AcAfterHoursConfig)
     water: WaterConfig = Field(default_factory=WaterConfig)
     doors: DoorsConfig = Field(default_factory=DoorsConfig)
@@ -649,10 +765,10 @@ class RulesConfig(_Strict):
 #: this in step with the rules, so a misspelt name in `escalation.rules` is an error.
 ALERT_RULES = frozenset(
     {
-        "ac_after_hours",
+        *AFTER_HOURS_RULES.values(),
         "water_night_flow", "water_continuous_flow", "water_burst", "water_wet",
         "door_held_open", "door_forced", "door_after_hours", "door_denied",
-        "patrol_round", "patrol_checkpoint", "patrol_silence",
+        "patrol_round", "patrol_checkpoint", "patrol_silence", "patrol_upload_late",
         "deadman", "deadman_agent",
     }
 )
@@ -751,11 +867,15 @@ class MqttAlertsConfig(RouteConfig):
 
 
 class DeliveryConfig(RouteConfig):
-    """Delivery off the ingest worker: a bounded queue, retries with doubling backoff."""
+    """Delivery off the ingest worker, from an outbox on disk (gateway/notify.py): retried
+    with doubling backoff until delivered, refused for good, or expired."""
 
-    queue_size: int = Field(default=1000, ge=1, description="Notifications waiting; past it new ones are dropped and counted")
+    queue_size: int = Field(
+        default=1000, ge=1, description="Notifications waiting on disk besides the one being delivered; past it the oldest are dropped and counted"
+    )
+    expire_hours: float = Field(default=24.0, gt=0, description="Not delivered this long after the change: given up, counted as expired")
     timeout_seconds: float = Field(default=10.0, gt=0)
-    retries: int = Field(default=3, ge=0, le=20)
+    retries: int | None = Field(default=None, ge=0, description="Give up (counted as failed) after this many retries; none: until expire_hours")
     backoff_seconds: float = Field(default=1.0, ge=0, description="First retry delay; doubles per attempt")
     max_backoff_seconds: float = Field(default=60.0, ge=0)
 
@@ -764,8 +884,8 @@ class WebhookSinkConfig(DeliveryConfig):
     """POST of the change as JSON. url and headers may hold secrets: never logged."""
 
     type: Literal["webhook"]
-    url: str = Field(repr=False)
-    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    url: str = Field(repr=False, json_schema_extra=SECRET)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False, json_schema_extra=SECRET)
     timeout_seconds: float = Field(default=5.0, gt=0)
 
     @field_validator("url")
@@ -785,7 +905,7 @@ class SmtpSinkConfig(DeliveryConfig):
     tls: Literal["none", "starttls", "implicit"] = Field(default="none", description="starttls: port 587; implicit: port 465")
     tls_ca_file: Path | None = Field(default=None, description="CA to trust instead of the system's")
     username: str | None = None
-    password: str | None = Field(default=None, repr=False)
+    password: str | None = Field(default=None, repr=False, json_schema_extra=SECRET)
     sender: str
     to: list[str]
     subject_prefix: str = "[warden]"
@@ -848,6 +968,29 @@ class AlertsConfig(_Strict):
         return 0
 
 
+class DeadLetterConfig(_Strict):
+    """Bounds of the refused messages kept for inspection; past either the oldest go
+    (counted as warden_gateway_dead_letters_pruned), so a flood cannot fill the disk."""
+
+    max_count: int = Field(default=10_000, ge=1, description="Dead letters kept at most")
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024, description="Payload bytes kept at most, over all dead letters")
+
+
+class ReportConfig(_Strict):
+    """The morning report (warden/report.py, docs/api.md#the-morning-report)."""
+
+    day_start: time = Field(
+        default=time(8, 0),
+        description="Local time a report's day starts and the previous one ends: the report of day D covers "
+        "D at day_start to D+1 at day_start, daytime, weekends and holidays included",
+    )
+
+    @field_validator("day_start", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> Any:
+        return _wall_time(value)
+
+
 class GatewayConfig(_Strict):
     id: Identifier = "gateway"
     site_file: Path
@@ -860,9 +1003,11 @@ class GatewayConfig(_Strict):
         description="How long an event id is remembered so that a re-sent copy is dropped "
         "(between half this and this long); the seen ids do not grow forever.",
     )  # fmt: skip
+    dead_letters: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
 
 # --------------------------------------------------------------------------- loading

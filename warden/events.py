@@ -184,8 +184,8 @@ class InvalidPayload(ValueError):
     """A payload that is not a valid event or batch.
 
     `reason` says why in one line, for people; `code` is a short category for counting
-    (too_large, not_utf8, not_json, not_object, schema, future_time, and the gateway's
-    bad_topic, site_mismatch).
+    (too_large, not_utf8, not_json, not_object, schema, future_time, bad_time, and the
+    gateway's bad_topic, site_mismatch, not_owner).
     """
 
     def __init__(self, reason: str, code: str = "schema") -> None:
@@ -241,6 +241,24 @@ def too_far_ahead(event: Event, max_future: timedelta = MAX_FUTURE) -> InvalidPa
         f"event {event.id}: event_time {event.event_time.isoformat()} is more than "
         f"{max_future} ahead of the receiver's clock",
         "future_time",
+    )
+
+
+#: The earliest time an event may be stamped with: before it a device clock was never set
+#: (or is garbage, e.g. year 1, which no int64 nanosecond or SQLite integer holds).
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+def is_too_old(event: Event) -> bool:
+    """Stamped (event or receive time) before EARLIEST_TIME; refused as `bad_time`."""
+    return event.event_time < EARLIEST_TIME or (event.receive_time is not None and event.receive_time < EARLIEST_TIME)
+
+
+def too_old(event: Event) -> InvalidPayload:
+    """The refusal of an event stamped before EARLIEST_TIME."""
+    stamp = event.event_time if event.event_time < EARLIEST_TIME else event.receive_time
+    return InvalidPayload(
+        f"event {event.id}: time {stamp.isoformat() if stamp else '?'} is before {EARLIEST_TIME.date().isoformat()}", "bad_time"
     )
 
 

@@ -45,6 +45,13 @@ def make_client(
     return client
 
 
+def client_id_for(broker: BrokerConfig, fallback: str) -> str:
+    """The client id to connect with: the username if there is one, as the shipped broker
+    enforces (deploy/mosquitto.conf: use_username_as_clientid), so the id a session is kept
+    under is the same on any broker; `fallback` on a broker without accounts."""
+    return broker.username if broker.username else fallback
+
+
 def connect_async(client: mqtt.Client, broker: BrokerConfig) -> None:
     """Start connecting in paho's network thread; an unreachable broker is retried, not fatal."""
     client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_seconds)

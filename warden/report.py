@@ -1,14 +1,17 @@
-"""The morning report: one page per site and night, readable in two minutes.
+"""The morning report: one page per site and day, readable in two minutes.
 
-What a facilities manager asks at 08:00: what was wasted (energy after hours, water),
-were the rounds walked, what happened at the doors, which devices went quiet, and what is
-still open. Built from the alert store (each rule's `details`, docs/rules.md) and the
-historian (night flow per meter, patrol taps), so it can be written for any past night.
+What a facilities manager asks at 08:00: what was wasted since the last report (energy
+after hours by circuit kind, water), were the rounds walked, what happened at the doors,
+which devices went quiet, and what is still open. A report covers a whole day, from the
+day boundary (`report.day_start`, 08:00 local by default) to the next one, so the waste
+of a weekend's or a holiday's daytime is in it, not only the night's. Built from the
+alert store (each rule's `details`, docs/rules.md) and the historian (flow per meter,
+patrol taps), so it can be written for any past day.
 
-    write_morning_report(state_db, historian, site, night, out_dir, rules=...)
+    write_morning_report(state_db, historian, site, day, out_dir, rules=..., day_start=...)
 
 writes `report.html` (chart embedded as SVG), `report.json`, `report.csv`, `energy.svg`
-and the night's raw alerts (`alerts.json`, `alerts.csv`). Formats: docs/api.md.
+and the day's raw alerts (`alerts.json`, `alerts.csv`). Formats: docs/api.md.
 """
 
 from __future__ import annotations
@@ -28,18 +31,37 @@ from zoneinfo import ZoneInfo
 
 from gateway.store import Alert, StateStore
 from rules.schedule import local_instant
-from warden.config import PatrolConfig, RulesConfig, SiteConfig
+from rules.water import MeterSample, meter_spans
+from warden.config import AFTER_HOURS_RULES, PatrolConfig, RulesConfig, SiteConfig
 from warden.events import PatrolTap, TapSource
 
+#: The report's day starts (and the previous one ends) at this local time unless
+#: `report.day_start` says otherwise: a report read at 08:00 covers everything since the
+#: last one, daytime included.
+DEFAULT_DAY_START = time(8, 0)
+
+#: The evening-to-morning night (18:00-08:00), still what `/api/patrols/rounds?night=` means.
 NIGHT_START = time(18, 0)
 NIGHT_END = time(8, 0)
 
 ALERT_CSV_FIELDS = ["id", "rule", "subject", "state", "severity", "opened_at", "resolved_at", "message"]
 REPORT_CSV_FIELDS = ["section", "building", "room", "subject", "metric", "value", "unit", "state", "since", "note"]
 
-_LEAK_LITRES = {"water_night_flow": "estimated_litres_lost", "water_continuous_flow": "litres", "water_burst": "litres"}
+#: Energy alert rule -> circuit kind (warden.config owns the names).
+ENERGY_RULES: dict[str, str] = {rule: kind for kind, rule in AFTER_HOURS_RULES.items()}
+KIND_LABELS = {"ac": "air-conditioning", "lighting": "lighting", "water_heating": "water heating",
+               "refrigeration": "refrigeration", "other": "other circuits"}
+_KIND_COLOURS = {"ac": "#d9822b", "lighting": "#e6c229", "water_heating": "#c0392b", "refrigeration": "#2b7bd9", "other": "#7f8c8d"}
+
+#: Where alerts stored before `litres_lost` existed kept their loss. A continuous-flow
+#: alert's old `litres` counted every litre since the flow began, ordinary day use
+#: included, so it is not a loss and is not read.
+_LEGACY_LITRES = {"water_night_flow": "estimated_litres_lost", "water_burst": "litres"}
 _DOOR_RULES = {"door_forced": "forced", "door_held_open": "held open", "door_after_hours": "after hours", "door_denied": "denied cards"}
 _SILENT_RULES = ("deadman", "deadman_agent")
+_UPLOAD_LATE = "patrol_upload_late"
+#: Live points looked at to date an upload by the historian's write order.
+_WRITE_ORDER_WINDOW = 50
 
 
 # --------------------------------------------------------------------------- history
@@ -52,6 +74,7 @@ class HistoryPoint:
     measurement: str
     tags: dict[str, Any]
     fields: dict[str, Any]
+    row: int | None = None  # the historian's write order, when it keeps one
 
 
 class History(Protocol):
@@ -73,13 +96,30 @@ class SqliteHistory:
         db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
         try:
             rows = db.execute(
-                "SELECT time_ns, device, measurement, tags, fields FROM points"
+                "SELECT time_ns, device, measurement, tags, fields, id FROM points"
                 " WHERE measurement = ? AND time_ns >= ? AND time_ns < ? ORDER BY time_ns, id",
                 (measurement, _ns(since), _ns(until)),
             ).fetchall()
         finally:
             db.close()
-        return [HistoryPoint(_from_ns(r[0]), r[1], r[2], json.loads(r[3]), json.loads(r[4])) for r in rows]
+        return [HistoryPoint(_from_ns(r[0]), r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5]) for r in rows]
+
+    def written_by(self, row: int) -> datetime | None:
+        """About when point `row` arrived: the newest event time among the live points
+        (not patrol taps) written just before it. The historian keeps the write order, not
+        the arrival time; with meters reporting every minute this is within a minute or
+        two, later while the gateway catches up a backlog."""
+        if not self.path.exists():
+            return None
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        try:
+            found = db.execute(
+                "SELECT max(time_ns) FROM (SELECT time_ns FROM points WHERE id < ? AND measurement != 'patrol_tap'"
+                " ORDER BY id DESC LIMIT ?)", (row, _WRITE_ORDER_WINDOW),
+            ).fetchone()[0]
+        finally:
+            db.close()
+        return None if found is None else _from_ns(int(found))
 
 
 class SeriesHistory:
@@ -119,20 +159,71 @@ def _from_ns(ns: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=ns // 1000)
 
 
-# --------------------------------------------------------------------------- the night
+# --------------------------------------------------------------------------- the day
+
+
+@dataclass(frozen=True)
+class Period:
+    """What one report covers: from the day boundary on `day` to the next day's, each
+    computed on its own local day, so a day with a clock change lasts 23 or 25 h."""
+
+    day: date
+    start: datetime  # UTC
+    end: datetime  # UTC
+    zone: ZoneInfo
+    day_start: time
+
+    @property
+    def hours(self) -> float:
+        return (self.end - self.start).total_seconds() / 3600
+
+    @property
+    def clock_change(self) -> bool:
+        """The clocks change inside the period: wall times alone may be ambiguous."""
+        return self.start.astimezone(self.zone).utcoffset() != self.end.astimezone(self.zone).utcoffset()
+
+    def share(self, since: datetime, until: datetime) -> float:
+        """The fraction of [since, until] inside the period (an instant: 1 or 0)."""
+        if until <= since:
+            return 1.0 if self.start <= since < self.end else 0.0
+        overlap = min(until, self.end) - max(since, self.start)
+        return max(overlap.total_seconds(), 0.0) / (until - since).total_seconds()
+
+
+def report_period(site: SiteConfig, day: date, day_start: time = DEFAULT_DAY_START) -> Period:
+    """The report of `day` covers `day` at day_start to the next day at day_start, local."""
+    if not date(1971, 1, 1) <= day <= date(9998, 12, 30):
+        raise ValueError(f"day: expected a date between 1971 and 9998, got {day.isoformat()}")
+    zone = site.zone
+    return Period(day, local_instant(zone, day, day_start), local_instant(zone, day + timedelta(days=1), day_start), zone, day_start)
 
 
 def night_bounds(site: SiteConfig, night: date) -> tuple[datetime, datetime]:
-    """18:00 local on `night` to 08:00 local the next morning, in UTC."""
+    """18:00 local on `night` to 08:00 local the next morning, in UTC (the patrol API's night)."""
     return local_instant(site.zone, night, NIGHT_START), local_instant(site.zone, night + timedelta(days=1), NIGHT_END)
 
 
-def night_alerts(store: StateStore, site: SiteConfig, night: date) -> list[Alert]:
-    """Alerts of the site open at any moment of the night, oldest first."""
-    start, end = (t.isoformat() for t in night_bounds(site, night))
-    alerts = store.alerts(site=site.id, limit=1_000_000)
+def period_alerts(alerts: Iterable[Alert], period: Period) -> list[Alert]:
+    """Alerts open at any moment of the period, oldest first."""
+    start, end = period.start.isoformat(), period.end.isoformat()
     # Stored times are UTC ISO strings: they compare correctly with UTC bounds.
     return sorted((a for a in alerts if a.opened_at < end and (a.resolved_at or "9999") >= start), key=lambda a: (a.opened_at, a.id))
+
+
+def when(value: str | datetime | None, period: Period, fmt: str = "%H:%M") -> str:
+    """A time as the reader of this day's report needs it: the wall time, with its date
+    when outside the report's day, and with its UTC offset when the clocks change in it."""
+    if not value:
+        return ""
+    at = datetime.fromisoformat(value) if isinstance(value, str) else value
+    local = at.astimezone(period.zone)
+    text = local.strftime(fmt)
+    if period.clock_change:
+        offset = local.strftime("%z")
+        text += f"{offset[:3]}:{offset[3:]}"
+    if not period.start <= at < period.end:
+        text += f" on {local.date().isoformat()}"
+    return text
 
 
 # --------------------------------------------------------------------------- building
@@ -142,24 +233,33 @@ def build_morning_report(
     store: StateStore,
     history: History | None,
     site: SiteConfig,
-    night: date,
+    day: date,
     rules: RulesConfig | None = None,
     generated_at: datetime | None = None,
+    *,
+    day_start: time = DEFAULT_DAY_START,
 ) -> dict[str, Any]:
-    """The report as JSON-ready data; every renderer works from this."""
+    """The report of `day` as JSON-ready data; every renderer works from this."""
     rules = rules or RulesConfig()
-    start, end = night_bounds(site, night)
-    alerts = night_alerts(store, site, night)
-    energy = _energy(alerts, site)
-    water = _water(alerts, history, site, night, rules)
-    patrols = _patrols(alerts, history, site, start, end, rules)
+    period = report_period(site, day, day_start)
+    every = store.alerts(site=site.id, limit=1_000_000)
+    alerts = period_alerts(every, period)
+    energy = _energy(every, site, period)
+    water = _water(alerts, history, site, period, rules)
+    patrols = _patrols(alerts, history, site, period, rules)
     doors = _doors(alerts, site)
     silent = _silent(alerts, site)
-    still_open = _still_open(alerts, site, end)
+    still_open = _still_open(alerts, site, period.end)
+    local_start, local_end = period.start.astimezone(period.zone), period.end.astimezone(period.zone)
+    window = {"start": period.start.isoformat(), "end": period.end.isoformat(), "local": f"{day_start:%H:%M}-{day_start:%H:%M}"}
     return {
         "site": {"id": site.id, "name": site.name or site.id, "timezone": site.timezone},
-        "night": night.isoformat(),
-        "window": {"start": start.isoformat(), "end": end.isoformat(), "local": f"{NIGHT_START:%H:%M}-{NIGHT_END:%H:%M}"},
+        "day": day.isoformat(),
+        "night": day.isoformat(),  # the former name of `day`
+        "window": window,
+        "period": {**window, "day_start": f"{day_start:%H:%M}", "hours": round(period.hours, 3),
+                   "clock_change": period.clock_change,
+                   "local_start": local_start.isoformat(), "local_end": local_end.isoformat()},
         "generated_at": (generated_at or datetime.now(timezone.utc)).isoformat(),
         "history": history is not None,
         "summary": {
@@ -183,66 +283,153 @@ def build_morning_report(
         "doors": doors,
         "silent_devices": silent,
         "open_alerts": still_open,
+        "notes": _notes(period, energy, water, patrols),
         "alerts": [_alert_json(a) for a in alerts],
     }
 
 
-def _energy(alerts: Sequence[Alert], site: SiteConfig) -> dict[str, Any]:
-    """Wasted energy per AC episode (the rule's totals), summed by building and room."""
+def _notes(period: Period, energy: dict[str, Any], water: dict[str, Any], patrols: dict[str, Any]) -> list[str]:
+    """How the numbers were made, in words, for the page's foot and the JSON."""
+    notes = [
+        f"The report covers {period.hours:g} h: from {period.day_start:%H:%M} on {period.day.isoformat()} to "
+        f"{period.day_start:%H:%M} the next day, local time, daytime, weekends and holidays included."
+    ]
+    if period.clock_change:
+        notes.append("The clocks change during this day: times carry their UTC offset.")
+    if any(e["share"] < 1 for e in energy["episodes"]):
+        notes.append("An energy alert that runs across the day boundary counts here in proportion to its time "
+                     "inside the day (its kWh and cost spread evenly over its since-until span).")
+    else:
+        notes.append("Energy alerts count in proportion to their since-until span inside the day.")
+    notes.append("Litres lost are each leak alert's own figure (water above the meter's normal use since the "
+                 "leak began, as the rule computed it), counted once per meter.")
+    if water["meters"] and any(m["source"] != "flow" for m in water["meters"]):
+        notes.append("Meters that send only their volume register: flow is the register's change between readings.")
+    if any(r.get("uploaded_at_source") == "write_order" for r in patrols["rounds"]):
+        notes.append("Wand upload times marked ~ are estimated from the order the historian stored the data.")
+    return notes
+
+
+# --------------------------------------------------------------------------- energy
+
+
+def _instant(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
+def _energy_span(a: Alert) -> tuple[datetime, datetime]:
+    """[since, until] of an energy alert: its details, else (older alerts) since + minutes,
+    else its resolution or last update."""
+    d = a.details
+    since = _instant(d.get("since")) or datetime.fromisoformat(a.opened_at)
+    until = _instant(d.get("until"))
+    if until is None and "minutes" in d:
+        until = since + timedelta(minutes=float(d["minutes"]))
+    if until is None:
+        until = datetime.fromisoformat(a.resolved_at or a.updated_at)
+    return since, max(until, since)
+
+
+def _energy(alerts: Sequence[Alert], site: SiteConfig, period: Period) -> dict[str, Any]:
+    """Wasted energy per after-hours alert, its share inside the day, summed by circuit
+    kind, by room and by building."""
+    price = site.tariff.energy_per_kwh
     items = []
-    for a in alerts:
-        if a.rule != "ac_after_hours":
+    for a in sorted(alerts, key=lambda a: (a.opened_at, a.id)):
+        if a.rule not in ENERGY_RULES:
+            continue
+        since, until = _energy_span(a)
+        share = period.share(since, until)
+        if share <= 0:
             continue
         d = a.details
+        kind = str(d.get("kind") or ENERGY_RULES[a.rule])
+        total_kwh = float(d.get("wasted_kwh", 0.0))
+        total_cost = float(d.get("cost", total_kwh * price))
         items.append({
             "alert_id": a.id,
+            "rule": a.rule,
+            "kind": kind,
+            "kind_label": KIND_LABELS.get(kind, kind),
+            "subject": a.subject,
             "building": str(d.get("building", "")),
             "room": str(d.get("room", a.subject)),
             "devices": str(d.get("device", "")),
-            "kwh": round(float(d.get("wasted_kwh", 0.0)), 3),
-            "cost": round(float(d.get("cost", 0.0)), 2),
-            "since": str(d.get("since", a.opened_at)),
-            "minutes": round(float(d.get("minutes", 0.0)), 1),
+            "kwh": round(total_kwh * share, 3),
+            "cost": round(total_cost * share, 2),
+            "share": round(share, 4),
+            "total_kwh": round(total_kwh, 3),
+            "total_cost": round(total_cost, 2),
+            "since": since.isoformat(),
+            "until": until.isoformat(),
+            "minutes": round((until - since).total_seconds() / 60, 1),
+            "on_minutes": d.get("on_minutes"),
             "state": a.state.value,
             "ended": a.resolved_at,
             "reason": str(d.get("reason", "")),
         })
-    by_room: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: {"kwh": 0.0, "cost": 0.0})
+    by_kind: dict[str, dict[str, float]] = defaultdict(lambda: {"kwh": 0.0, "cost": 0.0, "alerts": 0})
+    by_room: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {"kwh": 0.0, "cost": 0.0, "kinds": defaultdict(float)})
     for item in items:
-        by_room[(item["building"], item["room"])]["kwh"] += item["kwh"]
-        by_room[(item["building"], item["room"])]["cost"] += item["cost"]
-    rooms = [{"building": b, "room": r, "kwh": round(v["kwh"], 3), "cost": round(v["cost"], 2)} for (b, r), v in sorted(by_room.items())]
+        k = by_kind[item["kind"]]
+        k["kwh"] += item["kwh"]
+        k["cost"] += item["cost"]
+        k["alerts"] += 1
+        r = by_room[(item["building"], item["room"])]
+        r["kwh"] += item["kwh"]
+        r["cost"] += item["cost"]
+        r["kinds"][item["kind"]] += item["kwh"]
+    rooms = [{"building": b, "room": r, "kwh": round(v["kwh"], 3), "cost": round(v["cost"], 2),
+              "kinds": {k: round(x, 3) for k, x in sorted(v["kinds"].items())}} for (b, r), v in sorted(by_room.items())]
     by_building: dict[str, dict[str, float]] = defaultdict(lambda: {"kwh": 0.0, "cost": 0.0})
     for room in rooms:
         by_building[room["building"]]["kwh"] += room["kwh"]
         by_building[room["building"]]["cost"] += room["cost"]
+    kinds = [{"kind": k, "label": KIND_LABELS.get(k, k), "kwh": round(v["kwh"], 3), "cost": round(v["cost"], 2), "alerts": int(v["alerts"])}
+             for k, v in sorted(by_kind.items(), key=lambda kv: list(KIND_LABELS).index(kv[0]) if kv[0] in KIND_LABELS else 99)]
     return {
-        "currency": next((str(a.details["currency"]) for a in alerts if "currency" in a.details), site.tariff.currency),
-        "price_per_kwh": site.tariff.energy_per_kwh,
+        "currency": next((str(a.details["currency"]) for a in alerts if a.rule in ENERGY_RULES and "currency" in a.details), site.tariff.currency),
+        "price_per_kwh": price,
         "total_kwh": round(sum(i["kwh"] for i in items), 3),
         "total_cost": round(sum(i["cost"] for i in items), 2),
+        "by_kind": kinds,
         "by_building": [{"building": b, "kwh": round(v["kwh"], 3), "cost": round(v["cost"], 2)} for b, v in sorted(by_building.items())],
         "by_room": rooms,
         "episodes": items,
     }
 
 
-def _water(alerts: Sequence[Alert], history: History | None, site: SiteConfig, night: date, rules: RulesConfig) -> dict[str, Any]:
-    """Suspected leaks from the water alerts; night flow per meter from the historian.
-    Litres lost per meter is the largest of its alerts' estimates (a night-flow and a
-    continuous-flow alert on one meter describe the same water)."""
+# --------------------------------------------------------------------------- water
+
+
+def _alert_litres(a: Alert) -> float | None:
+    """The loss the water rule put in the alert: `litres_lost`, else an older alert's."""
+    key = "litres_lost" if "litres_lost" in a.details else _LEGACY_LITRES.get(a.rule)
+    if key is None or key not in a.details:
+        return None
+    return round(float(a.details[key]), 1)
+
+
+def _water(alerts: Sequence[Alert], history: History | None, site: SiteConfig, period: Period, rules: RulesConfig) -> dict[str, Any]:
+    """Suspected leaks from the water alerts, with the litres lost each alert states;
+    flow per meter from the historian. Per meter the loss is the largest of its alerts'
+    (a night-flow and a continuous-flow alert on one meter describe the same water)."""
     leaks = []
     for a in alerts:
         if not a.rule.startswith("water_"):
             continue
-        key = _LEAK_LITRES.get(a.rule)
         leaks.append({
             "alert_id": a.id,
             "rule": a.rule,
             "meter": a.subject,
             "building": str(a.details.get("building", "")),
             "room": str(a.details.get("room", "")),
-            "litres_lost": round(float(a.details.get(key, 0.0)), 1) if key else None,
+            "litres_lost": _alert_litres(a),
             "min_flow_l_per_min": a.details.get("min_flow_l_per_min"),
             "state": a.state.value,
             "since": str(a.details.get("since", a.opened_at)),
@@ -250,76 +437,99 @@ def _water(alerts: Sequence[Alert], history: History | None, site: SiteConfig, n
         })
     lost: dict[str, float] = {}
     for leak in leaks:
-        lost[leak["meter"]] = max(lost.get(leak["meter"], 0.0), leak["litres_lost"] or 0.0)
-    window = _quiet_window(site, night, rules)
+        if leak["litres_lost"] is not None:
+            lost[leak["meter"]] = max(lost.get(leak["meter"], 0.0), leak["litres_lost"])
+    window = _quiet_window(site, period, rules)
     return {
         "quiet_window": {"start": window[0].isoformat(), "end": window[1].isoformat(),
                          "local": f"{rules.water.night_start:%H:%M}-{rules.water.night_end:%H:%M}"},
-        "meters": _night_flow(history, site, night, window, rules) if history else None,
+        "meters": _meter_flow(history, site, period, window, rules) if history else None,
         "leaks": leaks,
         "litres_lost_by_meter": {m: round(v, 1) for m, v in sorted(lost.items())},
         "total_litres_lost": round(sum(lost.values()), 1),
     }
 
 
-def _quiet_window(site: SiteConfig, night: date, rules: RulesConfig) -> tuple[datetime, datetime]:
-    """The water rule's quiet window that falls in this night (02:00-05:00 by default)."""
-    w, morning = rules.water, night + timedelta(days=1)
-    if w.night_start > w.night_end:  # past midnight, e.g. 23:00-05:00
-        days = (night, morning)
-    else:
-        days = (night, night) if w.night_start >= NIGHT_START else (morning, morning)
-    return local_instant(site.zone, days[0], w.night_start), local_instant(site.zone, days[1], w.night_end)
+def _quiet_window(site: SiteConfig, period: Period, rules: RulesConfig) -> tuple[datetime, datetime]:
+    """The water rule's quiet window (02:00-05:00 by default) that starts in this day."""
+    w = rules.water
+    first = period.day if w.night_start >= period.day_start else period.day + timedelta(days=1)
+    last = first if w.night_start < w.night_end else first + timedelta(days=1)
+    return local_instant(site.zone, first, w.night_start), local_instant(site.zone, last, w.night_end)
 
 
-def _night_flow(history: History, site: SiteConfig, night: date, window: tuple[datetime, datetime], rules: RulesConfig) -> list[dict[str, Any]]:
-    """Litres per meter over the night, and the minimum flow in the quiet window."""
-    start, end = night_bounds(site, night)
+def _is_register(points: Sequence[HistoryPoint]) -> bool:
+    """Volume points are a cumulative register unless they say otherwise (the historian
+    keeps no `cumulative` flag; a `cumulative` tag is honoured when present) or fall as
+    often as a register never does (per-interval volumes)."""
+    flag = next((p.tags["cumulative"] for p in points if "cumulative" in p.tags), None)
+    if flag is not None:
+        return str(flag).lower() in ("true", "1", "yes")
+    values = [float(p.fields.get("value", 0.0)) for p in points]
+    falls = sum(1 for a, b in zip(values, values[1:]) if b < a)
+    return falls <= max(1, len(values) // 10)  # a reset or two, not noise
+
+
+def _samples(points: Sequence[HistoryPoint], cumulative: bool) -> list[MeterSample]:
+    default_unit = "L/min" if points and points[0].measurement == "flow" else "m3"
+    return [MeterSample(p.time, p.measurement, float(p.fields.get("value", 0.0)), str(p.tags.get("unit", default_unit)), cumulative)
+            for p in points]
+
+
+def _meter_flow(history: History, site: SiteConfig, period: Period, window: tuple[datetime, datetime], rules: RulesConfig) -> list[dict[str, Any]]:
+    """Litres per meter over the day, and the minimum flow in the quiet window, read as
+    the water rule reads a meter (rules.water.meter_spans: its units, gaps and resets). A
+    meter that sends flow is read from it; one that sends only its volume register (or
+    volumes) from the register's changes, so it counts as reporting too."""
     max_gap = timedelta(minutes=rules.water.max_gap_minutes)
-    by_meter: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
-    for p in history.points("flow", start, end):
-        by_meter[p.device].append((p.time, _l_per_min(float(p.fields.get("value", 0.0)), str(p.tags.get("unit", "L/min")))))
+    by_meter: dict[str, dict[str, list[HistoryPoint]]] = defaultdict(lambda: defaultdict(list))
+    for measurement in ("flow", "volume"):
+        for p in history.points(measurement, period.start, period.end):
+            by_meter[p.device][measurement].append(p)
     meters = []
-    for device, readings in sorted(by_meter.items()):
-        litres = quiet_litres = 0.0
-        quiet_min: float | None = None
-        for (t0, flow), (t1, _) in zip(readings, readings[1:]):
-            if t1 - t0 > max_gap:
-                continue  # an unknown interval, as the water rule treats it
-            used = flow * (t1 - t0).total_seconds() / 60
-            litres += used
-            if t0 >= window[0] and t1 <= window[1]:
-                quiet_litres += used
-                quiet_min = flow if quiet_min is None else min(quiet_min, flow)
+    for device, series in sorted(by_meter.items()):
+        if series.get("flow"):
+            points, source = series["flow"], "flow"
+        else:
+            points = series["volume"]
+            source = "register" if _is_register(points) else "volume"
+        spans = [s for s in meter_spans(_samples(points, source == "register"), max_gap) if not s.gap]
+        quiet = [s for s in spans if s.flow is not None and s.start >= window[0] and s.end <= window[1]]
         place = site.locate(device)
         meters.append({
             "meter": device,
             "building": place.building if place else "",
             "room": place.room if place else "",
-            "night_litres": round(litres, 1),
-            "quiet_litres": round(quiet_litres, 1),
-            "quiet_min_flow_l_per_min": None if quiet_min is None else round(quiet_min, 3),
-            "readings": len(readings),
+            "source": source,
+            "litres": round(sum(s.litres for s in spans), 1),
+            "quiet_litres": round(sum(s.litres for s in quiet), 1),
+            "quiet_min_flow_l_per_min": round(min(s.flow for s in quiet if s.flow is not None), 3) if quiet else None,
+            "readings": len(points),
         })
     return meters
 
 
-_FLOW_FACTORS = {"l/min": 1.0, "lpm": 1.0, "l/s": 60.0, "l/h": 1 / 60, "m3/h": 1000 / 60}
+# --------------------------------------------------------------------------- patrols
 
 
-def _l_per_min(value: float, unit: str) -> float:
-    return value * _FLOW_FACTORS.get(unit.lower(), 1.0)
-
-
-def _patrols(alerts: Sequence[Alert], history: History | None, site: SiteConfig, start: datetime, end: datetime, rules: RulesConfig) -> dict[str, Any]:
-    """Rounds judged again from the night's taps when the routes are known (the same rule
-    the gateway runs, so the same verdicts); otherwise only what the alerts say."""
+def _patrols(alerts: Sequence[Alert], history: History | None, site: SiteConfig, period: Period, rules: RulesConfig) -> dict[str, Any]:
+    """Rounds judged again from the day's taps when the routes are known (the same rule
+    the gateway runs, so the same verdicts); otherwise only what the alerts say. Rounds
+    walked with a wand say when the wand was uploaded; late uploads and late rounds are
+    listed from their alerts."""
     if rules.patrol.routes and history is not None:
-        rounds = _judged_rounds(history, site, rules.patrol, rules.allowed_lateness_seconds, start, end)
+        rounds = _judged_rounds(history, site, rules.patrol, rules.allowed_lateness_seconds, period)
         source = "taps"
     else:
         rounds = _rounds_from_alerts(alerts)
         source = "alerts"
+    uploads = _late_uploads(alerts)
+    for rnd in rounds:
+        upload = uploads.get(rnd["round"])
+        if upload is not None and upload["uploaded_at"]:
+            rnd["uploaded_at"], rnd["uploaded_at_source"] = upload["uploaded_at"], "alert"
+            rnd["upload_delay_minutes"] = _minutes_between(rnd.get("last_tap_at"), upload["uploaded_at"])
+        rnd["upload_late"] = upload is not None
     groups: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for rnd in rounds:
         counts = groups[(rnd["route"], rnd["guard"] or "")]
@@ -341,21 +551,42 @@ def _patrols(alerts: Sequence[Alert], history: History | None, site: SiteConfig,
         "rounds_done": sum(r["done"] for r in rounds),
         "checkpoints_missed": sum(r["missed"] for r in rounds),
         "checkpoints_late": sum(r["late"] for r in rounds),
+        "wand_rounds": [r["round"] for r in rounds if r["wand"]],
+        "late_rounds": _late_rounds(alerts, rounds),
+        "late_uploads": sorted(uploads.values(), key=lambda u: u["round"]),
         "silences": [_alert_brief(a) for a in alerts if a.rule == "patrol_silence"],
     }
 
 
-def _judged_rounds(history: History, site: SiteConfig, config: PatrolConfig, lateness_s: float, start: datetime, end: datetime) -> list[dict[str, Any]]:
+def _minutes_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() / 60, 1)
+
+
+def _judged_rounds(history: History, site: SiteConfig, config: PatrolConfig, lateness_s: float, period: Period) -> list[dict[str, Any]]:
     from rules.patrol import PatrolRule  # the rule layer is pure: judging again is cheap
 
+    start, end = period.start, period.end
     rule = PatrolRule(site, config, timedelta(seconds=lateness_s))
     rule.on_tick(start - timedelta(hours=1))  # rounds opening after this are all followed
     since = start - timedelta(hours=2)
-    taps = [_tap(p, site) for p in history.points("patrol_tap", since, end + timedelta(hours=1))]
-    for tap in sorted(taps, key=lambda t: t.event_time):
-        rule.on_event(tap)
-    rule.on_tick(end + timedelta(hours=1))
+    points = history.points("patrol_tap", since, end + timedelta(hours=1))
+    taps = [_tap(p, site) for p in points]
+    ordered = sorted(taps, key=lambda t: t.event_time)
+    for tap in ordered:
+        if tap.source is not TapSource.WAND:
+            rule.on_event(tap)
+    # Every wand tap in the historian was uploaded: given to the rule as one upload after
+    # the day, then time passes until it has settled, so each wand round is judged on them.
+    after = end + timedelta(hours=1)
+    rule.on_tick(after)
+    for tap in ordered:
+        if tap.source is TapSource.WAND:
+            rule.on_event(tap)
+    rule.on_tick(after + timedelta(seconds=getattr(config, "upload_settle_seconds", 0.0) + 60))
     guards = {(t.tag, t.event_time.isoformat()): t.guard for t in taps}
+    rows = {(str(p.fields["tag_id"]), p.time.isoformat()): p.row for p in points}
     routes = {r.id: r for r in config.routes}
     rounds = []
     for rnd in rule.rounds_state():
@@ -364,16 +595,78 @@ def _judged_rounds(history: History, site: SiteConfig, config: PatrolConfig, lat
         checkpoints = rnd["checkpoints"]
         seen = [guards.get((c["tag"], c["tapped_at"])) for c in checkpoints if c["tapped_at"]]
         guard = routes[rnd["route"]].guard or next((g for g, _ in Counter(g for g in seen if g).most_common(1)), None)
+        delay = timedelta(minutes=float(rnd.get("minutes_late") or 0.0))
         missed = [c["tag"] for c in checkpoints if c["state"] == "missed"]
-        late = [c["tag"] for c in checkpoints if c["state"] == "late"]
+        late = [c["tag"] for c in checkpoints if c["state"] == "late" and not _late_with_round(c, delay)]
+        tapped = sorted(c["tapped_at"] for c in checkpoints if c["tapped_at"])
+        wand_taps = [c for c in checkpoints if c.get("source") == TapSource.WAND.value and c["tapped_at"]]
+        uploaded = _upload_estimate(history, [rows.get((c["tag"], c["tapped_at"])) for c in wand_taps])
         rounds.append({
             "round": rnd["round"], "route": rnd["route"], "start": rnd["start"], "date": rnd["date"],
             "starts_at": rnd["starts_at"], "guard": guard, "started": rnd["started"],
             "done": bool(rnd["started"]) and not missed and all(c["state"] != "pending" for c in checkpoints),
             "missed": len(missed), "late": len(late), "missed_tags": missed, "late_tags": late,
+            "minutes_late": round(delay.total_seconds() / 60, 1),
+            "awaiting_upload": bool(rnd.get("awaiting_upload", False)),
+            "wand": bool(wand_taps) or bool(rnd.get("wand", False)),
+            "first_tap_at": tapped[0] if tapped else None, "last_tap_at": tapped[-1] if tapped else None,
+            "uploaded_at": uploaded.isoformat() if uploaded else None,
+            "uploaded_at_source": "write_order" if uploaded else None,
+            "upload_delay_minutes": _minutes_between(tapped[-1], uploaded.isoformat()) if uploaded and tapped else None,
             "checkpoints": checkpoints,
         })
     return rounds
+
+
+def _late_with_round(checkpoint: dict[str, Any], delay: timedelta) -> bool:
+    """Tapped late only by as much as its round started late: the round's alert says it."""
+    if not delay or not checkpoint.get("tapped_at"):
+        return False
+    return datetime.fromisoformat(checkpoint["tapped_at"]) <= datetime.fromisoformat(checkpoint["deadline"]) + delay
+
+
+def _upload_estimate(history: History, rows: Sequence[int | None]) -> datetime | None:
+    """When the last of a round's wand taps reached the historian, if it can tell."""
+    written_by = getattr(history, "written_by", None)
+    known = [r for r in rows if r is not None]
+    if written_by is None or not known:
+        return None
+    found: datetime | None = written_by(max(known))
+    return found
+
+
+def _late_uploads(alerts: Sequence[Alert]) -> dict[str, dict[str, Any]]:
+    """Each `patrol_upload_late` alert, by round key."""
+    found = {}
+    for a in alerts:
+        if a.rule != _UPLOAD_LATE:
+            continue
+        route = str(a.details.get("route", ""))
+        key = a.subject if ":" in a.subject and a.subject.startswith(f"{route}:") else f"{route}:{a.details.get('round', '')}"
+        found[key] = {
+            **_alert_brief(a), "round": key, "route": route,
+            "upload_deadline": a.details.get("upload_deadline") or a.opened_at,  # raised at its deadline
+            "uploaded_at": a.details.get("uploaded_at"),
+            "minutes_late": a.details.get("minutes_late"),
+        }
+    return found
+
+
+def _late_rounds(alerts: Sequence[Alert], rounds: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rounds walked late: the round's own alert (one per round), else the judged delay."""
+    late: dict[str, dict[str, Any]] = {}
+    for a in alerts:
+        if a.rule == "patrol_round" and "minutes_late" in a.details:
+            key = a.subject
+            late[key] = {"round": key, "route": str(a.details.get("route", "")), "guard": a.details.get("guard"),
+                         "started_at": a.details.get("started_at"), "minutes_late": round(float(a.details["minutes_late"]), 1),
+                         "alert_id": a.id, "message": a.message}
+    for rnd in rounds:
+        if rnd.get("minutes_late") and rnd["round"] not in late:
+            late[rnd["round"]] = {"round": rnd["round"], "route": rnd["route"], "guard": rnd["guard"],
+                                  "started_at": rnd.get("first_tap_at"), "minutes_late": rnd["minutes_late"],
+                                  "alert_id": None, "message": ""}
+    return sorted(late.values(), key=lambda r: r["round"])
 
 
 def _tap(point: HistoryPoint, site: SiteConfig) -> PatrolTap:
@@ -393,22 +686,31 @@ def _rounds_from_alerts(alerts: Sequence[Alert]) -> list[dict[str, Any]]:
     """Without the routes, only rounds that earned an alert are known."""
     rounds: dict[str, dict[str, Any]] = {}
     for a in alerts:
-        if a.rule not in ("patrol_round", "patrol_checkpoint"):
+        if a.rule not in ("patrol_round", "patrol_checkpoint", _UPLOAD_LATE):
             continue
         route, key = str(a.details.get("route", "")), str(a.details.get("round", ""))
         rnd = rounds.setdefault(f"{route}:{key}", {
             "round": f"{route}:{key}", "route": route, "start": key[-5:], "date": key[:10], "starts_at": None,
             "guard": a.details.get("guard"), "started": True, "done": False, "missed": 0, "late": 0,
-            "missed_tags": [], "late_tags": [], "checkpoints": [],
+            "missed_tags": [], "late_tags": [], "minutes_late": 0.0, "awaiting_upload": False,
+            "wand": a.rule == _UPLOAD_LATE, "last_tap_at": None, "uploaded_at": None, "uploaded_at_source": None,
+            "upload_delay_minutes": None, "checkpoints": [],
         })
         state = str(a.details.get("state", ""))
         if a.rule == "patrol_round" and "missed" in a.details and a.state != "resolved":
             rnd["started"] = False
             rnd["missed"] = max(rnd["missed"], int(float(a.details["missed"])))
+        elif a.rule == "patrol_round" and "minutes_late" in a.details:
+            rnd["minutes_late"] = round(float(a.details["minutes_late"]), 1)
         elif a.rule == "patrol_checkpoint" and a.details.get("note") is None and state in ("missed", "late"):
             rnd[state] += 1
             rnd[f"{state}_tags"].append(str(a.details.get("tag", "")))
+        if a.details.get("source") == TapSource.WAND.value:
+            rnd["wand"] = True
     return list(rounds.values())
+
+
+# --------------------------------------------------------------------------- doors, devices, open
 
 
 def _doors(alerts: Sequence[Alert], site: SiteConfig) -> list[dict[str, Any]]:
@@ -434,7 +736,7 @@ def _silent(alerts: Sequence[Alert], site: SiteConfig) -> list[dict[str, Any]]:
 
 
 def _still_open(alerts: Sequence[Alert], site: SiteConfig, end: datetime) -> list[dict[str, Any]]:
-    """Alerts not resolved when the night ended, oldest first, with their age then."""
+    """Alerts not resolved when the day ended, oldest first, with their age then."""
     cutoff = end.isoformat()
     out = []
     for a in alerts:
@@ -461,7 +763,8 @@ def _alert_json(a: Alert) -> dict[str, Any]:
 
 
 def energy_chart_svg(report: dict[str, Any]) -> str | None:
-    """Horizontal bars of kWh wasted per room; None when nothing was wasted."""
+    """Horizontal bars of kWh wasted per room, split by circuit kind; None when nothing
+    was wasted."""
     rooms = [r for r in report["energy"]["by_room"] if r["kwh"] > 0]
     if not rooms:
         return None
@@ -470,14 +773,22 @@ def energy_chart_svg(report: dict[str, Any]) -> str | None:
 
     rcParams["svg.hashsalt"] = "warden"  # stable ids: the same report gives the same file
     labels = [f"{r['building']} / {r['room']}" if r["building"] else r["room"] for r in rooms]
-    figure = Figure(figsize=(6.4, 0.5 + 0.45 * len(rooms)), layout="constrained")
+    kinds = [k["kind"] for k in report["energy"]["by_kind"]]
+    figure = Figure(figsize=(6.4, 0.9 + 0.45 * len(rooms)), layout="constrained")
     axes = figure.add_subplot()
-    bars = axes.barh(labels, [r["kwh"] for r in rooms], color="#d9822b")
+    left = [0.0] * len(rooms)
+    for kind in kinds:
+        values = [float(r.get("kinds", {}).get(kind, 0.0)) for r in rooms]
+        axes.barh(labels, values, left=left, color=_KIND_COLOURS.get(kind, "#555555"), label=KIND_LABELS.get(kind, kind))
+        left = [a + b for a, b in zip(left, values)]
     currency = report["energy"]["currency"]
-    axes.bar_label(bars, labels=[f"{r['kwh']:.2f} kWh, {r['cost']:.2f} {currency}" for r in rooms], padding=3, fontsize=8)
+    for y, r in enumerate(rooms):
+        axes.annotate(f"{r['kwh']:.2f} kWh, {r['cost']:.2f} {currency}", (left[y], y), xytext=(3, 0),
+                      textcoords="offset points", va="center", fontsize=8)
     axes.invert_yaxis()
-    axes.set_xlabel("kWh wasted after hours")
+    axes.set_xlabel("kWh wasted after hours, by circuit kind")
     axes.margins(x=0.35)
+    axes.legend(loc="lower right", fontsize=8, frameon=False)
     axes.spines[["top", "right"]].set_visible(False)
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", metadata={"Date": None})
@@ -486,8 +797,13 @@ def energy_chart_svg(report: dict[str, Any]) -> str | None:
 
 def render_html(report: dict[str, Any], chart_svg: str | None = None) -> str:
     zone = ZoneInfo(report["site"]["timezone"])
-    local = lambda value, fmt="%H:%M": _local(value, zone, fmt)  # noqa: E731
-    return _templates().get_template("report.html").render(r=report, chart_svg=chart_svg, local=local)
+    p = report["period"]
+    period = Period(date.fromisoformat(report["day"]), datetime.fromisoformat(p["start"]), datetime.fromisoformat(p["end"]),
+                    zone, time.fromisoformat(p["day_start"]))
+    return _templates().get_template("report.html").render(
+        r=report, chart_svg=chart_svg, when=lambda value, fmt="%H:%M": when(value, period, fmt),
+        local=lambda value, fmt="%H:%M": _local(value, zone, fmt), kinds=KIND_LABELS,
+    )
 
 
 @lru_cache(maxsize=1)
@@ -513,23 +829,37 @@ def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     e = report["energy"]
     for item in e["episodes"]:
         where = {"building": item["building"], "room": item["room"], "subject": item["devices"], "state": item["state"], "since": item["since"]}
-        add("energy", "wasted_kwh", item["kwh"], "kWh", **where)
-        add("energy", "cost", item["cost"], e["currency"], **where)
+        note = "" if item["share"] >= 1 else f"{item['share']:.0%} of {item['total_kwh']} kWh ({item['since']} to {item['until']}) in this day"
+        add("energy", "wasted_kwh", item["kwh"], "kWh", note=note, **where)
+        add("energy", "cost", item["cost"], e["currency"], note=note, **where)
+    for k in e["by_kind"]:
+        add("energy_by_kind", "wasted_kwh", k["kwh"], "kWh", subject=k["kind"], note=k["label"])
+        add("energy_by_kind", "cost", k["cost"], e["currency"], subject=k["kind"], note=k["label"])
     for leak in report["water"]["leaks"]:
         add("water", leak["rule"], leak["litres_lost"], "L", building=leak["building"], room=leak["room"],
             subject=leak["meter"], state=leak["state"], since=leak["since"], note=leak["message"])
     for meter in report["water"]["meters"] or []:
-        where = {"building": meter["building"], "room": meter["room"], "subject": meter["meter"]}
-        add("water", "night_litres", meter["night_litres"], "L", **where)
+        where = {"building": meter["building"], "room": meter["room"], "subject": meter["meter"], "note": meter["source"]}
+        add("water", "litres", meter["litres"], "L", **where)
         add("water", "quiet_min_flow", meter["quiet_min_flow_l_per_min"], "L/min", **where)
-    for g in report["patrols"]["by_route_and_guard"]:
+    p = report["patrols"]
+    for g in p["by_route_and_guard"]:
         for metric in ("rounds", "done", "not_started", "missed_checkpoints", "late_checkpoints"):
             add("patrols", metric, g[metric], "", subject=f"{g['route']}/{g['guard'] or '-'}")
-    for rnd in report["patrols"]["rounds"]:
+    for rnd in p["rounds"]:
         for tag in rnd["missed_tags"]:
             add("patrols", "missed_checkpoint", tag, "", subject=rnd["round"], note=rnd["guard"] or "")
         for tag in rnd["late_tags"]:
             add("patrols", "late_checkpoint", tag, "", subject=rnd["round"], note=rnd["guard"] or "")
+        if rnd["wand"]:
+            add("patrols", "wand_uploaded_at", rnd["uploaded_at"], "", subject=rnd["round"],
+                note=f"{rnd['upload_delay_minutes']} min after the last tap" if rnd["upload_delay_minutes"] is not None else "")
+    for late in p["late_rounds"]:
+        add("patrols", "round_minutes_late", late["minutes_late"], "min", subject=late["round"], since=late["started_at"] or "",
+            note=late["message"])
+    for up in p["late_uploads"]:
+        add("patrols", "upload_minutes_late", up["minutes_late"], "min", subject=up["round"], state=up["state"],
+            since=up["upload_deadline"] or "", note=up["message"])
     for d in report["doors"]:
         add("doors", d["rule"], d["count"] if d["count"] is not None else 1, "", subject=d["door"], state=d["state"],
             since=d["opened_at"], note=d["message"])
@@ -580,19 +910,20 @@ def write_morning_report(
     state_db: str | Path,
     historian: str | Path | Any | None,
     site: SiteConfig,
-    night: date | str,
+    day: date | str,
     out_dir: str | Path,
     *,
     rules: RulesConfig | None = None,
+    day_start: time = DEFAULT_DAY_START,
 ) -> ReportFiles:
-    """Write the morning report of `site` for the night starting on `night` (18:00-08:00
-    local) into `out_dir`. `historian`: the SQLite historian's file, a historian object with
-    `series()`, or None (alerts only). `rules`: the gateway's rule config, for the patrol
-    routes and the water quiet window (defaults otherwise)."""
-    day = night if isinstance(night, date) else date.fromisoformat(night)
+    """Write the morning report of `site` for `day` (day_start on `day` to day_start the
+    next day, local) into `out_dir`. `historian`: the SQLite historian's file, a historian
+    object with `series()`, or None (alerts only). `rules`: the gateway's rule config, for
+    the patrol routes and the water quiet window (defaults otherwise)."""
+    when_day = day if isinstance(day, date) else date.fromisoformat(day)
     store = StateStore(Path(state_db))
     try:
-        report = build_morning_report(store, open_history(historian, site), site, day, rules)
+        report = build_morning_report(store, open_history(historian, site), site, when_day, rules, day_start=day_start)
     finally:
         store.close()
     return write_report_files(report, Path(out_dir))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 ROOT = "warden/v1"
+#: A site or agent id as the event schema allows it (warden.events.Identifier).
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 #: Everything the gateway ingests: events from every agent of every site.
 ALL_EVENTS = f"{ROOT}/+/+/events"
@@ -36,6 +39,6 @@ def parse_agent_topic(topic: str) -> AgentTopic | None:
     parts = topic.split("/")
     if len(parts) != 5 or "/".join(parts[:2]) != ROOT or parts[4] not in ("events", "status"):
         return None
-    if not parts[2] or not parts[3]:
-        return None
+    if not (_IDENTIFIER.fullmatch(parts[2]) and _IDENTIFIER.fullmatch(parts[3])):
+        return None  # e.g. a space: no agent's site or id (warden.events.Identifier), so bad_topic
     return AgentTopic(site=parts[2], agent=parts[3], channel=parts[4])

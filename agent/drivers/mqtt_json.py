@@ -48,6 +48,7 @@ class MqttJsonDriver(MqttDeviceDriver):
                         value=float(value) * mapping.scale,
                         unit=mapping.unit,
                         cumulative=mapping.cumulative,
+                        channel=mapping.channel,  # not part of the id: ids stay as they were
                     )
                 )
             except ValidationError as exc:

@@ -12,6 +12,8 @@ import logging
 import os
 import re
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -34,6 +36,8 @@ MAX_LINE_BYTES = 128
 MAX_SEQ = 65535
 #: How much of a bad line goes into the log.
 LOG_SAMPLE_BYTES = 80
+#: A noisy line logs the first drop of each reason, then at most one summary this often.
+NOISE_SUMMARY_SECONDS = 60.0
 #: Port read timeout: bounds how long `stop` can go unnoticed.
 READ_TIMEOUT_SECONDS = 0.5  # 0.1 s costs 10 wake-ups a second per idle port
 
@@ -230,6 +234,50 @@ class LineFramer:
             yield Segment(run, "garbage")
 
 
+# --------------------------------------------------------------------------- noise
+
+
+class NoiseLog:
+    """Logs a line's dropped input without flooding the log: the first drop of each reason
+    at once (with a sample), then the drops since as one summary per `interval` seconds,
+    written with the next drop after the interval, or by `flush` (the port closing). The
+    driver's counters stay exact; this only bounds the log (11 MB of noise gave 41 538
+    WARNING lines before)."""
+
+    def __init__(self, label: str, port: str, device: str, interval: float = NOISE_SUMMARY_SECONDS,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._where = (label, port, device)
+        self._interval = interval
+        self._monotonic = monotonic
+        self._first_logged: set[str] = set()
+        self._since_summary: Counter[str] = Counter()
+        self._last_summary = monotonic()
+
+    def dropped(self, reason: str, data: bytes) -> None:
+        label, port, device = self._where
+        if reason not in self._first_logged:
+            self._first_logged.add(reason)
+            sample = repr(data[:LOG_SAMPLE_BYTES])
+            log.warning("%s %s: dropped %s: %s (further drops are summarised every %gs)", label, port, reason, sample,
+                        self._interval, extra={"device": device, "port": port, "reason": reason, "bytes": sample})
+        else:
+            self._since_summary[reason] += 1
+        if self._since_summary and self._monotonic() - self._last_summary >= self._interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Log the drops not yet logged, if any, as one summary."""
+        now = self._monotonic()
+        if self._since_summary:
+            label, port, device = self._where
+            dropped = dict(sorted(self._since_summary.items()))
+            log.warning("%s %s: dropped %d more in %.0fs: %s", label, port, sum(dropped.values()), now - self._last_summary,
+                        ", ".join(f"{reason} {n}" for reason, n in dropped.items()),
+                        extra={"device": device, "port": port, "reason": "summary", "dropped": dropped})
+            self._since_summary.clear()
+        self._last_summary = now
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -260,6 +308,7 @@ class PatrolLineDriver:
         self._serial_factory = serial_factory
         self.port_open = threading.Event()  # health, and lets callers wait until bytes will be read
         self._feed_framer = LineFramer()
+        self.noise = NoiseLog(self.label, config.port, config.id)
 
     def run(self, stop: threading.Event) -> None:
         """Own the port on this thread: blocking reads, reopened after a failure.
@@ -302,6 +351,7 @@ class PatrolLineDriver:
 
     def close_port(self, port: serial.SerialBase) -> None:
         self.port_open.clear()
+        self.noise.flush()
         with contextlib.suppress(serial.SerialException, OSError):
             port.close()
 
@@ -387,15 +437,7 @@ class PatrolLineDriver:
 
     def _reject(self, reason: str, data: bytes) -> None:
         self.counters.count_error(reason)
-        sample = repr(data[:LOG_SAMPLE_BYTES])
-        log.warning(
-            "%s %s: dropped %s: %s",
-            self.label,
-            self.config.port,
-            reason,
-            sample,
-            extra={"device": self.device_id, "port": self.config.port, "reason": reason, "bytes": sample},
-        )
+        self.noise.dropped(reason, data)
 
     def port_error(self, action: str, exc: BaseException) -> None:
         """Count and log a port that failed to `action` (open, read...); it will be reopened."""

@@ -77,7 +77,11 @@ def point_parts(event: Event) -> tuple[str, dict[str, str], dict[str, FieldValue
     """Measurement, the tags besides site/building/room/device, and the fields."""
     if isinstance(event, Reading):
         tags = {"unit": event.unit}
-        if event.channel is not None:  # e.g. import vs export energy of one meter, same time
+        # InfluxDB keys a point by measurement, tags and time: two readings of one device,
+        # quantity and unit at one time must differ in channel (import vs export energy),
+        # or the last overwrites the first. Agents guarantee it (warden.config.MqttJsonDevice
+        # refuses fields that would collide; Modbus registers are always channels).
+        if event.channel is not None:
             tags["channel"] = event.channel
         return event.quantity.value, tags, {"value": float(event.value)}
     if isinstance(event, DoorEvent):

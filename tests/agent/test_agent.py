@@ -18,7 +18,7 @@ from tests.support.agent_process import outbox_rows
 from tests.support.mqtt import Collector
 from tests.support.wait import wait_for
 from warden import topics
-from warden.broker import MosquittoBroker
+from warden.broker import MosquittoBroker, free_port
 from warden.clock import ManualClock
 from warden.config import AgentConfig, BrokerConfig
 from warden.events import DeviceStatus, PatrolTap, Reading, decode_events, stable_event_id
@@ -135,7 +135,7 @@ def device_message(mid: int, payload: bytes) -> mqtt.MQTTMessage:
 
 
 def test_a_device_message_is_acknowledged_once_its_events_are_on_disk_and_in_order(tmp_path: Path, reader: PatrolReaderSim) -> None:
-    agent = Agent(agent_config(BrokerConfig(host="127.0.0.1", port=1), reader.port, tmp_path), ManualClock(T0))
+    agent = Agent(agent_config(BrokerConfig(host="127.0.0.1", port=free_port()), reader.port, tmp_path), ManualClock(T0))
     client = AckRecorder(agent.config.buffer_path)
     writer_busy, release = threading.Event(), threading.Event()
     agent.outbox.submit("held", Reading(id=stable_event_id("held"), site="s", device="m", event_time=T0, quantity="power", value=1, unit="W"),
@@ -185,7 +185,7 @@ def test_broker_outage_buffers_to_disk_and_replays_everything_once_in_order(
 
 def test_queued_events_survive_an_agent_restart(broker_config: BrokerConfig, reader: PatrolReaderSim, tmp_path: Path) -> None:
     """Events on disk from a run that could not deliver them are sent by the next run."""
-    unreachable = BrokerConfig(host="127.0.0.1", port=1)  # nothing listens on port 1
+    unreachable = BrokerConfig(host="127.0.0.1", port=free_port())  # bound and closed again: nothing listens there
     first = Agent(agent_config(unreachable, reader.port, tmp_path), ManualClock(T0))
     first.start()
     assert first.drivers[0].port_open.wait(10), "reader port not opened"
@@ -230,7 +230,7 @@ def test_modbus_meter_and_wand_dock_through_the_agent_with_health_heartbeats(
                         "registers": "sdm120",
                         "include": ["active_power", "import_energy"],
                         "poll_seconds": 30,
-                        "timeout_seconds": 0.25,
+                        "timeout_seconds": 1.5,  # generous: a late answer on a loaded machine is not a timeout
                     },
                     {"driver": "patrol_wand", "id": "dock-1", "spool_dir": str(tmp_path / "spool"), "poll_seconds": 30},
                 ],
@@ -276,8 +276,6 @@ def test_modbus_meter_and_wand_dock_through_the_agent_with_health_heartbeats(
 def test_an_agent_connects_through_its_jittered_backoff_once_the_broker_appears(tmp_path: Path, reader: PatrolReaderSim) -> None:
     """Started with its broker down, the agent retries on its own jittered schedule and
     connects when the broker comes up, then announces itself."""
-    from warden.broker import free_port
-
     port = free_port()
     config = agent_config(BrokerConfig(port=port, reconnect_min_seconds=0.05, reconnect_max_seconds=0.2), reader.port, tmp_path)
     agent = Agent(config, ManualClock(T0))

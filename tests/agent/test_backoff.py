@@ -60,10 +60,11 @@ def test_a_real_paho_client_waits_exactly_the_jittered_delays() -> None:
     client.connect_async("127.0.0.1", free_port())
     client.loop_start()
     try:
-        assert done.wait(15), f"only {len(failed_at)} attempts"
+        assert done.wait(60), f"only {len(failed_at)} attempts"
     finally:
         client.loop_stop()
     gaps = [b - a for a, b in zip(failed_at, failed_at[1:])]
     for gap, delay in zip(gaps, drawn):
-        assert delay - 0.02 <= gap <= delay + 0.5, (gaps, drawn)
+        # Never early; late by at most what scheduling on a loaded 2-core machine adds.
+        assert delay - 0.02 <= gap <= delay + 2.0, (gaps, drawn)
     assert drawn[4] > drawn[0]  # and they grew

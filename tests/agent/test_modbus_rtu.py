@@ -56,7 +56,7 @@ def meter_config(port: str, **overrides: Any) -> ModbusRtuDevice:
         "port": port,
         "registers": "sdm120",
         "poll_seconds": POLL,
-        "timeout_seconds": 0.25,
+        "timeout_seconds": 1.5,  # a healthy answer arrives within it on a loaded 2-core machine; exact error counts depend on that
     }
     return ModbusRtuDevice.model_validate({**document, **overrides})
 

@@ -201,7 +201,7 @@ def test_flush_reports_what_the_lost_port_left_behind() -> None:
     assert list(framer.flush()) == []
 
 
-@settings(max_examples=300, deadline=1000)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=300), max_size=20))
 def test_fuzzed_bytes_never_raise_anything_but_frame_error_and_stay_bounded(chunks: list[bytes]) -> None:
     framer = LineFramer()
@@ -237,7 +237,7 @@ def encode_tap(frame: TapFrame) -> bytes:
     )
 
 
-@settings(max_examples=200, deadline=1000)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(noise, taps), max_size=8), st.data())
 def test_good_lines_survive_noise_and_any_chunking(items: list[tuple[bytes, TapFrame]], data: Any) -> None:
     stream = b"".join(junk + encode_tap(frame) for junk, frame in items)

@@ -4,15 +4,15 @@ it, and see its state change."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.api.conftest import NAMES, TOKENS, Publisher, Running, left_on
+from tests.support.scripts import find_program
 
-CHROMIUM = Path("/usr/bin/chromium")
+#: Overrides where Chromium is looked for (e.g. a build outside PATH).
+CHROMIUM_ENV = "WARDEN_CHROMIUM"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -20,9 +20,13 @@ CHROMIUM_ARGS = [
 
 
 def _chromium() -> str:
-    found = CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")
-    if found is None:
-        pytest.fail("chromium is not installed (apt-get install chromium, or scripts/install-system-packages.sh)", pytrace=False)
+    found = find_program(CHROMIUM_ENV, "chromium", "chromium-browser")
+    if found is None or not found.exists():
+        pytest.fail(
+            f"chromium not found {'at ' + str(found) if found else 'on PATH'} (set {CHROMIUM_ENV} to its path); "
+            "install it with `apt-get install chromium`, or scripts/install-system-packages.sh",
+            pytrace=False,
+        )
     return str(found)
 
 

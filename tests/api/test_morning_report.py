@@ -31,7 +31,10 @@ def rows(files: ReportFiles) -> list[dict[str, str]]:
 def test_summary(report: ReportFiles) -> None:
     assert report.report["summary"] == {
         "energy_kwh": 1.6, "energy_cost": 0.51, "currency": "EUR",
-        "litres_lost": 180.0, "suspected_leaks": 1,
+        # issue 16: litres lost is the night-flow alert's own `litres_lost`, the water since the
+        # leak began: 1.0 L/min from 18:00 to 08:00 = 840 min x 1.0 = 840 L (was 180 L, the
+        # quiet window's 180 min only).
+        "litres_lost": 840.0, "suspected_leaks": 1,
         "rounds_scheduled": 3, "rounds_done": 1, "checkpoints_missed": 2, "checkpoints_late": 1,
         "doors_forced": 1, "door_incidents": 2, "silent_devices": 1, "open_alerts": 6,
     }
@@ -56,10 +59,13 @@ def test_water_leak_and_night_flow(report: ReportFiles) -> None:
     water = report.report["water"]
     [leak] = water["leaks"]
     assert (leak["rule"], leak["meter"], leak["room"], leak["litres_lost"], leak["state"]) == (
-        "water_night_flow", "wm-1", "B-WC", 180.0, "open")
-    assert water["meters"] == [{"meter": "wm-1", "building": "B", "room": "B-WC", "night_litres": 835.0,
+        "water_night_flow", "wm-1", "B-WC", 840.0, "open")  # 1.0 L/min x 840 min (18:00-08:00), issue 16
+    # 168 readings 18:00-07:55: 167 intervals x 5 min x 1.0 L/min = 835 L measured (issue 16
+    # renamed night_litres to litres, over the whole day, and added the source read);
+    # the quiet window 02:00-05:00 is 180 min x 1.0 = 180 L.
+    assert water["meters"] == [{"meter": "wm-1", "building": "B", "room": "B-WC", "source": "flow", "litres": 835.0,
                                 "quiet_litres": 180.0, "quiet_min_flow_l_per_min": 1.0, "readings": 168}]
-    assert any(r["section"] == "water" and r["metric"] == "water_night_flow" and r["value"] == "180.0" for r in rows(report))
+    assert any(r["section"] == "water" and r["metric"] == "water_night_flow" and r["value"] == "840.0" for r in rows(report))
 
 
 def test_patrols_per_guard_and_route(report: ReportFiles) -> None:
@@ -89,13 +95,15 @@ def test_doors_silent_devices_and_open_alerts(report: ReportFiles) -> None:
         ("door_forced", "gate-main"): 6.8,
         ("patrol_checkpoint", "north:2026-11-18T02:00:cp-204"): 5.5,
         ("patrol_round", "south:2026-11-18T03:00"): 4.8,
-        ("water_night_flow", "wm-1"): 3.0,
+        # issue 16: the water rule raises inside the quiet window now, at 03:00 (was 05:00):
+        # 08:00 - 03:00 = 5.0 h.
+        ("water_night_flow", "wm-1"): 5.0,
     }
 
 
 def test_the_html_page_shows_each_incident(report: ReportFiles) -> None:
     html = report.html.read_text()
-    for text in ("Morning report: Riverside School", "1.60 kWh", "0.51 EUR", "180 L", "1 / 3", "A-204", "1.20", "0.40",
+    for text in ("Morning report: Riverside School", "1.60 kWh", "0.51 EUR", "840 L", "1 / 3", "A-204", "1.20", "0.40",
                  "Suspected leak at wm-1", "835", "guard-lee", "guard-kim", "round not started", "cp-204",
                  "gate-main", "forced", "after hours", "ac-a101", "No data from device ac-a101", "<svg"):
         assert text in html, text
@@ -107,7 +115,7 @@ def test_without_history_or_routes_the_report_uses_the_alerts(night: NightFiles,
     assert r["patrols"]["source"] == "alerts"
     assert [(g["route"], g["missed_checkpoints"], g["late_checkpoints"], g["not_started"]) for g in r["patrols"]["by_route_and_guard"]] == [
         ("north", 1, 1, 0), ("south", 1, 0, 1)]
-    assert r["water"]["meters"] is None and r["summary"]["litres_lost"] == 180.0
+    assert r["water"]["meters"] is None and r["summary"]["litres_lost"] == 840.0
     assert r["summary"]["energy_kwh"] == 1.6
     assert "needs the historian" in files.html.read_text()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.victoria import BINARY_ENV, DEFAULT_BINARY, VictoriaMetrics, find_binary
+from tests.support.victoria import BINARY_ENV, VictoriaMetrics, find_binary
 from warden.config import SiteConfig
 
 
@@ -38,9 +38,9 @@ def site() -> SiteConfig:
 def _binary() -> Path:
     binary = find_binary()
     if binary is None or not binary.exists():
-        where = binary or f"{DEFAULT_BINARY} or on PATH"
+        where = binary or "on PATH"
         pytest.fail(
-            f"victoria-metrics not found at {where} (set {BINARY_ENV} to its path); "
+            f"victoria-metrics not found {'at ' if binary else ''}{where} (set {BINARY_ENV} to its path); "
             "install it with `apt-get install victoria-metrics` - the Influx historian tests need it",
             pytrace=False,
         )

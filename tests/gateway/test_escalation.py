@@ -1,5 +1,6 @@
 """Escalation: deadlines on the gateway's clock, once per level, across restarts; the
-24-hour response promise; severity never lowered by rule updates; config and migration."""
+24-hour response promise; escalation raises who is told, never the severity; config and
+migration."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def test_unacknowledged_alert_escalates_once_at_its_deadline(broker_config, tmp_
         clock.advance(timedelta(seconds=1))  # exactly the deadline
         checked(gateway, clock)
         [alert] = gateway.store.alerts_live()
-        assert (alert.escalation_level, alert.severity) == (1, "critical")
+        assert (alert.escalation_level, alert.severity) == (1, "warning")  # who is told, not how bad (issue 16)
         assert alert.escalated_at == (START + minutes(5)).isoformat()
         [post] = receiver.wait_for(1, "/manager")
         assert post.json()["change"] == "escalated"
@@ -105,7 +106,7 @@ def test_acknowledged_in_time_does_not_escalate_but_the_24h_promise_does(
         checked(gateway, clock)
         alert = gateway.store.alert(alert_id)
         assert alert is not None
-        assert (alert.state, alert.escalation_level, alert.severity) == ("acknowledged", 1, "critical")
+        assert (alert.state, alert.escalation_level, alert.severity) == ("acknowledged", 1, "warning")
         assert alert.escalated_at == (acknowledged + timedelta(hours=24)).isoformat()
         [post] = receiver.wait_for(1, "/manager")
         assert post.json()["note"] == "not resolved within 24 h of acknowledgement: escalated to level 1"
@@ -173,15 +174,29 @@ def escalate(store: StateStore, clock: ManualClock, config: EscalationConfig) ->
     return [f"{c.alert.escalation_level}:{c.alert.severity}" for c in changes]
 
 
-def test_rule_updates_never_lower_an_escalated_severity(store: StateStore, clock: ManualClock) -> None:
+def test_escalation_raises_who_is_told_never_the_severity(store: StateStore, clock: ManualClock) -> None:
+    """Issue 16: this test used to pin info -> warning -> critical on each escalation. An
+    info alert left unacknowledged climbs the whole ladder (levels 1 and 2, one per
+    10 min) and is still info."""
+    store.commit_batch([], [signal(SignalAction.RAISE, Severity.INFO)], {})
+    steps = []
+    for _ in range(3):
+        clock.advance(minutes(10))
+        steps += escalate(store, clock, EscalationConfig(ack_minutes=10))
+    assert steps == ["1:info", "2:info"]
+    [entry] = [h for h in store.alert_history(store.alerts_live()[0].id) if h["details"] == {"level": 2, "reason": "not_acknowledged"}]
+    assert entry["action"] == "escalated"
+
+
+def test_rule_updates_never_lower_a_live_alerts_severity(store: StateStore, clock: ManualClock) -> None:
     store.commit_batch([], [signal(SignalAction.RAISE, Severity.WARNING)], {})
     clock.advance(minutes(10))
-    assert escalate(store, clock, EscalationConfig(ack_minutes=10)) == ["1:critical"]
+    assert escalate(store, clock, EscalationConfig(ack_minutes=10)) == ["1:warning"]
 
     store.commit_batch([], [signal(SignalAction.UPDATE, Severity.WARNING, minutes(11))], {})
     store.commit_batch([], [signal(SignalAction.RAISE, Severity.INFO, minutes(12))], {})
     [alert] = store.alerts_live()
-    assert (alert.severity, alert.message, alert.count) == ("critical", "raise info", 2)
+    assert (alert.severity, alert.message, alert.count) == ("warning", "raise info", 2)
 
 
 def test_a_rule_may_still_raise_the_severity(store: StateStore) -> None:
@@ -190,7 +205,7 @@ def test_a_rule_may_still_raise_the_severity(store: StateStore) -> None:
     assert store.alerts_live()[0].severity == "critical"
 
 
-def test_critical_stays_critical_and_the_level_stops_at_the_top(store: StateStore, clock: ManualClock) -> None:
+def test_the_level_stops_at_the_top(store: StateStore, clock: ManualClock) -> None:
     config = EscalationConfig(ack_minutes=10)  # default ladder: three levels, 0..2
     store.commit_batch([], [signal(SignalAction.RAISE, Severity.CRITICAL)], {})
     steps = []
@@ -208,7 +223,7 @@ def test_deadline_counts_from_when_the_gateway_raised_it_not_from_event_time(sto
     clock.advance(minutes(59))
     assert escalate(store, clock, config) == []
     clock.advance(minutes(1))
-    assert escalate(store, clock, config) == ["1:critical"]
+    assert escalate(store, clock, config) == ["1:warning"]
 
 
 @pytest.mark.parametrize(
@@ -270,7 +285,7 @@ def test_an_existing_database_gains_the_escalation_columns(tmp_path: Path, clock
     StateStore(path, clock).close()  # opening it again is a no-op
 
     clock.advance(minutes(59))  # an old row's deadline counts from opened_at (20:00 + 60 min)
-    assert escalate(store, clock, EscalationConfig()) == ["1:critical"]
+    assert escalate(store, clock, EscalationConfig()) == ["1:warning"]
     store.close()
 
 
@@ -279,9 +294,9 @@ def test_an_existing_database_gains_the_escalation_columns(tmp_path: Path, clock
 
 def test_alert_rule_names_match_the_rules() -> None:
     emitted = {
-        ac_after_hours.AcAfterHoursRule.name, deadman.DEVICE, deadman.AGENT,
+        *ac_after_hours.RULE_BY_KIND.values(), deadman.DEVICE, deadman.AGENT,
         doors.HELD_OPEN, doors.FORCED, doors.AFTER_HOURS, doors.DENIED,
-        patrol.ROUND, patrol.CHECKPOINT, patrol.SILENCE,
+        patrol.ROUND, patrol.CHECKPOINT, patrol.SILENCE, patrol.UPLOAD,
         water.NIGHT_FLOW, water.CONTINUOUS_FLOW, water.BURST, water.WET,
     }
     assert ALERT_RULES == emitted

@@ -99,8 +99,10 @@ def test_bad_messages_go_to_dead_letters_and_good_ones_are_stored_once(
         publisher.events(power(1, 10, site="elsewhere"))
         publisher.events(power(0, 10))  # a replay of the first
         publisher.events(power(2, 10), power(2, 10))  # the same event twice in one batch
-        publisher.raw(encode_events([power(3, 10)]), topic="warden/v1/riverside/agent-a/bogus")
-        settled = lambda: gateway.counts().get("rejected", 0) >= 3 and gateway.counts().get("duplicates", 0) >= 2  # noqa: E731
+        # Matches the subscription warden/v1/+/+/events (MQTT allows an empty level), so it
+        # reaches the gateway, which names no agent in it: refused as bad_topic.
+        publisher.raw(encode_events([power(3, 10)]), topic="warden/v1/riverside//events")
+        settled = lambda: gateway.counts().get("rejected", 0) >= 4 and gateway.counts().get("duplicates", 0) >= 2  # noqa: E731
         assert gateway.wait_until(lambda: settled() and gateway.counts().get("events_stored_reading", 0) >= 2, timeout=10)
     finally:
         gateway.stop()
@@ -108,7 +110,9 @@ def test_bad_messages_go_to_dead_letters_and_good_ones_are_stored_once(
     assert gateway.counts().get("events_stored_reading", 0) == 2
     assert gateway.counts().get("duplicates", 0) == 2
     reasons = [row["reason"] for row in gateway.store.dead_letters()]
-    assert len(reasons) == 3
+    assert len(reasons) == 4
+    assert gateway.counts().get("rejected_bad_topic") == 1, gateway.counts()
+    assert any("'warden/v1/riverside//events' is not warden/v1/<site>/<agent>/<channel>" in r for r in reasons)
     assert any(r.startswith("not UTF-8") for r in reasons)
     assert any("reading.device: Field required" in r for r in reasons)
     assert any("'elsewhere' does not match topic site 'riverside'" in r for r in reasons)

@@ -26,11 +26,13 @@ from typing import Any
 
 import pytest
 
+from agent.drivers.mqtt_json import MqttJsonDriver
 from gateway.historian import Historian, open_historian
 from gateway.historian.influx import InfluxHistorian, SpoolFull, retry_delay_seconds
 from gateway.historian.points import to_epoch_ns
 from tests.support.victoria import Sample, VictoriaMetrics, free_port, wait_until
-from warden.config import InfluxHistorianConfig, SiteConfig
+from warden.clock import ManualClock
+from warden.config import AgentConfig, ConfigError, InfluxHistorianConfig, MqttJsonDevice, SiteConfig, load_config
 from warden.events import (
     DeviceState,
     DeviceStatus,
@@ -498,3 +500,49 @@ def test_open_historian_builds_influx_from_config(
         assert historian.stats()["points_written"] == 2
     finally:
         historian.close()
+
+
+# --------------------------------------------------------------------------- one device, two fields of one kind (issue 17, item 11)
+
+
+def ac_meter(fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"driver": "mqtt_json", "id": "meter-101", "topic": "devices/meter-101", "fields": fields}
+
+
+POWER = {"quantity": "power", "unit": "W"}
+
+
+def test_two_fields_of_one_quantity_and_unit_without_a_channel_are_refused_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    agent = {"id": "agent-a", "site": "riverside", "devices": [ac_meter({"power_w": POWER, "aux_power_w": POWER})]}
+    path.write_text(json.dumps(agent))  # JSON is YAML
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, AgentConfig)
+    assert str(refused.value).startswith(f"{path}: devices[0]: fields.aux_power_w: same quantity (power), unit (W) and no channel as fields.power_w")
+    assert "give fields.aux_power_w a channel" in str(refused.value)
+    # Other units, or a channel on one of them, keep them apart: accepted.
+    MqttJsonDevice.model_validate(ac_meter({"power_w": POWER, "aux_power_kw": {"quantity": "power", "unit": "kW"}}))
+    MqttJsonDevice.model_validate(ac_meter({"power_w": POWER, "aux_power_w": {**POWER, "channel": "aux"}}))
+
+
+def test_readings_of_two_fields_told_apart_by_channel_both_reach_influxdb_with_their_event_ids_unchanged(
+    historian: InfluxHistorian, victoria_metrics: VictoriaMetrics, site: SiteConfig
+) -> None:
+    config = MqttJsonDevice.model_validate(ac_meter({"power_w": POWER, "aux_power_w": {**POWER, "channel": "aux"}}))
+    payload = json.dumps({"ts": T0.isoformat(), "power_w": 812.5, "aux_power_w": 40.0}).encode()
+    readings = MqttJsonDriver(config, site.id, lambda event: None, ManualClock(T0)).readings(payload, T0)
+
+    # Event ids must not change for configs that were valid before: each field alone was.
+    for name in ("power_w", "aux_power_w"):
+        alone = MqttJsonDevice.model_validate(ac_meter({name: POWER}))
+        [before] = MqttJsonDriver(alone, site.id, lambda event: None, ManualClock(T0)).readings(payload, T0)
+        assert before.id in {r.id for r in readings}
+
+    historian.write(readings)
+    assert historian.flush(timeout=15)
+    office = ("hq", "office-101")
+    samples = victoria_metrics.wait_for_samples(f'{{site="{site.id}",__name__="power_value"}}', 2)
+    assert sorted(samples, key=lambda s: s.value) == [
+        Sample("power_value", labels(site, *office, "meter-101", unit="W", channel="aux"), 40.0, T0_MS),
+        Sample("power_value", labels(site, *office, "meter-101", unit="W"), 812.5, T0_MS),
+    ]  # two series at one time: neither overwrites the other

@@ -101,20 +101,28 @@ def test_grace_period_is_respected_to_the_second(rule: AcAfterHoursRule) -> None
 
 
 def test_worked_example_from_the_docs(rule: AcAfterHoursRule) -> None:
-    """docs/rules.md: on at 18:20, a reading every 5 min, down to 40 W at 19:20."""
+    """docs/rules.md: on at 18:20, a reading every 5 min, down to 40 W at 19:20.
+
+    Changed by issue 16: updates come at most every update_minutes (5), and the alert
+    resolves once the AC has been off for off_minutes (60), at 20:20, not at 19:20."""
     signals = feed(rule, "ac-204", local("2026-03-03 18:20"), [*every(5, 60, 1200), (60, 40)])
 
-    assert actions(signals) == [RAISE] + [UPDATE] * 8 + [RESOLVE]
-    raised, resolved = signals[0], signals[-1]
+    assert actions(signals) == [RAISE] + [UPDATE] * 9  # 18:35; 18:40 ... 19:20 every 5 min
+    raised = signals[0]
     assert raised.at == local("2026-03-03 18:35")
     assert raised.details["wasted_kwh"] == pytest.approx(0.3)
     assert [s.details["wasted_kwh"] for s in signals[1:3]] == pytest.approx([0.4, 0.5])
-    assert resolved.at == local("2026-03-03 19:20")
-    assert resolved.details["wasted_kwh"] == pytest.approx(1.2)
+    assert signals[-1].details["until"] == local("2026-03-03 19:20").isoformat()
+    assert rule.on_tick(local("2026-03-03 20:19:59")) == []
+    [resolved] = rule.on_tick(local("2026-03-03 20:25"))
+    assert resolved.action is RESOLVE
+    assert resolved.at == local("2026-03-03 20:20")  # off at 19:20 + 60 min
+    assert resolved.details["wasted_kwh"] == pytest.approx(1.2)  # 1.2 kW x 1 h
     assert resolved.details["cost"] == pytest.approx(0.36)
     assert resolved.details["power_w"] == 40
     assert resolved.details["reason"] == "power_off"
-    assert resolved.message == "AC in A-204 off after 1 h 00 min after hours, 1.20 kWh wasted (0.36 EUR)"
+    assert resolved.details["until"] == local("2026-03-03 19:20").isoformat()
+    assert resolved.message == "AC in A-204 off since 19:20 after 1 h 00 min on after hours, 1.20 kWh wasted (0.36 EUR)"
 
 
 
@@ -126,9 +134,10 @@ def test_worked_example_with_lost_readings(rule: AcAfterHoursRule) -> None:
 
 def test_two_hours_at_1200_watts_wastes_2_4_kwh(rule: AcAfterHoursRule) -> None:
     signals = feed(rule, "ac-204", local("2026-03-03 19:00"), [*every(1, 120, 1200), (120, 0)])
-    assert signals[-1].action is RESOLVE
-    assert signals[-1].details["wasted_kwh"] == pytest.approx(2.4)
-    assert signals[-1].details["cost"] == pytest.approx(0.72)
+    assert actions(signals) == [RAISE] + [UPDATE] * 21  # 19:15, then 19:20 ... 21:00 every 5 min
+    [resolved] = rule.on_tick(local("2026-03-03 22:00"))  # off at 21:00 + 60 min
+    assert resolved.details["wasted_kwh"] == pytest.approx(2.4)
+    assert resolved.details["cost"] == pytest.approx(0.72)
 
 
 def test_left_rectangle_integration() -> None:
@@ -136,8 +145,9 @@ def test_left_rectangle_integration() -> None:
     config = AcAfterHoursConfig(grace_minutes=0)
     rule = AcAfterHoursRule(SITE, config)
     signals = feed(rule, "ac-204", local("2026-03-03 19:00"), [(0, 1000), (6, 2000), (12, 0)])
-    assert actions(signals) == [RAISE, UPDATE, RESOLVE]
-    assert [s.details["wasted_kwh"] for s in signals] == pytest.approx([0.0, 0.1, 0.3])
+    signals += rule.on_tick(local("2026-03-03 20:12"))
+    assert actions(signals) == [RAISE, UPDATE, UPDATE, RESOLVE]
+    assert [s.details["wasted_kwh"] for s in signals] == pytest.approx([0.0, 0.1, 0.3, 0.3])
 
 
 def test_kilowatts_are_converted(rule: AcAfterHoursRule) -> None:
@@ -170,12 +180,16 @@ def test_standby_power_is_not_a_run(rule: AcAfterHoursRule) -> None:
 
 
 def test_interval_longer_than_max_gap_is_not_integrated(rule: AcAfterHoursRule) -> None:
-    # 19:05 -> 19:25 is 20 min of silence (> 10): those 20 min count nothing.
+    # 19:05 -> 19:25 is 20 min of silence (> 10): those 20 min count nothing, so the 15 min
+    # of on-time are 19:00-19:05, 19:25-19:30 and 19:30-19:35, reached at the 19:35 reading.
     signals = feed(rule, "ac-204", local("2026-03-03 19:00"), [(0, 1200), (5, 1200), (25, 1200), (30, 1200), (35, 0)])
-    assert actions(signals) == [RAISE, UPDATE, RESOLVE]
-    assert signals[0].details["wasted_kwh"] == pytest.approx(0.1)  # raised at 19:25 after only 5 min counted
-    assert signals[-1].details["wasted_kwh"] == pytest.approx(0.3)  # 15 of 35 minutes
-    assert signals[-1].details["minutes"] == pytest.approx(35)  # the episode itself spans the gap
+    assert actions(signals) == [RAISE]
+    assert signals[0].at == local("2026-03-03 19:35")
+    assert signals[0].details["wasted_kwh"] == pytest.approx(0.3)  # 15 of 35 minutes at 1.2 kW
+    assert signals[0].details["on_minutes"] == pytest.approx(15)
+    assert signals[0].details["stretch_minutes"] == pytest.approx(35)  # the stretch itself spans the gap
+    [resolved] = rule.on_tick(local("2026-03-03 20:35"))
+    assert resolved.details["wasted_kwh"] == pytest.approx(0.3)
     assert rule.stats["gaps"] == 1
 
 
@@ -191,12 +205,15 @@ def test_out_of_order_reading_is_ignored_and_counted(rule: AcAfterHoursRule) -> 
     feed(rule, "ac-204", start, [(0, 1200), (10, 1200)])
     assert rule.on_event(reading("ac-204", start + timedelta(minutes=5), 3000)) == []
     assert rule.stats["out_of_order"] == 1
-    signals = feed(rule, "ac-204", start, [(20, 0)])
-    assert signals == []  # ended before the grace period: nothing was ever raised
+    assert feed(rule, "ac-204", start, [(12, 0)]) == []  # 12 min on: under the 15 min grace
     assert rule.state_snapshot()["meters"]["ac-204"]["power_w"] == 0
+    # On again at 19:30, inside off_minutes: the same stretch, so on-time adds up (issue 16):
+    # 12 + 10 = 22 min at 19:40, duty 22 of 40 min = 55 % >= 25 %: RAISE.
     signals = feed(rule, "ac-204", start, [(30, 1200), (40, 1200), (45, 1200), (50, 0)])
-    assert actions(signals) == [RAISE, RESOLVE]
-    assert signals[-1].details["wasted_kwh"] == pytest.approx(0.4)
+    assert actions(signals) == [RAISE, UPDATE, UPDATE]
+    assert signals[0].at == start + timedelta(minutes=40)
+    assert signals[0].details["wasted_kwh"] == pytest.approx(1.2 * 22 / 60)
+    assert signals[-1].details["wasted_kwh"] == pytest.approx(1.2 * 32 / 60)  # 12 + 20 min, 3000 W ignored
 
 
 def test_out_of_order_reading_does_not_disturb_the_totals(rule: AcAfterHoursRule) -> None:
@@ -242,7 +259,7 @@ def test_resolves_on_tick_when_the_schedule_starts(rule: AcAfterHoursRule) -> No
 def test_silent_meter_keeps_the_episode_open_on_tick(rule: AcAfterHoursRule) -> None:
     feed(rule, "ac-204", local("2026-03-03 19:00"), every(5, 20, 1200))
     assert rule.on_tick(local("2026-03-03 23:00")) == []
-    assert "A-204" in rule.state_snapshot()["episodes"]
+    assert "ac:A-204" in rule.state_snapshot()["episodes"]
 
 
 def test_no_run_started_during_school_hours_even_if_on_until_after(rule: AcAfterHoursRule) -> None:
@@ -277,8 +294,8 @@ def test_two_meters_in_one_room_make_one_alert(rule: AcAfterHoursRule) -> None:
         (10, "ac-205b", 1000, []),
         (15, "ac-205a", 1000, [RAISE]),
         (20, "ac-205a", 0, [UPDATE]),  # one unit off, the other still on
-        (20, "ac-205b", 1000, [UPDATE]),
-        (30, "ac-205b", 0, [RESOLVE]),
+        (20, "ac-205b", 1000, []),  # updates at most every 5 min (issue 16)
+        (30, "ac-205b", 0, [UPDATE]),  # both off: resolved after off_minutes (issue 16)
     ]
     signals = []
     for minutes, device, watts, expected in plan:
@@ -289,7 +306,10 @@ def test_two_meters_in_one_room_make_one_alert(rule: AcAfterHoursRule) -> None:
     assert signals[0].details["wasted_kwh"] == pytest.approx(0.25 + 1 / 12)
     assert signals[0].details["power_w"] == 2000
     assert signals[0].details["device"] == "ac-205a,ac-205b"
-    assert signals[-1].details["wasted_kwh"] == pytest.approx(1 / 3 + 25 / 60)  # 20 + 25 min at 1 kW
+    [resolved] = rule.on_tick(t + timedelta(minutes=90))
+    assert resolved.action is RESOLVE
+    assert resolved.details["wasted_kwh"] == pytest.approx(1 / 3 + 25 / 60)  # 20 + 25 min at 1 kW
+    assert resolved.details["on_minutes"] == pytest.approx(30)  # 19:00-19:30: one of them on (union)
 
 
 def test_repeated_room_ids_get_building_qualified_subjects() -> None:

@@ -120,6 +120,7 @@ def test_forced_is_critical_repeats_update_and_a_person_resolves_it(rule: DoorsR
     [closed] = of_rule(feed(rule, door(local(f"{TUESDAY} 02:12:00"), DoorAction.CLOSED)), FORCED)
     assert closed.action is UPDATE
     assert closed.details["closed"] == local(f"{TUESDAY} 02:12:00").isoformat()
+    assert closed.message == "Door gate-main forced open at 02:10:00, closed again at 02:12:00"  # in the order it happened
     [next_time] = feed(rule, door(local(f"{TUESDAY} 03:00:00"), DoorAction.FORCED))
     assert (next_time.action, next_time.details["count"]) == (RAISE, 1)
 

@@ -20,7 +20,8 @@ RAISE, UPDATE, RESOLVE = SignalAction.RAISE, SignalAction.UPDATE, SignalAction.R
 SITE = SiteConfig.model_validate({"id": "school", "timezone": "Europe/Berlin"})
 TAGS = ["cp-gate", "cp-hall", "cp-204", "cp-yard"]
 ROUTE: dict[str, Any] = {"id": "north", "checkpoints": TAGS, "rounds": ["23:30", "02:00"]}
-# Round 23:30 of 2026-03-03 opens 23:20; deadlines 23:40, 23:50, 00:00, 00:10; taps count until 00:40.
+# Round 23:30 of 2026-03-03 opens 23:20; deadlines 23:40, 23:50, 00:00, 00:10; taps count until
+# 01:10 (late_minutes 60 after the last deadline).
 R1 = "north:2026-03-03T23:30"
 
 
@@ -125,16 +126,43 @@ def test_a_round_not_started_is_one_alert_not_one_per_checkpoint(rule: PatrolRul
     assert updates[0].message.endswith("4 of 4 checkpoints missed")
 
 
-def test_a_late_start_updates_the_round_and_judges_each_checkpoint(rule: PatrolRule) -> None:
-    walk(rule, "00:30")
-    signals = walk(rule, ("00:32", "cp-gate"))
-    by_key = {(s.rule, s.subject): s for s in signals}
-    assert (by_key[(ROUND, R1)].action, by_key[(ROUND, R1)].severity) == (UPDATE, Severity.WARNING)
-    assert by_key[(ROUND, R1)].message == (
-        "Round 23:30 of 2026-03-03 on route north started late at 00:32, 52 min after its first deadline 23:40"
+def test_a_round_walked_late_is_one_alert_for_the_round(rule: PatrolRule) -> None:
+    """Issue 16 point 6 (this test used to pin one "late" alert per checkpoint). The guard
+    starts 52 min after the first deadline (23:40 -> 00:32) and keeps the timetable from
+    there: moved deadlines 23:50+52 = 00:42, 00:00+52 = 00:52, 00:10+52 = 01:02."""
+    walk(rule, "00:30")  # not started since 23:40
+    [update] = walk(rule, ("00:32", "cp-gate"))
+    assert (update.rule, update.subject, update.action, update.severity) == (ROUND, R1, UPDATE, Severity.WARNING)
+    assert update.message == (
+        "Round 23:30 of 2026-03-03 on route north started late at 00:32, 52 min after its first deadline 23:40 on 2026-03-03"
     )
-    assert by_key[(CHECKPOINT, f"{R1}:cp-gate")].details["state"] == "late"
-    assert {s.subject for s in signals if s.details.get("state") == "missed"} == {f"{R1}:{t}" for t in TAGS[1:]}
+    assert update.details["minutes_late"] == 52
+    assert walk(rule, ("00:41", "cp-hall"), ("00:52", "cp-204"), ("01:01", "cp-yard"), "01:45") == []
+    assert states(rule) == dict.fromkeys(TAGS, "late")
+
+
+def test_a_checkpoint_skipped_in_a_late_round_is_still_its_own_alert(rule: PatrolRule) -> None:
+    """Started 52 min late (first deadline 23:40, first tap 00:32); cp-204 is skipped: its
+    deadline 00:00 moved by 52 min is 00:52, and the guard taps cp-yard at 01:01 instead."""
+    walk(rule, ("00:32", "cp-gate"), ("00:41", "cp-hall"))
+    assert walk(rule, "00:51:59") == []
+    [missed] = walk(rule, "00:52")
+    assert (missed.rule, missed.subject, missed.action, missed.at) == (CHECKPOINT, f"{R1}:cp-204", RAISE, night("00:52"))
+    assert missed.message == (
+        "Checkpoint cp-204 in round 23:30 of 2026-03-03 on route north missed: no tap by 00:52"
+        " (its deadline 00:00 + the round's 52 min delay)"
+    )
+    assert walk(rule, ("01:01", "cp-yard"), "01:45") == []
+
+
+def test_a_checkpoint_late_beyond_its_rounds_delay_is_flagged(rule: PatrolRule) -> None:
+    """Started 10 min late (cp-gate at 23:50 for 23:40): cp-hall's deadline moves to
+    23:50+10 = 00:00; tapped at 00:07 it is 7 min later than that."""
+    walk(rule, ("23:50", "cp-gate"), "00:06")
+    [late] = walk(rule, ("00:07", "cp-hall"))
+    assert (late.subject, late.action, late.severity) == (f"{R1}:cp-hall", UPDATE, Severity.INFO)
+    assert late.details["minutes_late"] == 7
+    assert late.message.endswith("tapped late at 00:07, 7 min after 00:00 (its deadline 23:50 on 2026-03-03 + the round's 10 min delay)")
 
 
 def test_repeated_taps_of_one_tag_count_once(rule: PatrolRule) -> None:
@@ -172,10 +200,11 @@ def test_a_guard_silent_for_too_long_during_a_round(slow_rule: PatrolRule) -> No
     assert walk(slow_rule, "00:27:59") == []
     [silence] = walk(slow_rule, "00:28")  # 30 min since 23:58, every deadline still ahead or met
     assert (silence.rule, silence.subject, silence.action, silence.at) == (SILENCE, R1, RAISE, night("00:28"))
-    assert silence.message == "No tap in round 23:30 of 2026-03-03 on route north since 23:58"
+    # Spoken at 00:28 on 2026-03-04, so 23:58 carries its date (issue 16 point 8).
+    assert silence.message == "No tap in round 23:30 of 2026-03-03 on route north since 23:58 on 2026-03-03"
     [closed] = walk(slow_rule, ("00:40", "cp-yard"))
     assert (closed.action, closed.at, closed.details["gap_minutes"]) == (UPDATE, night("00:40"), 42)
-    assert closed.message == "No tap for 42 min in round 23:30 of 2026-03-03 on route north (23:58-00:40)"
+    assert closed.message == "No tap for 42 min in round 23:30 of 2026-03-03 on route north (23:58 on 2026-03-03 to 00:40)"
 
 
 def test_a_skipped_checkpoint_ends_the_wait_for_taps_at_its_deadline() -> None:
@@ -198,7 +227,8 @@ def test_a_silence_between_taps_is_flagged(slow_rule: PatrolRule) -> None:
 def test_a_silence_is_reconciled_by_a_wand_upload(slow_rule: PatrolRule) -> None:
     [silence] = walk(slow_rule, ("23:35", "cp-gate"), ("00:09", "cp-hall"))
     assert (silence.rule, silence.action, silence.details["gap_minutes"]) == (SILENCE, RAISE, 34)
-    [resolved] = slow_rule.on_event(tap(night("23:48"), "cp-hall", TapSource.WAND))
+    assert slow_rule.on_event(tap(night("23:48"), "cp-hall", TapSource.WAND)) == []  # staged with its upload
+    [resolved] = slow_rule.on_tick(night("00:10"))
     assert (resolved.rule, resolved.action, resolved.details["note"]) == (SILENCE, RESOLVE, "reconciled from wand upload")
 
 
@@ -213,8 +243,10 @@ def test_a_wand_upload_reconciles_missed_checkpoints_and_the_silence(rule: Patro
         (CHECKPOINT, f"{R1}:cp-yard", RAISE),
     }
     rule.on_tick(night("06:00"))
-    upload = rule.on_event(tap(night("23:55"), "cp-204", TapSource.WAND))
-    upload += rule.on_event(tap(night("00:05"), "cp-yard", TapSource.WAND))
+    assert rule.on_event(tap(night("23:55"), "cp-204", TapSource.WAND)) == []
+    assert rule.on_event(tap(night("00:05"), "cp-yard", TapSource.WAND)) == []
+    assert rule.on_tick(night("06:00:02")) == []  # held until the upload has settled (60 s)
+    upload = rule.on_tick(night("06:01"))  # then applied as a whole
     assert {(s.rule, s.subject, s.action) for s in upload} == {
         (CHECKPOINT, f"{R1}:cp-204", RESOLVE),
         (CHECKPOINT, f"{R1}:cp-yard", RESOLVE),
@@ -223,21 +255,23 @@ def test_a_wand_upload_reconciles_missed_checkpoints_and_the_silence(rule: Patro
     assert cp_204.details["note"] == "reconciled from wand upload"
     assert cp_204.at == night("00:00")
     assert cp_204.message == (
-        "Checkpoint cp-204 in round 23:30 of 2026-03-03 on route north visited at 23:55: reconciled from wand upload"
+        "Checkpoint cp-204 in round 23:30 of 2026-03-03 on route north visited at 23:55 on 2026-03-03: reconciled from wand upload"
     )
     assert states(rule) == dict.fromkeys(TAGS, "visited")
 
 
 def test_a_wand_upload_shows_a_round_not_started_was_started(rule: PatrolRule) -> None:
     [raised] = walk(rule, "23:45")
-    [resolved] = rule.on_event(tap(night("23:38"), "cp-gate", TapSource.WAND))
+    assert rule.on_event(tap(night("23:38"), "cp-gate", TapSource.WAND)) == []
+    [resolved] = rule.on_tick(night("23:46"))
     assert (resolved.rule, resolved.action, resolved.at) == (ROUND, RESOLVE, night("23:40"))
     assert resolved.message == "Round 23:30 of 2026-03-03 on route north started at 23:38: reconciled from wand upload"
 
 
 def test_a_wand_upload_older_than_the_keep_time_is_too_late(rule: PatrolRule) -> None:
-    rule.on_tick(local("2026-03-05 00:40"))  # 24 h after the last moment a tap counted for the round
+    rule.on_tick(local("2026-03-05 01:10"))  # 24 h after the last moment a tap counted for the round
     assert rule.on_event(tap(night("23:55"), "cp-204", TapSource.WAND)) == []
+    assert rule.on_tick(local("2026-03-05 01:11")) == []
     assert rule.stats["too_late"] == 1
 
 
@@ -267,7 +301,7 @@ def test_fall_back_round_runs_once_and_counts_elapsed_time() -> None:
     assert rule.on_tick(utc("2026-10-25 01:29:59")) == []
     [missed] = rule.on_tick(utc("2026-10-25 01:30"))
     assert (missed.subject, missed.at) == ("north:2026-10-24T23:30:cp-yard", utc("2026-10-25 01:30"))
-    assert missed.message.endswith("no tap by 02:30")
+    assert missed.message.endswith("no tap by 02:30+01:00")  # the second 02:30 of the night, said so
 
 
 def test_fall_back_night_has_one_02_00_round() -> None:

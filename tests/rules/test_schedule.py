@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.schedule import ScheduleSpans, is_scheduled, next_change
+from rules.schedule import ScheduleSpans, is_scheduled, next_change, wall_clock
 from warden.config import SiteConfig
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -224,3 +224,29 @@ def test_remembered_spans_answer_as_the_functions_do(windows: list[dict[str, str
         assert spans.is_scheduled("s", at) == is_scheduled(site, "s", at), at
         assert spans.next_change("s", at) == next_change(site, "s", at), at
     assert (spans.is_scheduled(None, at), spans.next_change(None, at)) == (False, None)
+
+
+# --------------------------------------------------------------------------- wall_clock
+
+
+@pytest.mark.parametrize(
+    ("at", "ref", "expected"),
+    [
+        # Same local day: the bare time, as people read it.
+        ("2026-11-17T22:30:00+00:00", "2026-11-17T22:45:00+00:00", "23:30"),
+        # 23:30 on Tuesday seen from Wednesday morning: the date says which night.
+        ("2026-11-17T22:30:00+00:00", "2026-11-18T06:00:00+00:00", "23:30 on 2026-11-17"),
+        # Fall-back night 2026-10-25 in Berlin: 02:30 happens at 00:30 UTC (+02:00) and at 01:30 UTC (+01:00).
+        ("2026-10-25T00:30:00+00:00", "2026-10-25T01:30:00+00:00", "02:30+02:00"),
+        ("2026-10-25T01:30:00+00:00", "2026-10-25T01:30:00+00:00", "02:30+01:00"),
+        # Spring-forward day 2026-03-29: 03:30 local is 01:30 UTC (+02:00); the evening before has no change.
+        ("2026-03-29T01:30:00+00:00", "2026-03-29T01:30:00+00:00", "03:30+02:00"),
+        ("2026-03-28T22:00:00+00:00", "2026-03-29T01:30:00+00:00", "23:00 on 2026-03-28"),
+    ],
+)
+def test_wall_clock_carries_the_date_off_the_day_and_the_offset_on_a_clock_change(at: str, ref: str, expected: str) -> None:
+    assert wall_clock(SCHOOL, datetime.fromisoformat(at), ref=datetime.fromisoformat(ref)) == expected
+
+
+def test_wall_clock_without_a_reference_is_the_bare_time_of_day() -> None:
+    assert wall_clock(SCHOOL, utc("2026-10-25T01:30:00"), seconds=True) == "02:30:00"

@@ -69,18 +69,29 @@ def rule() -> WaterRule:
 
 
 def test_night_flow_through_the_quiet_window_raises_with_the_litres_lost(rule: WaterRule) -> None:
-    signals = feed(rule, flows(local("2026-03-03 01:00"), 270, 5, 1.2))  # 01:00 to 05:30
-    [raised] = of_rule(signals, NIGHT_FLOW)
-    assert raised.action is RAISE
+    # Issue 16 changes this test: raised after an hour of flow inside the window (not at its
+    # end), and the litres count from the leak's start (the first reading, 01:00), not the window's.
+    signals = of_rule(feed(rule, flows(local("2026-03-03 01:00"), 270, 5, 1.2)), NIGHT_FLOW)  # 01:00 to 05:30
+    raised = signals[0]
+    assert [s.action for s in signals].count(RAISE) == 1
     assert raised.key == ("school", NIGHT_FLOW, "wm-1")
-    assert raised.at == local("2026-03-03 05:00")
+    assert raised.at == local("2026-03-03 03:00")  # 02:00 + night_flow_minutes (60)
     assert raised.severity is Severity.WARNING
     assert raised.details["min_flow_l_per_min"] == pytest.approx(1.2)
-    assert raised.details["estimated_litres_lost"] == pytest.approx(216)  # 1.2 L/min x 180 min
-    assert raised.details["window_litres"] == pytest.approx(216)
+    assert raised.details["litres_lost"] == pytest.approx(144)  # 1.2 L/min x 120 min (01:00-03:00)
+    assert raised.details["since"] == local("2026-03-03 01:00").isoformat()
+    assert raised.details["until"] == local("2026-03-03 03:00").isoformat()
     assert raised.details["window"] == "02:00-05:00"
     assert (raised.details["building"], raised.details["room"]) == ("A", "A-WC")
-    assert raised.message == "Suspected leak at wm-1: flow never below 1.20 L/min during 02:00-05:00, about 216 L lost"
+    assert raised.message == (
+        "Suspected leak at wm-1: water running since 01:00 without a stop (at least 1.20 L/min), "
+        "about 144 L lost from 01:00 to 03:00"
+    )
+    [at_end] = [s for s in signals if s.at == local("2026-03-03 05:00")]
+    assert at_end.action is UPDATE
+    assert at_end.details["litres_lost"] == pytest.approx(288)  # 1.2 x 240 min (01:00-05:00)
+    assert at_end.details["estimated_litres_lost"] == pytest.approx(288)  # the report's older key, same value
+    assert at_end.details["window_litres"] == pytest.approx(216)  # 1.2 x 180 min in the window
 
 
 @pytest.mark.parametrize(("value", "raised"), [(0.5, False), (0.51, True)])
@@ -89,10 +100,13 @@ def test_night_threshold_is_exact(rule: WaterRule, value: float, raised: bool) -
     assert bool(of_rule(signals, NIGHT_FLOW)) is raised
 
 
-def test_one_zero_reading_in_the_window_is_not_a_leak(rule: WaterRule) -> None:
+def test_one_zero_reading_does_not_hide_an_hour_of_flow(rule: WaterRule) -> None:
+    # Issue 16 changes this test: it pinned "one zero reading in the window is not a leak";
+    # an hour of flow without a stop inside the window is a leak whatever follows.
     values = [1.0] * 49
-    values[20] = 0.0  # 03:10: the flow stopped for 5 minutes
-    assert of_rule(feed(rule, flows(local("2026-03-03 01:30"), 240, 5, values)), NIGHT_FLOW) == []
+    values[20] = 0.0  # 03:10: the flow stopped for 5 minutes, after 70 minutes of flow in the window
+    signals = of_rule(feed(rule, flows(local("2026-03-03 01:30"), 240, 5, values)), NIGHT_FLOW)
+    assert signals[0].action is RAISE and signals[0].at == local("2026-03-03 03:00")
 
 
 def test_flow_outside_the_quiet_window_does_not_count(rule: WaterRule) -> None:
@@ -101,66 +115,88 @@ def test_flow_outside_the_quiet_window_does_not_count(rule: WaterRule) -> None:
 
 
 def test_clearing_needs_two_clean_windows_not_one_zero_reading(rule: WaterRule) -> None:
+    # Issue 16 changes this test: an open leak updates while water runs (every 15 min), so
+    # each night is checked at its window's end (05:00); the "mixed" night is now short
+    # uses (25 min on, 5 min off), which is neither a leak nor clean.
     nights = ["2026-03-03", "2026-03-04", "2026-03-05", "2026-03-06"]
     leaking = [1.0] * 49
-    mixed = [1.0] * 30 + [0.0] + [1.0] * 18
+    mixed = ([1.0] * 5 + [0.0]) * 8 + [1.0]
     clean = [0.0] * 49
     seen = []
     for day, values in zip(nights, [leaking, mixed, clean, clean]):
-        seen.append(of_rule(feed(rule, flows(local(f"{day} 01:30"), 240, 5, values)), NIGHT_FLOW))
-    assert [actions(s) for s in seen] == [[RAISE], [], [UPDATE], [RESOLVE]]
+        signals = of_rule(feed(rule, flows(local(f"{day} 01:30"), 240, 5, values)), NIGHT_FLOW)
+        seen.append([s for s in signals if s.at == local(f"{day} 05:00")])
+    assert [actions(s) for s in seen] == [[UPDATE], [], [UPDATE], [RESOLVE]]
     assert seen[2][0].message == "No night flow at wm-1 during 02:00-05:00: clean window 1 of 2"
     resolved = seen[3][0]
     assert resolved.at == local("2026-03-06 05:00")
     assert resolved.details["clean_windows"] == 2
-    assert resolved.message == "Night flow at wm-1 stopped: 2 clean quiet windows (last 02:00-05:00)"
+    # 240 L the first night (1.0 x 240 min, 01:30-05:30); the silent day between is a gap
+    # (nothing counted, the leak not known to have stopped); the second night it still runs
+    # 01:30-01:55 (25 L) until its first stop; the short uses after that are not leak.
+    assert resolved.details["litres_lost"] == pytest.approx(265)
+    assert resolved.message == (
+        "Night flow at wm-1 stopped: 2 clean quiet windows (last 02:00-05:00); "
+        "about 265 L lost from 01:30 on 2026-03-03 to 05:00"
+    )
 
 
 def test_a_second_leaking_night_updates_the_estimate(rule: WaterRule) -> None:
     feed(rule, flows(local("2026-03-03 01:30"), 240, 5, 1.0))
-    [update] = of_rule(feed(rule, flows(local("2026-03-04 01:30"), 240, 5, 1.0)), NIGHT_FLOW)
+    signals = of_rule(feed(rule, flows(local("2026-03-04 01:30"), 240, 5, 1.0)), NIGHT_FLOW)
+    assert RAISE not in actions(signals)
+    [update] = [s for s in signals if s.at == local("2026-03-04 05:00")]
     assert update.action is UPDATE
     assert update.details["nights"] == 2
-    assert update.details["estimated_litres_lost"] == pytest.approx(27 * 60)  # 02:00 day 1 to 05:00 day 2
+    # Issue 16 changes the estimate: measured water since the leak's start, not rate x 27 h:
+    # 240 min on night 1 (01:30-05:30) + 210 min on night 2 (01:30-05:00), at 1.0 L/min;
+    # the day without data between is a gap and counts nothing.
+    assert update.details["litres_lost"] == pytest.approx(450)
 
 
 def test_a_window_with_too_little_data_is_not_judged(rule: WaterRule) -> None:
-    feed(rule, flows(local("2026-03-03 01:30"), 150, 5, 1.0))  # to 04:00: 2 of 3 hours covered
+    # Issue 16 changes the data: flow to 04:00 is now an hour of flow in the window (raised);
+    # flow to 02:50 is 50 min, then silence: 50 of 180 min covered, not judged.
+    feed(rule, flows(local("2026-03-03 01:30"), 80, 5, 1.0))
     assert rule.on_tick(local("2026-03-03 07:00")) == []
     assert rule.stats["night_incomplete"] == 1
     assert rule.state_snapshot()["meters"]["wm-1"]["nights"] == {}
 
 
 def test_a_meter_that_stops_is_judged_on_tick_once_no_data_can_come(rule: WaterRule) -> None:
-    feed(rule, flows(local("2026-03-03 01:30"), 200, 5, 1.0))  # last reading 04:50: 170 of 180 min
+    signals = of_rule(feed(rule, flows(local("2026-03-03 01:30"), 200, 5, 1.0)), NIGHT_FLOW)  # last reading 04:50
+    assert (signals[0].action, signals[0].at) == (RAISE, local("2026-03-03 03:00"))  # an hour in the window
     assert rule.on_tick(local("2026-03-03 06:04:59")) == []  # 05:00 + max gap 65 min not reached
-    [raised] = rule.on_tick(local("2026-03-03 06:05"))
-    assert (raised.rule, raised.action, raised.at) == (NIGHT_FLOW, RAISE, local("2026-03-03 05:00"))
-    assert raised.details["window_litres"] == pytest.approx(170)
+    [judged] = rule.on_tick(local("2026-03-03 06:05"))
+    assert (judged.rule, judged.action, judged.at) == (NIGHT_FLOW, UPDATE, local("2026-03-03 05:00"))
+    assert judged.details["window_litres"] == pytest.approx(170)  # 1.0 x 170 min known (02:00-04:50)
+    assert judged.details["litres_lost"] == pytest.approx(200)  # 1.0 x 200 min (01:30-04:50)
 
 
 def test_spring_forward_night_window_is_two_hours_long(rule: WaterRule) -> None:
     # 2026-03-29: 02:00 local does not exist; the window runs 03:00-05:00 CEST = 01:00-03:00 UTC.
-    signals = feed(rule, flows(utc("2026-03-29 00:00"), 240, 5, 1.0))
-    [raised] = of_rule(signals, NIGHT_FLOW)
-    assert raised.at == utc("2026-03-29 03:00")
-    assert raised.details["window"] == "03:00-05:00"
-    assert raised.details["estimated_litres_lost"] == pytest.approx(120)
+    signals = of_rule(feed(rule, flows(utc("2026-03-29 00:00"), 240, 5, 1.0)), NIGHT_FLOW)
+    assert (signals[0].action, signals[0].at) == (RAISE, utc("2026-03-29 02:00"))  # an hour into the window
+    [at_end] = [s for s in signals if s.at == utc("2026-03-29 03:00")]
+    assert at_end.details["window"] == "03:00+02:00-05:00+02:00"
+    assert at_end.details["window_litres"] == pytest.approx(120)  # 1.0 x 120 min
+    assert at_end.details["litres_lost"] == pytest.approx(180)  # 1.0 x 180 min from 00:00 UTC
 
 
 def test_fall_back_night_window_is_four_hours_long(rule: WaterRule) -> None:
     # 2026-10-25: 02:00 CEST = 00:00 UTC to 05:00 CET = 04:00 UTC.
-    signals = feed(rule, flows(utc("2026-10-24 23:00"), 330, 5, 1.0))
-    [raised] = of_rule(signals, NIGHT_FLOW)
-    assert raised.at == utc("2026-10-25 04:00")
-    assert raised.details["estimated_litres_lost"] == pytest.approx(240)
+    signals = of_rule(feed(rule, flows(utc("2026-10-24 23:00"), 330, 5, 1.0)), NIGHT_FLOW)
+    [at_end] = [s for s in signals if s.at == utc("2026-10-25 04:00")]
+    assert at_end.details["window"] == "02:00+02:00-05:00+01:00"
+    assert at_end.details["window_litres"] == pytest.approx(240)  # 1.0 x 240 min
 
 
 def test_window_across_midnight() -> None:
     rule = WaterRule(SITE, WaterConfig.model_validate({"night_start": "23:00", "night_end": "01:00"}))
-    [raised] = of_rule(feed(rule, flows(local("2026-03-03 22:30"), 180, 5, 1.0)), NIGHT_FLOW)
-    assert raised.at == local("2026-03-04 01:00")
-    assert raised.details["window"] == "23:00-01:00"
+    signals = of_rule(feed(rule, flows(local("2026-03-03 22:30"), 180, 5, 1.0)), NIGHT_FLOW)
+    assert (signals[0].action, signals[0].at) == (RAISE, local("2026-03-04 00:00"))  # 23:00 + 60 min
+    [at_end] = [s for s in signals if s.at == local("2026-03-04 01:00")]
+    assert at_end.details["window"] == "23:00-01:00"
 
 
 # --------------------------------------------------------------------------- registers
@@ -169,7 +205,7 @@ def test_window_across_midnight() -> None:
 def test_register_deltas_give_the_flow(rule: WaterRule) -> None:
     start = local("2026-03-03 01:30")
     events = [register(start + timedelta(minutes=5 * i), 1234.0 + 0.006 * i) for i in range(49)]  # 1.2 L/min
-    [raised] = of_rule(feed(rule, events), NIGHT_FLOW)
+    [raised] = [s for s in of_rule(feed(rule, events), NIGHT_FLOW) if s.action is RAISE]
     assert raised.details["min_flow_l_per_min"] == pytest.approx(1.2)
 
 
@@ -180,15 +216,18 @@ def test_counter_reset_and_rollover_make_no_spike(rule: WaterRule) -> None:
     events = [register(start + timedelta(minutes=5 * i), v) for i, v in enumerate(values)]
     signals = feed(rule, events)
     assert of_rule(signals, BURST) == []
-    [raised] = of_rule(signals, NIGHT_FLOW)  # one unknown 5-minute interval: still 175 of 180 min
-    assert raised.details["min_flow_l_per_min"] == pytest.approx(1.0)
+    night = of_rule(signals, NIGHT_FLOW)
+    assert night[0].action is RAISE and night[0].details["min_flow_l_per_min"] == pytest.approx(1.0)
+    [at_end] = [s for s in night if s.at == local("2026-03-03 05:00")]
+    assert at_end.details["window_litres"] == pytest.approx(175)  # one unknown 5-minute span: 175 of 180 min
+    assert at_end.details["litres_lost"] == pytest.approx(205)  # 1.0 x (95 + 110) min known; the rollover span adds 0
     assert rule.stats["resets"] == 1
 
 
 def test_plain_volume_readings_are_litres_since_the_previous_one(rule: WaterRule) -> None:
     start = local("2026-03-03 01:30")
     events = [reading("wm-1", start + timedelta(minutes=5 * i), Quantity.VOLUME, 6.0, "L") for i in range(49)]
-    [raised] = of_rule(feed(rule, events), NIGHT_FLOW)
+    [raised] = [s for s in of_rule(feed(rule, events), NIGHT_FLOW) if s.action is RAISE]
     assert raised.details["min_flow_l_per_min"] == pytest.approx(1.2)
 
 
@@ -323,8 +362,17 @@ def test_snapshot_restore_mid_night_keeps_the_window() -> None:
     feed(rule, events[:25])  # to 03:30
     restored = WaterRule(SITE, WaterConfig())
     restored.restore(json.loads(json.dumps(rule.state_snapshot())))
-    [raised] = of_rule(feed(restored, events[25:]), NIGHT_FLOW)
-    assert raised.details["estimated_litres_lost"] == pytest.approx(180)
+    signals = of_rule(feed(restored, events[25:]), NIGHT_FLOW)
+    assert signals == of_rule(feed(rule, events[25:]), NIGHT_FLOW)
+    [at_end] = [s for s in signals if s.at == local("2026-03-03 05:00")]
+    assert at_end.details["litres_lost"] == pytest.approx(210)  # 1.0 x 210 min (01:30-05:00)
+
+
+def test_a_version_1_snapshot_starts_empty_and_is_counted() -> None:
+    rule = WaterRule(SITE, WaterConfig())
+    rule.restore({"version": 1, "meters": {"wm-1": {}}, "pending": {}, "wet": {}})
+    assert rule.stats["snapshot_discarded"] == 1
+    assert rule.state_snapshot()["meters"] == {}
 
 
 def test_restore_refuses_an_unknown_version(rule: WaterRule) -> None:

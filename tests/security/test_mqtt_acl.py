@@ -281,3 +281,76 @@ def test_agent_cannot_read_alerts_or_other_agents(connect, topic: str) -> None:
     gateway.publish("warden-test/marker/alerts", marker)
     got = agent.received_until(marker)
     assert [m.topic for m in got] == [], f"agent A read {[m.topic for m in got]} through {topic}"
+
+
+# --------------------------------------------------------------------------- client ids (issue 17, hole 1)
+
+
+def _session(
+    config: BrokerConfig, client_id: str, *, persistent: bool = False, will: tuple[str, bytes] | None = None
+) -> Client:
+    """A client with a chosen client id (and will), connected; no automatic reconnect is
+    wanted here, so the caller stops its loop when done."""
+    client = make_client(config, client_id, persistent_session=persistent)
+    if will is not None:
+        client.will_set(will[0], will[1], qos=1, retain=False)
+    wrapper = Client(client)
+    connected: queue.Queue[mqtt.ReasonCode] = queue.Queue()
+    client.on_connect = lambda c, u, f, rc, p: connected.put(rc)
+    client.on_message = lambda c, u, message: wrapper.messages.put(message)
+    client.on_subscribe = lambda c, u, mid, codes, props: wrapper.subacks.put(list(codes))
+    client.connect(config.host, config.port)
+    client.loop_start()
+    code = connected.get(timeout=TIMEOUT)
+    assert not code.is_failure, f"{config.username} refused: {code}"
+    return wrapper
+
+
+def _close(client: Client) -> None:
+    client.client.disconnect()
+    client.client.loop_stop()
+
+
+@pytest.mark.parametrize("claimed", ["warden-gateway-gateway", "gateway"])
+def test_an_agent_claiming_the_gateways_client_id_leaves_its_session_alone(secure_broker: SecureBroker, claimed: str) -> None:
+    """The gateway's persistent session holds what agents sent while it was away; an agent
+    logging in with its own password and the gateway's client id (and a clean session,
+    which would wipe it) must not take it over."""
+    gateway = _session(secure_broker.as_user("gateway"), "warden-gateway-gateway", persistent=True)
+    assert not gateway.subscribe(topics.ALL_EVENTS).is_failure
+    _close(gateway)  # offline now: the broker queues for its session
+    sender = _session(secure_broker.as_user("riverside/agent-b"), "warden-agent-riverside-agent-b")
+    sender.publish(topics.events_topic("riverside", "agent-b"), b"queued-while-away")
+    attacker = _session(secure_broker.as_user("riverside/agent-a"), claimed, persistent=False)
+    _close(attacker)
+    marker = _marker()
+    sender.publish(topics.events_topic("riverside", "agent-b"), marker)
+    _close(sender)
+    back = _session(secure_broker.as_user("gateway"), "warden-gateway-gateway", persistent=True)
+    try:
+        got = back.received_until(marker)
+    finally:
+        _close(back)
+    assert [m.payload for m in got] == [b"queued-while-away"]
+
+
+@pytest.mark.parametrize("claimed", ["warden-agent-riverside-agent-b", "riverside/agent-b"])
+def test_an_agent_claiming_another_agents_client_id_cannot_fire_its_will(connect, secure_broker: SecureBroker, claimed: str) -> None:
+    """Taking over agent B's client id would disconnect B and publish its will ("offline")
+    for it; with client ids bound to usernames the claim just names agent A itself."""
+    gateway = connect("gateway")
+    assert not gateway.subscribe(topics.ALL_STATUS).is_failure
+    assert not gateway.subscribe(topics.ALL_EVENTS).is_failure
+    status_b = topics.status_topic("riverside", "agent-b")
+    victim = _session(secure_broker.as_user("riverside/agent-b"), "warden-agent-riverside-agent-b", will=(status_b, b"offline"))
+    disconnected = threading.Event()
+    victim.client.on_disconnect = lambda *args: disconnected.set()
+    try:
+        attacker = _session(secure_broker.as_user("riverside/agent-a"), claimed)
+        _close(attacker)
+        marker = _marker()
+        victim.publish(topics.events_topic("riverside", "agent-b"), marker)  # B's own connection, still up
+        assert gateway.received_until(marker) == [], "agent B's will was fired by agent A"
+        assert not disconnected.is_set(), "agent B was disconnected"
+    finally:
+        _close(victim)

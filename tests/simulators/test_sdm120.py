@@ -30,7 +30,7 @@ def meter(request: pytest.FixtureRequest) -> Iterator[Sdm120Sim]:
 
 @pytest.fixture
 def client(meter: Sdm120Sim) -> Iterator[ModbusSerialClient]:
-    modbus = ModbusSerialClient(meter.port, baudrate=9600, timeout=0.3, retries=0)
+    modbus = ModbusSerialClient(meter.port, baudrate=9600, timeout=1.5, retries=0)
     assert modbus.connect()
     yield modbus
     modbus.close()
@@ -102,7 +102,7 @@ def test_unplug_and_replug_move_the_alias_to_a_new_port(tmp_path: Path) -> None:
     alias = tmp_path / "ttyMETER"
     with Sdm120Sim(alias=alias) as meter:
         first = alias.resolve()
-        client = ModbusSerialClient(str(alias), timeout=0.3, retries=0)
+        client = ModbusSerialClient(str(alias), timeout=1.5, retries=0)
         assert read_float(client, 0) == 230.0
         meter.unplug()
         assert not first.exists()  # the pseudo-terminal is gone, as an unplugged adapter
@@ -118,7 +118,7 @@ def test_a_source_supplies_the_values_of_every_request() -> None:
     """A meter whose values are a function of the simulated time is asked at each request."""
     readings = iter([{"active_power": 812.5, "import_energy": 10.25}, {"active_power": 2.0, "import_energy": 10.5}])
     with Sdm120Sim(source=lambda: next(readings)) as meter:
-        modbus = ModbusSerialClient(meter.port, timeout=0.3, retries=0)
+        modbus = ModbusSerialClient(meter.port, timeout=1.5, retries=0)
         try:
             assert read_float(modbus, INPUT_REGISTERS["active_power"]) == 812.5
             assert read_float(modbus, INPUT_REGISTERS["import_energy"]) == 10.5  # the second request's values

@@ -5,21 +5,21 @@ config and the ground truth; `--dry-run` and `--district` only generate."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from simulators.scenario import load_scenario, shipped_scenarios
+from tests.support.scripts import console_script
 from warden.broker import MosquittoBroker
 from warden.clock import FileClock
 from warden.config import AgentConfig, GatewayConfig, SiteConfig, load_config
 
 
 def warden(*args: str) -> subprocess.CompletedProcess[str]:
-    command = shutil.which("warden") or pytest.fail("the warden console script is not installed")
-    return subprocess.run([command, *args], capture_output=True, text=True, timeout=90)
+    # Generous: a shipped week (school-week) takes minutes to play on a loaded 2-core machine.
+    return subprocess.run([console_script("warden"), *args], capture_output=True, text=True, timeout=240)
 
 
 @pytest.mark.parametrize("name", shipped_scenarios())

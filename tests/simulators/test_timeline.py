@@ -56,3 +56,21 @@ def test_every_device_of_the_campus_emits() -> None:
     assert counted.by_channel.keys() >= {"mqtt", "line", "wand", "modbus"}
     emitting = {e.device for e in Night(scenario).emissions()}
     assert emitting == {d.device for d in scenario.devices}
+
+
+@pytest.mark.parametrize("name", ["school-week", "dst-fall-back", "dst-spring-forward", "holiday-day"])
+def test_nights_off_the_november_tuesday_stream_in_order_within_their_span(name: str) -> None:
+    scenario = load_scenario(name)
+    times = [e.t for e in Night(scenario).emissions()]
+    start, end = scenario.start_utc.timestamp(), scenario.end_utc.timestamp()
+    assert times == sorted(times) and start <= times[0] and times[-1] <= end
+    # hours of the night by the sun, not by the wall clock: a week is 7 x 24 h less 8 h,
+    # the fall-back night (19:00-08:00) 13 wall hours + 1, the spring-forward night 13 - 1, a day 24
+    assert (end - start) / 3600 == {"school-week": 160, "dst-fall-back": 14, "dst-spring-forward": 12, "holiday-day": 24}[name]
+
+
+def test_a_week_walks_every_round_of_every_night() -> None:
+    scenario = load_scenario("school-week")
+    taps = [e for e in Night(scenario).emissions() if e.device == "patrol-reader-1" and e.kind == "data"]
+    # 7 nights (Monday to Sunday night) x 2 rounds x 4 checkpoints
+    assert len(taps) == 7 * 2 * 4

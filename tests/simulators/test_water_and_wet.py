@@ -1,8 +1,10 @@
-"""Water meters and leak sensors: day use, near-zero nights, injected leaks, and their
-MQTT payloads read by the real `mqtt_json` driver with the agent's field mappings."""
+"""Water meters and leak sensors: day use, near-zero nights, injected leaks, a meter
+replaced mid-night, a register-only meter, and their MQTT payloads read by the real
+`mqtt_json` driver with the agent's field mappings."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -80,3 +82,32 @@ def test_a_wet_sensor_reports_periodically_and_at_once_on_change() -> None:
     wet = [t for t, v in states if v == 1.0]
     assert min(wet) == local(18, 3, 22) and max(wet) < local(18, 4, 31)
     assert len(states) == 16 * 12 + 1 + 2  # every 5 minutes, and the two changes
+
+
+def test_a_replaced_meters_register_restarts_at_the_new_base_and_its_flow_stays_true() -> None:
+    leak = {"type": "water_leak", "device": "wm-a", "kind": "steady", "at": "02:40", "flow_l_per_min": 1.5}
+    swap = {"type": "meter_replaced", "device": "wm-a", "at": "03:10", "new_base_m3": 0.0}
+    old, new = water(leak, night_uses=0), water(leak, swap, night_uses=0)
+    assert new.profile.flow_lpm == old.profile.flow_lpm  # the water runs as before
+    # before the swap, the old register; at 03:10 the new one reads 0.0 m3,
+    # then 10 min of 1.5 L/min later 15 L = 0.015 m3, and at 05:00 (110 min) 165 L = 0.165 m3
+    assert new.profile.volume_m3(local(18, 3, 9)) == old.profile.volume_m3(local(18, 3, 9)) > 1000
+    assert new.profile.volume_m3(local(18, 3, 10)) == 0.0
+    assert abs(new.profile.volume_m3(local(18, 3, 20)) - 0.015) < 1e-9
+    assert abs(new.profile.volume_m3(local(18, 5, 0)) - 0.165) < 1e-9
+    payloads = {e.t: json.loads(e.payload) for e in new.emissions("t", 60.0)}
+    assert payloads[local(18, 3, 10)] == {"ts": "2026-11-18T02:10:00Z", "volume_m3": 0.0, "flow_lpm": 1.5}
+
+
+def test_a_register_only_meter_sends_its_volume_alone() -> None:
+    sim = water({"type": "water_leak", "device": "wm-a", "kind": "steady", "at": "02:40", "flow_l_per_min": 1.5},
+                night_uses=0, register_only=True)
+    emitted: list[Event] = []
+    config = MqttJsonDevice.model_validate({"driver": "mqtt_json", "id": "wm-a", "topic": "t", "fields": WATER_FIELDS})
+    driver = MqttJsonDriver(config, "riverside", emitted.append, ManualClock(sim.scenario.start_utc))
+    for e in sim.emissions("t", 60.0):
+        assert set(json.loads(e.payload)) == {"ts", "volume_m3"}
+        driver.handle(e.payload)
+    volumes = {epoch(r.event_time): r.value for r in emitted if isinstance(r, Reading)}
+    # 02:40 -> 05:00 is 140 min of 1.5 L/min: 210 L = 0.210 m3 more on the register
+    assert abs(volumes[local(18, 5)] - volumes[local(18, 2, 40)] - 0.210) < 2e-5

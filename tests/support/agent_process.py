@@ -4,36 +4,24 @@ test can wait for."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-
-def _console_script(name: str) -> str | None:
-    """This environment's console script `name`: the one beside the interpreter (the
-    virtualenv's), since PATH may find another Python's first (e.g. a pyenv shim); else PATH's."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else shutil.which(name)
+from tests.support.scripts import console_script
 
 
 def warden_command() -> list[str]:
-    executable = _console_script("warden")
-    if executable:
-        return [executable]
-    return [sys.executable, "-c", "from warden.cli import app; app()"]
+    """The installed `warden` command of this environment (tests/support/scripts.py)."""
+    return [console_script("warden")]
 
 
 def warden_agent_command() -> list[str]:
     """The lean agent command, as small boards run it (agent/main.py)."""
-    executable = _console_script("warden-agent")
-    if executable:
-        return [executable]
-    return [sys.executable, "-m", "agent"]
+    return [console_script("warden-agent")]
 
 
 class AgentProcess:

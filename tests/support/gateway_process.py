@@ -48,6 +48,10 @@ class GatewayProcess:
     def alerts(self) -> list[dict[str, Any]]:
         return list(httpx.get(f"{self.url}/api/alerts", params={"limit": 5000}, timeout=10).raise_for_status().json())
 
+    def alert(self, alert_id: int) -> dict[str, Any]:
+        """One alert with its history."""
+        return dict(httpx.get(f"{self.url}/api/alerts/{alert_id}", timeout=10).raise_for_status().json())
+
     def freeze(self) -> None:
         """SIGSTOP: a hung gateway; the broker's deliveries pile up unacknowledged in its socket."""
         self.process.send_signal(signal.SIGSTOP)

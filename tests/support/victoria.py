@@ -8,8 +8,6 @@ timestamps in milliseconds and stores string fields as the number 0.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -20,9 +18,9 @@ from typing import TypeVar
 
 import httpx
 
+from tests.support.scripts import find_program
 from warden.process import terminate
 
-DEFAULT_BINARY = Path("/usr/bin/victoria-metrics")
 #: Overrides where the binary is looked for, e.g. a downloaded release in CI.
 BINARY_ENV = "WARDEN_VICTORIA_METRICS"
 
@@ -30,12 +28,8 @@ T = TypeVar("T")
 
 
 def find_binary() -> Path | None:
-    if os.environ.get(BINARY_ENV):
-        return Path(os.environ[BINARY_ENV])
-    if DEFAULT_BINARY.exists():
-        return DEFAULT_BINARY
-    found = shutil.which("victoria-metrics")
-    return Path(found) if found else None
+    """$WARDEN_VICTORIA_METRICS, else `victoria-metrics` on PATH (Debian's package puts it in /usr/bin)."""
+    return find_program(BINARY_ENV, "victoria-metrics")
 
 
 def free_port() -> int:
