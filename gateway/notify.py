@@ -44,7 +44,7 @@ import httpx
 import paho.mqtt.client as mqtt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from gateway.store import Alert, AlertChange, StateStore
+from gateway.store import Alert, AlertChange, StateStore, thread_connection
 from rules.alerts import AlertState, Severity
 from warden import topics
 from warden.config import AlertsConfig, DeliveryConfig, RouteConfig, SmtpSinkConfig, WebhookSinkConfig
@@ -232,14 +232,7 @@ class Outbox:
 
     @property
     def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            self._local.db = db
-        return db
+        return thread_connection(self._local, self.path)
 
     def add(self, db: sqlite3.Connection, sink: str, changes: list[AlertChange], keep: int) -> None:
         """Queue `changes` for `sink` in `db`'s open transaction, keeping at most `keep`

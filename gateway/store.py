@@ -129,8 +129,16 @@ class Escalation:
     message: str
 
 
-def severity_max(a: str, b: str) -> Severity:
-    return max(Severity(a), Severity(b), key=list(Severity).index)
+def thread_connection(local: threading.local, path: str | Path) -> sqlite3.Connection:
+    """This thread's connection to `path` (WAL, synchronous=FULL, autocommit), opened on first use."""
+    db = getattr(local, "db", None)
+    if db is None:
+        db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        local.db = db
+    return db
 
 
 class StateStore:
@@ -156,14 +164,7 @@ class StateStore:
     @property
     def _db(self) -> sqlite3.Connection:
         """One connection per thread: the ingest worker writes while the API reads."""
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            self._local.db = db
-        return db
+        return thread_connection(self._local, self.path)
 
     # ------------------------------------------------------------------ ingestion
 
@@ -291,8 +292,8 @@ class StateStore:
             return self._record(db, alert_id, at, "resolved", signal.message, details)
         db.execute(
             "UPDATE alerts SET message = ?, details = ?, updated_at = ?, severity = ?, count = count + ? WHERE id = ?",
-            (signal.message, details, at, severity_max(live["severity"], signal.severity), int(signal.action is SignalAction.RAISE), alert_id),
-        )  # never lower the severity of a live alert: a rule may raise it, not take it back
+            (signal.message, details, at, signal.severity, int(signal.action is SignalAction.RAISE), alert_id),
+        )  # the rule's latest judgement: escalation moves who is told, never the severity
         return AlertChange(action="updated", alert=self._alert(db, alert_id))
 
     def acknowledge(self, alert_id: int, by: str, note: str | None = None, at: datetime | None = None) -> AlertChange:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from simulators.base import ScheduleBook, epoch, utc
-from simulators.calendar import Span, local_instant, outside
+from simulators.calendar import Span, local_instant, merge, outside
 from simulators.door_controller import door_schedule
 from simulators.scenario import (
     AcLeftOn,
@@ -462,7 +462,7 @@ class _Derivation:
             off = float(getattr(cfg, "off_minutes", 60.0)) * _MINUTE
             for piece in outside(self.book.intervals(schedules[key]), self.start, self.end):
                 after = _clip(ons, piece)
-                merged = _union([(o.a, o.b) for o in after])
+                merged = merge([(o.a, o.b) for o in after])
                 # an off gap within a tolerance of off_minutes may split the stretch or not
                 split_near = any(abs((c - b) - off) <= NEAR_SECONDS for (_a, b), (c, _d) in zip(merged, merged[1:]))
                 for stretch in _stretches(after, off):
@@ -474,7 +474,7 @@ class _Derivation:
     def _stretch_alert(self, rule: str, subject: str, stretch: list[_On], piece: Span) -> ImpliedAlert | None:
         cfg = self.rules.ac_after_hours
         grace = cfg.grace_minutes * _MINUTE
-        merged = _union([(o.a, o.b) for o in stretch])
+        merged = merge([(o.a, o.b) for o in stretch])
         on_time = sum(b - a for a, b in merged)
         if on_time < grace - NEAR_SECONDS:
             return None
@@ -727,16 +727,6 @@ def _stretches(ons: list[_On], off: float) -> list[list[_On]]:
             out.append([])
         out[-1].append(o)
         reach = max(reach, o.b)
-    return out
-
-
-def _union(spans: Iterable[Span]) -> list[Span]:
-    out: list[Span] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
     return out
 
 

@@ -188,15 +188,17 @@ def test_escalation_raises_who_is_told_never_the_severity(store: StateStore, clo
     assert entry["action"] == "escalated"
 
 
-def test_rule_updates_never_lower_a_live_alerts_severity(store: StateStore, clock: ManualClock) -> None:
-    store.commit_batch([], [signal(SignalAction.RAISE, Severity.WARNING)], {})
+def test_a_live_alerts_severity_is_the_rules_latest_judgement(store: StateStore, clock: ManualClock) -> None:
+    """A round paged critical as "not started" that turns out started late is a warning:
+    escalation moved who is told (level 1), the rule says how bad it is."""
+    store.commit_batch([], [signal(SignalAction.RAISE, Severity.CRITICAL)], {})
     clock.advance(minutes(10))
-    assert escalate(store, clock, EscalationConfig(ack_minutes=10)) == ["1:warning"]
+    assert escalate(store, clock, EscalationConfig(ack_minutes=10)) == ["1:critical"]
 
     store.commit_batch([], [signal(SignalAction.UPDATE, Severity.WARNING, minutes(11))], {})
     store.commit_batch([], [signal(SignalAction.RAISE, Severity.INFO, minutes(12))], {})
     [alert] = store.alerts_live()
-    assert (alert.severity, alert.message, alert.count) == ("warning", "raise info", 2)
+    assert (alert.severity, alert.escalation_level, alert.message, alert.count) == ("info", 1, "raise info", 2)
 
 
 def test_a_rule_may_still_raise_the_severity(store: StateStore) -> None:
