@@ -23,6 +23,7 @@ from typing import Callable, Literal
 
 import paho.mqtt.client as mqtt
 
+from gateway.catch_up import CatchUp
 from gateway.devices import DeviceRegistry
 from gateway.escalation import EscalationPolicy
 from gateway.historian import Historian, open_historian
@@ -106,7 +107,11 @@ class Gateway:
         self._next_snapshot = 0.0  # monotonic time; the first batch snapshots
         self._journal_events = 0
         self.engine = self._committed_rules()
-        self.client = make_client(config.broker, client_id_for(config.broker, f"warden-gateway-{config.id}"), persistent_session=True, manual_ack=True)
+        client_id = client_id_for(config.broker, f"warden-gateway-{config.id}")
+        self.client = make_client(config.broker, client_id, persistent_session=True, manual_ack=True)
+        self._sync_topic = topics.gateway_sync_topic(client_id)
+        self.catch_up = CatchUp(config.rules.catch_up_max_seconds)  # no tick before the session's backlog is in
+        self._marker = b""
         self.flag = ConnectionFlag()
         self.subscribed = threading.Event()  # set once the broker confirmed the subscriptions
         self.agents: dict[str, str] = {}  # "site/agent" -> last availability state
@@ -135,7 +140,7 @@ class Gateway:
         self.client.on_connect_fail = lambda client, userdata: self.link.failed()
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *args: self.subscribed.set()
+        self.client.on_subscribe = self._on_subscribe
         self.notifier.start()
         connect_async(self.client, self.config.broker)
         for name, target in (("worker", self._work), ("ticker", self._tick_loop)):
@@ -177,8 +182,13 @@ class Gateway:
         if not self.flag.on_connect(reason_code):
             log.error("broker refused connection", extra={"reason": str(reason_code)})
             return
-        client.subscribe([(topics.ALL_EVENTS, 1), (topics.ALL_STATUS, 1)])
+        self._marker = self.catch_up.connected()
+        client.subscribe([(topics.ALL_EVENTS, 1), (topics.ALL_STATUS, 1), (self._sync_topic, 1)])
         self.link.connected()
+
+    def _on_subscribe(self, client: mqtt.Client, *args: object) -> None:
+        client.publish(self._sync_topic, self._marker, qos=1)  # comes back behind the backlog
+        self.subscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason_code: object, properties: object) -> None:
         self.flag.on_disconnect()
@@ -186,6 +196,12 @@ class Gateway:
             self.link.lost(str(reason_code))
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self._sync_topic:
+            self.catch_up.marker(message.payload)
+            if message.qos > 0:
+                client.ack(message.mid, message.qos)
+            return
+        self.catch_up.received()
         self._queue.put(Incoming(message.topic, message.payload, message.mid, message.qos))
 
     # ------------------------------------------------------------------ worker
@@ -296,6 +312,7 @@ class Gateway:
         for item in batch:
             if isinstance(item, Incoming) and item.qos > 0:
                 self.client.ack(item.mid, item.qos)
+        self.catch_up.processed(sum(isinstance(item, Incoming) for item in batch))
         if ticks:
             self._tick_pending.clear()
             changes += self._escalate()
@@ -457,6 +474,8 @@ class Gateway:
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.tick_every or self.config.rules.tick_seconds):
+            if not self.catch_up.caught_up():
+                continue  # the broker's backlog first: its data is not late, only queued
             if not self._tick_pending.is_set():
                 self._tick_pending.set()
                 self._queue.put(_Tick())

@@ -752,6 +752,11 @@ class RulesConfig(_Strict):
         le=60,
         description="Real seconds between two ticks of the rules (time passing without an event)",
     )
+    catch_up_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="After (re)connecting, real seconds to wait for the broker's backlog before ticking anyway",
+    )
     ac_after_hours: AcAfterHoursConfig = Field(default_factory=AcAfterHoursConfig)
     water: WaterConfig = Field(default_factory=WaterConfig)
     doors: DoorsConfig = Field(default_factory=DoorsConfig)

@@ -27,6 +27,11 @@ def alerts_topic(site: str) -> str:
     return f"{ROOT}/{site}/alerts"
 
 
+def gateway_sync_topic(client_id: str) -> str:
+    """Where a gateway sends itself a marker behind its session's backlog (gateway/catch_up.py)."""
+    return f"{ROOT}/_gateway/{client_id}/sync"
+
+
 @dataclass(frozen=True)
 class AgentTopic:
     site: str
