@@ -46,15 +46,19 @@ class PtyLink:
         self.port = os.ttyname(self._slave)
         self.stall_seconds = stall_seconds
         self.dropped = 0
+        self._stalled = False  # the last write found nobody reading: do not wait again
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             try:
                 view = view[os.write(self._master, view) :]
+                self._stalled = False
             except BlockingIOError:
-                _, writable, _ = select.select([], [self._master], [], self.stall_seconds)
+                wait = 0.0 if self._stalled else self.stall_seconds
+                _, writable, _ = select.select([], [self._master], [], wait)
                 if not writable:
+                    self._stalled = True  # a week of lines to an unread port must not wait a week of stalls
                     self._drop(len(view))
                     return
 

@@ -18,8 +18,8 @@ from warden.config import AgentConfig, GatewayConfig, SiteConfig, load_config
 
 
 def warden(*args: str) -> subprocess.CompletedProcess[str]:
-    # Generous: a shipped week (school-week) takes minutes to play on a loaded 2-core machine.
-    return subprocess.run([console_script("warden"), *args], capture_output=True, text=True, timeout=240)
+    # Generous for a loaded 2-core machine: a shipped week (school-week) plays in seconds.
+    return subprocess.run([console_script("warden"), *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("name", shipped_scenarios())
