@@ -15,6 +15,7 @@ import pytest
 from gateway.api import ApiServer, create_app
 from gateway.auth import hash_token
 from gateway.service import Gateway
+from tests.support.gateway_config import local_gateway_config
 from warden import topics
 from warden.clock import ManualClock
 from warden.config import BrokerConfig, GatewayConfig, SiteConfig
@@ -86,15 +87,11 @@ class Publisher:
 def gateway_config(broker: BrokerConfig, tmp_path: Path, **api: Any) -> GatewayConfig:
     tokens = [{"name": NAMES[role], "role": role, "sha256": hash_token(secret)} for role, secret in TOKENS.items()]
     tokens[0]["guard"] = "guard-lee"
-    return GatewayConfig.model_validate({
-        "id": f"gw-{tmp_path.name}"[:60],
-        "site_file": str(tmp_path / "site.yaml"),
-        "broker": broker.model_dump(),
-        "historian": {"type": "sqlite", "path": str(tmp_path / "history.db")},
-        "state_db": str(tmp_path / "state.db"),
-        "api": {"host": "127.0.0.1", "port": 0, "tokens": tokens, **api},
-        "rules": {"ac_after_hours": {"standby_watts": 60, "grace_minutes": 15}, "patrol": {"routes": ROUTES}},
-    })
+    return local_gateway_config(
+        broker, tmp_path,
+        api={"host": "127.0.0.1", "port": 0, "tokens": tokens, **api},
+        rules={"ac_after_hours": {"standby_watts": 60, "grace_minutes": 15}, "patrol": {"routes": ROUTES}},
+    )  # fmt: skip
 
 
 @dataclass

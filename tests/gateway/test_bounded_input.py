@@ -14,20 +14,10 @@ import pytest
 from gateway.service import Gateway
 from gateway.store import DEAD_LETTER_KEEP_BYTES
 from tests.gateway.test_gateway import EVENING, SITE, Publisher, power
+from tests.support.gateway_config import local_gateway_config
 from warden.clock import ManualClock
 from warden.config import BrokerConfig, GatewayConfig
 from warden.events import DoorEvent, Reading, stable_event_id
-
-
-def _config(broker: BrokerConfig, tmp_path: Path, **extra: Any) -> GatewayConfig:
-    return GatewayConfig.model_validate({
-        "id": f"gw-{tmp_path.name}"[:60],
-        "site_file": str(tmp_path / "site.yaml"),
-        "broker": broker.model_dump(),
-        "historian": {"type": "sqlite", "path": str(tmp_path / "history.db")},
-        "state_db": str(tmp_path / "state.db"),
-        **extra,
-    })
 
 
 @pytest.fixture
@@ -50,7 +40,7 @@ def _reading_at(at: datetime, device: str = "ac-a204") -> Reading:
 
 
 def test_far_past_times_are_refused_as_bad_time_and_break_no_rule(broker_config: BrokerConfig, tmp_path: Path, publisher: Publisher) -> None:
-    gateway = _started(_config(broker_config, tmp_path))
+    gateway = _started(local_gateway_config(broker_config, tmp_path))
     year_one = datetime(1, 1, 1, tzinfo=timezone.utc)
     door = DoorEvent(id=stable_event_id("riverside", "door-1", "forced", "year-1"), site="riverside", device="door-1",
                      event_time=year_one, action="forced", door="gate")
@@ -71,7 +61,7 @@ def test_far_past_times_are_refused_as_bad_time_and_break_no_rule(broker_config:
 
 
 def test_a_topic_with_a_space_is_a_bad_topic(broker_config: BrokerConfig, tmp_path: Path, publisher: Publisher) -> None:
-    gateway = _started(_config(broker_config, tmp_path))
+    gateway = _started(local_gateway_config(broker_config, tmp_path))
     try:
         publisher.raw(b'{"anything": 1}', topic="warden/v1/river side/agent-a/events")
         assert gateway.wait_until(lambda: gateway.counts().get("rejected", 0) >= 1, timeout=10)
@@ -83,7 +73,7 @@ def test_a_topic_with_a_space_is_a_bad_topic(broker_config: BrokerConfig, tmp_pa
 
 def test_dead_letters_are_bounded_by_bytes_oldest_pruned_and_counted(broker_config: BrokerConfig, tmp_path: Path, publisher: Publisher) -> None:
     max_bytes = 1024 * 1024
-    gateway = _started(_config(broker_config, tmp_path, dead_letters={"max_count": 1000, "max_bytes": max_bytes}))
+    gateway = _started(local_gateway_config(broker_config, tmp_path, dead_letters={"max_count": 1000, "max_bytes": max_bytes}))
     flood = 60
     try:
         for i in range(flood):  # 300 KiB each: over the 256 KiB payload limit, so too_large
@@ -102,7 +92,7 @@ def test_dead_letters_are_bounded_by_bytes_oldest_pruned_and_counted(broker_conf
 
 
 def test_dead_letters_are_bounded_by_count(broker_config: BrokerConfig, tmp_path: Path, publisher: Publisher) -> None:
-    gateway = _started(_config(broker_config, tmp_path, dead_letters={"max_count": 10}))
+    gateway = _started(local_gateway_config(broker_config, tmp_path, dead_letters={"max_count": 10}))
     try:
         for i in range(30):
             publisher.raw(b"not json %d" % i)

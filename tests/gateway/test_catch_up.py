@@ -12,6 +12,7 @@ import yaml
 
 from gateway.service import Gateway
 from tests.gateway.test_gateway_faults import SITE, T0, publish_all, readings
+from tests.support.gateway_config import local_gateway_config
 from warden.clock import ManualClock
 from warden.config import BrokerConfig, GatewayConfig, SiteConfig
 from warden.events import encode_events
@@ -21,14 +22,7 @@ MESSAGES, PER_MESSAGE = 150, 20
 
 def config(broker: BrokerConfig, tmp_path: Path, **rules: float) -> GatewayConfig:
     (tmp_path / "site.yaml").write_text(yaml.safe_dump(SITE))
-    return GatewayConfig.model_validate({
-        "id": f"gw-{tmp_path.name}"[:60],  # its own persistent session
-        "site_file": str(tmp_path / "site.yaml"),
-        "broker": broker.model_dump(),
-        "historian": {"type": "sqlite", "path": str(tmp_path / "history.db")},
-        "state_db": str(tmp_path / "state.db"),
-        "rules": {"tick_seconds": 0.02, **rules},
-    })  # fmt: skip
+    return local_gateway_config(broker, tmp_path, rules={"tick_seconds": 0.02, **rules})
 
 
 def test_a_restarted_gateway_ticks_only_once_the_brokers_backlog_is_in(broker_config: BrokerConfig, tmp_path: Path) -> None:
