@@ -1,5 +1,6 @@
 """Store-and-forward: every event is written to disk before it is published, and
-deleted only after the broker acknowledged it (QoS 1 PUBACK).
+deleted only once the gateway confirmed it took it in (agent/uplink.py; with end-to-end
+acknowledgement off, once the broker acknowledged it).
 
 The queue is SQLite in WAL mode with synchronous=FULL, so an event that `put()`
 returned for (or whose `submit()` callback reported it stored) survives `kill -9` and
@@ -17,6 +18,7 @@ each event bound what they leave waiting (`wait_written`, `wait_queued_below`).
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -45,12 +47,14 @@ class QueuedEvent:
     seq: int
     topic: str
     body: str  # the event as JSON
+    event_id: str  # what the gateway's acknowledgement names (warden/acks.py)
 
 
 @dataclass(frozen=True, slots=True)
 class _Submitted:
     topic: str
     body: str | None  # None: no row, only a callback to run in turn
+    event_id: str
     priority: int
     on_stored: Stored | None
 
@@ -71,8 +75,10 @@ class Outbox:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS outbox ("
             " seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,"
-            " body TEXT NOT NULL, priority INTEGER NOT NULL)"
+            " body TEXT NOT NULL, priority INTEGER NOT NULL, event_id TEXT)"
         )
+        if "event_id" not in {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}:
+            self._db.execute("ALTER TABLE outbox ADD COLUMN event_id TEXT")  # a file from before acks: ids read from bodies
         self._count = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
         self._queue = threading.Condition()  # everything below, _count, dropped and transactions
         self._pending: deque[_Submitted] = deque()
@@ -91,13 +97,14 @@ class Outbox:
         `on_stored` runs on the writer thread once the transaction ended; only then may
         anyone be told the event is stored (e.g. an MQTT PUBACK to the device). It must
         not submit."""
-        return self._enqueue(_Submitted(topic, event.model_dump_json(exclude_none=True), priority_of(event), on_stored))
+        body = event.model_dump_json(exclude_none=True)
+        return self._enqueue(_Submitted(topic, body, event.id, priority_of(event), on_stored))
 
     def call_in_turn(self, callback: Stored) -> None:
         """Run `callback` on the writer thread once everything submitted before it was
         written, in turn with their `on_stored`: e.g. acknowledge a device message that
         had nothing to store without overtaking earlier ones (PUBACKs must keep order)."""
-        self._enqueue(_Submitted("", None, LOW, callback))
+        self._enqueue(_Submitted("", None, "", LOW, callback))
 
     def _enqueue(self, entry: _Submitted) -> int:
         with self._queue:
@@ -169,8 +176,8 @@ class Outbox:
                     if count >= self.max_events and self._shed_one_reading(self.dropped + shed + 1):
                         count, shed = count - 1, shed + 1
                     self._db.execute(
-                        "INSERT INTO outbox (topic, body, priority) VALUES (?, ?, ?)",
-                        (entry.topic, entry.body, entry.priority),
+                        "INSERT INTO outbox (topic, body, priority, event_id) VALUES (?, ?, ?, ?)",
+                        (entry.topic, entry.body, entry.priority, entry.event_id),
                     )
                     count += 1
                 self._db.execute("COMMIT")
@@ -208,9 +215,9 @@ class Outbox:
         """The oldest events queued after `after_seq`, in order."""
         with self._db_lock:
             rows = self._db.execute(
-                "SELECT seq, topic, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+                "SELECT seq, topic, body, event_id FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
             ).fetchall()
-        return [QueuedEvent(*row) for row in rows]
+        return [QueuedEvent(seq, topic, body, event_id or json.loads(body)["id"]) for seq, topic, body, event_id in rows]
 
     def remove(self, seqs: list[int]) -> None:
         """Delete acknowledged rows in one transaction: one disk sync, not one per row."""

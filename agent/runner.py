@@ -60,7 +60,7 @@ class Agent:
         self.uplink_flag = ConnectionFlag()
         self.uplink_backoff = _backoff(config.broker)
         self.uplink_connects = 0  # successful (re)connects, published in the agent's heartbeat
-        self.publisher = UplinkPublisher(self.uplink, self.outbox)
+        self.publisher = UplinkPublisher(self.uplink, self.outbox, ack_timeout=config.ack_timeout_seconds)
         self.outbox.on_commit = self.publisher.notify
         self._modbus_buses: ModbusBuses | None = None  # meters daisy-chained on one port share its bus
         self._serial_hub: SerialHub | None = None  # one thread reads every selectable serial line
@@ -144,6 +144,10 @@ class Agent:
     def events_topic(self) -> str:
         return topics.events_topic(self.config.site, self.config.id)
 
+    @property
+    def ack_topic(self) -> str:
+        return topics.ack_topic(self.config.site, self.config.id)
+
     def _status_payload(self, state: DeviceState) -> bytes:
         now = self.clock.now()
         event = DeviceStatus(
@@ -163,6 +167,7 @@ class Agent:
         self.uplink.on_disconnect = self._on_uplink_disconnect
         self.uplink.on_connect_fail = lambda client, userdata: self.uplink_backoff.apply(client)
         self.uplink.on_publish = lambda client, userdata, mid, rc, props: self.publisher.on_publish(mid)
+        self.uplink.message_callback_add(self.ack_topic, self._on_ack)  # before on_message: the gateway's confirmations
         if self._device_client is None:
             self.devices_subscribed.set()
         else:
@@ -269,9 +274,11 @@ class Agent:
         log.info("uplink connected", extra={"broker": f"{self.config.broker.host}:{self.config.broker.port}"})
         # Republish availability and resubscribe on every connect, not just the first.
         client.publish(self.status_topic, self._status_payload(DeviceState.ONLINE), qos=1, retain=True)
+        if self.publisher.end_to_end:
+            client.subscribe(self.ack_topic, qos=1)  # its retained message comes at once
         if self._device_client is client:
             self._subscribe_devices(client)
-        self.publisher.notify()
+        self.publisher.reconnected()  # what the last connection carried is sent again unless confirmed
 
     def _on_uplink_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason_code: mqtt.ReasonCode, properties: object) -> None:
         self.uplink_flag.on_disconnect()
@@ -281,6 +288,11 @@ class Agent:
                 "uplink lost; buffering to disk",
                 extra={"reason": str(reason_code), "queued": len(self.outbox), "retry_in_seconds": round(delay, 2)},
             )
+
+    def _on_ack(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        self.publisher.on_ack(message.payload)
+        if message.qos > 0:
+            client.ack(message.mid, message.qos)  # manual_ack: nothing to store, acknowledge at once
 
     def _on_device_connect(
         self, client: mqtt.Client, userdata: object, flags: object, reason_code: mqtt.ReasonCode, properties: object, *, backoff: JitteredBackoff

@@ -7,6 +7,12 @@ same MQTT device messages, measured the same way.
 Both run from bytecode, as an installed package does: see `_bytecode_env`.
 
     python -m bench.agent_footprint [--devices N] [--seconds S]
+    python -m bench.agent_footprint --ack-cost   # end-to-end acks on against off
+
+With `--ack-cost` the baseline is the same agent deleting on the broker's PUBACK
+(`ack_timeout_seconds: null`) and the measured one keeps rows until a gateway stand-in
+in this process (`Confirmer`) confirms them on the agent's ack topic, as gateway/acks.py
+does: the ratio is what end-to-end acknowledgement costs the agent (issue 17: <= 10 %).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -26,6 +33,8 @@ from pathlib import Path
 import yaml
 
 from simulators.patrol_reader import PatrolReaderSim
+from warden import topics
+from warden.acks import encode_ack
 from warden.broker import MosquittoBroker
 from warden.config import BrokerConfig
 from warden.mqtt import make_client
@@ -105,12 +114,37 @@ class DeviceLoad:
         self.client.loop_stop()
 
 
-def _agent_config(work: Path, broker: BrokerConfig, meters: int, readers: list[PatrolReaderSim]) -> Path:
+class Confirmer:
+    """Stands in for the gateway: confirms every event id the agent sends (warden/acks.py)."""
+
+    def __init__(self, broker: BrokerConfig, site: str, agent: str) -> None:
+        self.ack_topic = topics.ack_topic(site, agent)
+        self.client = make_client(broker, "bench-confirmer")
+        events = topics.events_topic(site, agent)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(events, qos=1)
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def _on_message(self, client: object, userdata: object, message: object) -> None:
+        body = json.loads(message.payload)  # type: ignore[attr-defined]
+        ids = [e["id"] for e in body["events"]] if "events" in body else [body["id"]]
+        self.client.publish(self.ack_topic, encode_ack(ids), qos=1, retain=True)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _agent_config(
+    work: Path, broker: BrokerConfig, meters: int, readers: list[PatrolReaderSim], ack_timeout: float | None = 30.0
+) -> Path:
     fields = {"power_w": {"quantity": "power", "unit": "W"}, "energy_kwh": {"quantity": "energy", "unit": "kWh", "cumulative": True}}
     devices = [{"driver": "mqtt_json", "id": f"meter-{i}", "topic": f"devices/bench/meter-{i}/state", "fields": fields} for i in range(meters)]
     devices += [{"driver": "patrol_line", "id": f"reader-{i}", "port": r.port} for i, r in enumerate(readers)]
     config = {"id": "agent-bench", "site": "bench", "broker": broker.model_dump(exclude_none=True),
-              "buffer_path": str(work / "outbox.db"), "heartbeat_seconds": 30, "devices": devices}
+              "buffer_path": str(work / "outbox.db"), "heartbeat_seconds": 30, "ack_timeout_seconds": ack_timeout,
+              "devices": devices}
     path = work / "agent.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -177,11 +211,61 @@ def run(devices: int, seconds: float) -> tuple[Footprint, Footprint]:
     return baseline, measured
 
 
+def ack_cost(devices: int, seconds: float, repeat: int) -> tuple[Footprint, Footprint, int]:
+    """The agent deleting on PUBACK, then keeping rows until confirmed, alternately
+    `repeat` times each; the lowest CPU of each (noise only adds) and the last RSS.
+    Also returns the rows left in the outbox at the end of the last confirmed run."""
+    meters, serial = devices // 2, devices - devices // 2
+    runs: dict[bool, list[Footprint]] = {False: [], True: []}
+    left = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broker = MosquittoBroker(workdir=work / "mq", extra_config=BROKER_TUNING)
+        config = BrokerConfig(host=broker.host, port=broker.port)
+        readers = [PatrolReaderSim(f"r{i}") for i in range(serial)]
+        load = DeviceLoad(config, meters, readers)
+        confirmer = Confirmer(config, "bench", "agent-bench")
+        env = _bytecode_env(work)
+        try:
+            for n in range(repeat):
+                for acks in (False, True):
+                    run_dir = work / f"run-{n}-{acks}"
+                    run_dir.mkdir()
+                    path = _agent_config(run_dir, config, meters, readers, 30.0 if acks else None)
+                    agent = subprocess.Popen([_warden_agent(), "--config", str(path), "--log-level", "ERROR"], env=env)
+                    name = f"warden-agent, {'end-to-end acks' if acks else 'deleting on PUBACK'}"
+                    runs[acks].append(_measure(name, agent, seconds))
+                    agent.terminate()
+                    agent.wait(30)
+                    if acks:
+                        db = sqlite3.connect(run_dir / "outbox.db")
+                        left = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+                        db.close()
+        finally:
+            confirmer.close()
+            load.close()
+            for reader in readers:
+                reader.close()
+            broker.stop()
+    pick = lambda results: Footprint(results[-1].name, results[-1].rss_mb, min(r.cpu_percent for r in results))  # noqa: E731
+    return pick(runs[False]), pick(runs[True]), left
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--ack-cost", action="store_true", help="end-to-end acks on against off")
+    parser.add_argument("--repeat", type=int, default=2, help="with --ack-cost: runs of each")
     args = parser.parse_args()
+    if args.ack_cost:
+        off, on, left = ack_cost(args.devices, args.seconds, args.repeat)
+        print(f"{'process':<48} {'RSS MB':>8} {'CPU %':>7} {'RSS ratio':>10} {'CPU ratio':>10}")
+        for result in (off, on):
+            print(f"{result.name:<48} {result.rss_mb:>8.1f} {result.cpu_percent:>7.1f} "
+                  f"{result.rss_mb / off.rss_mb:>10.2f} {result.cpu_percent / max(off.cpu_percent, 0.01):>10.2f}")  # fmt: skip
+        print(f"rows left unconfirmed in the outbox after SIGTERM: {left}")
+        return
     baseline, measured = run(args.devices, args.seconds)
     print(f"{'process':<48} {'RSS MB':>8} {'CPU %':>7} {'CPU ratio':>10}")
     for result in (baseline, measured):

@@ -9,6 +9,11 @@ meters, each in a room of its own with a school-day schedule, so the rules keep 
 for every device (scaling: `--devices 100 1000 10000`).
 
     python -m bench.ingest [--messages N] [--batch B ...] [--devices D ...]
+    python -m bench.ingest --ack-cost   # the gateway with end-to-end acks against itself without
+
+With `--ack-cost` the baseline is the same gateway with its delivery acknowledgements
+(gateway/acks.py) switched off, run on the same backlog in the same run: the ratio is
+what publishing them costs (issue 17: at most 10 %).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class Result:
     seconds: float
     rule_state_kb: float = 0.0  # the rules' snapshot at the end (what a restart restores)
     snapshot_ms: float = 0.0  # time to take and encode it (done every few seconds)
+    cpu_seconds: float = 0.0  # CPU of this process (the gateway's threads) while it took the backlog in
 
     @property
     def messages_per_s(self) -> float:
@@ -122,9 +128,13 @@ def bare_subscriber(broker: BrokerConfig, data: list[bytes], batch: int) -> Resu
     return Result("bare paho subscriber", received, received * batch, elapsed)
 
 
-def gateway_consumer(broker: BrokerConfig, data: list[bytes], batch: int, workdir: Path, site: SiteConfig) -> Result:
+def gateway_consumer(
+    broker: BrokerConfig, data: list[bytes], batch: int, workdir: Path, site: SiteConfig, acks: bool = True
+) -> Result:
+    workdir = workdir / ("acks" if acks else "no-acks")
+    workdir.mkdir(exist_ok=True)
     config = GatewayConfig.model_validate(
-        {"id": "bench-gw", "site_file": str(workdir / "site.yaml"), "broker": broker.model_dump(),
+        {"id": f"bench-gw-{workdir.name}", "site_file": str(workdir / "site.yaml"), "broker": broker.model_dump(),
          "historian": {"type": "sqlite", "path": str(workdir / "history.db")}, "state_db": str(workdir / "state.db")}
     )
     clock = ManualClock(T0 + timedelta(days=1))
@@ -136,16 +146,19 @@ def gateway_consumer(broker: BrokerConfig, data: list[bytes], batch: int, workdi
     expected = len(data) * batch
     start = time.perf_counter()
     gateway = Gateway(config, site, clock)
+    gateway.acks.enabled = acks
+    cpu_start = time.process_time()
     gateway.start()
     gateway.wait_until(lambda: gateway.events_stored >= expected, timeout=600)
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     stored = int(gateway.counts().get("events_stored_reading", 0))
     gateway.stop()  # the worker is done: the engine can be read from here
     snapshot_started = time.perf_counter()
     state = json.dumps(gateway.engine.snapshot())
     snapshot_ms = (time.perf_counter() - snapshot_started) * 1000
-    name = "gateway (validate, dedupe, SQLite historian, rules, commit, ack)"
-    return Result(name, len(data), stored, elapsed, len(state) / 1024, snapshot_ms)
+    name = "gateway (validate, dedupe, SQLite historian, rules, commit, ack)" + (", end-to-end acks" if acks else ", no end-to-end acks")
+    return Result(name, len(data), stored, elapsed, len(state) / 1024, snapshot_ms, cpu)
 
 
 def run(messages: int, batch: int, devices: int) -> tuple[Result, Result]:
@@ -161,12 +174,52 @@ def run(messages: int, batch: int, devices: int) -> tuple[Result, Result]:
     return baseline, measured
 
 
+def ack_cost(messages: int, batch: int, devices: int, repeat: int) -> tuple[Result, Result]:
+    """The gateway without and with its delivery acknowledgements, alternately `repeat`
+    times each on fresh files, on one broker: the best run of each (a shared machine's
+    noise only ever slows a run down)."""
+    runs: dict[bool, list[Result]] = {False: [], True: []}
+    data = payloads(messages, batch, devices)
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in range(repeat):
+            for acks in (False, True):
+                work = Path(tmp) / f"run-{n}-{acks}"
+                work.mkdir()
+                broker = MosquittoBroker(workdir=work / "mq", extra_config=BROKER_TUNING)  # no other session queues
+                try:
+                    config = BrokerConfig(host=broker.host, port=broker.port)
+                    runs[acks].append(gateway_consumer(config, data, batch, work, site(devices), acks=acks))
+                finally:
+                    broker.stop()
+    best = lambda results: Result(  # noqa: E731  the fastest run, and the least CPU any run needed
+        results[0].name, results[0].messages, results[0].readings, min(r.seconds for r in results),
+        cpu_seconds=min(r.cpu_seconds for r in results),
+    )
+    return best(runs[False]), best(runs[True])
+
+
+def main_ack_cost(messages: int, batches: list[int], devices: int, repeat: int) -> None:
+    print(f"{'case':<12} {'consumer':<90} {'readings/s':>11} {'ratio':>6} {'CPU µs/reading':>15} {'CPU ratio':>10}")
+    for batch in batches:
+        count = messages if batch == 1 else max(1, messages // 10)
+        off, on = ack_cost(count, batch, devices, repeat)
+        for result in (off, on):
+            cpu_us = result.cpu_seconds / result.readings * 1e6
+            print(f"batch={batch:<6} {result.name:<90} {result.readings_per_s:>11.0f} {result.readings_per_s / off.readings_per_s:>6.2f} "
+                  f"{cpu_us:>15.1f} {result.cpu_seconds / off.cpu_seconds:>10.2f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000, help="single-reading messages; batches get a tenth")
     parser.add_argument("--batch", type=int, nargs="*", default=[1, 100])
     parser.add_argument("--devices", type=int, nargs="*", default=[1])
+    parser.add_argument("--ack-cost", action="store_true", help="the gateway with end-to-end acks against itself without")
+    parser.add_argument("--repeat", type=int, default=5, help="with --ack-cost: runs of each, the best counts")
     args = parser.parse_args()
+    if args.ack_cost:
+        main_ack_cost(args.messages, args.batch, args.devices[0], args.repeat)
+        return
     print(f"{'case':<12} {'devices':>7} {'consumer':<66} {'msg/s':>9} {'readings/s':>11} {'ratio':>6} {'rule state':>11} {'snapshot':>9}")
     for devices in args.devices:
         for batch in args.batch:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from dataclasses import asdict
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import fastapi_offline
@@ -34,7 +36,9 @@ from gateway.auth import Authenticator, Principal, require
 from gateway.service import Gateway
 from gateway.store import Alert, AlertNotFound, AlertStateConflict
 from gateway.web.stream import AlertBroadcaster, sse_events
+from gateway import workorders_api
 from rules.alerts import AlertState, Severity
+from warden import names
 from warden.config import ApiConfig, SqliteHistorianConfig
 from warden.events import EARLIEST_TIME
 
@@ -65,7 +69,8 @@ def create_app(gateway: Gateway, config: ApiConfig | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"], allow_credentials=False)
     app.add_middleware(_SecurityHeaders)
-    app.add_middleware(_BodyLimit, limit=config.max_body_bytes)  # added last: runs first, before any parsing
+    app.add_middleware(_BodyLimit, limit=config.max_body_bytes,  # added last: runs first, before any parsing
+                       larger={workorders_api.PHOTO_PATH: gateway.config.work_orders.photo_max_bytes})
     _error_bodies(app)
     _offline_docs(app)
     _monitoring(app, gateway, config)
@@ -90,16 +95,19 @@ class _BodyLimit:
     streamed body passes the limit (at most limit + one chunk is read). The body is held
     here, so the app never sees a request larger than the limit. Plain ASGI."""
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: Any, limit: int, larger: dict[str, int] | None = None) -> None:
+        """`larger`: path pattern -> the limit of those paths instead (a photo upload)."""
         self.app = app
         self.limit = limit
+        self.larger = [(re.compile(pattern), bound) for pattern, bound in (larger or {}).items()]
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = next((bound for pattern, bound in self.larger if pattern.match(scope.get("path", ""))), self.limit)
         declared = _content_length(scope)
-        if declared is not None and declared > self.limit:
-            return await self._refuse(send)
+        if declared is not None and declared > limit:
+            return await self._refuse(send, limit)
         held: list[Any] = []
         size = 0
         while True:
@@ -108,8 +116,8 @@ class _BodyLimit:
             if message["type"] != "http.request":
                 break  # a disconnect: let the app see it
             size += len(message.get("body", b""))
-            if size > self.limit:
-                return await self._refuse(send)
+            if size > limit:
+                return await self._refuse(send, limit)
             if not message.get("more_body", False):
                 break
 
@@ -118,8 +126,9 @@ class _BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Any) -> None:
-        body = json.dumps({"detail": f"request body larger than {self.limit} bytes (api.max_body_bytes)"}).encode()
+    async def _refuse(self, send: Any, limit: int) -> None:
+        setting = "api.max_body_bytes" if limit == self.limit else "work_orders.photo_max_bytes"
+        body = json.dumps({"detail": f"request body larger than {limit} bytes ({setting})"}).encode()
         await send({"type": "http.response.start", "status": 413, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close"),
             *_SecurityHeaders.HEADERS]})
@@ -182,6 +191,7 @@ _ROUTE_ERRORS: dict[str, dict[int, str]] = {
     "device_series": {501: "The historian in use offers no query here"},
     "open_browser_session": {401: "No token, or a wrong one"},
     "close_browser_session": {401: "No token, or a wrong one"},
+    **workorders_api.ROUTE_ERRORS,
 }
 
 
@@ -272,7 +282,11 @@ def _monitoring(app: FastAPI, gateway: Gateway, config: ApiConfig) -> None:
         if principal is None:
             permissions = sorted(auth.PUBLIC_READ_PERMISSIONS) if public else []
             return {"name": None, "role": None, "permissions": permissions, "public_read": public}
-        return {"name": principal.name, "role": principal.role, "permissions": sorted(principal.permissions), "public_read": public}
+        visible = principal.visible_routes(gateway.config.rules.patrol.routes)
+        # A guard's board explains itself when no route is theirs (None: every route).
+        routes = sorted(visible) if visible is not None else None
+        return {"name": principal.name, "role": principal.role, "permissions": sorted(principal.permissions), "public_read": public,
+                "guard": principal.guard, "patrol_routes": routes}
 
 
 # --------------------------------------------------------------------------- alerts
@@ -280,8 +294,20 @@ def _monitoring(app: FastAPI, gateway: Gateway, config: ApiConfig) -> None:
 
 def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> None:
     store = gateway.store
+    routes = gateway.config.rules.patrol.routes
 
-    @app.get("/api/alerts", dependencies=[require(auth.ALERTS_READ)], tags=["alerts"])
+    def visible_alert(alert_id: int, principal: Principal) -> Alert:
+        """The alert if the caller may see it (a guard: its post's), else 404."""
+        alert = store.alert(alert_id)
+        if alert is None or not principal.sees_alert(alert.rule, alert.subject, routes):
+            raise HTTPException(status_code=404, detail=f"no alert {alert_id}")
+        return alert
+
+    def with_links(alerts: list[Alert]) -> list[dict[str, Any]]:
+        links = gateway.work_orders.by_alerts([a.id for a in alerts])
+        return [{**_alert_json(a), "work_order_id": links.get(a.id)} for a in alerts]
+
+    @app.get("/api/alerts", tags=["alerts"])
     def list_alerts(
         site: str | None = None,
         rule: str | None = None,
@@ -291,26 +317,34 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
         since: datetime | None = Query(default=None, description="Alerts still open at or after this instant (ISO 8601 with zone)"),
         until: datetime | None = Query(default=None, description="Alerts opened before this instant"),
         limit: int = Query(default=500, ge=1, le=5000),
+        principal: Principal = require(auth.ALERTS_OWN),
     ) -> list[dict[str, Any]]:
-        """Newest first. The time range selects alerts active at some moment in [since, until)."""
+        """Newest first. The time range selects alerts active at some moment in [since, until).
+        A guard (alerts:own) sees the alerts of its post: doors and the rounds it walks.
+        `work_order_id`: the repair request made from the alert, if any."""
         bounds = [_utc_iso(since, "since"), _utc_iso(until, "until")]
         _in_range(since, "since")
         _in_range(until, "until")
         one_state = state[0] if state and len(state) == 1 else None
         narrow = not (state and len(state) > 1) and severity is None and subject is None and since is None and until is None
         alerts = store.alerts(site=site, rule=rule, state=one_state, limit=limit if narrow else 1_000_000)
-        picked = [a for a in alerts if _matches(a, state, severity, subject, *bounds)]
-        return [_alert_json(a) for a in picked[:limit]]
+        picked = [a for a in alerts if _matches(a, state, severity, subject, *bounds)
+                  and principal.sees_alert(a.rule, a.subject, routes)]
+        return with_links(picked[:limit])
 
-    @app.get("/api/alerts/stream", dependencies=[require(auth.ALERTS_READ, cookie=True)], tags=["alerts"],
+    @app.get("/api/alerts/stream", tags=["alerts"],
              response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
-    async def alert_stream(request: Request) -> StreamingResponse:
+    async def alert_stream(request: Request, principal: Principal = require(auth.ALERTS_OWN, cookie=True)) -> StreamingResponse:
         """Server-sent events: `alert` (data: {"change", "alert"}) for every new or changed
         alert, `reset` when changes were missed (refetch), `bye` at shutdown. Browsers
-        authenticate with the cookie from POST /api/session; others with the header."""
+        authenticate with the cookie from POST /api/session; others with the header.
+        A guard's stream carries only the alerts of its post."""
         subscriber = broadcaster.subscribe(request.headers.get("last-event-id"))
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(sse_events(broadcaster, subscriber), media_type="text/event-stream", headers=headers)
+        frames = sse_events(broadcaster, subscriber)
+        if not principal.can(auth.ALERTS_READ):
+            frames = _of_post(frames, principal, routes)
+        return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
 
     @app.post("/api/session", tags=["auth"])
     def open_browser_session(request: Request, response: Response, principal: Principal | None = Depends(auth.caller)) -> dict[str, Any]:
@@ -332,17 +366,17 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
         response.delete_cookie(auth.SESSION_COOKIE, path="/api")
         return {}
 
-    @app.get("/api/alerts/{alert_id}", dependencies=[require(auth.ALERTS_READ)], tags=["alerts"])
-    def alert_detail(alert_id: int) -> dict[str, Any]:
-        alert = store.alert(alert_id)
-        if alert is None:
-            raise HTTPException(status_code=404, detail=f"no alert {alert_id}")
-        return {**_alert_json(alert), "history": store.alert_history(alert_id)}
+    @app.get("/api/alerts/{alert_id}", tags=["alerts"])
+    def alert_detail(alert_id: int, principal: Principal = require(auth.ALERTS_OWN)) -> dict[str, Any]:
+        alert = visible_alert(alert_id, principal)
+        return {**with_links([alert])[0], "history": store.alert_history(alert_id)}
 
     @app.post("/api/alerts/{alert_id}/acknowledge", tags=["alerts"])
     def acknowledge(alert_id: int, body: PersonAction = Body(default_factory=PersonAction),
-                    principal: Principal = require(auth.ALERTS_WRITE)) -> dict[str, Any]:
-        """Take ownership of an open alert (first-responder ownership); 409 if it is not open."""
+                    principal: Principal = require(auth.ALERTS_ACK)) -> dict[str, Any]:
+        """Take ownership of an open alert (first-responder ownership); 409 if it is not open.
+        A guard acknowledges the alerts of its post, a manager any."""
+        visible_alert(alert_id, principal)
         return _person_action(gateway.acknowledge, alert_id, principal, body)
 
     @app.post("/api/alerts/{alert_id}/resolve", tags=["alerts"])
@@ -350,6 +384,18 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
                 principal: Principal = require(auth.ALERTS_WRITE)) -> dict[str, Any]:
         """Close an alert, e.g. after a repair; the note says what was done. 409 if resolved."""
         return _person_action(gateway.resolve, alert_id, principal, body)
+
+
+async def _of_post(frames: AsyncIterator[str], principal: Principal, routes: Any) -> AsyncIterator[str]:
+    """The frames of an alert stream, without the `alert` events of alerts the caller may
+    not see (a guard: other posts'); keep-alives, resets and bye pass."""
+    async for frame in frames:
+        head, found, data = frame.partition("\nevent: alert\ndata: ")
+        if found:
+            alert = json.loads(data)["alert"]
+            if not principal.sees_alert(alert["rule"], alert["subject"], routes):
+                continue
+        yield frame
 
 
 def _person_action(action: Any, alert_id: int, principal: Principal, body: PersonAction) -> dict[str, Any]:
@@ -442,15 +488,24 @@ def _device_views(gateway: Gateway) -> list[dict[str, Any]]:
     listed = {d: (b.id, r.id) for b in gateway.site.buildings for r in b.rooms for d in r.devices}
     agents = {key.split("/", 1)[1]: state for key, state in gateway.agents.items() if key.startswith(f"{gateway.site.id}/")}
     views = []
+    site, now = gateway.site, gateway.clock.now()
     for device_id in sorted(set(listed) | set(seen) | set(agents)):
         info = seen.get(device_id) or _from_history(gateway, device_id)
         building, room = listed.get(device_id, ("", ""))
         alert = silent.get(device_id)
         state = agents.get(device_id) or (info or {}).get("state")
         status = "silent" if alert else "offline" if state == "offline" else "ok" if info else "unknown"
+        heard = (info or {}).get("last_seen")  # any event, heartbeats included
+        # A silent device was last seen when its alert says: its last data, not a later heartbeat.
+        last_seen = str(alert.details["last_event"]) if alert and alert.details.get("last_event") else heard
         views.append({
             "id": device_id, "building": building, "room": room, "agent": device_id in agents, "status": status,
-            "last_seen": (info or {}).get("last_seen"), "received_at": (info or {}).get("received_at"),
+            "name": names.name_or_id(names.device_name(site, device_id), device_id),
+            "building_name": names.name_or_id(names.building_name(site, building), building),
+            "room_name": names.name_or_id(names.room_name(site, room, building), room),
+            "last_seen": last_seen, "last_heard": heard, "checked_at": now.isoformat(),
+            "last_seen_seconds_ago": round((now - datetime.fromisoformat(last_seen)).total_seconds()) if last_seen else None,
+            "received_at": (info or {}).get("received_at"),
             "events": (info or {}).get("events", {}), "state": state, "counters": (info or {}).get("counters", {}),
             "alert_id": alert.id if alert else None, "silent_since": alert.opened_at if alert else None,
         })
@@ -570,9 +625,15 @@ def _report_history(gateway: Gateway) -> Any:
 # --------------------------------------------------------------------------- dashboard
 
 
+#: The dashboard pages' Content-Security-Policy: scripts and styles only from the gateway.
+DASHBOARD_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                 "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
 def _dashboard(app: FastAPI, gateway: Gateway) -> None:
     templates = Jinja2Templates(directory=str(WEB / "templates"))
     app.mount("/static", StaticFiles(directory=str(WEB / "static")), name="static")
+    workorders_api.register(app, gateway, templates, DASHBOARD_CSP)  # issue 18: work orders, duty alerts
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def dashboard(request: Request) -> HTMLResponse:
@@ -583,9 +644,7 @@ def _dashboard(app: FastAPI, gateway: Gateway) -> None:
             "site": gateway.site, "tonight": night.isoformat(), "nights": [n.isoformat() for n in nights],
             "public_read": request.app.state.auth.public_read,
         })
-        response.headers["Content-Security-Policy"] = (
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+        response.headers["Content-Security-Policy"] = DASHBOARD_CSP
         return response
 
 

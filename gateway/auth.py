@@ -41,15 +41,31 @@ PATROLS_OWN = "patrols:own"  # only the routes the guard walks
 REPORTS_READ = "reports:read"
 SYSTEM_READ = "system:read"  # health, metrics, dead letters
 CONFIG_READ = "config:read"
+# Issue 18: people on duty, repair requests (work orders).
+ALERTS_OWN = "alerts:own"  # the alerts of the caller's post (a guard: doors, its rounds); all with alerts:read
+ALERTS_ACK = "alerts:ack"  # acknowledge (a guard: alerts of its post)
+ALERTS_ASSIGN = "alerts:assign"  # name the person an alert is for
+WORK_ORDERS_READ = "work_orders:read"  # those one requested or owns; all with work_orders:read_all
+WORK_ORDERS_READ_ALL = "work_orders:read_all"
+WORK_ORDERS_CREATE = "work_orders:create"  # report a fault; as requester: close and rate, reopen
+WORK_ORDERS_WORK = "work_orders:work"  # take, start, wait for parts, done, hand over (one's own)
+WORK_ORDERS_ASSIGN = "work_orders:assign"  # assign, and act for the owner or the requester
 
-_READ_ALL = frozenset({ALERTS_READ, DEVICES_READ, PATROLS_READ, PATROLS_OWN, REPORTS_READ, SYSTEM_READ})
+_READ_ALL = frozenset({ALERTS_READ, ALERTS_OWN, DEVICES_READ, PATROLS_READ, PATROLS_OWN, REPORTS_READ, SYSTEM_READ})
+_REQUESTER = frozenset({WORK_ORDERS_READ, WORK_ORDERS_CREATE})
 
+#: The one table of who may do what (docs/api.md#roles); object rules (whose order, which
+#: post) are in Principal.sees_alert and gateway/workorders.py.
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
-    "guard": frozenset({PATROLS_OWN}),
-    "maintenance": frozenset({ALERTS_READ, ALERTS_WRITE, DEVICES_READ, PATROLS_READ, PATROLS_OWN}),
-    "manager": _READ_ALL,
-    "admin": _READ_ALL | {ALERTS_WRITE, CONFIG_READ},
+    "guard": frozenset({PATROLS_OWN, ALERTS_OWN, ALERTS_ACK}) | _REQUESTER,
+    "maintenance": frozenset({ALERTS_READ, ALERTS_OWN, ALERTS_WRITE, ALERTS_ACK, ALERTS_ASSIGN, DEVICES_READ, PATROLS_READ,
+                              PATROLS_OWN, WORK_ORDERS_READ_ALL, WORK_ORDERS_WORK}) | _REQUESTER,
+    "manager": _READ_ALL | _REQUESTER | {ALERTS_ACK, ALERTS_ASSIGN, WORK_ORDERS_READ_ALL, WORK_ORDERS_ASSIGN},
+    "admin": _READ_ALL | _REQUESTER | {ALERTS_WRITE, ALERTS_ACK, ALERTS_ASSIGN, CONFIG_READ, WORK_ORDERS_READ_ALL,
+                                      WORK_ORDERS_WORK, WORK_ORDERS_ASSIGN},
 }
+#: Alert rules a guard's post covers besides the patrol alerts of the routes it walks.
+POST_RULES = frozenset({"door_held_open", "door_forced", "door_after_hours", "door_denied"})
 #: What anyone may read when `api.public_read` is on (a kiosk): everything but the config.
 PUBLIC_READ_PERMISSIONS = _READ_ALL
 
@@ -91,6 +107,19 @@ class Principal:
         if not self.can(PATROLS_OWN):
             return set()
         return {r.id for r in routes if r.id in self.routes or (self.guard is not None and r.guard == self.guard)}
+
+    def sees_alert(self, rule: str, subject: str, routes: Iterable[PatrolRoute]) -> bool:
+        """Whether this caller may see (and, with alerts:ack, acknowledge) an alert: all with
+        alerts:read; with alerts:own only its post: the doors, and the patrol alerts of
+        the routes it walks (their subject starts with the route id)."""
+        if self.can(ALERTS_READ):
+            return True
+        if not self.can(ALERTS_OWN):
+            return False
+        if rule in POST_RULES:
+            return True
+        visible = self.visible_routes(routes) or set()
+        return rule.startswith("patrol_") and subject.split(":", 1)[0] in visible
 
 
 ANONYMOUS_READER = Principal("anonymous", None, PUBLIC_READ_PERMISSIONS)

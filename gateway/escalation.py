@@ -16,11 +16,14 @@ the stored alert and the time; the store applies it once per level (gateway/stor
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from gateway.store import Alert, Escalation
 from rules.alerts import AlertState
 from warden.config import EscalationConfig
+
+if TYPE_CHECKING:
+    from gateway.workorders import WorkOrder
 
 
 class EscalationPolicy:
@@ -41,6 +44,27 @@ class EscalationPolicy:
             if now >= since + timedelta(hours=response_hours):
                 return Escalation("not_resolved", f"not resolved within {_minutes(response_hours)} h of acknowledgement: escalated to level {alert.escalation_level + 1}")
         return None
+
+    def due_work_order(self, order: WorkOrder, now: datetime) -> Escalation | None:
+        """The escalation an open work order has earned by `now`: not taken by its `take_by`,
+        or not done by its `resolve_by` (deadlines fixed on the order, gateway/workorders.py);
+        on the same ladder as alerts, each level again getting the order's full time."""
+        from gateway.workorders import ACTIVE, UNTAKEN
+
+        if not self.config.enabled or order.escalation_level >= self.config.top_level:
+            return None
+        if order.state in UNTAKEN:
+            deadline, hours, reason, what = order.take_by, order.take_hours, "not_taken", "taken"
+        elif order.state in ACTIVE:
+            deadline, hours, reason, what = order.resolve_by, order.resolve_hours, "not_resolved", "done"
+        else:
+            return None
+        due = datetime.fromisoformat(deadline)
+        if order.escalated_at and datetime.fromisoformat(order.escalated_at) >= due:  # escalated for this deadline
+            due = datetime.fromisoformat(order.escalated_at) + timedelta(hours=hours)
+        if now < due:
+            return None
+        return Escalation(reason, f"not {what} within {_minutes(hours)} h: escalated to level {order.escalation_level + 1}")
 
     def decider(self, now: datetime) -> Callable[[Alert], Escalation | None]:
         """`due` at a fixed `now`, in the shape StateStore.escalate takes."""

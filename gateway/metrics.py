@@ -7,10 +7,14 @@ for progress.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+from collections.abc import Iterable
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+
+from rules import deadman
 
 _PREFIX = "warden_gateway_"
 
@@ -26,6 +30,36 @@ class _HistorianStats:
         for stat, value in sorted(self._stats().items()):
             family.add_metric([stat], float(value))
         return [family]
+
+
+#: An alert not yet resolved, as the state gauges need it: (severity, rule, subject).
+OpenAlert = tuple[str, str, str]
+
+
+class _StateGauges:
+    """Open alerts by severity and rule, silent devices and agents online, read from the
+    store and the agents' availability at scrape time: right after a restart too, and
+    never drifting from the alerts the API shows."""
+
+    def __init__(self, open_alerts: Callable[[], Iterable[OpenAlert]], agents: Callable[[], dict[str, str]]) -> None:
+        self._open_alerts = open_alerts
+        self._agents = agents
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        alerts = list(self._open_alerts())
+        by_kind = GaugeMetricFamily(f"{_PREFIX}open_alerts", "Alerts open or acknowledged, by severity and rule", labels=["severity", "rule"])
+        for (severity, rule), count in sorted(Tally((severity, rule) for severity, rule, _ in alerts).items()):
+            by_kind.add_metric([severity, rule], count)
+        silent = sum(1 for _, rule, _ in alerts if rule == deadman.DEVICE)
+        quiet_agents = {subject for _, rule, subject in alerts if rule == deadman.AGENT}
+        agents = self._agents()  # "site/agent" -> latest availability: online, heartbeat, offline
+        online = sum(1 for key, state in agents.items() if state != "offline" and key.split("/", 1)[-1] not in quiet_agents)
+        return [
+            by_kind,
+            GaugeMetricFamily(f"{_PREFIX}silent_devices", "Devices with an unresolved no-data (deadman) alert", value=silent),
+            GaugeMetricFamily(f"{_PREFIX}agents_online", "Agents whose latest availability is not offline and that are not silent", value=online),
+            GaugeMetricFamily(f"{_PREFIX}agents_known", "Agents the gateway heard since it started", value=len(agents)),
+        ]
 
 
 class GatewayMetrics:
@@ -46,6 +80,10 @@ class GatewayMetrics:
         self.commit_seconds = Histogram(f"{_PREFIX}commit_seconds", "Time to commit a batch's state", registry=r)
         Gauge(f"{_PREFIX}queue_depth", "Messages received, not yet processed", registry=r).set_function(queue_depth)
         r.register(_HistorianStats(historian_stats))
+
+    def watch_state(self, open_alerts: Callable[[], Iterable[OpenAlert]], agents: Callable[[], dict[str, str]]) -> None:
+        """Export the state gauges (open alerts, silent devices, agents online) from these sources."""
+        self.registry.register(_StateGauges(open_alerts, agents))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

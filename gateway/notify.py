@@ -18,6 +18,9 @@ their receivers go away for hours, so they are delivered at least once, durably:
 - Bounded: at most `queue_size` rows wait per sink besides the one being delivered; the
   oldest waiting go first, counted as dropped in the same transaction (so a retried
   batch does not count twice) and reported by the sink's thread.
+- Rate-limited (a chat bot's `max_per_minute`, gateway/bots.py): past the limit the rows
+  wait on disk, and what waits when a slot frees goes as one message (at most
+  COALESCE_MAX changes): late, not dropped.
 
 Secrets (webhook URL paths, headers, SMTP passwords) are never logged; sinks log only
 scheme, host and port.
@@ -34,6 +37,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -53,6 +57,10 @@ log = logging.getLogger(__name__)
 
 _PREFIX = "warden_gateway_"
 _SEVERITY_ORDER = list(Severity)
+
+#: At most this many waiting changes go in one message to a sink that sends several at
+#: once (a chat bot under its rate limit; gateway/bots.py).
+COALESCE_MAX = 10
 
 
 class Sink(Protocol):
@@ -280,6 +288,22 @@ class Outbox:
                 continue
             return Pending(row["id"], row["sink"], row["key"], change, row["created_at"], row["attempts"], row["next_attempt_at"])
 
+    def heads(self, sink: str, count: int) -> list[Pending]:
+        """The oldest `count` rows of `sink` that are due in order: what a sink that sends
+        several changes as one message (a chat bot) sends together."""
+        first = self.head(sink)
+        if first is None:
+            return []
+        rows = self._db.execute("SELECT * FROM notification_outbox WHERE sink = ? AND id > ? ORDER BY id LIMIT ?", (sink, first.id, count - 1)).fetchall()
+        taken = [first]
+        for row in rows:
+            try:
+                change = change_from_document(json.loads(row["change"]))
+            except (ValueError, KeyError, TypeError):
+                break  # head() discards it when it comes first
+            taken.append(Pending(row["id"], row["sink"], row["key"], change, row["created_at"], row["attempts"], row["next_attempt_at"]))
+        return taken
+
     def due_now(self, sink: str) -> None:
         """Make every row of `sink` due: a (re)start tries at once what waited for backoff."""
         self._db.execute("UPDATE notification_outbox SET next_attempt_at = MIN(next_attempt_at, ?) WHERE sink = ?", (self.now(), sink))
@@ -366,6 +390,7 @@ class QueuedSink:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._deadline = 0.0  # monotonic: stop delivering after it, once stopping
+        self._sent_at: deque[float] = deque()  # outbox clock of each attempt in the last minute (sinks with per_minute)
         self._thread = threading.Thread(target=self._run, name=f"notify-{sink.name}", daemon=True)
 
     def record(self, db: sqlite3.Connection, changes: list[AlertChange]) -> None:
@@ -445,8 +470,60 @@ class QueuedSink:
             return None
         if head.next_attempt_at > now:
             return min(head.next_attempt_at, head.created_at + expire_after) - now
-        self._attempt(head, now)
+        wait = self._rate_wait(now)
+        if wait > 0:
+            return wait  # the rows wait on disk; what gathers meanwhile goes as one message
+        send_many = getattr(self.sink, "send_many", None)
+        batch = self.outbox.heads(self.name, COALESCE_MAX) if send_many is not None else [head]
+        batch = batch[: next((i for i, p in enumerate(batch) if p.next_attempt_at > now), len(batch))]
+        if len(batch) > 1:
+            self._attempt_many(batch, now)
+        else:
+            self._attempt(head, now)
         return 0.0
+
+    def _rate_wait(self, now: float) -> float:
+        """Seconds until the sink may send again under its `per_minute` limit (0: now);
+        counts this attempt when it may."""
+        limit = getattr(self.sink, "per_minute", None)
+        if not limit:
+            return 0.0
+        while self._sent_at and self._sent_at[0] <= now - 60.0:
+            self._sent_at.popleft()
+        if len(self._sent_at) >= limit:
+            return self._sent_at[0] + 60.0 - now
+        self._sent_at.append(now)
+        return 0.0
+
+    def _attempt_many(self, batch: list[Pending], now: float) -> None:
+        """Several waiting changes as one message (a chat bot's rate limit); delivered,
+        failed or retried together."""
+        try:
+            self.sink.send_many([p.change for p in batch], batch[0].key)  # type: ignore[attr-defined]
+        except DeliveryError as exc:
+            error = exc
+        except Exception as exc:  # as in _attempt
+            log.debug("notification sink raised", exc_info=True, extra={"sink": self.name})
+            error = DeliveryError(type(exc).__name__, retryable=False)
+        else:
+            for pending in batch:
+                self.outbox.remove(pending.id)
+            self.metrics.sent.labels(self.name).inc(len(batch))
+            log.info("notifications sent together", extra={"sink": self.name, "count": len(batch)})
+            return
+        attempts = max(p.attempts for p in batch) + 1
+        retries = self.delivery.retries
+        if not error.retryable or (retries is not None and attempts > retries):
+            for pending in batch:
+                self.outbox.remove(pending.id)
+            self.metrics.failed.labels(self.name).inc(len(batch))
+            log.warning("notifications failed", extra={"sink": self.name, "count": len(batch), "error": error.reason, "attempts": attempts})
+            return
+        delay = min(self.delivery.backoff_seconds * 2 ** (attempts - 1), self.delivery.max_backoff_seconds)
+        for pending in batch:
+            self.outbox.postpone(pending.id, now + delay, error.reason)
+        self.metrics.retries.labels(self.name).inc()
+        log.info("notification retry", extra={"sink": self.name, "count": len(batch), "attempt": attempts, "error": error.reason, "retry_in_s": delay})
 
     def _attempt(self, pending: Pending, now: float) -> None:
         change = pending.change
@@ -503,6 +580,7 @@ class WebhookSink:
         self.name = name
         self.config = config
         self.target = safe_target(config.url)
+        self.per_minute = config.max_per_minute  # QueuedSink keeps to it; the rows wait on disk meanwhile
         self._client = httpx.Client(timeout=config.timeout_seconds, follow_redirects=False)
 
     def send(self, change: AlertChange, key: str | None = None) -> None:
@@ -623,9 +701,14 @@ def build_notifier(config: AlertsConfig, client: mqtt.Client, registry: Collecto
     outbox = Outbox(store.path)
     for gone, count in outbox.discard_other_sinks(set(config.sinks)).items():
         log.warning("notifications discarded: their sink is no longer configured", extra={"sink": gone, "count": count})
+    from gateway import bots  # here: gateway.bots builds on this module's DeliveryError
+
     for name, sink_config in config.sinks.items():
-        sink: WebhookSink | SmtpSink
-        sink = WebhookSink(name, sink_config) if isinstance(sink_config, WebhookSinkConfig) else SmtpSink(name, sink_config)
+        sink: WebhookSink | SmtpSink | bots.BotSink
+        if isinstance(sink_config, WebhookSinkConfig):
+            sink = bots.BotSink(name, sink_config) if bots.is_bot(sink_config) else WebhookSink(name, sink_config)
+        else:
+            sink = SmtpSink(name, sink_config)
         level = config.sink_level(name)
         routes.append((Route.from_config(sink_config, level), QueuedSink(sink, sink_config, metrics, outbox)))
         log.info("notification sink", extra={"sink": name, "type": sink_config.type, "target": sink.target, "from_level": level,

@@ -23,6 +23,7 @@ from typing import Callable, Literal
 
 import paho.mqtt.client as mqtt
 
+from gateway.acks import DeliveryAcks
 from gateway.catch_up import CatchUp
 from gateway.devices import DeviceRegistry
 from gateway.escalation import EscalationPolicy
@@ -32,6 +33,7 @@ from gateway.notify import build_notifier
 from gateway.ownership import DeviceOwners
 from gateway.rule_inputs import AcceptedMessage, feed, journal_entry, replay
 from gateway.store import AlertChange, DeadLetter, StateStore
+from gateway.workorders import WorkOrders
 from rules.alerts import AlertSignal
 from rules.engine import RuleEngine
 from warden import topics
@@ -110,6 +112,7 @@ class Gateway:
         client_id = client_id_for(config.broker, f"warden-gateway-{config.id}")
         self.client = make_client(config.broker, client_id, persistent_session=True, manual_ack=True)
         self._sync_topic = topics.gateway_sync_topic(client_id)
+        self.acks = DeliveryAcks(self.client)  # tells agents what is durably stored (gateway/acks.py)
         self.catch_up = CatchUp(config.rules.catch_up_max_seconds)  # no tick before the session's backlog is in
         self._marker = b""
         self.flag = ConnectionFlag()
@@ -124,7 +127,9 @@ class Gateway:
         self._threads: list[threading.Thread] = []
         self.alert_listeners: list[Callable[[AlertChange], None]] = []
         self.notifier = build_notifier(config.alerts, self.client, self.metrics.registry, self.store)  # outbox in state.db
+        self.metrics.watch_state(lambda: [(a.severity, a.rule, a.subject) for a in self.store.alerts_live()], lambda: dict(self.agents))
         self.escalation = EscalationPolicy(config.alerts.escalation)
+        self.work_orders = WorkOrders(config.state_db, config.work_orders, site.id, self.clock, self.notifier)  # issue 18
         self.escalation_checked_at: datetime | None = None  # gateway clock of the last escalation check
         self.link = BrokerLink(config.broker.host, config.broker.port, config.broker.reconnect_max_seconds)
         self.devices = DeviceRegistry()  # last seen and counters per device, for the API
@@ -163,6 +168,7 @@ class Gateway:
         self._historian_writer.shutdown(wait=True)
         self.historian.close()
         self.store.close()
+        self.work_orders.close()
         log.info("gateway stopped", extra={name: int(n) for name, n in self.counts().items()})  # counters count
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
@@ -309,6 +315,7 @@ class Gateway:
         with self.metrics.commit_seconds.time():
             changes = self._commit(fresh, signals, refused, messages, tick_at, position)
         self._history_position = position
+        self.acks.acknowledge(((where, [e.id for e in evs]) for _, where, evs in accepted), refused)  # only once committed
         for item in batch:
             if isinstance(item, Incoming) and item.qos > 0:
                 self.client.ack(item.mid, item.qos)
@@ -439,6 +446,7 @@ class Gateway:
         now = self.clock.now()
         try:
             changes = self.store.escalate(self.escalation.decider(now), at=now)
+            self.work_orders.escalate(lambda order: self.escalation.due_work_order(order, now), now)  # notifies itself
         except Exception:
             log.exception("escalation check failed; retried on the next tick")
             return []
@@ -456,6 +464,12 @@ class Gateway:
     def acknowledge(self, alert_id: int, by: str, note: str | None = None) -> AlertChange:
         """A person acknowledges an alert; notified like any other change."""
         change = self.store.acknowledge(alert_id, by, note)
+        self._announce([change])
+        return change
+
+    def assign(self, alert_id: int, to: str, by: str, note: str | None = None) -> AlertChange:
+        """A dispatcher names the person an alert is for; shown live like any other change."""
+        change = self.store.assign(alert_id, to, by, note)
         self._announce([change])
         return change
 

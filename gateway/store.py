@@ -63,6 +63,8 @@ _ADDED_ALERT_COLUMNS = {
     "escalation_level": "INTEGER NOT NULL DEFAULT 0",
     "escalated_at": "TEXT",
     "raised_at": "TEXT",
+    "assigned_to": "TEXT",  # issue 18: the person an alert is for, named by a dispatcher
+    "assigned_at": "TEXT",
 }
 
 
@@ -94,6 +96,8 @@ class Alert:
     escalation_level: int = 0  # 0: with the first responders; +1 per escalation
     escalated_at: str | None = None  # gateway clock
     raised_at: str | None = None  # gateway clock at opening; None in rows older than the column
+    assigned_to: str | None = None  # the person named to deal with it (issue 18)
+    assigned_at: str | None = None  # gateway clock
 
 
 #: A refused payload is kept up to this size (its full size is recorded), so a flood of
@@ -303,6 +307,23 @@ class StateStore:
     def resolve(self, alert_id: int, by: str, note: str | None = None, at: datetime | None = None) -> AlertChange:
         """A person closes an alert, e.g. after a repair; the note says what was done."""
         return self._person_action(alert_id, "resolved", by, note, at)
+
+    def assign(self, alert_id: int, to: str, by: str, note: str | None = None, at: datetime | None = None) -> AlertChange:
+        """Name the person a live alert is for (a dispatcher's decision, kept in its history);
+        acknowledging stays theirs to do. The change's action is `assigned`."""
+        when = (at or self._clock_now()).astimezone(timezone.utc).isoformat()
+        db = self._db
+        with _transaction(db):
+            row = db.execute("SELECT state FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            if row is None:
+                raise AlertNotFound(alert_id)
+            if row["state"] == AlertState.RESOLVED:
+                raise AlertStateConflict(f"alert {alert_id} is already resolved")
+            db.execute("UPDATE alerts SET assigned_to = ?, assigned_at = ? WHERE id = ?", (to, when, alert_id))
+            message = f"assigned to {to} by {by}" + (f": {note}" if note else "")
+            change = self._record(db, alert_id, when, "assigned", message, json.dumps({"by": by, "to": to}, sort_keys=True))
+            self._changed(db, [change])
+            return change
 
     def _person_action(self, alert_id: int, action: str, by: str, note: str | None, at: datetime | None) -> AlertChange:
         when = (at or self._clock_now()).astimezone(timezone.utc).isoformat()

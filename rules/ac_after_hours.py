@@ -19,8 +19,10 @@ from typing import Any
 
 from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import ScheduleSpans, wall_clock
+from warden.calendar import Season, split_by_band
 from warden.config import AFTER_HOURS_RULES, AcAfterHoursConfig, CircuitKind, SiteConfig
 from warden.events import Event, Quantity, Reading
+from warden.names import room_label
 
 SNAPSHOT_VERSION = 2
 
@@ -50,6 +52,14 @@ class _Place:
     room: str
     schedule: str | None
     kind: CircuitKind
+    season: Season | None = None  # months the kind may run at all (outside: all day is waste)
+
+    def where(self, roomwise: bool) -> dict[str, str | Season | None]:
+        """The schedule query's room (only if the calendar has room exceptions: otherwise
+        rooms of one schedule share its cached spans) and season."""
+        if not roomwise:
+            return {"season": self.season}
+        return {"building": self.building, "room": self.room, "season": self.season}
 
 
 @dataclass
@@ -72,6 +82,7 @@ class _Stretch:
     ends_at: datetime | None  # the schedule's next start; None: never
     meters: set[str] = field(default_factory=set)
     kwh: float = 0.0
+    kwh_by_band: dict[str, float] = field(default_factory=dict)  # time-of-use tariffs only
     on_seconds: float = 0.0
     on_until: datetime | None = None  # on-time is counted up to here (union watermark)
     known_until: datetime | None = None  # reported time is counted up to here
@@ -96,6 +107,7 @@ class AcAfterHoursRule:
     def __init__(self, site: SiteConfig, config: AcAfterHoursConfig) -> None:
         self._site = site
         self._schedules = ScheduleSpans(site)
+        self._roomwise = site.calendar is not None and bool(site.calendar.exceptions)
         self._config = config
         self._grace = timedelta(minutes=config.grace_minutes)
         self._max_gap = timedelta(minutes=config.max_gap_minutes)
@@ -168,9 +180,9 @@ class AcAfterHoursRule:
 
     def _maybe_start(self, place: _Place, meter_id: str, meter: _Meter, at: datetime, watts: float) -> _Stretch | None:
         meter.last_time, meter.power_w = at, watts
-        if watts <= self._config.standby_watts or self._schedules.is_scheduled(place.schedule, at):
+        if watts <= self._config.standby_watts or self._schedules.is_scheduled(place.schedule, at, **place.where(self._roomwise)):
             return None
-        ends_at = self._schedules.next_change(place.schedule, at)
+        ends_at = self._schedules.next_change(place.schedule, at, **place.where(self._roomwise))
         stretch = _Stretch(since=at, ends_at=ends_at, meters={meter_id}, on_until=at, known_until=at)
         self._stretches[(place.subject, place.kind)] = stretch
         return stretch
@@ -200,6 +212,7 @@ class AcAfterHoursRule:
         stretch.known_until = _add_segment(stretch.recent_known, stretch.known_until, start, until)
         if meter.power_w > self._config.standby_watts:
             stretch.kwh += meter.power_w * (until - start).total_seconds() / 3_600_000
+            self._by_band(stretch, meter.power_w, start, until)
             before = stretch.on_until
             stretch.on_until = _add_segment(stretch.recent_on, before, start, until)
             stretch.on_seconds += (stretch.on_until - max(start, before or start)).total_seconds()
@@ -253,6 +266,21 @@ class AcAfterHoursRule:
             return None
         return self._signal(SignalAction.RESOLVE, place, stretch, end, reason=reason)
 
+    def _by_band(self, stretch: _Stretch, watts: float, start: datetime, until: datetime) -> None:
+        """Add the interval's kWh to the time-of-use band(s) it was drawn in."""
+        tou, site = self._site.tariff.time_of_use, self._site
+        if tou is None:
+            return
+        for band, seconds in split_by_band(tou, site.zone, site.calendar, site.holidays, start, until).items():
+            stretch.kwh_by_band[band] = stretch.kwh_by_band.get(band, 0.0) + watts * seconds / 3_600_000
+
+    def _cost(self, stretch: _Stretch) -> float:
+        """Flat tariff: kWh x price; time of use: each band's kWh x its price."""
+        tou = self._site.tariff.time_of_use
+        if tou is None:
+            return stretch.kwh * self._site.tariff.energy_per_kwh
+        return sum(kwh * tou.bands[band] for band, kwh in stretch.kwh_by_band.items())
+
     def _any_on(self, place: _Place) -> bool:
         members = self._members[(place.subject, place.kind)]
         return any(self._meter(m).power_w > self._config.standby_watts for m in members)
@@ -268,7 +296,7 @@ class AcAfterHoursRule:
         meters = [self._meter(m) for m in sorted(stretch.meters)]
         until = stretch.until(at)
         tariff = self._site.tariff
-        cost = stretch.kwh * tariff.energy_per_kwh
+        cost = self._cost(stretch)
         span_minutes = max((until - stretch.since).total_seconds(), 0.0) / 60
         on_minutes = stretch.on_seconds / 60
         duty = on_minutes / span_minutes if span_minutes > 0 else 1.0
@@ -288,6 +316,13 @@ class AcAfterHoursRule:
             "building": place.building,
             "room": place.room,
         }
+        for band in tariff.time_of_use.bands if tariff.time_of_use else ():
+            kwh = stretch.kwh_by_band.get(band, 0.0)
+            details[f"kwh_{band}"] = round(kwh, 6)
+            details[f"cost_{band}"] = round(kwh * tariff.time_of_use.bands[band], 4)
+        if place.season is not None:
+            details["season"] = place.season.label()
+            details["in_season"] = "yes" if place.season.contains(at.astimezone(self._site.zone).date()) else "no"
         if reason:
             details["reason"] = reason
         return AlertSignal(
@@ -305,18 +340,33 @@ class AcAfterHoursRule:
         self, place: _Place, stretch: _Stretch, at: datetime, until: datetime, span: float, on: float, reason: str
     ) -> str:
         title, noun, verb = _WORDS[place.kind]
-        cost = stretch.kwh * self._site.tariff.energy_per_kwh
+        room = room_label(self._site, place.room, place.building)  # 科学实验室 (A-204), or the id
+        cost = self._cost(stretch)
         summary = f"{stretch.kwh:.2f} kWh wasted ({cost:.2f} {self._site.tariff.currency})"
+        peak = self._dearest_band(stretch)
+        if peak:
+            summary += f", {peak}"
+        if place.season is not None and not place.season.contains(at.astimezone(self._site.zone).date()):
+            summary += f"; out of season (runs {place.season.label()})"
         length = _duration(span)
         if span > 0 and on / span < _CYCLING_BELOW:
             length += f" (cycling: on {_duration(on)} of it)"
         if reason == "power_off":
             off = wall_clock(self._site, until, ref=at)
-            return f"{title} in {place.room} off since {off} after {length} on after hours, {summary}"
+            return f"{title} in {room} off since {off} after {length} on after hours, {summary}"
         if reason == "schedule_started":
             start = wall_clock(self._site, at, ref=at)
-            return f"Schedule of {place.room} started at {start}; {noun} {verb} on after hours for {length}, {summary}"
-        return f"{title} in {place.room} on after hours for {length}, {summary}"
+            return f"Schedule of {room} started at {start}; {noun} {verb} on after hours for {length}, {summary}"
+        return f"{title} in {room} on after hours for {length}, {summary}"
+
+    def _dearest_band(self, stretch: _Stretch) -> str:
+        """"2.25 kWh at peak" for the dearest band used, when a time-of-use tariff prices it."""
+        tou = self._site.tariff.time_of_use
+        used = [b for b, kwh in stretch.kwh_by_band.items() if kwh > 0]
+        if tou is None or not used:
+            return ""
+        band = max(used, key=lambda b: tou.bands[b])
+        return f"{stretch.kwh_by_band[band]:.2f} kWh at {band}"
 
     # ----------------------------------------------------------------- persistence
 
@@ -334,6 +384,7 @@ class AcAfterHoursRule:
                     "since": s.since.isoformat(),
                     "meters": sorted(s.meters),
                     "kwh": s.kwh,
+                    "kwh_by_band": dict(s.kwh_by_band),
                     "on_seconds": s.on_seconds,
                     "on_until": _iso(s.on_until),
                     "known_until": _iso(s.known_until),
@@ -366,9 +417,12 @@ class AcAfterHoursRule:
             since = datetime.fromisoformat(s["since"])
             self._stretches[key] = _Stretch(
                 since=since,
-                ends_at=self._schedules.next_change(self._groups[key].schedule, since),
+                ends_at=self._schedules.next_change(
+                    self._groups[key].schedule, since, **self._groups[key].where(self._roomwise)
+                ),
                 meters=set(s["meters"]),
                 kwh=float(s["kwh"]),
+                kwh_by_band={str(b): float(v) for b, v in s.get("kwh_by_band", {}).items()},
                 on_seconds=float(s["on_seconds"]),
                 on_until=_parse(s["on_until"]),
                 known_until=_parse(s["known_until"]),
@@ -447,6 +501,7 @@ def _index_places(site: SiteConfig) -> dict[str, _Place]:
                     room=room.id,
                     schedule=room.schedule,
                     kind=room.circuits.get(device, "ac"),
+                    season=room.seasons.get(room.circuits.get(device, "ac")),
                 )
     return places
 

@@ -23,6 +23,7 @@ from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import wall_clock
 from warden.config import DeadmanConfig, SiteConfig
 from warden.events import EVENT_KINDS, DeviceState, DeviceStatus, Event
+from warden.names import device_label
 
 SNAPSHOT_VERSION = 1
 
@@ -98,7 +99,7 @@ class DeadmanRule:
             return []
         device.raised = False
         minutes = (event.event_time - previous).total_seconds() / 60 if previous else 0.0
-        message = f"Device {event.device} spoke again at {wall_clock(self._site, event.event_time, ref=event.event_time)}"
+        message = f"Device {device_label(self._site, event.device)} spoke again at {wall_clock(self._site, event.event_time, ref=event.event_time)}"
         if previous:
             message += f" after {_duration(minutes)} of silence"
         return [self._device_signal(SignalAction.RESOLVE, event.device, event.event_time, message, minutes)]
@@ -134,7 +135,7 @@ class DeadmanRule:
         device.raised = True
         minutes = interval.total_seconds() / 60
         since = f"since {wall_clock(self._site, device.last, ref=deadline)}" if device.last else "at all"
-        message = f"No data from device {device_id} {since} (expected at least every {_duration(minutes)})"
+        message = f"No data from device {device_label(self._site, device_id)} {since} (expected at least every {_duration(minutes)})"
         return [self._device_signal(SignalAction.RAISE, device_id, deadline, message, minutes)]
 
     def _interval(self, device_id: str, device: _Device) -> timedelta | None:

@@ -18,6 +18,7 @@ from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import ScheduleSpans, wall_clock
 from warden.config import DoorsConfig, SiteConfig
 from warden.events import DoorAction, DoorEvent, Event
+from warden.names import door_label
 
 SNAPSHOT_VERSION = 1
 
@@ -145,7 +146,7 @@ class DoorsRule:
         signals = []
         if door.forced_since is not None and at >= door.forced_since:
             forced = wall_clock(self._site, door.forced_since, seconds=True, ref=at)
-            message = f"Door {door_id} forced open at {forced}, closed again at {wall_clock(self._site, at, seconds=True, ref=at)}"
+            message = f"Door {self._door(door_id)} forced open at {forced}, closed again at {wall_clock(self._site, at, seconds=True, ref=at)}"
             signals.append(self._forced_signal(SignalAction.UPDATE, door_id, door, at, message, closed=at))
             door.forced_since = None
         if door.open_since is not None and at >= door.open_since:
@@ -160,11 +161,11 @@ class DoorsRule:
     ) -> AlertSignal:
         seconds = (at - since).total_seconds()
         if source == "timer":
-            message = f"Door {door_id} held open for {seconds:.0f} s (opened {wall_clock(self._site, since, seconds=True, ref=at)})"
+            message = f"Door {self._door(door_id)} held open for {seconds:.0f} s (opened {wall_clock(self._site, since, seconds=True, ref=at)})"
         elif source == "controller":
-            message = f"Door {door_id} held open (reported by the controller at {wall_clock(self._site, at, seconds=True, ref=at)})"
+            message = f"Door {self._door(door_id)} held open (reported by the controller at {wall_clock(self._site, at, seconds=True, ref=at)})"
         else:
-            message = f"Door {door_id} closed at {wall_clock(self._site, at, seconds=True, ref=at)} after {seconds:.0f} s open"
+            message = f"Door {self._door(door_id)} closed at {wall_clock(self._site, at, seconds=True, ref=at)} after {seconds:.0f} s open"
         details: dict[str, float | str] = {"since": since.isoformat(), "seconds": seconds, "source": source}
         return self._signal(HELD_OPEN, action, door_id, at, Severity.WARNING, message, details)
 
@@ -174,12 +175,12 @@ class DoorsRule:
         """Critical, and left open for a person: closing the door does not undo a break-in."""
         if door.forced_since is not None:
             door.forced_count += 1
-            message = f"Door {door_id} forced again at {wall_clock(self._site, at, seconds=True, ref=at)} ({door.forced_count} times)"
+            message = f"Door {self._door(door_id)} forced again at {wall_clock(self._site, at, seconds=True, ref=at)} ({door.forced_count} times)"
             return [self._forced_signal(SignalAction.UPDATE, door_id, door, at, message)]
         door.forced_count = 1
         if door.last_closed is None or at > door.last_closed:
             door.forced_since = at
-        message = f"Door {door_id} forced open at {wall_clock(self._site, at, seconds=True, ref=at)}"
+        message = f"Door {self._door(door_id)} forced open at {wall_clock(self._site, at, seconds=True, ref=at)}"
         return [self._forced_signal(SignalAction.RAISE, door_id, door, at, message, since=at)]
 
     def _forced_signal(
@@ -212,9 +213,9 @@ class DoorsRule:
     def _denied_signal(self, action: SignalAction, door_id: str, door: _Door, at: datetime) -> AlertSignal:
         minutes = self._config.denied_minutes
         if action is SignalAction.RESOLVE:
-            message = f"No denied card at door {door_id} for {minutes:g} min ({door.denied_count} denied in all)"
+            message = f"No denied card at door {self._door(door_id)} for {minutes:g} min ({door.denied_count} denied in all)"
         else:
-            message = f"{door.denied_count} denied cards at door {door_id} since {wall_clock(self._site, door.denied_since or at, seconds=True, ref=at)}"
+            message = f"{door.denied_count} denied cards at door {self._door(door_id)} since {wall_clock(self._site, door.denied_since or at, seconds=True, ref=at)}"
         since = door.denied_since or at
         details: dict[str, float | str] = {"count": door.denied_count, "since": since.isoformat()}
         if door.denied_card:
@@ -253,11 +254,11 @@ class DoorsRule:
         assert door.after_since is not None
         uses = door.after_granted + door.after_opened
         if action is SignalAction.RESOLVE:
-            message = f"Schedule of door {door_id} started at {wall_clock(self._site, at, ref=at)}; {uses} door events after hours"
+            message = f"Schedule of door {self._door(door_id)} started at {wall_clock(self._site, at, ref=at)}; {uses} door events after hours"
         elif uses == 1:
-            message = f"Door {door_id} used after hours at {wall_clock(self._site, at, seconds=True, ref=at)}"
+            message = f"Door {self._door(door_id)} used after hours at {wall_clock(self._site, at, seconds=True, ref=at)}"
         else:
-            message = f"Door {door_id} used after hours: {uses} door events since {wall_clock(self._site, door.after_since, seconds=True, ref=at)}"
+            message = f"Door {self._door(door_id)} used after hours: {uses} door events since {wall_clock(self._site, door.after_since, seconds=True, ref=at)}"
         details: dict[str, float | str] = {
             "since": door.after_since.isoformat(),
             "granted": door.after_granted,
@@ -267,6 +268,10 @@ class DoorsRule:
         return self._signal(AFTER_HOURS, action, door_id, at, Severity.WARNING, message, details)
 
     # ----------------------------------------------------------------- helpers
+
+    def _door(self, door_id: str) -> str:
+        """The door as messages name it: '东门 (door-back)', or the id without a name."""
+        return door_label(self._config.doors, door_id)
 
     def _policy(self, door_id: str, device: str) -> _Policy:
         """The door's settings; its room is found by the door id, else by its controller."""

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from rules.ac_after_hours import AcAfterHoursRule
 from rules.alerts import AlertSignal, Rule
+from rules.cold_room import ColdRoomRule
 from rules.deadman import DeadmanRule
 from rules.doors import DoorsRule
 from rules.patrol import PatrolRule
@@ -41,6 +42,7 @@ def build_rules(site: SiteConfig, config: RulesConfig) -> tuple[StatefulRule, ..
         (config.doors.enabled, lambda: DoorsRule(site, config.doors)),
         (config.patrol.enabled, lambda: PatrolRule(site, config.patrol, lateness)),
         (config.deadman.enabled, lambda: DeadmanRule(site, config.deadman)),
+        (config.cold_room.enabled and bool(config.cold_room.rooms), lambda: ColdRoomRule(site, config.cold_room)),
     ]
     return tuple(build() for enabled, build in candidates if enabled)
 

@@ -34,6 +34,7 @@ from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import local_instant, wall_clock
 from warden.config import PatrolConfig, PatrolRoute, SiteConfig
 from warden.events import Event, PatrolTap, TapSource
+from warden.names import checkpoint_label, checkpoint_name, name_or_id, route_label
 
 SNAPSHOT_VERSION = 2  # 2: staged wand taps and each wand route's last upload
 
@@ -215,6 +216,7 @@ class PatrolRule:
             rounds.append({
                 "round": key,
                 "route": view.plan.route.id,
+                "route_name": name_or_id(view.plan.route.name, view.plan.route.id),
                 "date": rnd.day,
                 "start": rnd.start,
                 "starts_at": view.plan.starts.isoformat(),
@@ -226,6 +228,7 @@ class PatrolRule:
                 "checkpoints": [
                     {
                         "tag": c.tag,
+                        "name": name_or_id(checkpoint_name(view.plan.route, c.tag), c.tag),
                         "deadline": c.deadline.isoformat(),
                         "state": c.state,
                         "tapped_at": c.tapped_at.isoformat() if c.tapped_at else None,
@@ -488,7 +491,7 @@ class PatrolRule:
         if c.with_round and not c.before:
             return None
         due = c.due or c.deadline
-        where = f"Checkpoint {c.tag} in round {self._label(plan)}"
+        where = f"Checkpoint {checkpoint_label(plan.route, c.tag)} in round {self._label(plan)}"
         details = self._details(plan) | {"tag": c.tag, "state": c.state, "deadline": c.deadline.isoformat()}
         moved = f" (its deadline {self._time(c.deadline, due)} + the round's {delay.total_seconds() / 60:.0f} min delay)" if delay else ""
         if delay:
@@ -577,7 +580,7 @@ class PatrolRule:
             note = _reconciled(c.source)
             at = max(said.at, c.tapped_at or said.at)
             visited = self._time(c.tapped_at or at, at)
-            message = f"Checkpoint {tag} in round {self._label(plan)} visited at {visited}: {note}"
+            message = f"Checkpoint {checkpoint_label(plan.route, tag)} in round {self._label(plan)} visited at {visited}: {note}"
             details |= {"tag": tag, "state": c.state, "tapped_at": c.tapped_at.isoformat() if c.tapped_at else ""}
         details["note"] = note
         return AlertSignal(self._site.id, rule, subject, SignalAction.RESOLVE, at, Severity.INFO, message, details)
@@ -595,7 +598,7 @@ class PatrolRule:
         return details
 
     def _label(self, plan: _Plan) -> str:
-        return f"{plan.start:%H:%M} of {plan.day.isoformat()} on route {plan.route.id}"
+        return f"{plan.start:%H:%M} of {plan.day.isoformat()} on route {route_label(plan.route)}"
 
     def _time(self, at: datetime, ref: datetime) -> str:
         """`at` as a guard reads it in a message spoken at `ref`: with its date when on

@@ -10,9 +10,12 @@ spring-forward night 02:30 never happens at all.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from warden.calendar import Season, plan_day
 from warden.config import SiteConfig, WeeklyWindow
 
 #: How far next_change looks ahead, in days: a cheap first pass, then a long one for
@@ -20,23 +23,73 @@ from warden.config import SiteConfig, WeeklyWindow
 _HORIZONS_DAYS = (8, 400)
 
 
-def is_scheduled(site: SiteConfig, schedule_name: str | None, at: datetime) -> bool:
+def is_scheduled(
+    site: SiteConfig,
+    schedule_name: str | None,
+    at: datetime,
+    *,
+    building: str | None = None,
+    room: str | None = None,
+    season: Season | None = None,
+) -> bool:
     """True if `at` (aware) falls in one of the schedule's weekly windows.
 
     A holiday is unscheduled all day, and a window that starts on a holiday does not run
     either. A window past midnight ("22:00-06:00") belongs to the day it starts on; an end
-    equal to the start runs 24 hours. No schedule (None) is never scheduled.
+    equal to the start runs 24 hours. No schedule (None) is never scheduled. With a site
+    calendar each day runs the plan warden.calendar.plan_day gives it (a make-up day
+    follows another weekday's windows, a vacation maps the schedule, `building`/`room`
+    exceptions win); a day outside `season` is unscheduled like a holiday.
     """
     if schedule_name is None:
         return False
+    _windows(site, schedule_name)  # an unknown schedule is an error, whatever the day
     local = _local(site.zone, at)
-    holidays = frozenset(site.holidays)
-    if local.date() in holidays:
-        return False
-    return any(_covers(window, local, holidays) for window in _windows(site, schedule_name))
+    today = local.date()
+    where = _Where(building, room, season)
+    if _day_off(site, schedule_name, today, where):
+        return False  # a holiday is unscheduled all day, even inside last night's window
+    return any(
+        _covers(window, local, day, weekday)
+        for day in (today, today - timedelta(days=1))
+        for window, weekday in _day_windows(site, schedule_name, day, where)
+    )
 
 
-def next_change(site: SiteConfig, schedule_name: str | None, at: datetime) -> datetime | None:
+@dataclass(frozen=True)
+class _Where:
+    """The room a schedule is asked for (calendar exceptions) and its circuit's season."""
+
+    building: str | None = None
+    room: str | None = None
+    season: Season | None = None
+
+
+def _day_off(site: SiteConfig, schedule_name: str, day: date, where: _Where) -> bool:
+    if where.season is not None and not where.season.contains(day):
+        return True
+    return plan_day(site.calendar, site.holidays, day, schedule_name, building=where.building, room=where.room).off
+
+
+def _day_windows(site: SiteConfig, schedule_name: str, day: date, where: _Where) -> list[tuple[WeeklyWindow, int]]:
+    """The windows that start on local `day`, with the weekday the day follows."""
+    if where.season is not None and not where.season.contains(day):
+        return []
+    plan = plan_day(site.calendar, site.holidays, day, schedule_name, building=where.building, room=where.room)
+    if plan.off or plan.schedule is None:
+        return []
+    return [(w, plan.weekday) for w in _windows(site, plan.schedule) if plan.weekday in w.days]
+
+
+def next_change(
+    site: SiteConfig,
+    schedule_name: str | None,
+    at: datetime,
+    *,
+    building: str | None = None,
+    room: str | None = None,
+    season: Season | None = None,
+) -> datetime | None:
     """The first instant after `at` (UTC) at which is_scheduled gives the other answer.
 
     None if the answer never changes (no schedule, an empty one) within about a year.
@@ -45,9 +98,11 @@ def next_change(site: SiteConfig, schedule_name: str | None, at: datetime) -> da
     """
     if schedule_name is None:
         return None
-    current = is_scheduled(site, schedule_name, at)
+    where = {"building": building, "room": room, "season": season}
+    current = is_scheduled(site, schedule_name, at, **where)
     zone = site.zone
-    wall_times = _boundaries(_windows(site, schedule_name))
+    names = site.schedules if site.calendar is not None else [schedule_name]  # a calendar may switch schedules
+    wall_times = _boundaries(w for name in names for w in _windows(site, name))
     first_day = _local(zone, at).date() - timedelta(days=1)
     for horizon in _HORIZONS_DAYS:
         days = (first_day + timedelta(days=n) for n in range(horizon + 2))
@@ -56,7 +111,7 @@ def next_change(site: SiteConfig, schedule_name: str | None, at: datetime) -> da
         for candidate in candidates:
             if candidate > covered_until:
                 break
-            if is_scheduled(site, schedule_name, candidate) != current:
+            if is_scheduled(site, schedule_name, candidate, **where) != current:
                 return candidate
     return None
 
@@ -71,23 +126,27 @@ class ScheduleSpans:
 
     def __init__(self, site: SiteConfig) -> None:
         self._site = site
-        self._spans: dict[str, tuple[datetime, datetime, bool]] = {}  # schedule -> (from, until, scheduled)
+        # (schedule, building, room, season) -> (from, until, scheduled)
+        self._spans: dict[tuple[str, str | None, str | None, Season | None], tuple[datetime, datetime, bool]] = {}
 
-    def is_scheduled(self, schedule_name: str | None, at: datetime) -> bool:
-        return self._span(schedule_name, at)[0]
+    def is_scheduled(self, schedule_name: str | None, at: datetime, **where: str | Season | None) -> bool:
+        """`where`: building, room, season, as for the module's is_scheduled."""
+        return self._span(schedule_name, at, where)[0]
 
-    def next_change(self, schedule_name: str | None, at: datetime) -> datetime | None:
-        return self._span(schedule_name, at)[1]
+    def next_change(self, schedule_name: str | None, at: datetime, **where: str | Season | None) -> datetime | None:
+        return self._span(schedule_name, at, where)[1]
 
-    def _span(self, schedule_name: str | None, at: datetime) -> tuple[bool, datetime | None]:
+    def _span(self, schedule_name: str | None, at: datetime, where: dict[str, Any]) -> tuple[bool, datetime | None]:
         if schedule_name is None:
             return False, None
-        span = self._spans.get(schedule_name)
+        key = (schedule_name, where.get("building"), where.get("room"), where.get("season"))
+        span = self._spans.get(key)
         if span is not None and span[0] <= at < span[1]:
             return span[2], span[1]
-        scheduled, change = is_scheduled(self._site, schedule_name, at), next_change(self._site, schedule_name, at)
+        scheduled = is_scheduled(self._site, schedule_name, at, **where)
+        change = next_change(self._site, schedule_name, at, **where)
         if change is not None:  # None: no change within the horizon, so nothing to bound a span
-            self._spans[schedule_name] = (at, change, scheduled)
+            self._spans[key] = (at, change, scheduled)
         return scheduled, change
 
 
@@ -137,20 +196,14 @@ def _past_midnight(window: WeeklyWindow) -> bool:
     return window.end is not None and window.end <= window.start
 
 
-def _runs_on(window: WeeklyWindow, day: date, holidays: frozenset[date]) -> bool:
-    return day.weekday() in window.days and day not in holidays
-
-
-def _covers(window: WeeklyWindow, local: datetime, holidays: frozenset[date]) -> bool:
-    today, now = local.date(), local.time()
+def _covers(window: WeeklyWindow, local: datetime, day: date, weekday: int) -> bool:
+    """Whether `window`, run on local `day` (following `weekday`), covers `local`."""
+    now = local.time()
+    if day != local.date():  # the day before: only a window past midnight reaches today
+        return _past_midnight(window) and window.end is not None and now < window.end
     if _past_midnight(window):
-        assert window.end is not None
-        yesterday = today - timedelta(days=1)
-        return (_runs_on(window, today, holidays) and now >= window.start) or (
-            _runs_on(window, yesterday, holidays) and now < window.end
-        )
-    before_end = window.end is None or now < window.end
-    return _runs_on(window, today, holidays) and window.start <= now and before_end
+        return now >= window.start
+    return window.start <= now and (window.end is None or now < window.end)
 
 
 def _boundaries(windows: Iterable[WeeklyWindow]) -> frozenset[time]:

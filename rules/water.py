@@ -30,6 +30,7 @@ from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import local_instant, wall_clock
 from warden.config import SiteConfig, WaterConfig
 from warden.events import Event, Quantity, Reading
+from warden.names import device_label
 
 SNAPSHOT_VERSION = 2
 
@@ -523,15 +524,15 @@ class WaterRule:
             details["window_litres"] = round(night.litres, 1)
         if action is SignalAction.RESOLVE:
             message = (
-                f"Night flow at {device} stopped: {leak.clean} clean quiet windows (last {window}); "
+                f"Night flow at {device_label(self._site, device)} stopped: {leak.clean} clean quiet windows (last {window}); "
                 f"about {lost:.0f} L lost from {since} to {until}"
             )
         elif leak.clean:
             needed = self._config.night_clean_windows
-            message = f"No night flow at {device} during {window}: clean window {leak.clean} of {needed}"
+            message = f"No night flow at {device_label(self._site, device)} during {window}: clean window {leak.clean} of {needed}"
         else:
             message = (
-                f"Suspected leak at {device}: water running since {running} without a stop "
+                f"Suspected leak at {device_label(self._site, device)}: water running since {running} without a stop "
                 f"(at least {loss.floor or 0.0:.2f} L/min), about {lost:.0f} L lost from {since} to {until}"
             )
         return self._signal(NIGHT_FLOW, action, device, at, Severity.WARNING, message, details)
@@ -595,12 +596,12 @@ class WaterRule:
         if action is SignalAction.RESOLVE:
             quiet = self._config.zero_minutes
             message = (
-                f"Water at {device} stopped for {quiet:.0f} min (until {until}) after {hours:.1f} h; "
+                f"Water at {device_label(self._site, device)} stopped for {quiet:.0f} min (until {until}) after {hours:.1f} h; "
                 f"about {lost:.0f} L lost from {since}"
             )
         else:
             message = (
-                f"Water at {device} has not stopped for {hours:.1f} h: about {lost:.0f} L above normal "
+                f"Water at {device_label(self._site, device)} has not stopped for {hours:.1f} h: about {lost:.0f} L above normal "
                 f"from {since} to {until} ({stretch.measured_litres:.0f} L measured)"
             )
         return self._signal(CONTINUOUS_FLOW, action, device, at, Severity.WARNING, message, details)
@@ -654,10 +655,10 @@ class WaterRule:
         }
         if action is SignalAction.RESOLVE:
             below = wall_clock(self._site, at - timedelta(seconds=meter.burst_clear_s), ref=at)
-            message = f"Flow at {device} back below {limit:g} L/min since {below}"
+            message = f"Flow at {device_label(self._site, device)} back below {limit:g} L/min since {below}"
         else:
             message = (
-                f"Possible burst at {device}: above {limit:g} L/min since {wall_clock(self._site, meter.burst_start, ref=at)} "
+                f"Possible burst at {device_label(self._site, device)}: above {limit:g} L/min since {wall_clock(self._site, meter.burst_start, ref=at)} "
                 f"(peak {meter.burst_peak:.0f} L/min, {meter.burst_litres:.0f} L)"
             )
         return self._signal(BURST, action, device, at, Severity.CRITICAL, message, details)
@@ -695,9 +696,9 @@ class WaterRule:
             "readings": sensor.readings,
         }
         if action is SignalAction.RESOLVE:
-            message = f"Wet sensor {device} dry again at {wall_clock(self._site, at, ref=at)} after {minutes:.0f} min"
+            message = f"Wet sensor {device_label(self._site, device)} dry again at {wall_clock(self._site, at, ref=at)} after {minutes:.0f} min"
         else:
-            message = f"Water detected by {device} since {wall_clock(self._site, sensor.since, ref=at)}"
+            message = f"Water detected by {device_label(self._site, device)} since {wall_clock(self._site, sensor.since, ref=at)}"
         return self._signal(WET, action, device, at, Severity.CRITICAL, message, details)
 
     # ----------------------------------------------------------------- helpers

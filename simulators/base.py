@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timezone
 from functools import lru_cache
 
-from simulators.calendar import day_spans, local_days, merge, schedule_spans
+from simulators.calendar import day_spans, holiday_for_everyone, local_days, merge, schedule_spans
 from warden.config import SiteConfig
 
 #: Channels, i.e. how an emission travels.
@@ -106,6 +106,8 @@ class ScheduleBook:
             windows = self.site.schedules.get(schedule or "", [])
             days = frozenset(d for w in windows for d in w.days) if windows else frozenset(range(7))
             holidays = list(self.site.holidays)
+            if self.site.calendar is not None:  # the calendar's days off too (docs/rules.md#calendars)
+                holidays = [d for d in local_days(self.site.zone, self.t0, self.t1) if holiday_for_everyone(self.site, d)]
         zone = self.site.zone
         spans = day_spans(zone, local_days(zone, self.t0, self.t1), start, end, days, holidays)
         return [(max(a, self.t0), min(b, self.t1)) for a, b in merge(spans) if b > self.t0 and a < self.t1]

@@ -16,6 +16,7 @@ they jump; a repeated one is its first occurrence.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -79,19 +80,138 @@ def merge(spans: Iterable[Span]) -> list[Span]:
     return out
 
 
-def schedule_spans(site: SiteConfig, schedule: str | None, t0: float, t1: float) -> list[Span]:
+def schedule_spans(
+    site: SiteConfig,
+    schedule: str | None,
+    t0: float,
+    t1: float,
+    *,
+    building: str | None = None,
+    room: str | None = None,
+    season: Any = None,
+) -> list[Span]:
     """The scheduled spans of one of the site's schedules overlapping [t0, t1] (a room
-    without a schedule is never scheduled)."""
+    without a schedule is never scheduled). With a site calendar each day runs what
+    `what_day` says; a day off (holiday, vacation, out of `season`) also cuts a window
+    running into it from the night before ("unscheduled all day")."""
     if schedule is None or schedule not in site.schedules:
         return []
     zone = site.zone
     days = local_days(zone, t0, t1)
-    spans = [
-        span
-        for window in site.schedules[schedule]
-        for span in day_spans(zone, days, window.start, window.end, window.days, site.holidays)
-    ]
-    return [(a, b) for a, b in merge(spans) if b > t0 and a < t1]
+    if site.calendar is None and season is None:
+        spans = [
+            span
+            for window in site.schedules[schedule]
+            for span in day_spans(zone, days, window.start, window.end, window.days, site.holidays)
+        ]
+        return [(a, b) for a, b in merge(spans) if b > t0 and a < t1]
+    spans, off = [], []
+    for day in days + [days[-1] + timedelta(days=1)]:
+        runs = what_day(site, day, schedule, building, room)
+        if runs is None or (season is not None and not in_season(season, day)):
+            off.append((local_instant(zone, day, time(0)).timestamp(),
+                        local_instant(zone, day + timedelta(days=1), time(0)).timestamp()))
+            continue
+        follows, timetable = runs
+        for window in site.schedules[timetable]:
+            if follows in window.days:
+                spans += day_spans(zone, [day], window.start, window.end, range(7), ())
+    kept = [piece for a, b in merge(spans) for piece in outside(merge(off), a, b)]
+    return [(a, b) for a, b in kept if b > t0 and a < t1]
+
+
+def what_day(
+    site: SiteConfig, day: date, schedule: str, building: str | None = None, room: str | None = None
+) -> tuple[int, str] | None:
+    """(weekday whose timetable the day follows, schedule the room runs), or None when the
+    room has the day off. From docs/rules.md#calendars: a building or room exception
+    decides first; then holidays (the site's and the calendar's, a moved holiday off on
+    its new date and not on its old one, a make-up day never) are off; then the term or
+    vacation containing the day maps the schedule; a make-up day follows its weekday."""
+    cal = site.calendar
+    if cal is None:
+        return None if day in site.holidays else (day.weekday(), schedule)
+    follows = {w.date: w.follows for w in cal.workdays}.get(day, day.weekday())
+    for rule in cal.exceptions:
+        if not rule.start <= day <= rule.end:
+            continue
+        if (building in rule.buildings) or (room in rule.rooms) or (f"{building}:{room}" in rule.rooms):
+            if schedule in rule.schedules:
+                target = rule.schedules[schedule]
+            elif rule.closed:
+                target = None
+            else:
+                target = rule.schedule or schedule
+            return None if target is None else (follows, target)
+    if holiday_for_everyone(site, day):
+        return None
+    for period in cal.periods:
+        if period.start <= day <= period.end and schedule in period.schedules:
+            target = period.schedules[schedule]
+            return None if target is None else (follows, target)
+    return follows, schedule
+
+
+def holiday_for_everyone(site: SiteConfig, day: date) -> bool:
+    cal = site.calendar
+    listed = day in site.holidays
+    if cal is not None:
+        listed = listed or any(h.start <= day <= h.end for h in cal.holidays)
+        if day in {m.to for m in cal.moved}:
+            return True
+        if day in {m.from_ for m in cal.moved} or day in {w.date for w in cal.workdays}:
+            return False
+    return listed
+
+
+def working_day(site: SiteConfig, day: date) -> bool:
+    """A day type of time-of-use tariffs: Monday to Friday or a make-up day, no holiday."""
+    if holiday_for_everyone(site, day):
+        return False
+    made_up = site.calendar is not None and day in {w.date for w in site.calendar.workdays}
+    return day.weekday() <= 4 or made_up
+
+
+def in_season(season: Any, day: date) -> bool:
+    """Month-day bounds, inclusive, wrapping the new year when the start is after the end."""
+    here = day.month * 100 + day.day
+    lo = season.start[0] * 100 + season.start[1]
+    hi = season.end[0] * 100 + season.end[1]
+    return lo <= here <= hi if lo <= hi else (here >= lo or here <= hi)
+
+
+def price_band(site: SiteConfig, t: float) -> str:
+    """The time-of-use band at instant `t`: the first listed window whose day type, season
+    and local hours hold, else the default band."""
+    tou = site.tariff.time_of_use
+    assert tou is not None
+    local = datetime.fromtimestamp(t, tz=site.zone)
+    minutes = local.hour * 60 + local.minute + local.second / 60
+    workday = working_day(site, local.date())
+    for window in tou.windows:
+        if (window.days == "workday" and not workday) or (window.days == "rest" and workday):
+            continue
+        if window.season is not None and not in_season(tou.seasons[window.season], local.date()):
+            continue
+        lo = window.start.hour * 60 + window.start.minute
+        hi = 24 * 60 if window.end is None else window.end.hour * 60 + window.end.minute
+        inside = lo <= minutes < hi if lo < hi else (minutes >= lo or minutes < hi)
+        if inside:
+            return window.band
+    return tou.default_band
+
+
+def seconds_by_band(site: SiteConfig, a: float, b: float, step: float = 60.0) -> dict[str, float]:
+    """Seconds of [a, b) in each band, judged at the middle of each `step` (a minute: the
+    simulators' grid)."""
+    out: dict[str, float] = {}
+    t = a
+    while t < b:
+        piece = min(step, b - t)
+        band = price_band(site, t + piece / 2)
+        out[band] = out.get(band, 0.0) + piece
+        t += piece
+    return out
 
 
 def outside(spans: list[Span], a: float, b: float) -> list[Span]:

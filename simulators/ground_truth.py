@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from simulators.base import ScheduleBook, epoch, utc
-from simulators.calendar import Span, local_instant, merge, outside
+from simulators.calendar import Span, local_instant, merge, outside, schedule_spans, seconds_by_band
+from simulators.cold_room import defrost_starts, door_open_spans
 from simulators.door_controller import door_schedule
 from simulators.scenario import (
     AcLeftOn,
@@ -48,6 +49,7 @@ from simulators.scenario import (
     Scenario,
     SkipCheckpoint,
     SkipRound,
+    TemperatureSensorSpec,
     WandDockSpec,
     WaterLeak,
     WetFloor,
@@ -218,7 +220,7 @@ class _Derivation:
         self.zone = scenario.site.zone
 
     def all(self) -> list[ImpliedAlert]:
-        out = self._water() + self._energy()
+        out = self._water() + self._energy() + self._cold_rooms()
         for incident in self.s.incidents:
             name = self.s.incident_id(incident)
             if isinstance(incident, WetFloor):
@@ -460,7 +462,7 @@ class _Derivation:
             building, room, kind = key
             subject = _room_subject(self.s, building, room)
             off = float(getattr(cfg, "off_minutes", 60.0)) * _MINUTE
-            for piece in outside(self.book.intervals(schedules[key]), self.start, self.end):
+            for piece in outside(self._occupied(building, room, kind, schedules[key]), self.start, self.end):
                 after = _clip(ons, piece)
                 merged = merge([(o.a, o.b) for o in after])
                 # an off gap within a tolerance of off_minutes may split the stretch or not
@@ -470,6 +472,35 @@ class _Derivation:
                     if alert is not None:
                         out.append(replace(alert, borderline=True) if split_near else alert)
         return out
+
+    def _occupied(self, building: str, room: str, kind: str, schedule: str | None) -> list[Span]:
+        """The room's scheduled spans for a circuit kind: the schedule book's, or, with a
+        calendar (room exceptions) or a season for the kind, the room's own."""
+        site = self.s.site
+        season = next((r.seasons.get(kind) for b in site.buildings if b.id == building  # type: ignore[call-overload]
+                       for r in b.rooms if r.id == room), None)
+        if site.calendar is None and season is None:
+            return self.book.intervals(schedule)
+        return schedule_spans(site, schedule, self.book.t0, self.book.t1, building=building, room=room, season=season)
+
+    def _priced(self, stretch: list[_On], cut: bool) -> dict[str, tuple[float, float]]:
+        """Time-of-use tariff: the stretch's kWh and cost by band, each band's kWh times its
+        price (the band of each minute by the simulators' own calendar). Bounds as for
+        wasted_kwh: the load draws 90-100 % of its rating; a stretch cut by the night's end
+        gives the total cost only, with no low bound (the rule's last update lags)."""
+        tou = self.s.site.tariff.time_of_use
+        if tou is None:
+            return {}
+        kwh: dict[str, float] = {band: 0.0 for band in tou.bands}
+        for o in stretch:
+            for band, seconds in seconds_by_band(self.s.site, o.a, o.b).items():
+                kwh[band] += o.watts / 1000 * seconds / 3600
+        cost = sum(kwh[band] * price for band, price in tou.bands.items())
+        if cut:
+            return {"cost": (0.0, cost)}
+        values = {"cost": (cost * _DRAW_LOW, cost)}
+        values.update({f"kwh_{band}": (k * _DRAW_LOW, k) for band, k in kwh.items() if k > 0})
+        return values
 
     def _stretch_alert(self, rule: str, subject: str, stretch: list[_On], piece: Span) -> ImpliedAlert | None:
         cfg = self.rules.ac_after_hours
@@ -497,11 +528,70 @@ class _Derivation:
         raised = _time_reaching(merged, grace)
         devices = sorted({o.device for o in stretch})
         incidents = sorted({o.incident for o in stretch})
+        cut = stretch[-1].b >= self.end - 1 and piece[1] >= self.end - 1
         return ImpliedAlert(
-            rule, subject, incidents[0], raised, values={"wasted_kwh": (low, kwh)}, borderline=border,
+            rule, subject, incidents[0], raised, values={"wasted_kwh": (low, kwh), **self._priced(stretch, cut)},
+            borderline=border,
             why=(f"{', '.join(devices)} on {on_time / 3600:.2f} h from {_local(self.s, stretch[0].a)} to "
                  f"{_local(self.s, stretch[-1].b)}: {kwh:.2f} kWh"),
         )
+
+    # ----------------------------------------------------------------- cold rooms
+
+    def _cold_rooms(self) -> list[ImpliedAlert]:
+        """A listed cold room is too warm while its air is above max_c: from the facts of
+        each sensor (simulators/scenario.py TemperatureSensorSpec), an open door warms it
+        linearly and, shut, it cools back linearly, so it is above the limit from
+        open + (max - set) / warm to shut + (peak - max) / cool, peak = set + warm x open
+        time; a defrost rises linearly to its peak over half its minutes and falls back.
+        A warm span of warm_minutes or more is one alert: minutes = its length, peak_c."""
+        cfg = self.rules.cold_room
+        if not cfg.enabled:
+            return []
+        out: list[ImpliedAlert] = []
+        for spec in self.s.devices:
+            if not isinstance(spec, TemperatureSensorSpec):
+                continue
+            place = self.s.site.locate(spec.device)
+            key = None if place is None else next(
+                (k for k in (place.room, f"{place.building}:{place.room}") if k in cfg.rooms), None)
+            if place is None or key is None:
+                continue
+            limit = cfg.rooms[key].max_c if cfg.rooms[key].max_c is not None else cfg.max_c
+            need = _MINUTE * (cfg.rooms[key].warm_minutes or cfg.warm_minutes)
+            subject = _room_subject(self.s, place.building, place.room)
+            for a, b, peak, why in self._warm_spans(spec, limit):
+                if a >= self.end or min(b, self.end) - a < need - NEAR_SECONDS:
+                    continue
+                length = min(b, self.end) - a
+                values = {"peak_c": (peak - 0.1, peak + 0.1)}
+                if b <= self.end:
+                    values["minutes"] = ((length - NEAR_SECONDS) / _MINUTE, (length + NEAR_SECONDS) / _MINUTE)
+                out.append(ImpliedAlert(
+                    "cold_room_warm", subject, why, a + need, values=values, tolerance=0.05,
+                    borderline=abs(length - need) <= NEAR_SECONDS,
+                    why=f"above {limit:g} °C from {_local(self.s, a)} to {_local(self.s, b)}, peak {peak:.1f} °C",
+                ))
+        return out
+
+    def _warm_spans(self, spec: TemperatureSensorSpec, limit: float) -> list[tuple[float, float, float, str]]:
+        """(from, until, peak °C, incident) of each span the sensor's air is above `limit`."""
+        spans = []
+        for a, b in door_open_spans(self.s, spec):
+            peak = spec.setpoint_c + spec.warm_c_per_min * (b - a) / _MINUTE
+            if peak <= limit:
+                continue
+            above = a + (limit - spec.setpoint_c) / spec.warm_c_per_min * _MINUTE
+            below = b + (peak - limit) / spec.cool_c_per_min * _MINUTE
+            incident = next(self.s.incident_id(i) for i in self.s.incidents
+                            if isinstance(i, DoorHeldOpen) and i.door == spec.door and self.at(i.at) == a)
+            spans.append((above, below, peak, incident))
+        if spec.defrost is not None and spec.defrost.peak_c > limit:
+            half = spec.defrost.minutes * _MINUTE / 2
+            rise = half * (limit - spec.setpoint_c) / (spec.defrost.peak_c - spec.setpoint_c)
+            for start in defrost_starts(self.s, spec):
+                spans.append((start + rise, start + 2 * half - rise, spec.defrost.peak_c, f"defrost:{spec.device}"))
+        return sorted(s for s in spans if s[1] > self.start)
 
     # ----------------------------------------------------------------- patrol
 

@@ -265,7 +265,7 @@ class NightSimulation:
         if e.kind in ("data", "heartbeat") and e.events:
             totals.events += e.events
             spec = self.scenario.device(e.device)
-            if spec.type in ("power_meter", "water_meter", "wet_sensor"):
+            if spec.type in ("power_meter", "water_meter", "wet_sensor", "temperature_sensor"):
                 totals.readings += e.events
             elif spec.type in ("patrol_reader", "wand_dock") and e.kind == "data":
                 totals.taps += e.events

@@ -133,6 +133,29 @@ class WetSensorSpec(_DeviceSpec):
     report_minutes: float = Field(default=5.0, gt=0)
 
 
+class Defrost(_Strict):
+    """A cold room's defrost cycles: from each local time the air rises linearly to
+    `peak_c` over half of `minutes` and falls back to the setpoint over the other half."""
+
+    at: list[LocalTime] = Field(min_length=1)
+    minutes: float = Field(default=20.0, gt=0)
+    peak_c: float = 10.0
+
+
+class TemperatureSensorSpec(_DeviceSpec):
+    """A temperature sensor in a cold room, freezer or food store, over MQTT, reporting
+    every `step_seconds`. The air holds `setpoint_c`; while `door` (a door of a door
+    controller) is open it warms by `warm_c_per_min`, and once shut cools back by
+    `cool_c_per_min` (simulators/cold_room.py); defrost cycles add their own rise."""
+
+    type: Literal["temperature_sensor"]
+    setpoint_c: float = 3.0
+    door: Identifier | None = None
+    warm_c_per_min: float = Field(default=0.5, gt=0)
+    cool_c_per_min: float = Field(default=0.1, gt=0)
+    defrost: Defrost | None = None
+
+
 class DoorControllerSpec(_DeviceSpec):
     """An access controller for one or more doors, over MQTT JSON or a serial line."""
 
@@ -164,7 +187,10 @@ class WandDockSpec(_DeviceSpec):
 
 
 DeviceSpec = Annotated[
-    Union[PowerMeterSpec, WaterMeterSpec, WetSensorSpec, DoorControllerSpec, PatrolReaderSpec, WandDockSpec],
+    Union[
+        PowerMeterSpec, WaterMeterSpec, WetSensorSpec, DoorControllerSpec, PatrolReaderSpec, WandDockSpec,
+        TemperatureSensorSpec,
+    ],
     Field(discriminator="type"),
 ]
 
@@ -407,6 +433,7 @@ _TYPE_NAMES: dict[type, str] = {
     DoorControllerSpec: "door_controller",
     PatrolReaderSpec: "patrol_reader",
     WandDockSpec: "wand_dock",
+    TemperatureSensorSpec: "temperature_sensor",
 }
 
 
@@ -632,7 +659,7 @@ class Scenario(_Strict):
     def _check_fault(self, n: int, fault: Fault) -> None:
         where = f"faults[{n}]"
         line = (PatrolReaderSpec, DoorControllerSpec)
-        mqtt = (PowerMeterSpec, WaterMeterSpec, WetSensorSpec, DoorControllerSpec)
+        mqtt = (PowerMeterSpec, WaterMeterSpec, WetSensorSpec, DoorControllerSpec, TemperatureSensorSpec)
         if isinstance(fault, LineNoise):
             spec = self._spec(where, fault.device, *line)
             if isinstance(spec, DoorControllerSpec) and spec.transport != "line":

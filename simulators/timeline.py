@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from simulators.ac_meter import PowerMeterSim
 from simulators.base import BROKER, Emission, ScheduleBook, epoch
+from simulators.cold_room import TemperatureSensorSim
 from simulators.door_controller import DoorControllerSim
 from simulators.faults import apply_faults, modbus_controls
 from simulators.guards import guard_taps, wand_uploads
@@ -28,6 +29,7 @@ from simulators.scenario import (
     PatrolReaderSpec,
     PowerMeterSpec,
     Scenario,
+    TemperatureSensorSpec,
     WandDockSpec,
     WaterMeterSpec,
     WetSensorSpec,
@@ -56,6 +58,7 @@ class Night:
     water: dict[str, WaterMeterSim] = field(default_factory=dict)
     wet: dict[str, WetSensorSim] = field(default_factory=dict)
     doors: dict[str, DoorControllerSim] = field(default_factory=dict)
+    temperature: dict[str, TemperatureSensorSim] = field(default_factory=dict)
     topics: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -70,11 +73,13 @@ class Night:
                 self.water[spec.device] = WaterMeterSim(spec, scenario, seed, book)
             elif isinstance(spec, WetSensorSpec):
                 self.wet[spec.device] = WetSensorSim(spec, scenario, seed)
+            elif isinstance(spec, TemperatureSensorSpec):
+                self.temperature[spec.device] = TemperatureSensorSim(spec, scenario, seed)
             elif isinstance(spec, DoorControllerSpec):
                 self.doors[spec.device] = DoorControllerSim(spec, scenario, seed, book)
             if isinstance(spec, DoorControllerSpec) and spec.transport == "mqtt":
                 self.topics[spec.device] = door_topic(site, spec.device)
-            elif isinstance(spec, (PowerMeterSpec, WaterMeterSpec, WetSensorSpec)) and getattr(spec, "transport", "mqtt") == "mqtt":
+            elif isinstance(spec, (PowerMeterSpec, WaterMeterSpec, WetSensorSpec, TemperatureSensorSpec)) and getattr(spec, "transport", "mqtt") == "mqtt":
                 self.topics[spec.device] = device_topic(site, spec.device)
 
     @property
@@ -106,6 +111,8 @@ class Night:
                 yield device, self.water[device].emissions(self.topics[device], scenario.step_seconds, skew)
             elif isinstance(spec, WetSensorSpec):
                 yield device, self.wet[device].emissions(self.topics[device], skew)
+            elif isinstance(spec, TemperatureSensorSpec):
+                yield device, self.temperature[device].emissions(self.topics[device], scenario.step_seconds, skew)
             elif isinstance(spec, DoorControllerSpec):
                 yield device, self.doors[device].emissions(self.topics.get(device, ""), skew)
             elif isinstance(spec, PatrolReaderSpec):

@@ -15,12 +15,14 @@ from typing import Any
 import yaml
 
 from simulators.ac_meter import POWER_FIELDS, SDM120_INCLUDE
+from simulators.cold_room import TEMPERATURE_FIELDS
 from simulators.scenario import (
     DeviceSpec,
     DoorControllerSpec,
     PatrolReaderSpec,
     PowerMeterSpec,
     Scenario,
+    TemperatureSensorSpec,
     WandDockSpec,
     WaterMeterSpec,
     WetSensorSpec,
@@ -46,8 +48,9 @@ def device_config(night: Night, spec: DeviceSpec, *, port: str = "", spool_dir: 
             "registers": "sdm120", "include": SDM120_INCLUDE, "poll_seconds": spec.poll_seconds,
             "timeout_seconds": MODBUS_TIMEOUT_SECONDS,
         }
-    fields = {PowerMeterSpec: POWER_FIELDS, WaterMeterSpec: WATER_FIELDS, WetSensorSpec: WET_FIELDS}
-    if isinstance(spec, (PowerMeterSpec, WaterMeterSpec, WetSensorSpec)):
+    fields = {PowerMeterSpec: POWER_FIELDS, WaterMeterSpec: WATER_FIELDS, WetSensorSpec: WET_FIELDS,
+              TemperatureSensorSpec: TEMPERATURE_FIELDS}
+    if isinstance(spec, (PowerMeterSpec, WaterMeterSpec, WetSensorSpec, TemperatureSensorSpec)):
         return {"driver": "mqtt_json", "id": device, "topic": night.topics[device], "fields": fields[type(spec)]}
     if isinstance(spec, DoorControllerSpec) and spec.transport == "mqtt":
         return {"driver": "mqtt_door", "id": device, "topic": night.topics[device], "doors": list(spec.doors)}

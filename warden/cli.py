@@ -82,7 +82,8 @@ def gateway(
     # would otherwise take over the running one's MQTT session before dying.
     _check_port_free(gateway_config.api.host, gateway_config.api.port)
     _warn_guards_without_routes(gateway_config)
-    service = Gateway(gateway_config, site, clock)
+    with _config_errors():  # what only the gateway can check, e.g. a bot sink's body template
+        service = Gateway(gateway_config, site, clock)
     service.start()
     api = ApiServer(create_app(service), gateway_config.api.host, gateway_config.api.port)
     api.start()

@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from rules.cold_room import COLD_ROOM_RULES, ColdRoomConfig  # until RulesConfig leaves the kernel (issue 15)
+from warden.calendar import Calendar, Season, TimeOfUse
 from warden.events import Identifier, Quantity
 
 _WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -147,6 +149,8 @@ class Room(_Strict):
     circuits: dict[Identifier, CircuitKind] = Field(
         default_factory=dict, description="Power meter -> the kind of circuit it measures; unlisted meters are ac"
     )
+    seasons: dict[CircuitKind, Season] = Field(default_factory=dict, description="Kind -> months it may run; outside: waste")
+    device_names: dict[Identifier, str] = Field(default_factory=dict, description="Device id -> display name (any Unicode), e.g. 空调 (warden/names.py)")
 
     @model_validator(mode="before")
     @classmethod
@@ -170,6 +174,7 @@ class Building(_Strict):
 class Tariff(_Strict):
     energy_per_kwh: float = Field(default=0.30, ge=0)
     currency: str = "EUR"
+    time_of_use: TimeOfUse | None = Field(default=None, description="峰谷电价: prices by band; energy_per_kwh then unused")
 
 
 class DeviceLocation(_Strict):
@@ -186,6 +191,7 @@ class SiteConfig(_Strict):
     schedules: dict[str, list[WeeklyWindow]] = Field(default_factory=dict)
     buildings: list[Building] = Field(default_factory=list)
     tariff: Tariff = Field(default_factory=Tariff)
+    calendar: Calendar | None = Field(default=None, description="Terms, vacations, make-up days (docs/rules.md#calendars)")
 
     @field_validator("timezone")
     @classmethod
@@ -198,6 +204,7 @@ class SiteConfig(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> SiteConfig:
+        self.calendar.check_schedules(self.schedules, self.buildings) if self.calendar else None
         seen: dict[str, str] = {}
         for b, building in enumerate(self.buildings):
             for r, room in enumerate(building.rooms):
@@ -436,6 +443,7 @@ class AgentConfig(_Strict):
         default=1_000_000, ge=100, description="Outbox cap; past it the oldest readings are shed (docs/agent.md)"
     )
     heartbeat_seconds: float = Field(default=30, gt=0)
+    ack_timeout_seconds: float | None = Field(default=30, gt=0, description="Resend what the gateway has not confirmed after this long (agent/uplink.py); null: delete on the broker's PUBACK, benchmarks only")
     devices: list[DeviceConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -627,6 +635,7 @@ class DoorOverride(_Strict):
     """Settings of one door that differ from the door rule's defaults."""
 
     schedule: str | None = Field(default=None, description="Site schedule instead of the room's")
+    name: str = Field(default="", description="Display name (any Unicode), e.g. 东门; default: the id (warden/names.py)")
     after_hours: bool = True
     held_open_seconds: float | None = Field(default=None, gt=0)
 
@@ -644,6 +653,7 @@ class DoorsConfig(_Strict):
 
 class PatrolCheckpoint(_Strict):
     tag: Identifier
+    name: str = Field(default="", description="Display name (any Unicode), e.g. 实验楼东门; default: the tag (warden/names.py)")
     allowance_minutes: float | None = Field(default=None, gt=0, description="None: the route's")
 
     @model_validator(mode="before")
@@ -656,6 +666,7 @@ class PatrolRoute(_Strict):
     """An ordered list of checkpoints walked at fixed local times (rules/patrol.py)."""
 
     id: Identifier
+    name: str = Field(default="", description="Display name (any Unicode), e.g. 夜间巡逻; default: the id (warden/names.py)")
     checkpoints: list[PatrolCheckpoint] = Field(min_length=1)
     rounds: list[time] = Field(min_length=1, description="Local start times, e.g. ['23:30', '02:00']")
     days: frozenset[int] = frozenset(range(7))
@@ -762,6 +773,7 @@ class RulesConfig(_Strict):
     doors: DoorsConfig = Field(default_factory=DoorsConfig)
     patrol: PatrolConfig = Field(default_factory=PatrolConfig)
     deadman: DeadmanConfig = Field(default_factory=DeadmanConfig)
+    cold_room: ColdRoomConfig = Field(default_factory=ColdRoomConfig)
 
 
 # --------------------------------------------------------------------------- alert lifecycle
@@ -774,7 +786,7 @@ ALERT_RULES = frozenset(
         "water_night_flow", "water_continuous_flow", "water_burst", "water_wet",
         "door_held_open", "door_forced", "door_after_hours", "door_denied",
         "patrol_round", "patrol_checkpoint", "patrol_silence", "patrol_upload_late",
-        "deadman", "deadman_agent",
+        "deadman", "deadman_agent", *COLD_ROOM_RULES,
     }
 )
 
@@ -892,6 +904,10 @@ class WebhookSinkConfig(DeliveryConfig):
     url: str = Field(repr=False, json_schema_extra=SECRET)
     headers: dict[str, str] = Field(default_factory=dict, repr=False, json_schema_extra=SECRET)
     timeout_seconds: float = Field(default=5.0, gt=0)
+    preset: Literal["wecom", "dingtalk", "feishu"] | None = Field(default=None, description="Group bot format: 企业微信, 钉钉, 飞书 (gateway/bots.py)")
+    body: dict[str, Any] | None = Field(default=None, description="JSON body template, string leaves Jinja2 (gateway/bots.py); default: the preset's, or the change")
+    secret: str | None = Field(default=None, repr=False, json_schema_extra=SECRET, description="Signing secret of a dingtalk or feishu bot")
+    max_per_minute: int | None = Field(default=None, ge=1, description="Messages a minute at most (wecom default 20); more wait and go together")
 
     @field_validator("url")
     @classmethod
@@ -899,6 +915,12 @@ class WebhookSinkConfig(DeliveryConfig):
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("expected an http:// or https:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _signing(self) -> WebhookSinkConfig:
+        if self.secret is not None and self.preset not in ("dingtalk", "feishu"):
+            raise ValueError(f"secret: only a dingtalk or feishu bot signs (preset is {self.preset!r})")
+        return self
 
 
 class SmtpSinkConfig(DeliveryConfig):
@@ -996,6 +1018,9 @@ class ReportConfig(_Strict):
         return _wall_time(value)
 
 
+from gateway.workorders import WorkOrderConfig  # noqa: E402  (issue 18; moves with GatewayConfig to gateway/config.py)
+
+
 class GatewayConfig(_Strict):
     id: Identifier = "gateway"
     site_file: Path
@@ -1013,6 +1038,7 @@ class GatewayConfig(_Strict):
     rules: RulesConfig = Field(default_factory=RulesConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    work_orders: WorkOrderConfig = Field(default_factory=WorkOrderConfig)
 
 
 # --------------------------------------------------------------------------- loading

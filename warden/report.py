@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from gateway.store import Alert, StateStore
+from rules.cold_room import cold_rooms, to_celsius
 from rules.schedule import local_instant
 from rules.water import MeterSample, meter_spans
 from warden.config import AFTER_HOURS_RULES, PatrolConfig, RulesConfig, SiteConfig
@@ -250,6 +251,7 @@ def build_morning_report(
     doors = _doors(alerts, site)
     silent = _silent(alerts, site)
     still_open = _still_open(alerts, site, period.end)
+    temperatures = _temperature_log(alerts, history, site, period, rules)
     local_start, local_end = period.start.astimezone(period.zone), period.end.astimezone(period.zone)
     window = {"start": period.start.isoformat(), "end": period.end.isoformat(), "local": f"{day_start:%H:%M}-{day_start:%H:%M}"}
     return {
@@ -283,6 +285,7 @@ def build_morning_report(
         "doors": doors,
         "silent_devices": silent,
         "open_alerts": still_open,
+        "cold_rooms": temperatures,
         "notes": _notes(period, energy, water, patrols),
         "alerts": [_alert_json(a) for a in alerts],
     }
@@ -372,6 +375,8 @@ def _energy(alerts: Sequence[Alert], site: SiteConfig, period: Period) -> dict[s
             "state": a.state.value,
             "ended": a.resolved_at,
             "reason": str(d.get("reason", "")),
+            "bands": {b: {"kwh": round(float(d.get(f"kwh_{b}", 0.0)) * share, 3),
+                          "cost": round(float(d.get(f"cost_{b}", 0.0)) * share, 2)} for b in _bands(site)},
         })
     by_kind: dict[str, dict[str, float]] = defaultdict(lambda: {"kwh": 0.0, "cost": 0.0, "alerts": 0})
     by_room: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {"kwh": 0.0, "cost": 0.0, "kinds": defaultdict(float)})
@@ -392,7 +397,10 @@ def _energy(alerts: Sequence[Alert], site: SiteConfig, period: Period) -> dict[s
         by_building[room["building"]]["cost"] += room["cost"]
     kinds = [{"kind": k, "label": KIND_LABELS.get(k, k), "kwh": round(v["kwh"], 3), "cost": round(v["cost"], 2), "alerts": int(v["alerts"])}
              for k, v in sorted(by_kind.items(), key=lambda kv: list(KIND_LABELS).index(kv[0]) if kv[0] in KIND_LABELS else 99)]
+    by_band = [{"band": b, "price_per_kwh": p, "kwh": round(sum(i["bands"][b]["kwh"] for i in items), 3),
+                "cost": round(sum(i["bands"][b]["cost"] for i in items), 2)} for b, p in _bands(site).items()]
     return {
+        "by_band": by_band,  # time-of-use tariffs: kWh and cost per price band (峰谷电价); [] with a flat price
         "currency": next((str(a.details["currency"]) for a in alerts if a.rule in ENERGY_RULES and "currency" in a.details), site.tariff.currency),
         "price_per_kwh": price,
         "total_kwh": round(sum(i["kwh"] for i in items), 3),
@@ -402,6 +410,58 @@ def _energy(alerts: Sequence[Alert], site: SiteConfig, period: Period) -> dict[s
         "by_room": rooms,
         "episodes": items,
     }
+
+
+def _bands(site: SiteConfig) -> dict[str, float]:
+    """Price per kWh of each time-of-use band, in the tariff's order; {} for a flat price."""
+    tou = site.tariff.time_of_use
+    return dict(tou.bands) if tou is not None else {}
+
+
+# --------------------------------------------------------------------------- cold rooms
+
+
+def _temperature_log(
+    alerts: Sequence[Alert], history: History | None, site: SiteConfig, period: Period, rules: RulesConfig
+) -> list[dict[str, Any]]:
+    """The record a food-safety inspection asks for: per cold room (rules.cold_room.rooms)
+    the day's lowest, mean and highest temperature, the minutes above its limit, its
+    warm alerts, and the same per local hour, from the historian's readings."""
+    if history is None or not rules.cold_room.rooms:
+        return []
+    points = history.points("temperature", period.start, period.end)
+    out = []
+    for room in cold_rooms(site, rules.cold_room):
+        mine = [p for p in points if p.device in room["devices"]]
+        readings = sorted(
+            (p.time, c) for p in mine
+            if (c := to_celsius(float(p.fields.get("value", 0.0)), str(p.tags.get("unit", "C")))) is not None
+        )
+        hours: dict[datetime, list[float]] = defaultdict(list)  # by the UTC instant the local hour starts
+        for t, c in readings:  # (a repeated hour on a fall-back night is two hours)
+            hours[t.astimezone(period.zone).replace(minute=0, second=0, microsecond=0).astimezone(timezone.utc)].append(c)
+        above = sum(
+            (b - a).total_seconds() / 60 for (a, c), (b, _) in zip(readings, readings[1:])
+            if c > room["limit_c"] and b - a <= timedelta(minutes=15)
+        )
+        values = [c for _, c in readings]
+        warm = [a for a in alerts if a.rule == "cold_room_warm" and a.subject == room["subject"]]
+        out.append({
+            **room,
+            "sensors": sorted({p.device for p in mine}),
+            "readings": len(values),
+            "min_c": round(min(values), 2) if values else None,
+            "mean_c": round(sum(values) / len(values), 2) if values else None,
+            "max_c": round(max(values), 2) if values else None,
+            "minutes_above": round(above, 1),
+            "alerts": [{"id": a.id, "state": a.state.value, "message": a.message,
+                        "minutes": a.details.get("minutes"), "peak_c": a.details.get("peak_c")} for a in warm],
+            "hours": [{"hour": h.astimezone(period.zone).strftime("%H:%M"), "start": h.astimezone(period.zone).isoformat(),
+                       "readings": len(v),
+                       "min_c": round(min(v), 2), "mean_c": round(sum(v) / len(v), 2), "max_c": round(max(v), 2)}
+                      for h, v in sorted(hours.items())],
+        })
+    return out
 
 
 # --------------------------------------------------------------------------- water
@@ -832,6 +892,16 @@ def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         note = "" if item["share"] >= 1 else f"{item['share']:.0%} of {item['total_kwh']} kWh ({item['since']} to {item['until']}) in this day"
         add("energy", "wasted_kwh", item["kwh"], "kWh", note=note, **where)
         add("energy", "cost", item["cost"], e["currency"], note=note, **where)
+    for b in e.get("by_band", []):
+        add("energy_by_band", "wasted_kwh", b["kwh"], "kWh", subject=b["band"], note=f"{b['price_per_kwh']} {e['currency']}/kWh")
+        add("energy_by_band", "cost", b["cost"], e["currency"], subject=b["band"])
+    for room in report.get("cold_rooms", []):
+        where = {"building": room["building"], "room": room["room"], "subject": ",".join(room["sensors"])}
+        for metric in ("min_c", "mean_c", "max_c"):
+            add("cold_room", metric, room[metric], "°C", **where)
+        add("cold_room", "minutes_above", room["minutes_above"], "min", note=f"limit {room['limit_c']:g} °C", **where)
+        for h in room["hours"]:
+            add("cold_room_hourly", "min_mean_max_c", f"{h['min_c']}/{h['mean_c']}/{h['max_c']}", "°C", since=h["start"], **where)
     for k in e["by_kind"]:
         add("energy_by_kind", "wasted_kwh", k["kwh"], "kWh", subject=k["kind"], note=k["label"])
         add("energy_by_kind", "cost", k["cost"], e["currency"], subject=k["kind"], note=k["label"])

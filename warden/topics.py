@@ -23,6 +23,11 @@ def status_topic(site: str, agent: str) -> str:
     return f"{ROOT}/{site}/{agent}/status"
 
 
+def ack_topic(site: str, agent: str) -> str:
+    """The gateway's retained delivery acknowledgement to one agent (warden/acks.py)."""
+    return f"{ROOT}/{site}/{agent}/ack"
+
+
 def alerts_topic(site: str) -> str:
     return f"{ROOT}/{site}/alerts"
 

@@ -36,6 +36,7 @@ def agent_config(broker: BrokerConfig, reader_port: str, tmp_path: Path) -> Agen
             "broker": broker.model_dump(),
             "buffer_path": str(tmp_path / "outbox.db"),
             "heartbeat_seconds": 3600,
+            "ack_timeout_seconds": None,  # no gateway here: these tests pin delivery to the broker (PUBACK mode)
             "devices": [
                 {"driver": "patrol_line", "id": "reader-1", "port": reader_port, "reconnect_seconds": 0.2},
                 {
@@ -222,6 +223,7 @@ def test_modbus_meter_and_wand_dock_through_the_agent_with_health_heartbeats(
                 "broker": broker_config.model_dump(),
                 "buffer_path": str(tmp_path / "outbox.db"),
                 "heartbeat_seconds": 60,
+                "ack_timeout_seconds": None,  # no gateway here: "published" counts the broker's PUBACKs
                 "devices": [
                     {
                         "driver": "modbus_rtu",

@@ -42,6 +42,7 @@ def write_config(tmp_path: Path, agent: str, host: str, port: int, reader_port: 
         "broker": {"host": host, "port": port, "reconnect_min_seconds": 0.1, "reconnect_max_seconds": 1},
         "buffer_path": "outbox.db",
         "heartbeat_seconds": 3600,
+        "ack_timeout_seconds": None,  # no gateway here: these tests pin delivery to the broker (PUBACK mode)
         "devices": [{"driver": "patrol_line", "id": "reader-1", "port": reader_port, "reconnect_seconds": 0.2}],
     }
     path = tmp_path / "agent.yaml"

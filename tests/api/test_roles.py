@@ -21,7 +21,8 @@ PUBLIC = {"anonymous", "guard", "maintenance", "manager", "admin"}
 TOKENED = PUBLIC - {"anonymous"}
 READERS = {"maintenance", "manager", "admin"}  # alerts, devices, patrols
 MANAGERS = {"manager", "admin"}  # reports, system
-WRITERS = {"maintenance", "admin"}  # acknowledge, resolve
+WRITERS = {"maintenance", "admin"}  # resolve; work orders: take, start, wait, done, hand over
+DISPATCHERS = {"maintenance", "manager", "admin"}  # assign an alert to a person (issue 18)
 
 #: (method, path) -> roles allowed through, on a gateway whose reads need a token.
 EXPECTED: dict[tuple[str, str], set[str]] = {
@@ -37,11 +38,26 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/session"): TOKENED,
     ("DELETE", "/api/session"): TOKENED,
     ("GET", "/api/dead-letters"): MANAGERS,
-    ("GET", "/api/alerts"): READERS,
-    ("GET", "/api/alerts/stream"): READERS,
-    ("GET", "/api/alerts/{alert_id}"): READERS,
-    ("POST", "/api/alerts/{alert_id}/acknowledge"): WRITERS,
+    ("GET", "/api/alerts"): TOKENED,  # a guard: the alerts of its post (issue 18)
+    ("GET", "/api/alerts/stream"): TOKENED,  # a guard: its post's alerts only
+    ("GET", "/api/alerts/{alert_id}"): TOKENED,
+    ("POST", "/api/alerts/{alert_id}/acknowledge"): TOKENED,  # a guard its post's, a manager any (issue 18)
     ("POST", "/api/alerts/{alert_id}/resolve"): WRITERS,
+    ("POST", "/api/alerts/{alert_id}/assign"): DISPATCHERS,
+    ("POST", "/api/alerts/{alert_id}/work-order"): TOKENED,
+    ("GET", "/api/people"): TOKENED,
+    ("GET", "/work-orders"): PUBLIC,  # the page holds no data
+    ("GET", "/api/work-orders"): TOKENED,  # a guard: its own requests
+    ("POST", "/api/work-orders"): TOKENED,  # anyone reports a fault
+    ("GET", "/api/work-orders/{order_id}"): TOKENED,
+    ("POST", "/api/work-orders/{order_id}/photos"): TOKENED,
+    ("GET", "/api/work-orders/{order_id}/photos/{photo_id}"): TOKENED,
+    ("POST", "/api/work-orders/{order_id}/{action}"): WRITERS,  # take, start, wait, done
+    ("POST", "/api/work-orders/{order_id}/hand-over"): WRITERS,
+    ("POST", "/api/work-orders/{order_id}/assign"): MANAGERS,
+    ("POST", "/api/work-orders/{order_id}/close"): TOKENED,  # the requester (or a manager for them)
+    ("POST", "/api/work-orders/{order_id}/reopen"): TOKENED,
+    ("POST", "/api/work-orders/{order_id}/notes"): TOKENED,
     ("GET", "/api/devices"): READERS,
     ("GET", "/api/devices/{device}"): READERS,
     ("GET", "/api/devices/{device}/series"): READERS,
@@ -65,7 +81,8 @@ def app_routes(app) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]
 
 
 def call(client: httpx.Client, method: str, path: str, role: str, alert_id: int) -> int:
-    url = (path.replace("{alert_id}", str(alert_id)).replace("{device}", "ac-a204").replace("{night}", "2026-11-17"))
+    url = (path.replace("{alert_id}", str(alert_id)).replace("{device}", "ac-a204").replace("{night}", "2026-11-17")
+           .replace("{order_id}", "1").replace("{photo_id}", "1").replace("{action}", "take"))  # order 1: seed_alert's
     if path == "/static":
         url = "/static/dashboard.js"
     if path == "/docs-assets":
@@ -94,6 +111,7 @@ def seed_alert(running: Running) -> int:
     signal = AlertSignal("riverside", "door_forced", "gate-main", SignalAction.RAISE,
                          datetime(2026, 11, 17, 23, 0, tzinfo=timezone.utc), message="Door gate-main forced open")
     [change] = running.gateway.store.commit_batch([], [signal], {})
+    running.gateway.work_orders.create(room="A-GATE", text="Gate lock broken", by=NAMES["guard"])  # work order 1
     return change.alert.id
 
 
@@ -127,7 +145,8 @@ def test_nothing_changes_without_a_token_even_on_a_public_read_gateway(broker_co
             for method, path in writes:
                 assert call(client, method, path, "anonymous", alert_id) == 401, f"{method} {path}"
             for method, path in routes - set(writes):  # a kiosk reads everything but the config
-                expected = 401 if path == "/api/config" else 200
+                private = path == "/api/config" or path.startswith(("/api/work-orders", "/api/people"))  # issue 18
+                expected = 401 if private else 200
                 assert call(client, method, path, "anonymous", alert_id) == expected, f"{method} {path}"
         assert running.gateway.store.alert(alert_id).state == "open"  # type: ignore[union-attr]
     finally:
@@ -170,7 +189,9 @@ def test_a_guard_sees_only_the_routes_they_walk(server: Running) -> None:
     assert [r["id"] for r in guard.get("/api/patrols/routes").raise_for_status().json()] == ["north"]
     assert [r["id"] for r in server.client("manager").get("/api/patrols/routes").json()] == ["north", "south"]
     me = guard.get("/api/me").raise_for_status().json()
-    assert (me["name"], me["role"], me["permissions"]) == (NAMES["guard"], "guard", ["patrols:own"])
+    # issue 18: a guard also sees and acknowledges its post's alerts and reports faults
+    assert (me["name"], me["role"], me["permissions"]) == (NAMES["guard"], "guard", [
+        "alerts:ack", "alerts:own", "patrols:own", "work_orders:create", "work_orders:read"])
 
 
 def test_tokens_are_never_logged(server: Running, caplog: pytest.LogCaptureFixture) -> None:

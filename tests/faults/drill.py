@@ -60,6 +60,11 @@ SPEED = float(os.environ.get("WARDEN_FAULT_SPEED", "6000"))  # simulated seconds
 LIVE_STEP = timedelta(minutes=float(os.environ.get("WARDEN_FAULT_TICK_MINUTES", "10")))
 TICK_SECONDS = 0.02  # the gateway's real tick interval: a moved rules clock is acted on at once
 WAIT = 60.0  # real seconds any one stage may take before the test fails
+#: The agent's `ack_timeout_seconds` (real seconds): what the gateway has not confirmed is
+#: sent again after this long (agent/uplink.py), doubling while nothing is confirmed.
+#: "off": rows go on the broker's PUBACK, as before issue 17 (to see the delivery rows fail).
+_ACK = os.environ.get("WARDEN_FAULT_ACK_TIMEOUT", "1")
+ACK_TIMEOUT = None if _ACK == "off" else float(_ACK)
 
 #: Where the historian keeps one event: its id (SQLite), or its series and millisecond
 #: (VictoriaMetrics keeps no event id; its series are `<measurement>_<field>`).
@@ -96,7 +101,7 @@ class Drill:
 
     def __init__(
         self, tmp: Path, steps: Sequence[Step], *, seed: int = 1, influx: bool = False, proxy: bool = False,
-        unplug: str | None = None,
+        unplug: str | None = None, late_gateway: bool = False,
     ) -> None:
         self.tmp = tmp
         self.seed = seed
@@ -105,6 +110,12 @@ class Drill:
         self.lateness = timedelta(seconds=self.scenario.rules.allowed_lateness_seconds)
         self.faulty = False  # a fault is under way: the pipeline is not expected to keep up
         self.gateway_alive = False  # a gateway process is there to tick (not frozen, not dead)
+        self.late_gateway = late_gateway  # the agent starts first; a step starts the gateway
+        #: While set, a gateway that is not alive does not see the rules clock move: events
+        #: only the agent holds come back after its ack timeout, seconds of real time that
+        #: are hours of this accelerated night but within the allowed lateness on a site.
+        self.hold_rules = False
+        self.held_tick: datetime | None = None  # the live tick held back meanwhile
         self.fault_window: tuple[datetime, datetime] | None = None  # first and last step, simulated
         self.history: list[dict[str, Any]] = []  # every alert opened, once judged
         self.notes: list[str] = []
@@ -179,6 +190,7 @@ class Drill:
                 device["port"] = str(self.symlinks[unplug])
         if unplug is not None and unplug not in self.symlinks:
             raise ValueError(f"{SCENARIO} has no serial device {unplug}")
+        config["ack_timeout_seconds"] = ACK_TIMEOUT
         path = write_yaml(self.tmp / "agent.yaml", config)
         load_config(path, AgentConfig)  # fails here, not in the agent's log
         return path
@@ -230,10 +242,29 @@ class Drill:
     # ----------------------------------------------------------------- the night
 
     def start(self) -> None:
-        """Gateway first, its rules starting at the night's start; then the agent."""
+        """Gateway first, its rules starting at the night's start; then the agent. With
+        `late_gateway`, only the agent: a step starts the gateway (`first_gateway_start`)."""
+        if self.late_gateway:
+            self.faulty, self.hold_rules = True, True
+            self.start_agent()
+            return
+        self.first_gateway_start()
+        self.start_agent()
+
+    def first_gateway_start(self) -> None:
         self.start_gateway()
         wait_for(lambda: self.gateway.last_tick() == self.start_utc, timeout=WAIT, what="the rules' first tick at the night's start")
-        self.start_agent()
+
+    def catch_up_held(self) -> None:
+        """The gateway is back: once it has taken in every event produced so far (the
+        agent re-sends what it never confirmed), the rules clock moves to the live tick
+        held back meanwhile."""
+        wanted = self.produced.ids()
+        wait_for(lambda: not wanted - self.taken_in(wanted), timeout=WAIT, what="the gateway taking in what only the agent held")
+        self.hold_rules, self.faulty, self.gateway_alive = False, False, True
+        if self.held_tick is not None:
+            self._move_rules_clock(self.held_tick)
+            self.held_tick = None
 
     def play(self) -> None:
         self.clock.run()
@@ -287,6 +318,8 @@ class Drill:
             wait_for(lambda: not wanted - self.taken_in(wanted), timeout=WAIT, what="the gateway taking in every produced event")
         if self.gateway_alive:
             self._move_rules_clock(at)
+        elif self.hold_rules:
+            self.held_tick = at
         else:
             self.rules_clock.jump(at)  # a dead or frozen gateway reads it when it is back
 
@@ -319,7 +352,7 @@ class Drill:
         wait_for(lambda: not (self.unstored(wanted) - self.queued()), timeout=WAIT, what="the agent reading every device")
 
     def queued(self) -> set[str]:
-        """Event ids in the agent's outbox: taken in, not yet acknowledged by the broker."""
+        """Event ids in the agent's outbox: taken in, not yet confirmed by the gateway."""
         return outbox_ids(self.tmp / "outbox.db")
 
     def unstored(self, ids: set[str]) -> set[str]:

@@ -5,21 +5,27 @@ one fault injected per test at a chosen time of the night (tests/faults/drill.py
 rig and how time is handled):
 
 broker restart, historian (VictoriaMetrics) outage, gateway kill -9 and restart, agent
-kill -9 and restart, serial port unplugged and back.
+kill -9 and restart, serial port unplugged and back; and for end-to-end acknowledgement
+(issue 17): the broker killed with its persistence lost, the broker replaced by a fresh
+one, and the agent publishing before the gateway's first start.
 
 After each: every event the devices produced is stored exactly once, and the alerts
 equal the scenario's ground truth. The table is printed when the module finishes
 (docs/faults.md). Longer runs: WARDEN_FAULT_SPEED (simulated seconds per real second,
-default 6000), WARDEN_FAULT_SEEDS (e.g. "1,2,3": every fault once per seed).
+default 6000), WARDEN_FAULT_SEEDS (e.g. "1,2,3": every fault once per seed). The
+historian outage: WARDEN_FAULT_OUTAGE_MINUTES (of the night, from 00:30; default 180) at
+WARDEN_FAULT_OUTAGE_SPEED (the clock's speed meanwhile; default the night's), e.g. 10 and
+1 for ten real minutes at real speed (docs/faults.md).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time as real_time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import time
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +33,16 @@ import pytest
 
 from tests.faults.drill import SCENARIO, SPEED, WAIT, Drill, Row, Step
 from tests.support.wait import wait_for
+from warden.broker import MosquittoBroker
 
 SEEDS = [int(s) for s in os.environ.get("WARDEN_FAULT_SEEDS", "1").split(",")]
 UNPLUGGED = "patrol-reader-1"
+#: The historian outage: from 00:30, this many minutes of the night, with the clock at
+#: OUTAGE_SPEED meanwhile (10 minutes at speed 1: a ten-minute outage in real time).
+OUTAGE_MINUTES = float(os.environ.get("WARDEN_FAULT_OUTAGE_MINUTES", "180"))
+OUTAGE_SPEED = float(os.environ.get("WARDEN_FAULT_OUTAGE_SPEED", str(SPEED)))
+OUTAGE_FROM = time(0, 30)
+OUTAGE_TO = (datetime.combine(datetime.min, OUTAGE_FROM) + timedelta(minutes=OUTAGE_MINUTES)).time()
 
 RESULTS: list[Row] = []
 
@@ -89,6 +102,7 @@ def broker_up(d: Drill) -> None:
 def historian_down(d: Drill) -> None:
     assert d.victoria is not None
     d.victoria.stop()  # a real outage: the server process is gone while the night goes on
+    d.clock.speed = OUTAGE_SPEED  # the clock is paused: the new speed applies from its resume
     d.marks["down"] = real_time.monotonic()
 
 
@@ -102,8 +116,9 @@ def historian_up(d: Drill) -> None:
 
     wait_for(spooling, timeout=WAIT, what="the gateway spooling points and failing writes")
     seconds = real_time.monotonic() - d.marks["down"]
-    d.note(f"down 00:30-03:30 ({seconds:.1f} s real): {stats['points_pending']:.0f} points spooled, "
-           f"{stats['failed_attempts']:.0f} writes failed")  # fmt: skip
+    d.clock.speed = SPEED
+    d.note(f"down {OUTAGE_FROM:%H:%M}-{OUTAGE_TO:%H:%M} at {OUTAGE_SPEED:g}x ({seconds:.1f} s real): "
+           f"{stats['points_pending']:.0f} points spooled, {stats['failed_attempts']:.0f} writes failed")  # fmt: skip
     d.victoria.start()  # same port, same data
 
 
@@ -158,6 +173,74 @@ def serial_unplug(d: Drill) -> None:
     d.note(f"{UNPLUGGED}'s pty closed mid-round; the agent reopened it by name")
 
 
+# --- delivery (issue 17, item 8): a broker that loses what it acknowledged
+
+def gateway_hang(d: Drill) -> None:
+    """Hung: the broker acknowledges the agent's events and holds them for the gateway."""
+    d.faulty, d.gateway_alive, d.hold_rules = True, False, True
+    d.gateway.freeze()
+
+
+def _held_only_by_broker_and_agent(d: Drill) -> int:
+    d.wait_agent_read()
+    held = len(d.unstored(d.produced.ids()))  # PUBACKed by the broker, not stored: kept by the agent
+    assert held > 0, "the broker must go holding events the gateway has not stored"
+    return held
+
+
+def broker_kill_losing_state(d: Drill) -> None:
+    held = _held_only_by_broker_and_agent(d)
+    process = d.mosquitto._process  # kill -9: nothing is saved on the way out
+    assert process is not None
+    process.kill()
+    process.wait()
+    d.mosquitto._process = None
+    (d.mosquitto.workdir / "mosquitto.db").unlink(missing_ok=True)  # ... and what it had saved is gone too
+    d.simulation.broker_stopped()
+    wait_for(lambda: not d.simulation.connection.connected.is_set(), timeout=WAIT, what="the devices losing the broker")
+    d.note(f"killed at 02:00:30 with {held} events acknowledged to the agent and not stored; its persistence file deleted")
+
+
+def broker_replace(d: Drill) -> None:
+    held = _held_only_by_broker_and_agent(d)
+    d.mosquitto.stop()  # saves its state, which the new broker never sees
+    d.simulation.broker_stopped()
+    wait_for(lambda: not d.simulation.connection.connected.is_set(), timeout=WAIT, what="the devices losing the broker")
+    d.note(f"stopped at 02:00:30 with {held} events acknowledged to the agent and not stored")
+
+
+def _broker_back(d: Drill, broker: MosquittoBroker | None = None) -> None:
+    """The broker is back (`broker`: a new one on the same port), the hung gateway wakes
+    up, and the rules move on once it has what only the agent still held."""
+    if broker is None:
+        d.mosquitto.start()
+    else:
+        d.mosquitto = broker
+    d.agent.wait_log("device topics subscribed", count=2, timeout=WAIT)
+    d.simulation.broker_started()
+    d.gateway.process.send_signal(signal.SIGCONT)
+    d.catch_up_held()
+
+
+def broker_empty_start(d: Drill) -> None:
+    _broker_back(d)
+
+
+def broker_fresh_start(d: Drill) -> None:
+    fresh = MosquittoBroker(port=d.mosquitto.port, workdir=d.tmp / "mosquitto-fresh")  # another machine's, empty
+    d._cleanup.append(fresh.stop)
+    _broker_back(d, fresh)
+    d.note("a fresh broker (no sessions, no queues, no retained messages) took the old one's port at 02:04:30")
+
+
+def gateway_first_start(d: Drill) -> None:
+    held = len(d.unstored(d.produced.ids()))
+    assert held > 0, "the agent must have published before the gateway existed"
+    d.first_gateway_start()
+    d.catch_up_held()
+    d.note(f"the agent published {held} events from 22:00 with no gateway session at the broker; gateway first started at 22:35")
+
+
 @dataclass(frozen=True)
 class Fault:
     steps: tuple[Step, ...]
@@ -169,7 +252,7 @@ class Fault:
 FAULTS: dict[str, Fault] = {
     # Between two rounds of the MQTT meters' 5-minute grid, across the 02:00 round's first tap.
     "broker restart": Fault((Step(time(2, 0, 30), broker_down), Step(time(2, 4, 30), broker_up))),
-    "historian outage": Fault((Step(time(0, 30), historian_down), Step(time(3, 30), historian_up)), {"influx": True}),
+    "historian outage": Fault((Step(OUTAGE_FROM, historian_down), Step(OUTAGE_TO, historian_up)), {"influx": True}),
     "gateway kill -9": Fault((Step(time(1, 30), gateway_freeze), Step(time(1, 45), gateway_kill), Step(time(2, 15), gateway_restart))),
     "agent kill -9": Fault(
         (Step(time(1, 25), link_pause), Step(time(1, 40), agent_kill)), {"proxy": True},
@@ -178,6 +261,14 @@ FAULTS: dict[str, Fault] = {
         pages=(("deadman_agent", "agent-a", "the agent's link stalled 01:25-01:40, then it died"),),
     ),
     "serial unplug": Fault((Step(time(2, 8), serial_unplug),), {"unplug": UNPLUGGED}),
+    # Hung from 01:45, so the broker holds what the agent sent meanwhile; down 02:00:30-02:04:30.
+    "broker kill -9, persistence lost": Fault(
+        (Step(time(1, 45), gateway_hang), Step(time(2, 0, 30), broker_kill_losing_state), Step(time(2, 4, 30), broker_empty_start))
+    ),
+    "broker replaced by a fresh one": Fault(
+        (Step(time(1, 45), gateway_hang), Step(time(2, 0, 30), broker_replace), Step(time(2, 4, 30), broker_fresh_start))
+    ),
+    "agent before the gateway's first start": Fault((Step(time(22, 35), gateway_first_start),), {"late_gateway": True}),
 }
 
 

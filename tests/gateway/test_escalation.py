@@ -14,7 +14,7 @@ import pytest
 
 from gateway.escalation import EscalationPolicy
 from gateway.store import StateStore
-from rules import ac_after_hours, deadman, doors, patrol, water
+from rules import ac_after_hours, cold_room, deadman, doors, patrol, water
 from rules.alerts import AlertSignal, Severity, SignalAction
 from tests.gateway.alerting import (
     ALERTS_TOPIC, START, checked, door, gateway_config, history_actions, minutes, publish, start_gateway,
@@ -299,7 +299,7 @@ def test_alert_rule_names_match_the_rules() -> None:
         *ac_after_hours.RULE_BY_KIND.values(), deadman.DEVICE, deadman.AGENT,
         doors.HELD_OPEN, doors.FORCED, doors.AFTER_HOURS, doors.DENIED,
         patrol.ROUND, patrol.CHECKPOINT, patrol.SILENCE, patrol.UPLOAD,
-        water.NIGHT_FLOW, water.CONTINUOUS_FLOW, water.BURST, water.WET,
+        water.NIGHT_FLOW, water.CONTINUOUS_FLOW, water.BURST, water.WET, *cold_room.COLD_ROOM_RULES,
     }
     assert ALERT_RULES == emitted
 

@@ -41,6 +41,7 @@ class WebhookReceiver:
         self.hold = threading.Event()
         self.hold.set()
         self._scripts: dict[str, list[int]] = {}
+        self._answers: dict[str, list[bytes]] = {}  # bodies of the next answers per path (a chat bot's JSON)
         self._arrived = threading.Condition()
         receiver = self
 
@@ -50,12 +51,15 @@ class WebhookReceiver:
                 with receiver._arrived:
                     script = receiver._scripts.get(self.path, [])
                     status = script.pop(0) if script else 200
+                    answers = receiver._answers.get(self.path, [])
+                    answer = answers.pop(0) if answers else b""
                     receiver.posts.append(Post(self.path, dict(self.headers), body, status))
                     receiver._arrived.notify_all()
                 receiver.hold.wait(30)
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean
@@ -72,6 +76,11 @@ class WebhookReceiver:
         """Answer the next requests to `path` with these statuses, then 200."""
         with self._arrived:
             self._scripts[path] = list(statuses)
+
+    def answer(self, path: str, *bodies: bytes) -> None:
+        """Send these bodies with the next answers to `path` (then an empty one)."""
+        with self._arrived:
+            self._answers[path] = list(bodies)
 
     def received(self, path: str | None = None) -> list[Post]:
         with self._arrived:

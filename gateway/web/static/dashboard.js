@@ -38,6 +38,26 @@
     return new Intl.DateTimeFormat("en-GB", options).format(new Date(iso));
   }
 
+  // Last seen in words (issue 19): "just now", "25 min ago", "3 h 20 min ago", "12 h ago", "3 days ago".
+  function ago(seconds) {
+    if (seconds === null || seconds === undefined) return "never";
+    if (seconds < 60) return "just now";
+    const minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return `${minutes} min ago`;
+    const hours = Math.floor(minutes / 60);
+    if (hours >= 48) return `${Math.floor(hours / 24)} days ago`;
+    return hours < 10 && minutes % 60 ? `${hours} h ${minutes % 60} min ago` : `${hours} h ago`;
+  }
+
+  // A heartbeat counter that holds a unix time (last_seen=1794981300.2) reads as words, not digits.
+  function counterText(key, value, checkedAt) {
+    const words = key.replaceAll("_", " ");
+    if (typeof value === "number" && value > 1e9 && value < 1e11) return `${words} ${ago(checkedAt / 1000 - value)}`;
+    return `${words}: ${value}`;
+  }
+
+  const named = (name, id) => (name && name !== id ? `${name} (${id})` : id);
+
   function say(text) {
     const box = $("#message");
     box.textContent = text || "";
@@ -94,13 +114,18 @@
 
   function alertRow(alert) {
     const actions = el("td", { class: "actions" });
+    if (can("alerts:ack") && alert.state === "open") {  // a guard: its post's alerts (issue 18)
+      actions.append(el("button", { type: "button", class: "ack", onclick: () => act(alert.id, "acknowledge") }, "Acknowledge"));
+    }
     if (can("alerts:write")) {
-      if (alert.state === "open") {
-        actions.append(el("button", { type: "button", class: "ack", onclick: () => act(alert.id, "acknowledge") }, "Acknowledge"));
-      }
       actions.append(el("button", { type: "button", class: "resolve", onclick: () => act(alert.id, "resolve") }, "Resolve"));
     }
-    const owner = alert.acknowledged_by ? ` by ${alert.acknowledged_by}` : "";
+    if (alert.work_order_id) {  // the repair request made from it (issue 18)
+      actions.append(el("a", { class: "work-order", href: `/work-orders#${alert.work_order_id}` }, `Work order #${alert.work_order_id}`));
+    } else if (can("work_orders:create")) {
+      actions.append(el("button", { type: "button", class: "to-work-order", onclick: () => toWorkOrder(alert.id) }, "Work order"));
+    }
+    const owner = (alert.acknowledged_by ? ` by ${alert.acknowledged_by}` : "") + (alert.assigned_to ? ` · for ${alert.assigned_to}` : "");
     return el("tr", { dataset: { alertId: alert.id, state: alert.state } },
       el("td", { class: `sev-${alert.severity}` }, alert.severity),
       el("td", {}, el("div", { class: "message" }, alert.message), el("small", {}, `${alert.rule} · ${alert.subject}`)),
@@ -119,6 +144,7 @@
   }
 
   function upsert(alert) {
+    if (alert.work_order_id === undefined) alert.work_order_id = alerts.get(alert.id)?.work_order_id;  // the stream omits it
     if (alert.state === "resolved") alerts.delete(alert.id);
     else alerts.set(alert.id, alert);
     renderAlerts(alert.id);
@@ -142,6 +168,15 @@
       say("");
     } catch (error) {
       if (error.message !== "unauthorized") say(`Could not ${action} alert ${id}: ${error.message}`);
+    }
+  }
+
+  async function toWorkOrder(id) {
+    try {
+      const order = await api(`/api/alerts/${id}/work-order`, { method: "POST", body: "{}" });
+      location.href = `/work-orders#${order.id}`;
+    } catch (error) {
+      if (error.message !== "unauthorized") say(`Could not make a work order of alert ${id}: ${error.message}`);
     }
   }
 
@@ -181,21 +216,27 @@
   async function loadRounds() {
     const rounds = await api(`/api/patrols/rounds?night=${encodeURIComponent(tonight)}`);
     $("#rounds").replaceChildren(...rounds.map((round) => el("div", { class: "round", dataset: { round: round.round } },
-      el("div", { class: "title" }, `${round.route} ${round.start}`, round.guard ? ` · ${round.guard}` : "",
+      el("div", { class: "title" }, `${named(round.route_name, round.route)} ${round.start}`, round.guard ? ` · ${round.guard}` : "",
         round.started ? "" : " · not started"),
-      ...round.checkpoints.map((cp) => el("span", { class: `cp cp-${cp.state}`, title: cp.deadline },
-        `${cp.tag} ${cp.state}${cp.tapped_at ? " " + localTime(cp.tapped_at, false) : ""}`)))));
-    $("#no-rounds").hidden = rounds.length > 0;
+      ...round.checkpoints.map((cp) => el("span", { class: `cp cp-${cp.state}`, title: `${cp.tag} · due ${localTime(cp.deadline, false)}` },
+        `${cp.name || cp.tag} ${cp.state}${cp.tapped_at ? " " + localTime(cp.tapped_at, false) : ""}`)))));
+    const noRounds = $("#no-rounds");
+    noRounds.hidden = rounds.length > 0;
+    if (me.patrol_routes && me.patrol_routes.length === 0) {  // a guard no route names: say why, not "quiet night"
+      noRounds.textContent = `No patrol route is assigned to guard ${me.guard || me.name}: an administrator sets ` +
+        `guard: ${me.guard || "<guard id>"} on a route (rules.patrol.routes in gateway.yaml) or lists routes on this token.`;
+    }
   }
 
   async function loadDevices() {
     const devices = await api("/api/devices");
     $("#devices tbody").replaceChildren(...devices.map((d) => el("tr", { dataset: { device: d.id } },
-      el("td", {}, d.id + (d.agent ? " (agent)" : "")),
-      el("td", {}, d.room),
+      el("td", {}, named(d.name, d.id) + (d.agent ? " (agent)" : "")),
+      el("td", { title: d.room }, d.room_name || d.room),
       el("td", { class: `status-${d.status}` }, d.status),
-      el("td", {}, localTime(d.last_seen)),
-      el("td", {}, Object.entries(d.counters || {}).slice(0, 4).map(([k, v]) => `${k}=${v}`).join(" ")))));
+      el("td", { class: "last-seen", title: localTime(d.last_seen) }, ago(d.last_seen_seconds_ago)),
+      el("td", { class: "counters" }, Object.entries(d.counters || {}).slice(0, 4)
+        .map(([k, v]) => counterText(k, v, Date.parse(d.checked_at))).join(" · ")))));
   }
 
   // ------------------------------------------------------------------ start
@@ -207,11 +248,12 @@
       if (!token() && !me.permissions.length) { showLogin("Sign in with an API token."); return; }
       if (!token()) $("#login").hidden = false;  // public read: sign in only to act
       if (token()) await api("/api/session", { method: "POST" });
-      $("#alerts-section").hidden = !can("alerts:read");
+      $("#alerts-section").hidden = !can("alerts:own");
+      $("#work-orders-link").hidden = !can("work_orders:read");
       $("#devices-section").hidden = !can("devices:read");
       $("#reports-section").hidden = !can("reports:read");
       const loads = [];
-      if (can("alerts:read")) loads.push(loadAlerts().then(openStream));
+      if (can("alerts:own")) loads.push(loadAlerts().then(openStream));  // a guard: its post's alerts (issue 18)
       if (can("patrols:own")) loads.push(loadRounds());
       if (can("devices:read")) loads.push(loadDevices());
       await Promise.all(loads);

@@ -1,0 +1,275 @@
+"""HTTP routes of repair requests (work orders), of alerts handed to people on duty, and
+the work-order pages of the dashboard (docs/api.md#work-orders).
+
+Route permissions are the role table in gateway/auth.py; which order or alert a caller may
+touch (their own request, the order they own, their post's alerts) is decided by
+gateway/workorders.py and auth.Principal.sees_alert. An order or alert the caller may not
+see answers 404, as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Any, Literal
+
+from fastapi import Body, FastAPI, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
+
+from gateway import auth
+from gateway.auth import ROLE_PERMISSIONS, Principal, require
+from gateway.service import Gateway
+from gateway.store import AlertNotFound, AlertStateConflict
+from gateway.workorders import (
+    PRIORITIES, Priority, WorkOrder, WorkOrderConflict, WorkOrderForbidden, WorkOrderNotFound,
+    WorkOrderState, category_for_rule, order_json, priority_for_severity,
+)
+from warden.events import Identifier
+
+log = logging.getLogger(__name__)
+
+#: POST /api/work-orders/{id}/photos takes a raw image body up to work_orders.photo_max_bytes
+#: (gateway/api.py's body limit lets this path through with that bound, not api.max_body_bytes).
+PHOTO_PATH = r"^/api/work-orders/[0-9]+/photos$"
+
+
+class NewWorkOrder(BaseModel):
+    """A fault reported by a person: where, what, and how urgent."""
+
+    room: str = Field(min_length=1, max_length=80, description="A room id of the site, or a place in words")
+    text: str = Field(min_length=1, max_length=2000)
+    category: str = Field(default="general", max_length=64)
+    priority: Priority = "normal"
+
+
+class FromAlert(BaseModel):
+    """A work order from an alert: room, category and priority follow from the alert unless given."""
+
+    text: str | None = Field(default=None, max_length=2000)
+    category: str | None = Field(default=None, max_length=64)
+    priority: Priority | None = None
+
+
+class Step(BaseModel):
+    note: str = Field(default="", max_length=2000)
+
+
+class HandOver(Step):
+    to: Identifier = Field(description="The person (API token name) who owns it from now on")
+
+
+class Closing(Step):
+    rating: int | None = Field(default=None, ge=1, le=5, description="The requester's rating of the service, 1-5")
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class AlertAssignment(BaseModel):
+    to: Identifier = Field(description="The person (API token name) the alert is for")
+    note: str | None = Field(default=None, max_length=2000)
+
+
+ROUTE_ERRORS: dict[str, dict[int, str]] = {
+    name: {404: "No such work order (or not yours to see)", 409: "Not allowed in the order's state",
+           403: "The role lacks the permission, or the order is someone else's"}
+    for name in ("work_order_detail", "work_order_step", "hand_over", "assign_work_order", "close_work_order",
+                 "reopen_work_order", "note_work_order", "add_photo", "photo")
+} | {"work_order_from_alert": {404: "No such alert (or not of your post)", 409: "The alert has a work order already"},
+     "assign_alert": {404: "No such alert", 409: "The alert is resolved"}}
+
+
+def register(app: FastAPI, gateway: Gateway, templates: Jinja2Templates, csp: str) -> None:
+    """Add the work-order and duty routes and the /work-orders page to `app`."""
+    orders = gateway.work_orders
+    routes = gateway.config.rules.patrol.routes
+
+    def people() -> dict[str, str]:
+        return {token.name: token.role for token in gateway.config.api.tokens}
+
+    def visible(order_id: int, principal: Principal) -> WorkOrder:
+        try:
+            order = orders.get(order_id)
+        except WorkOrderNotFound:
+            raise HTTPException(status_code=404, detail=f"no work order {order_id}") from None
+        if not principal.can(auth.WORK_ORDERS_READ_ALL) and principal.name not in (order.requested_by, order.owner):
+            raise HTTPException(status_code=404, detail=f"no work order {order_id}")
+        return order
+
+    def named(to: str, permission: str, what: str) -> None:
+        role = people().get(to)
+        if role is None:
+            raise HTTPException(status_code=422, detail=f"to: no person {to!r} (names of the API tokens: {', '.join(sorted(people()))})")
+        if permission not in ROLE_PERMISSIONS[role]:
+            raise HTTPException(status_code=422, detail=f"to: {to} ({role}) cannot {what}")
+
+    def step(order_id: int, action: str, principal: Principal, note: str = "", **extra: Any) -> dict[str, Any]:
+        visible(order_id, principal)
+        try:
+            change = orders.act(order_id, action, principal.name, note=note,
+                                may_act_for_others=principal.can(auth.WORK_ORDERS_ASSIGN), **extra)
+        except WorkOrderConflict as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
+        except WorkOrderForbidden as exc:
+            raise HTTPException(status_code=403, detail=str(exc)) from None
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        return detail(change.order)
+
+    def detail(order: WorkOrder) -> dict[str, Any]:
+        photos = [{"id": p.id, "content_type": p.content_type, "size": p.size, "added_by": p.added_by, "added_at": p.added_at,
+                   "url": f"/api/work-orders/{order.id}/photos/{p.id}"} for p in orders.photos(order.id)]
+        return {**order_json(order), "history": orders.history(order.id), "photos": photos}
+
+    tags = ["work orders"]
+
+    @app.get("/api/work-orders", tags=tags)
+    def list_work_orders(
+        state: list[WorkOrderState] | None = Query(default=None, description="Repeat for several; none: all"),
+        mine: bool = Query(default=False, description="Only those I requested or own"),
+        limit: int = Query(default=500, ge=1, le=5000),
+        principal: Principal = require(auth.WORK_ORDERS_READ),
+    ) -> list[dict[str, Any]]:
+        """Newest first. Without work_orders:read_all (a guard), only the caller's own requests
+        and the orders they own."""
+        person = principal.name if mine or not principal.can(auth.WORK_ORDERS_READ_ALL) else None
+        return [order_json(o) for o in orders.search(state=[s.value for s in state or []], person=person, limit=limit)]
+
+    @app.post("/api/work-orders", status_code=201, tags=tags)
+    def create_work_order(body: NewWorkOrder, principal: Principal = require(auth.WORK_ORDERS_CREATE)) -> dict[str, Any]:
+        """Report a fault. Deadlines to take and to finish it follow from category and
+        priority (work_orders in the gateway config) and are fixed on the order now."""
+        try:
+            change = orders.create(room=body.room, text=body.text, by=principal.name, category=body.category, priority=body.priority)
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        return detail(change.order)
+
+    @app.get("/api/work-orders/{order_id}", tags=tags)
+    def work_order_detail(order_id: int, principal: Principal = require(auth.WORK_ORDERS_READ)) -> dict[str, Any]:
+        """The order, its whole history (who, when, what) and its photos."""
+        return detail(visible(order_id, principal))
+
+    @app.post("/api/work-orders/{order_id}/photos", status_code=201, tags=tags,
+              openapi_extra={"requestBody": {"content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                                         for t in ("image/jpeg", "image/png", "image/webp")}}})
+    async def add_photo(order_id: int, request: Request, principal: Principal = require(auth.WORK_ORDERS_CREATE)) -> dict[str, Any]:
+        """The raw image as the body (Content-Type image/jpeg, image/png or image/webp), up to
+        work_orders.photo_max_bytes; the requester or the owner."""
+        await run_in_threadpool(visible, order_id, principal)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        content = await request.body()
+        try:
+            photo = await run_in_threadpool(lambda: orders.add_photo(order_id, content, content_type, principal.name,
+                                                                     may_act_for_others=principal.can(auth.WORK_ORDERS_ASSIGN)))
+        except WorkOrderConflict as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
+        except WorkOrderForbidden as exc:
+            raise HTTPException(status_code=403, detail=str(exc)) from None
+        except ValueError as exc:
+            raise HTTPException(status_code=415 if "type" in str(exc) else 422, detail=str(exc)) from None
+        return {**asdict(photo), "url": f"/api/work-orders/{order_id}/photos/{photo.id}"}
+
+    @app.get("/api/work-orders/{order_id}/photos/{photo_id}", tags=tags, response_class=Response,
+             responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}})
+    def photo(order_id: int, photo_id: int, principal: Principal = require(auth.WORK_ORDERS_READ, cookie=True)) -> Response:
+        """A photo; the dashboard's <img> sends the session cookie (POST /api/session)."""
+        visible(order_id, principal)
+        found = orders.photo(order_id, photo_id)
+        if found is None:
+            raise HTTPException(status_code=404, detail=f"no photo {photo_id} of work order {order_id}")
+        return Response(orders.photo_bytes(found), media_type=found.content_type,
+                        headers={"Cache-Control": "private, max-age=3600", "Content-Security-Policy": "default-src 'none'"})
+
+    @app.post("/api/work-orders/{order_id}/hand-over", tags=tags)
+    def hand_over(order_id: int, body: HandOver, principal: Principal = require(auth.WORK_ORDERS_WORK)) -> dict[str, Any]:
+        """The owner names who owns it from now on (first-responder ownership ends only so)."""
+        named(body.to, auth.WORK_ORDERS_WORK, "take work orders")
+        return step(order_id, "hand_over", principal, body.note, to=body.to)
+
+    @app.post("/api/work-orders/{order_id}/assign", tags=tags)
+    def assign_work_order(order_id: int, body: HandOver, principal: Principal = require(auth.WORK_ORDERS_ASSIGN)) -> dict[str, Any]:
+        """A manager gives the order to a named person (an untaken one becomes taken by them)."""
+        named(body.to, auth.WORK_ORDERS_WORK, "take work orders")
+        return step(order_id, "assign", principal, body.note, to=body.to)
+
+    @app.post("/api/work-orders/{order_id}/close", tags=tags)
+    def close_work_order(order_id: int, body: Closing, principal: Principal = require(auth.WORK_ORDERS_CREATE)) -> dict[str, Any]:
+        """The requester confirms a done order and rates the service (rating 1-5 required
+        from the requester; a manager closing for them may leave it out)."""
+        return step(order_id, "close", principal, body.note, rating=body.rating, comment=body.comment)
+
+    @app.post("/api/work-orders/{order_id}/reopen", tags=tags)
+    def reopen_work_order(order_id: int, body: Step = Body(default_factory=Step),
+                          principal: Principal = require(auth.WORK_ORDERS_CREATE)) -> dict[str, Any]:
+        """Not fixed after all: back to its owner, with fresh deadlines."""
+        return step(order_id, "reopen", principal, body.note)
+
+    @app.post("/api/work-orders/{order_id}/notes", tags=tags)
+    def note_work_order(order_id: int, body: Step, principal: Principal = require(auth.WORK_ORDERS_READ)) -> dict[str, Any]:
+        """A note in the order's history, from anyone who can see the order."""
+        if not body.note.strip():
+            raise HTTPException(status_code=422, detail="note: write something")
+        return step(order_id, "note", principal, body.note)
+
+    @app.post("/api/work-orders/{order_id}/{action}", tags=tags)
+    def work_order_step(order_id: int, action: Literal["take", "start", "wait", "done"], body: Step = Body(default_factory=Step),
+                        principal: Principal = require(auth.WORK_ORDERS_WORK)) -> dict[str, Any]:
+        """take (the first to take it owns it), start, wait (for parts), done; the owner's
+        steps (gateway/workorders.py: TRANSITIONS)."""
+        return step(order_id, action, principal, body.note)
+
+    @app.post("/api/alerts/{alert_id}/work-order", status_code=201, tags=["alerts", *tags])
+    def work_order_from_alert(alert_id: int, body: FromAlert = Body(default_factory=FromAlert),
+                              principal: Principal = require(auth.WORK_ORDERS_CREATE)) -> dict[str, Any]:
+        """One click from an alert: room from the alert's device, category from its rule,
+        priority from its severity; the two stay linked (alert_id here, work_order_id on the alert)."""
+        alert = gateway.store.alert(alert_id)
+        if alert is None or not principal.sees_alert(alert.rule, alert.subject, routes):
+            raise HTTPException(status_code=404, detail=f"no alert {alert_id}")
+        rooms = {d: r.id for b in gateway.site.buildings for r in b.rooms for d in r.devices}
+        priority = body.priority or priority_for_severity(alert.severity)
+        category = body.category or category_for_rule(alert.rule, set(orders.config.categories))
+        try:
+            change = orders.create(room=rooms.get(alert.subject, alert.subject), text=body.text or alert.message, by=principal.name,
+                                   category=category, priority=priority, alert_id=alert_id)
+        except WorkOrderConflict as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        return detail(change.order)
+
+    @app.post("/api/alerts/{alert_id}/assign", tags=["alerts"])
+    def assign_alert(alert_id: int, body: AlertAssignment, principal: Principal = require(auth.ALERTS_ASSIGN)) -> dict[str, Any]:
+        """Name the person on duty an alert is for (they acknowledge it themselves)."""
+        named(body.to, auth.ALERTS_ACK, "acknowledge alerts")
+        try:
+            change = gateway.assign(alert_id, body.to, principal.name, body.note)
+        except AlertNotFound:
+            raise HTTPException(status_code=404, detail=f"no alert {alert_id}") from None
+        except AlertStateConflict as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
+        return asdict(change.alert)
+
+    @app.get("/api/people", tags=["auth"])
+    def list_people(principal: Principal = require(auth.WORK_ORDERS_READ)) -> list[dict[str, Any]]:
+        """Who can be named in a hand-over or an assignment: the API tokens' names and roles."""
+        return [{"name": name, "role": role, "takes_work_orders": auth.WORK_ORDERS_WORK in ROLE_PERMISSIONS[role],
+                 "acknowledges_alerts": auth.ALERTS_ACK in ROLE_PERMISSIONS[role]} for name, role in sorted(people().items())]
+
+    @app.get("/work-orders", response_class=HTMLResponse, include_in_schema=False)
+    def work_orders_page(request: Request) -> HTMLResponse:
+        """List, detail and create form (one page, phone-sized); holds no data."""
+        rooms = [r.id for b in gateway.site.buildings for r in b.rooms]
+        response = templates.TemplateResponse(request, "workorders.html", {
+            "site": gateway.site, "rooms": rooms, "categories": sorted(orders.config.categories), "priorities": PRIORITIES,
+            "photo_max_bytes": orders.config.photo_max_bytes, "photo_types": orders.config.photo_types})
+        response.headers["Content-Security-Policy"] = csp
+        return response
+
+
+def work_order_links(gateway: Gateway, alert_ids: list[int]) -> dict[int, int]:
+    """alert id -> the id of its work order, for the alerts that have one."""
+    return gateway.work_orders.by_alerts(alert_ids)
+

@@ -1,0 +1,134 @@
+"""Work orders in a real headless Chromium at phone size (390 x 844, each person on their
+own phone: a browser context each): a guard reports a fault with a photo, maintenance takes
+it and hands it over, the plumber finishes it, the guard closes and rates it; and a leak
+alert becomes a work order in one tap. Every button tapped must be inside the viewport."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import NAMES, TOKENS, Running
+from tests.api.test_dashboard_browser import CHROMIUM_ARGS, _chromium
+from tests.api.test_workorders import GUARD, PLUMBER, PLUMBER_TOKEN, desk, leak, png, receiver  # noqa: F401 - fixtures
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+SECRETS = {**TOKENS, PLUMBER: PLUMBER_TOKEN}
+
+
+@pytest.fixture
+def phone(desk: Running) -> Iterator[Callable[[str], Any]]:  # noqa: F811
+    """phone(who, path, viewport) -> a page on a new context (a phone by default), signed in as `who` on `path`."""
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' installs playwright")
+    errors: list[str] = []
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
+
+        def open_phone(who: str, path: str = "/work-orders", viewport: dict[str, int] = PHONE) -> Any:
+            mobile = viewport == PHONE
+            context = browser.new_context(viewport=viewport, is_mobile=mobile, has_touch=mobile, device_scale_factor=2 if mobile else 1)
+            page = context.new_page()
+            page.set_default_timeout(15_000)
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(desk.url + path)
+            page.fill("#token", SECRETS[who])
+            page.click("#login button[type=submit]")
+            return page
+
+        try:
+            yield open_phone
+            assert not errors, f"JavaScript errors on the page: {errors}"
+        finally:
+            browser.close()
+
+
+def tap(page: Any, locator: Any) -> None:
+    """Click `locator` after checking it lies wholly inside the viewport once scrolled to,
+    and that the page does not scroll sideways."""
+    size = page.viewport_size
+    locator.scroll_into_view_if_needed()
+    box = locator.bounding_box()
+    assert box is not None, "not rendered"
+    assert 0 <= box["x"] and box["x"] + box["width"] <= size["width"], f"sticks out sideways: {box}"
+    assert 0 <= box["y"] and box["y"] + box["height"] <= size["height"], f"outside the viewport: {box}"
+    assert page.evaluate("document.documentElement.scrollWidth") <= size["width"], "the page scrolls sideways"
+    locator.click()
+
+
+def test_a_fault_reported_from_a_phone_is_taken_handed_over_done_closed_and_rated(desk: Running, phone) -> None:  # noqa: F811
+    from playwright.sync_api import expect
+
+    guard = phone("guard")
+    expect(guard.locator("#who-name")).to_have_text(f"{GUARD} (guard)")
+    tap(guard, guard.locator("#tab-new"))
+    guard.fill("#new-room", "A-204")
+    guard.fill("#new-text", "Tap in the washroom drips all night")
+    guard.select_option("#new-category", "plumbing")
+    image = png(8, 8)
+    guard.set_input_files("#new-photo", {"name": "tap.png", "mimeType": "image/png", "buffer": image})
+    tap(guard, guard.locator("#report"))
+    expect(guard.locator("#detail-title")).to_contain_text("A-204")
+    expect(guard.locator("#detail-title .wo-state")).to_have_text("new")
+    photo = guard.locator("#detail-photos img")
+    expect(photo).to_have_count(1)
+    guard.wait_for_function("document.querySelector('#detail-photos img').naturalWidth === 8")  # 8 px wide, as made
+    [order] = desk.gateway.work_orders.search()
+    assert (order.requested_by, order.category, order.state) == (GUARD, "plumbing", "new")
+
+    maint = phone("maintenance")
+    row = maint.locator(f"#orders li[data-order-id='{order.id}'] a")
+    expect(row).to_contain_text("Tap in the washroom drips all night")
+    tap(maint, row)
+    tap(maint, maint.get_by_role("button", name="Take"))
+    expect(maint.locator("#detail-title .wo-state")).to_have_text("taken")
+    maint.select_option("#hand-over-to", PLUMBER)
+    maint.fill("#hand-over-note", "plumber has the washers")
+    tap(maint, maint.locator("#hand-over-button"))
+    expect(maint.locator("#detail-facts")).to_contain_text(f"Owner{PLUMBER}")
+    expect(maint.get_by_role("button", name="Done")).to_have_count(0)  # no longer theirs
+
+    plumber = phone(PLUMBER, f"/work-orders#{order.id}")
+    expect(plumber.locator("#detail-title .wo-state")).to_have_text("taken")
+    tap(plumber, plumber.get_by_role("button", name="Start work"))
+    expect(plumber.locator("#detail-title .wo-state")).to_have_text("in progress")
+    tap(plumber, plumber.get_by_role("button", name="Done"))
+    expect(plumber.locator("#detail-title .wo-state")).to_have_text("done")
+
+    guard.reload()
+    expect(guard.locator("#closing")).to_be_visible()
+    guard.select_option("#rating", "4")
+    guard.fill("#rating-comment", "fixed the same day")
+    tap(guard, guard.locator("#close-button"))
+    expect(guard.locator("#detail-title .wo-state")).to_have_text("closed")
+    expect(guard.locator("#detail-facts")).to_contain_text("4/5 - fixed the same day")
+
+    history = desk.gateway.work_orders.history(order.id)
+    assert [(h["action"], h["who"]) for h in history] == [
+        ("created", GUARD), ("photo", GUARD), ("take", NAMES["maintenance"]), ("hand_over", NAMES["maintenance"]),
+        ("start", PLUMBER), ("done", PLUMBER), ("close", GUARD)]
+    closed = desk.gateway.work_orders.get(order.id)
+    assert (closed.state, closed.owner, closed.rating, closed.rating_comment) == ("closed", PLUMBER, 4, "fixed the same day")
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
+def test_a_leak_alert_becomes_a_work_order_in_one_tap(desk: Running, phone, viewport: dict[str, int]) -> None:  # noqa: F811
+    from playwright.sync_api import expect
+
+    alert_id = leak(desk)
+    maint = phone("maintenance", "/", viewport)
+    row = maint.locator(f"#alerts tbody tr[data-alert-id='{alert_id}']")
+    expect(row).to_contain_text("Flow 18 L/min")
+    tap(maint, row.get_by_role("button", name="Work order"))
+    expect(maint.locator("#detail-title .wo-state")).to_have_text("new")
+    expect(maint.locator("#detail-facts")).to_contain_text(f"From alert#{alert_id}")
+    expect(maint.locator("#detail-facts")).to_contain_text("plumbing, urgent")  # from water_burst, critical
+    order = desk.gateway.work_orders.for_alert(alert_id)
+    assert order is not None and order.room == "A-204"  # ac-a204's room in the site
+    tap(maint, maint.get_by_role("button", name="Take"))
+    expect(maint.locator("#detail-title .wo-state")).to_have_text("taken")
+    maint.goto(desk.url + "/")
+    link = maint.locator(f"#alerts tbody tr[data-alert-id='{alert_id}'] a.work-order")
+    expect(link).to_have_text(f"Work order #{order.id}")
