@@ -19,11 +19,11 @@ import fastapi_offline
 import uvicorn
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -31,11 +31,11 @@ from pydantic import BaseModel, Field
 
 from gateway import auth
 from gateway.auth import Authenticator, Principal, require
+from gateway.config import ApiConfig, SqliteHistorianConfig
 from gateway.service import Gateway
 from gateway.store import Alert, AlertNotFound, AlertStateConflict
 from gateway.web.stream import AlertBroadcaster, sse_events
 from rules.alerts import AlertState, Severity
-from warden.config import ApiConfig, SqliteHistorianConfig
 from warden.events import EARLIEST_TIME
 
 log = logging.getLogger(__name__)
@@ -523,7 +523,7 @@ def current_night(gateway: Gateway) -> date:
 
 
 def _night_bounds(gateway: Gateway, night: date) -> tuple[datetime, datetime]:
-    from warden.report import night_bounds
+    from gateway.report import night_bounds
 
     return night_bounds(gateway.site, night)
 
@@ -537,7 +537,7 @@ def _reports_and_admin(app: FastAPI, gateway: Gateway) -> None:
     def morning_report(night: date, format: Literal["html", "json", "csv"] = "html") -> Response:  # noqa: A002
         """The morning report of the day `night` (the path keeps its former name): from
         `report.day_start` (08:00 local by default) on that date to the same time the next day."""
-        from warden import report as reports
+        from gateway import report as reports
 
         try:
             data = reports.build_morning_report(gateway.store, _report_history(gateway), gateway.site, night,
@@ -560,7 +560,7 @@ def _reports_and_admin(app: FastAPI, gateway: Gateway) -> None:
 
 
 def _report_history(gateway: Gateway) -> Any:
-    from warden.report import SqliteHistory, open_history
+    from gateway.report import SqliteHistory, open_history
 
     if isinstance(gateway.config.historian, SqliteHistorianConfig):
         return SqliteHistory(gateway.config.historian.path)

@@ -24,7 +24,8 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from warden.config import ApiConfig, ApiToken, PatrolRoute
+from gateway.config import ApiConfig, ApiToken
+from warden.config import PatrolRoute
 
 log = logging.getLogger(__name__)
 

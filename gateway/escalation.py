@@ -18,9 +18,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Callable
 
+from gateway.config import EscalationConfig
 from gateway.store import Alert, Escalation
 from rules.alerts import AlertState
-from warden.config import EscalationConfig
 
 
 class EscalationPolicy:

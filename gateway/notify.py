@@ -44,15 +44,14 @@ import httpx
 import paho.mqtt.client as mqtt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from gateway.config import AlertsConfig, DeliveryConfig, RouteConfig, SmtpSinkConfig, WebhookSinkConfig
 from gateway.store import Alert, AlertChange, StateStore, thread_connection
 from rules.alerts import AlertState, Severity
 from warden import topics
-from warden.config import AlertsConfig, DeliveryConfig, RouteConfig, SmtpSinkConfig, WebhookSinkConfig
 
 log = logging.getLogger(__name__)
 
 _PREFIX = "warden_gateway_"
-_SEVERITY_ORDER = list(Severity)
 
 
 class Sink(Protocol):
@@ -120,7 +119,7 @@ class Route:
         return (
             change.action in self.changes
             and alert.escalation_level >= self.min_level
-            and _SEVERITY_ORDER.index(Severity(alert.severity)) >= _SEVERITY_ORDER.index(self.min_severity)
+            and Severity(alert.severity).rank >= Severity(self.min_severity).rank
             and (self.rules is None or alert.rule in self.rules)
         )
 

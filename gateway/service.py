@@ -24,6 +24,7 @@ from typing import Callable, Literal
 import paho.mqtt.client as mqtt
 
 from gateway.catch_up import CatchUp
+from gateway.config import GatewayConfig
 from gateway.devices import DeviceRegistry
 from gateway.escalation import EscalationPolicy
 from gateway.historian import Historian, open_historian
@@ -36,12 +37,20 @@ from rules.alerts import AlertSignal
 from rules.engine import RuleEngine
 from warden import topics
 from warden.clock import Clock, SystemClock
-from warden.config import GatewayConfig, SiteConfig
+from warden.config import SiteConfig
 from warden.events import (
-    DeviceStatus, Event, InvalidPayload, decode_events, encode_events, is_too_far_ahead, is_too_old, too_far_ahead, too_old,
+    DeviceStatus,
+    Event,
+    InvalidPayload,
+    decode_events,
+    encode_events,
+    is_too_far_ahead,
+    is_too_old,
+    too_far_ahead,
+    too_old,
 )
-from warden.topics import AgentTopic
 from warden.mqtt import ConnectionFlag, client_id_for, connect_async, make_client
+from warden.topics import AgentTopic
 
 log = logging.getLogger(__name__)
 

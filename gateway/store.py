@@ -22,9 +22,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from rules.alerts import AlertSignal, AlertState, Severity, SignalAction
+from gateway.config import DeadLetterConfig
+from rules.alerts import AlertChangeKind, AlertSignal, AlertState, SignalAction
 from warden.clock import Clock
-from warden.config import DeadLetterConfig
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_events (id TEXT PRIMARY KEY) WITHOUT ROWID;  -- one b-tree, not two
@@ -116,7 +116,7 @@ class DeadLetter:
 class AlertChange:
     """What applying a signal, a person or an escalation did, for notifications."""
 
-    action: str  # "opened", "updated", "acknowledged", "escalated", "resolved"
+    action: AlertChangeKind
     alert: Alert
     note: str = ""  # the history entry's message, e.g. why it escalated
 
@@ -208,7 +208,7 @@ class StateStore:
         ended after this batch's events were written (see historian_position())."""
         if rule_snapshot is not None and journal_entry is not None:
             raise ValueError("a batch commits a rule snapshot or a journal entry, not both")
-        now = _now()
+        now = self._clock_now().isoformat()
         db = self._db
         changes: list[AlertChange] = []
         letters = [(now, d.topic, d.payload[:DEAD_LETTER_KEEP_BYTES], len(d.payload), d.reason, d.code) for d in dead_letters]
@@ -467,7 +467,3 @@ def _bulk(values: list[Any]) -> str:
     where executemany takes and releases the GIL once per row (and waits for it each time
     the MQTT thread has it)."""
     return json.dumps(values)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()

@@ -17,15 +17,43 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import Field
+
+from rules import state
 from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import ScheduleSpans, wall_clock
-from warden.config import AFTER_HOURS_RULES, AcAfterHoursConfig, CircuitKind, SiteConfig
+from warden.config import CircuitKind, SiteConfig, StrictModel
 from warden.events import Event, Quantity, Reading
 
 SNAPSHOT_VERSION = 2
 
-#: Alert rule name per judged circuit kind; refrigeration has none (always on).
-RULE_BY_KIND = AFTER_HOURS_RULES
+
+#: Alert rule name per circuit kind judged after hours; refrigeration has none (always on).
+#: The one place these names are written: the rule, the report and ALERT_RULES read it.
+AFTER_HOURS_RULES: dict[CircuitKind, str] = {
+    "ac": "ac_after_hours",
+    "lighting": "lights_after_hours",
+    "water_heating": "water_heating_after_hours",
+    "other": "power_after_hours",
+}
+
+
+#: The alert rules this family emits (rules/config.py: ALERT_RULES).
+RULE_NAMES = tuple(AFTER_HOURS_RULES.values())
+
+
+class AcAfterHoursConfig(StrictModel):
+    """Circuits left on after hours (AC, lights, water heating, other); docs/rules.md."""
+
+    enabled: bool = True
+    standby_watts: float = Field(default=60.0, ge=0)
+    grace_minutes: float = Field(default=15.0, ge=0, description="On-time (summed, not contiguous) before raising")
+    max_gap_minutes: float = Field(default=10.0, gt=0)
+    min_duty: float = Field(default=0.25, ge=0, le=1, description="Share of the look-back on needed to raise")
+    duty_window_minutes: float = Field(default=60.0, gt=0, description="Look-back of min_duty")
+    off_minutes: float = Field(default=60.0, gt=0, description="Off this long ends the stretch's alert")
+    update_minutes: float = Field(default=5.0, ge=0, description="At most one update per this much event time")
+
 
 #: How messages name a kind: at the start of a sentence, inside one, and its verb.
 _WORDS: dict[str, tuple[str, str, str]] = {
@@ -90,7 +118,7 @@ class AcAfterHoursRule:
     """One alert per room and circuit kind per unscheduled stretch in which the circuit is
     on for grace_minutes in total at a duty of at least min_duty."""
 
-    name = "ac_after_hours"  # the family (config section, snapshot key); alerts use RULE_BY_KIND
+    name = "ac_after_hours"  # the family (config section, snapshot key); alerts use AFTER_HOURS_RULES
     reads = frozenset({"reading"})
 
     def __init__(self, site: SiteConfig, config: AcAfterHoursConfig) -> None:
@@ -130,7 +158,7 @@ class AcAfterHoursRule:
         if factor is None:
             self.stats["unsupported_unit"] += 1
             return []
-        if place.kind not in RULE_BY_KIND:
+        if place.kind not in AFTER_HOURS_RULES:
             self.stats["always_on"] += 1
             return []
         return self._on_power(place, event.device, event.event_time, event.value * factor)
@@ -292,7 +320,7 @@ class AcAfterHoursRule:
             details["reason"] = reason
         return AlertSignal(
             site=self._site.id,
-            rule=RULE_BY_KIND[place.kind],
+            rule=AFTER_HOURS_RULES[place.kind],
             subject=place.subject,
             action=action,
             at=at,
@@ -352,8 +380,7 @@ class AcAfterHoursRule:
         are dropped. The schedule start that ends each stretch is recomputed from the site."""
         if snapshot.get("version") == 1:
             snapshot = _from_version_1(snapshot)
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported {self.name} snapshot version {snapshot.get('version')!r}")
+        state.check_version(snapshot, self.name, (SNAPSHOT_VERSION,))
         self._meters = {
             meter_id: _Meter(last_time=_parse(m["last_time"]), power_w=float(m["power_w"]))
             for meter_id, m in snapshot["meters"].items()

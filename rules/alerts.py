@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
 from warden.events import Event
 
@@ -20,11 +20,23 @@ class Severity(StrEnum):
     WARNING = "warning"
     CRITICAL = "critical"
 
+    @property
+    def rank(self) -> int:
+        """Order of seriousness: info 0 < warning 1 < critical 2."""
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {severity: rank for rank, severity in enumerate(Severity)}
+
 
 class AlertState(StrEnum):
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
+
+
+#: What can happen to an alert, as its history and notifications name it.
+AlertChangeKind = Literal["opened", "updated", "acknowledged", "escalated", "resolved"]
 
 
 class SignalAction(StrEnum):

@@ -16,18 +16,43 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from rules import state
 from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import wall_clock
-from warden.config import DeadmanConfig, SiteConfig
-from warden.events import EVENT_KINDS, DeviceState, DeviceStatus, Event
+from warden.config import SiteConfig, StrictModel
+from warden.events import EVENT_KINDS, DeviceState, DeviceStatus, Event, Identifier
 
 SNAPSHOT_VERSION = 1
 
 DEVICE = "deadman"
 AGENT = "deadman_agent"
+
+
+#: The alert rules this family emits (rules/config.py: ALERT_RULES).
+RULE_NAMES = (DEVICE, AGENT)
+
+
+class DeadmanConfig(StrictModel):
+    """Silent devices and agents (rules/deadman.py). Minutes; null: that kind is not watched."""
+
+    enabled: bool = True
+    reading_minutes: float | None = Field(default=15.0, gt=0)
+    status_minutes: float | None = Field(default=5.0, gt=0)
+    door_minutes: float | None = Field(default=None, gt=0)
+    patrol_tap_minutes: float | None = Field(default=None, gt=0)
+    heartbeats_count: bool = False  # the agent heartbeats for every device it serves, silent or not
+    agent_offline_minutes: float = Field(
+        default=5.0, ge=0, description="An agent's offline status raises only once it lasted this long (0: at once); "
+        "a broker restart fires every agent's will and they are back seconds later"
+    )
+    devices: dict[Identifier, Annotated[float, Field(gt=0)] | None] = Field(
+        default_factory=dict, description="Per-device minutes; null: not watched"
+    )
+    agents: dict[Identifier, list[Identifier]] = Field(default_factory=dict, description="Agent id -> its devices")
 
 
 @dataclass
@@ -280,8 +305,7 @@ class DeadmanRule:
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported {self.name} snapshot version {snapshot.get('version')!r}")
+        state.check_version(snapshot, self.name, (SNAPSHOT_VERSION,))
         self._since = _parse(snapshot["since"])
         self._newest = _parse(snapshot["newest"])
         self._devices = {d: state.load(_Device, s) for d, s in snapshot["devices"].items()}

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import Field
+
 from rules import state
 from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import ScheduleSpans, wall_clock
-from warden.config import DoorsConfig, SiteConfig
-from warden.events import DoorAction, DoorEvent, Event
+from warden.config import SiteConfig, StrictModel
+from warden.events import DoorAction, DoorEvent, Event, Identifier
 
 SNAPSHOT_VERSION = 1
 
@@ -25,6 +27,29 @@ HELD_OPEN = "door_held_open"
 FORCED = "door_forced"
 AFTER_HOURS = "door_after_hours"
 DENIED = "door_denied"
+
+
+#: The alert rules this family emits (rules/config.py: ALERT_RULES).
+RULE_NAMES = (HELD_OPEN, FORCED, AFTER_HOURS, DENIED)
+
+
+class DoorOverride(StrictModel):
+    """Settings of one door that differ from the door rule's defaults."""
+
+    schedule: str | None = Field(default=None, description="Site schedule instead of the room's")
+    after_hours: bool = True
+    held_open_seconds: float | None = Field(default=None, gt=0)
+
+
+class DoorsConfig(StrictModel):
+    """Door held open, forced, used after hours, denied cards (rules/doors.py)."""
+
+    enabled: bool = True
+    held_open_seconds: float = Field(default=60.0, gt=0)
+    denied_count: int = Field(default=3, ge=1)
+    denied_minutes: float = Field(default=5.0, gt=0)
+    after_hours: bool = True
+    doors: dict[Identifier, DoorOverride] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -298,8 +323,7 @@ class DoorsRule:
         return {"version": SNAPSHOT_VERSION, "doors": state.dump(self._doors)}
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported {self.name} snapshot version {snapshot.get('version')!r}")
+        state.check_version(snapshot, self.name, (SNAPSHOT_VERSION,))
         self._doors = {d: state.load(_Door, s) for d, s in snapshot["doors"].items()}
         self._policies = {}
 

@@ -29,10 +29,12 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from pydantic import Field, model_validator
+
 from rules import state
 from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import local_instant, wall_clock
-from warden.config import PatrolConfig, PatrolRoute, SiteConfig
+from warden.config import PatrolRoute, SiteConfig, StrictModel, require_unique
 from warden.events import Event, PatrolTap, TapSource
 
 SNAPSHOT_VERSION = 2  # 2: staged wand taps and each wand route's last upload
@@ -41,6 +43,30 @@ ROUND = "patrol_round"
 CHECKPOINT = "patrol_checkpoint"
 SILENCE = "patrol_silence"
 UPLOAD = "patrol_upload_late"
+
+
+#: The alert rules this family emits (rules/config.py: ALERT_RULES).
+RULE_NAMES = (ROUND, CHECKPOINT, SILENCE, UPLOAD)
+
+
+class PatrolConfig(StrictModel):
+    enabled: bool = True
+    routes: list[PatrolRoute] = Field(default_factory=list)
+    repeat_seconds: float = Field(default=60.0, ge=0, description="Taps of one tag this close count once")
+    keep_hours: float = Field(default=24.0, gt=0, description="How long a finished round accepts wand uploads")
+    upload_settle_seconds: float = Field(
+        default=60.0, ge=0, description="Wand taps are applied together once no newer ones came for this long "
+        "(gateway clock): an upload split over several messages is judged as a whole"
+    )
+
+    @model_validator(mode="after")
+    def _unique_routes(self) -> PatrolConfig:
+        require_unique((r.id for r in self.routes), "routes")
+        for route in self.routes:
+            if route.wand and route.upload_minutes >= route.late_minutes + self.keep_hours * 60:
+                raise ValueError(f"routes: {route.id}: upload_deadline_minutes must be shorter than keep_hours, "
+                                 "or the round is forgotten before its wand is due")
+        return self
 
 _MAX_TAPS_PER_TAG = 200
 _MAX_STAGED = 20_000  # wand taps awaiting the next watermark move; more are applied at once
@@ -620,8 +646,7 @@ class PatrolRule:
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Replace the state; rounds of routes no longer configured are dropped. Version 1
         (before staged wand taps) has the same rounds and nothing staged: read as such."""
-        if snapshot.get("version") not in (1, SNAPSHOT_VERSION):
-            raise ValueError(f"unsupported {self.name} snapshot version {snapshot.get('version')!r}")
+        state.check_version(snapshot, self.name, (1, SNAPSHOT_VERSION))
         self._watermark = _parse(snapshot["watermark"])
         self._since = _parse(snapshot["since"])
         rounds = {key: state.load(_Round, r) for key, r in snapshot["rounds"].items()}

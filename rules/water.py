@@ -22,14 +22,16 @@ from __future__ import annotations
 from bisect import insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
+
+from pydantic import Field, field_validator, model_validator
 
 from rules import state
 from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import local_instant, wall_clock
-from warden.config import SiteConfig, WaterConfig
-from warden.events import Event, Quantity, Reading
+from warden.config import SiteConfig, StrictModel, wall_time
+from warden.events import Event, Identifier, Quantity, Reading
 
 SNAPSHOT_VERSION = 2
 
@@ -37,6 +39,58 @@ NIGHT_FLOW = "water_night_flow"
 CONTINUOUS_FLOW = "water_continuous_flow"
 BURST = "water_burst"
 WET = "water_wet"
+
+
+#: The alert rules this family emits (rules/config.py: ALERT_RULES).
+RULE_NAMES = (NIGHT_FLOW, CONTINUOUS_FLOW, BURST, WET)
+
+
+class WaterMeterOverride(StrictModel):
+    """Settings of one meter that differ from the water rule's defaults."""
+
+    burst_l_per_min: float | None = Field(default=None, gt=0)
+    min_flow_l_per_min: float | None = Field(default=None, ge=0)
+    baseline_l_per_min: float | None = Field(
+        default=None, ge=0, description="The meter's normal flow, not counted as lost; none: learned from quiet windows"
+    )
+
+
+class WaterConfig(StrictModel):
+    """Leaks from water meters and wet sensors (rules/water.py, docs/rules.md#water)."""
+
+    enabled: bool = True
+    meters: list[Identifier] | None = Field(
+        default=None, description="Devices to watch; none: every device sending flow, volume or wet readings"
+    )
+    min_flow_l_per_min: float = Field(default=0.5, ge=0, description="Flow at or below this is no flow")
+    night_start: time = time(2, 0)
+    night_end: time = time(5, 0)
+    night_min_coverage: float = Field(default=0.8, gt=0, le=1)
+    night_clean_windows: int = Field(default=2, ge=1)
+    night_min_leak_minutes: float = Field(
+        default=30.0, gt=0, description="Flow without a stop over at least this much of the window's end is a leak"
+    )
+    night_flow_minutes: float = Field(
+        default=60.0, gt=0, description="Flow without a stop for this long inside the window raises at once"
+    )
+    continuous_hours: float = Field(default=24.0, gt=0)
+    zero_minutes: float = Field(default=60.0, gt=0)
+    burst_l_per_min: float = Field(default=60.0, gt=0)
+    burst_minutes: float = Field(default=5.0, gt=0)
+    max_gap_minutes: float = Field(default=65.0, gt=0)
+    update_minutes: float = Field(default=15.0, ge=0)
+    overrides: dict[Identifier, WaterMeterOverride] = Field(default_factory=dict)
+
+    @field_validator("night_start", "night_end", mode="before")
+    @classmethod
+    def _times(cls, value: Any) -> Any:
+        return wall_time(value)
+
+    @model_validator(mode="after")
+    def _window(self) -> WaterConfig:
+        if self.night_start == self.night_end:
+            raise ValueError("night_end: must differ from night_start")
+        return self
 
 _FLOW_TO_L_PER_MIN = {"l/min": 1.0, "lpm": 1.0, "l/s": 60.0, "l/h": 1 / 60, "m3/h": 1000 / 60}
 _VOLUME_TO_L = {"l": 1.0, "m3": 1000.0}
@@ -747,13 +801,11 @@ class WaterRule:
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Version 1 (before leak runs and litres) cannot be migrated faithfully: start empty,
         counted as `snapshot_discarded`; meters relearn within one reading."""
-        version = snapshot.get("version")
+        version = state.check_version(snapshot, self.name, (1, SNAPSHOT_VERSION))
         if version == 1:
             self.stats["snapshot_discarded"] += 1
             self._meters, self._pending, self._wet = {}, {}, {}
             return
-        if version != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported {self.name} snapshot version {version!r}")
         self._meters = {d: state.load(_Meter, m) for d, m in snapshot["meters"].items()}
         self._pending = {d: [Reading.model_validate(r) for r in rs] for d, rs in snapshot["pending"].items()}
         self._wet = {d: state.load(_Wet, w) for d, w in snapshot["wet"].items()}

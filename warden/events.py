@@ -11,7 +11,7 @@ import math
 import uuid
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -162,7 +162,7 @@ class DeviceStatus(_EventBase):
     )
 
 
-Event = Annotated[Union[Reading, DoorEvent, PatrolTap, DeviceStatus], Field(discriminator="kind")]
+Event = Annotated[Reading | DoorEvent | PatrolTap | DeviceStatus, Field(discriminator="kind")]
 
 #: The `kind` of every event type, e.g. for routing events to whatever reads them.
 EVENT_KINDS: tuple[str, ...] = tuple(cls.model_fields["kind"].default for cls in (Reading, DoorEvent, PatrolTap, DeviceStatus))

@@ -39,8 +39,9 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
+from gateway.config import InfluxHistorianConfig
 from gateway.historian.points import Point, event_points, to_epoch_ns
-from warden.config import InfluxHistorianConfig, SiteConfig
+from warden.config import SiteConfig
 from warden.events import Event
 
 __all__ = ["RETRYABLE_4XX", "InfluxHistorian", "SpoolFull", "retry_delay_seconds"]

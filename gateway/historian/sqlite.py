@@ -18,9 +18,9 @@ import json
 import logging
 import sqlite3
 import threading
-from functools import lru_cache
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,42 @@ class SqliteHistorian:
         if self._db is None:
             raise RuntimeError(f"historian {self._path} is closed")
         return self._db
+
+
+class SqliteHistoryReader:
+    """Read-only access to a SQLite historian file, for the report: it opens the file per
+    query, so a report can run beside a live gateway (or with none) without a writer."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def points(self, measurement: str, since: datetime, until: datetime) -> list[tuple[int, Point]]:
+        """Every point of `measurement` in [since, until), oldest first, with its write order."""
+        rows = self._query(
+            "SELECT id, event_id, time_ns, measurement, site, building, room, device, tags, fields FROM points"
+            " WHERE measurement = ? AND time_ns >= ? AND time_ns < ? ORDER BY time_ns, id",
+            (measurement, to_epoch_ns(_aware(since)), to_epoch_ns(_aware(until))),
+        )
+        return [(row[0], _point(row[1:])) for row in rows]
+
+    def newest_before(self, row: int, window: int, skip_measurement: str) -> datetime | None:
+        """The newest event time among the `window` points written just before point `row`,
+        other than `skip_measurement`: about when that point arrived (the file keeps the
+        write order, not arrival times)."""
+        found = self._query(
+            "SELECT max(time_ns) FROM (SELECT time_ns FROM points WHERE id < ? AND measurement != ?"
+            " ORDER BY id DESC LIMIT ?)", (row, skip_measurement, window),
+        )
+        return None if not found or found[0][0] is None else from_epoch_ns(int(found[0][0]))
+
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        if not self.path.exists():
+            return []
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        try:
+            return db.execute(sql, args).fetchall()
+        finally:
+            db.close()
 
 
 def _connect(path: Path) -> sqlite3.Connection:

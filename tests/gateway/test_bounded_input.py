@@ -7,16 +7,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from gateway.config import GatewayConfig
 from gateway.service import Gateway
 from gateway.store import DEAD_LETTER_KEEP_BYTES
 from tests.gateway.test_gateway import EVENING, SITE, Publisher, power
 from tests.support.gateway_config import local_gateway_config
 from warden.clock import ManualClock
-from warden.config import BrokerConfig, GatewayConfig
+from warden.config import BrokerConfig
 from warden.events import DoorEvent, Reading, stable_event_id
 
 

@@ -6,15 +6,16 @@ import logging
 import socket
 import sys
 import threading
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional
-from contextlib import contextmanager
 
 import typer
 from rich.console import Console
 
-from warden.config import BrokerConfig, ConfigError, GatewayConfig, SiteConfig, load_config
+from gateway.config import GatewayConfig
+from warden.config import BrokerConfig, ConfigError, SiteConfig, load_config
 from warden.logs import ExpectedFaults, configure_logging
 from warden.process import clock_from, stop_on_signal
 
@@ -151,8 +152,8 @@ def simulate(
 
 
 def _simulation_scenario(scenario: str, district: str | None) -> Any:
+    from simulators.catalogue import load_scenario
     from simulators.district import district_scenario, parse_size
-    from simulators.scenario import load_scenario
 
     with _config_errors():
         if district is None:
@@ -241,9 +242,9 @@ def demo(
 ) -> None:
     """Run a simulated night end to end on an embedded broker, print the alerts and check
     them against the scenario's ground truth (shipped: see `simulators/scenarios/`)."""
+    from cli.demo import DemoResult, KeepRunning, run_demo
     from gateway.auth import new_token
-    from simulators.scenario import load_scenario
-    from warden.demo import DemoResult, KeepRunning, run_demo
+    from simulators.catalogue import load_scenario
 
     # Libraries (amqtt, paho, uvicorn, pymodbus) only at WARNING and only with -v; the
     # simulator's injected noise is expected, so the agent's drops are counted, not printed.
@@ -331,7 +332,7 @@ def report(
     alerts.json and alerts.csv."""
     from datetime import time as wall_time
 
-    from warden.report import report_period, write_morning_report
+    from gateway.report import report_period, write_morning_report
 
     gateway_config, site_config = _report_configs(config, site)
     state_db = state_db or (gateway_config.state_db if gateway_config else None)
@@ -385,11 +386,10 @@ def token(
 ) -> None:
     """Make an API token: prints the secret once, and the config entry holding its hash."""
     import yaml
-
     from pydantic import ValidationError
 
     from gateway.auth import hash_token, new_token
-    from warden.config import ApiToken
+    from gateway.config import ApiToken
 
     if role not in ("guard", "maintenance", "manager", "admin"):
         _fail(f"--role: expected one of guard, maintenance, manager, admin, got {role!r}")

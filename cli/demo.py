@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import yaml
 
+from agent.config import AgentConfig
 from agent.drivers.modbus_rtu import ModbusRtuDriver
 from agent.drivers.patrol_line import PatrolLineDriver
 from agent.drivers.patrol_wand import PatrolWandDriver
@@ -42,17 +43,18 @@ from agent.outbox import Stored
 from agent.runner import Agent
 from gateway.api import ApiServer, create_app
 from gateway.auth import hash_token
+from gateway.config import GatewayConfig
+from gateway.report import ReportFiles, write_morning_report
 from gateway.service import Gateway
 from gateway.store import AlertChange
+from simulators.broker import MosquittoBroker, start_embedded_broker
 from simulators.clock import PausableClock
 from simulators.ground_truth import GroundTruthCheck, compare_history, write_ground_truth
 from simulators.night import Interruption, NightSimulation, SimulationTotals, pending_devices
 from simulators.scenario import Scenario
 from simulators.wiring import write_gateway_config, write_yaml
-from warden.broker import MosquittoBroker, start_embedded_broker
-from warden.config import AgentConfig, BrokerConfig, GatewayConfig, SiteConfig, load_config
+from warden.config import BrokerConfig, SiteConfig, load_config
 from warden.events import Event
-from warden.report import ReportFiles, write_morning_report
 
 log = logging.getLogger(__name__)
 

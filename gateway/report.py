@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -29,10 +28,17 @@ from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from gateway.historian.points import to_epoch_ns
+from gateway.historian.sqlite import SqliteHistoryReader
 from gateway.store import Alert, StateStore
+from rules import deadman, patrol, water
+from rules import doors as doors_rule  # not `doors`: the report's door incidents are
+from rules.ac_after_hours import AFTER_HOURS_RULES
+from rules.config import RulesConfig
+from rules.patrol import PatrolConfig
 from rules.schedule import local_instant
 from rules.water import MeterSample, meter_spans
-from warden.config import AFTER_HOURS_RULES, PatrolConfig, RulesConfig, SiteConfig
+from warden.config import SiteConfig
 from warden.events import PatrolTap, TapSource
 
 #: The report's day starts (and the previous one ends) at this local time unless
@@ -56,10 +62,13 @@ _KIND_COLOURS = {"ac": "#d9822b", "lighting": "#e6c229", "water_heating": "#c039
 #: Where alerts stored before `litres_lost` existed kept their loss. A continuous-flow
 #: alert's old `litres` counted every litre since the flow began, ordinary day use
 #: included, so it is not a loss and is not read.
-_LEGACY_LITRES = {"water_night_flow": "estimated_litres_lost", "water_burst": "litres"}
-_DOOR_RULES = {"door_forced": "forced", "door_held_open": "held open", "door_after_hours": "after hours", "door_denied": "denied cards"}
-_SILENT_RULES = ("deadman", "deadman_agent")
-_UPLOAD_LATE = "patrol_upload_late"
+_LEGACY_LITRES = {water.NIGHT_FLOW: "estimated_litres_lost", water.BURST: "litres"}
+_DOOR_RULES = {
+    doors_rule.FORCED: "forced", doors_rule.HELD_OPEN: "held open",
+    doors_rule.AFTER_HOURS: "after hours", doors_rule.DENIED: "denied cards",
+}
+_SILENT_RULES = deadman.RULE_NAMES
+_UPLOAD_LATE = patrol.UPLOAD
 #: Live points looked at to date an upload by the historian's write order.
 _WRITE_ORDER_WINDOW = 50
 
@@ -84,42 +93,22 @@ class History(Protocol):
 
 
 class SqliteHistory:
-    """Reads the SQLite historian's documented `points` table (docs/storage.md), read-only,
-    so a report can run beside a live gateway."""
+    """The SQLite historian's file, read through its own reader (gateway/historian/sqlite.py)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.reader = SqliteHistoryReader(path)
 
     def points(self, measurement: str, since: datetime, until: datetime) -> list[HistoryPoint]:
-        if not self.path.exists():
-            return []
-        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
-        try:
-            rows = db.execute(
-                "SELECT time_ns, device, measurement, tags, fields, id FROM points"
-                " WHERE measurement = ? AND time_ns >= ? AND time_ns < ? ORDER BY time_ns, id",
-                (measurement, _ns(since), _ns(until)),
-            ).fetchall()
-        finally:
-            db.close()
-        return [HistoryPoint(_from_ns(r[0]), r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5]) for r in rows]
+        return [
+            HistoryPoint(p.time, p.tags["device"], p.measurement, p.tags, p.fields, row)
+            for row, p in self.reader.points(measurement, since, until)
+        ]
 
     def written_by(self, row: int) -> datetime | None:
         """About when point `row` arrived: the newest event time among the live points
-        (not patrol taps) written just before it. The historian keeps the write order, not
-        the arrival time; with meters reporting every minute this is within a minute or
-        two, later while the gateway catches up a backlog."""
-        if not self.path.exists():
-            return None
-        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
-        try:
-            found = db.execute(
-                "SELECT max(time_ns) FROM (SELECT time_ns FROM points WHERE id < ? AND measurement != 'patrol_tap'"
-                " ORDER BY id DESC LIMIT ?)", (row, _WRITE_ORDER_WINDOW),
-            ).fetchone()[0]
-        finally:
-            db.close()
-        return None if found is None else _from_ns(int(found))
+        (not patrol taps) written just before it. With meters reporting every minute this
+        is within a minute or two, later while the gateway catches up a backlog."""
+        return self.reader.newest_before(row, _WRITE_ORDER_WINDOW, skip_measurement="patrol_tap")
 
 
 class SeriesHistory:
@@ -149,14 +138,6 @@ def open_history(historian: Any, site: SiteConfig) -> History | None:
     if hasattr(historian, "series"):
         return SeriesHistory(historian, (d for b in site.buildings for r in b.rooms for d in r.devices))
     return None
-
-
-def _ns(when: datetime) -> int:
-    return (when - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1) * 1000
-
-
-def _from_ns(ns: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=ns // 1000)
 
 
 # --------------------------------------------------------------------------- the day
@@ -272,7 +253,7 @@ def build_morning_report(
             "rounds_done": patrols["rounds_done"],
             "checkpoints_missed": patrols["checkpoints_missed"],
             "checkpoints_late": patrols["checkpoints_late"],
-            "doors_forced": sum(1 for d in doors if d["rule"] == "door_forced"),
+            "doors_forced": sum(1 for d in doors if d["rule"] == doors_rule.FORCED),
             "door_incidents": len(doors),
             "silent_devices": len(silent),
             "open_alerts": len(still_open),
@@ -421,7 +402,7 @@ def _water(alerts: Sequence[Alert], history: History | None, site: SiteConfig, p
     (a night-flow and a continuous-flow alert on one meter describe the same water)."""
     leaks = []
     for a in alerts:
-        if not a.rule.startswith("water_"):
+        if a.rule not in water.RULE_NAMES:
             continue
         leaks.append({
             "alert_id": a.id,
@@ -671,7 +652,7 @@ def _late_rounds(alerts: Sequence[Alert], rounds: Sequence[dict[str, Any]]) -> l
 
 def _tap(point: HistoryPoint, site: SiteConfig) -> PatrolTap:
     return PatrolTap(
-        id=f"report-{_ns(point.time)}-{point.device}"[:128],
+        id=f"report-{to_epoch_ns(point.time)}-{point.device}"[:128],
         site=site.id,
         device=point.device,
         event_time=point.time,
@@ -728,7 +709,7 @@ def _silent(alerts: Sequence[Alert], site: SiteConfig) -> list[dict[str, Any]]:
             continue
         place = site.locate(a.subject)
         out.append({
-            **_alert_brief(a), "device": a.subject, "agent": a.rule == "deadman_agent",
+            **_alert_brief(a), "device": a.subject, "agent": a.rule == deadman.AGENT,
             "last_event": a.details.get("last_event"), "building": place.building if place else "",
             "room": place.room if place else "",
         })
