@@ -304,6 +304,7 @@ def _reject_constant(name: str) -> float:
 
 def _first_error(exc: ValidationError) -> str:
     error = exc.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in error["loc"]) or "payload"
+    # A key from the payload is the sender's text: shown escaped, so a reason stays one line.
+    where = ".".join(str(part) if str(part).isprintable() else repr(part) for part in error["loc"]) or "payload"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{where}: {error['msg']}{more}"
