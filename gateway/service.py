@@ -192,7 +192,8 @@ class Gateway:
             log.error("broker refused connection", extra={"reason": str(reason_code)})
             return
         self._marker = self.catch_up.connected()
-        client.subscribe([(topics.ALL_EVENTS, 1), (topics.ALL_STATUS, 1), (self._sync_topic, 1)])
+        site = self.site.id
+        client.subscribe([(topics.site_events(site), 1), (topics.site_status(site), 1), (self._sync_topic, 1)])
         self.link.connected()
 
     def _on_subscribe(self, client: mqtt.Client, *args: object) -> None:
