@@ -77,6 +77,7 @@ class Principal:
     permissions: frozenset[str]
     guard: str | None = None
     routes: tuple[str, ...] = ()
+    locale: str | None = None  # the token's, if it names one (issue 19); else the site's
 
     @property
     def anonymous(self) -> bool:
@@ -98,7 +99,7 @@ ANONYMOUS_READER = Principal("anonymous", None, PUBLIC_READ_PERMISSIONS)
 
 
 def _principal(token: ApiToken) -> Principal:
-    return Principal(token.name, token.role, ROLE_PERMISSIONS[token.role], token.guard, tuple(token.routes))
+    return Principal(token.name, token.role, ROLE_PERMISSIONS[token.role], token.guard, tuple(token.routes), token.locale)
 
 
 @dataclass

@@ -13,10 +13,13 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from gateway.report_schedule import ReportSendConfig
+from gateway.statistics import StatisticsConfig
 from rules.alerts import AlertChangeKind, Severity
 from rules.config import ALERT_RULES, RulesConfig
 from warden.config import SECRET, BrokerConfig, ConfigPath, StrictModel, require_unique, tagged_union, wall_time
 from warden.events import Identifier
+from warden.i18n import normalise_locale
 
 #: What people are told by default: every step of the lifecycle but the frequent updates.
 PEOPLE_CHANGES: tuple[AlertChangeKind, ...] = ("opened", "acknowledged", "escalated", "resolved")
@@ -67,6 +70,12 @@ class ApiToken(StrictModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", repr=False, json_schema_extra=SECRET, description="hex SHA-256 of the token")
     guard: Identifier | None = Field(default=None, description="role guard: the badge whose routes they see")
     routes: list[Identifier] = Field(default_factory=list, description="role guard: routes they walk")
+    locale: str | None = Field(default=None, description="Language of what they read, e.g. 'zh-CN'; default: the site's")
+
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_locale(value)
 
     @model_validator(mode="after")
     def _guard_scope(self) -> ApiToken:
@@ -305,6 +314,7 @@ class ReportConfig(StrictModel):
         description="Local time a report's day starts and the previous one ends: the report of day D covers "
         "D at day_start to D+1 at day_start, daytime, weekends and holidays included",
     )
+    send: ReportSendConfig = Field(default_factory=ReportSendConfig)  # daily and monthly reports on a schedule
 
     @field_validator("day_start", mode="before")
     @classmethod
@@ -330,5 +340,15 @@ class GatewayConfig(StrictModel):
     rules: RulesConfig = Field(default_factory=RulesConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    statistics: StatisticsConfig = Field(default_factory=StatisticsConfig)
+
+    @model_validator(mode="after")
+    def _report_sinks(self) -> GatewayConfig:
+        """report.send.sinks name sinks of alerts.sinks."""
+        for index, name in enumerate(self.report.send.sinks):
+            if name not in self.alerts.sinks:
+                known = ", ".join(sorted(self.alerts.sinks)) or "none defined"
+                raise ValueError(f"report.send.sinks[{index}]: unknown sink {name!r} (known: {known})")
+        return self
 
 

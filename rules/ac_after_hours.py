@@ -24,6 +24,7 @@ from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import ScheduleSpans, wall_clock
 from warden.config import CircuitKind, SiteConfig, StrictModel
 from warden.events import Event, Quantity, Reading
+from warden.i18n import N_, Message, minutes_text
 
 SNAPSHOT_VERSION = 2
 
@@ -57,10 +58,10 @@ class AcAfterHoursConfig(StrictModel):
 
 #: How messages name a kind: at the start of a sentence, inside one, and its verb.
 _WORDS: dict[str, tuple[str, str, str]] = {
-    "ac": ("AC", "AC", "was"),
-    "lighting": ("Lights", "lights", "were"),
-    "water_heating": ("Water heating", "water heating", "was"),
-    "other": ("Equipment", "equipment", "was"),
+    "ac": (N_("AC"), N_("AC"), N_("was")),
+    "lighting": (N_("Lights"), N_("lights"), N_("were")),
+    "water_heating": (N_("Water heating"), N_("water heating"), N_("was")),
+    "other": (N_("Equipment"), N_("equipment"), N_("was")),
 }
 
 _WATTS_PER_UNIT = {"w": 1.0, "kw": 1000.0}
@@ -334,17 +335,20 @@ class AcAfterHoursRule:
     ) -> str:
         title, noun, verb = _WORDS[place.kind]
         cost = stretch.kwh * self._site.tariff.energy_per_kwh
-        summary = f"{stretch.kwh:.2f} kWh wasted ({cost:.2f} {self._site.tariff.currency})"
-        length = _duration(span)
+        summary = Message("{kwh:.2f} kWh wasted ({cost:.2f} {currency})", kwh=stretch.kwh, cost=cost,
+                          currency=self._site.tariff.currency)
+        length: Message = _duration(span)
         if span > 0 and on / span < _CYCLING_BELOW:
-            length += f" (cycling: on {_duration(on)} of it)"
+            length = Message("{length} (cycling: on {on} of it)", length=length, on=_duration(on))
+        words = {"title": Message(title), "room": place.room, "length": length, "summary": summary}
         if reason == "power_off":
             off = wall_clock(self._site, until, ref=at)
-            return f"{title} in {place.room} off since {off} after {length} on after hours, {summary}"
+            return Message("{title} in {room} off since {off} after {length} on after hours, {summary}", off=off, **words)
         if reason == "schedule_started":
             start = wall_clock(self._site, at, ref=at)
-            return f"Schedule of {place.room} started at {start}; {noun} {verb} on after hours for {length}, {summary}"
-        return f"{title} in {place.room} on after hours for {length}, {summary}"
+            return Message("Schedule of {room} started at {start}; {noun} {verb} on after hours for {length}, {summary}",
+                           start=start, noun=Message(noun), verb=Message(verb), **words)
+        return Message("{title} in {room} on after hours for {length}, {summary}", **words)
 
     # ----------------------------------------------------------------- persistence
 
@@ -478,9 +482,8 @@ def _index_places(site: SiteConfig) -> dict[str, _Place]:
     return places
 
 
-def _duration(minutes: float) -> str:
-    whole = int(minutes + 1e-9)
-    return f"{whole} min" if whole < 60 else f"{whole // 60} h {whole % 60:02d} min"
+def _duration(minutes: float) -> Message:
+    return minutes_text(minutes)
 
 
 def _iso(value: datetime | None) -> str | None:

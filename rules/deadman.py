@@ -25,6 +25,7 @@ from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import wall_clock
 from warden.config import SiteConfig, StrictModel
 from warden.events import EVENT_KINDS, DeviceState, DeviceStatus, Event, Identifier
+from warden.i18n import Message, minutes_text
 
 SNAPSHOT_VERSION = 1
 
@@ -123,9 +124,11 @@ class DeadmanRule:
             return []
         device.raised = False
         minutes = (event.event_time - previous).total_seconds() / 60 if previous else 0.0
-        message = f"Device {event.device} spoke again at {wall_clock(self._site, event.event_time, ref=event.event_time)}"
+        spoke = wall_clock(self._site, event.event_time, ref=event.event_time)
+        message = Message("Device {device} spoke again at {time}", device=event.device, time=spoke)
         if previous:
-            message += f" after {_duration(minutes)} of silence"
+            message = Message("Device {device} spoke again at {time} after {silence} of silence", device=event.device,
+                              time=spoke, silence=_duration(minutes))
         return [self._device_signal(SignalAction.RESOLVE, event.device, event.event_time, message, minutes)]
 
     def on_tick(self, now: datetime) -> list[AlertSignal]:
@@ -158,8 +161,10 @@ class DeadmanRule:
             return []
         device.raised = True
         minutes = interval.total_seconds() / 60
-        since = f"since {wall_clock(self._site, device.last, ref=deadline)}" if device.last else "at all"
-        message = f"No data from device {device_id} {since} (expected at least every {_duration(minutes)})"
+        since = (Message("since {time}", time=wall_clock(self._site, device.last, ref=deadline)) if device.last
+                 else Message("at all"))
+        message = Message("No data from device {device} {since} (expected at least every {interval})", device=device_id,
+                          since=since, interval=_duration(minutes))
         return [self._device_signal(SignalAction.RAISE, device_id, deadline, message, minutes)]
 
     def _interval(self, device_id: str, device: _Device) -> timedelta | None:
@@ -281,11 +286,13 @@ class DeadmanRule:
     def _agent_signal(self, action: SignalAction, agent_id: str, at: datetime, reason: str) -> AlertSignal:
         devices = [d for d in self._devices if self._agent_of(d) == agent_id]
         if reason == "offline":
-            message = f"Agent {agent_id} offline since {wall_clock(self._site, at, ref=at)} ({len(devices)} devices known)"
+            message = Message("Agent {agent} offline since {time} ({count} devices known)", agent=agent_id,
+                              time=wall_clock(self._site, at, ref=at), count=len(devices))
         elif reason == "silent":
-            message = f"All {len(devices)} devices of agent {agent_id} silent since {wall_clock(self._site, at, ref=at)}"
+            message = Message("All {count} devices of agent {agent} silent since {time}", agent=agent_id,
+                              time=wall_clock(self._site, at, ref=at), count=len(devices))
         else:
-            message = f"Agent {agent_id} back at {wall_clock(self._site, at, ref=at)}"
+            message = Message("Agent {agent} back at {time}", agent=agent_id, time=wall_clock(self._site, at, ref=at))
         details: dict[str, float | str] = {"agent": agent_id, "reason": reason, "devices": len(devices)}
         return AlertSignal(self._site.id, AGENT, agent_id, action, at, Severity.CRITICAL, message, details)
 
@@ -316,9 +323,8 @@ class DeadmanRule:
             self.learn_agent(device, agent)
 
 
-def _duration(minutes: float) -> str:
-    whole = int(round(minutes))
-    return f"{whole} min" if whole < 60 else f"{whole // 60} h {whole % 60:02d} min"
+def _duration(minutes: float) -> Message:
+    return minutes_text(round(minutes))
 
 
 def _parse(value: str | None) -> datetime | None:

@@ -32,6 +32,7 @@ from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import local_instant, wall_clock
 from warden.config import SiteConfig, StrictModel, wall_time
 from warden.events import Event, Identifier, Quantity, Reading
+from warden.i18n import Message
 
 SNAPSHOT_VERSION = 2
 
@@ -561,7 +562,8 @@ class WaterRule:
         since, running = wall_clock(self._site, leak.since, ref=at), wall_clock(self._site, loss.since, ref=at)
         window, zone = leak.window, self._site.zone
         if leak.window_end is not None and leak.window_end.astimezone(zone).date() != at.astimezone(zone).date():
-            window += f" on {leak.window_end.astimezone(zone).date().isoformat()}"  # a later day's update
+            # a later day's update
+            window = Message("{window} on {date}", window=window, date=leak.window_end.astimezone(zone).date().isoformat())
         details: dict[str, float | str] = {
             "min_flow_l_per_min": round(loss.floor or 0.0, 4),
             "baseline_l_per_min": round(loss.baseline, 4),
@@ -576,17 +578,20 @@ class WaterRule:
         if night is not None:
             details["window_litres"] = round(night.litres, 1)
         if action is SignalAction.RESOLVE:
-            message = (
-                f"Night flow at {device} stopped: {leak.clean} clean quiet windows (last {window}); "
-                f"about {lost:.0f} L lost from {since} to {until}"
+            message = Message(
+                "Night flow at {device} stopped: {clean} clean quiet windows (last {window}); "
+                "about {lost:.0f} L lost from {since} to {until}",
+                device=device, clean=leak.clean, window=window, lost=lost, since=since, until=until,
             )
         elif leak.clean:
             needed = self._config.night_clean_windows
-            message = f"No night flow at {device} during {window}: clean window {leak.clean} of {needed}"
+            message = Message("No night flow at {device} during {window}: clean window {clean} of {needed}", device=device,
+                              window=window, clean=leak.clean, needed=needed)
         else:
-            message = (
-                f"Suspected leak at {device}: water running since {running} without a stop "
-                f"(at least {loss.floor or 0.0:.2f} L/min), about {lost:.0f} L lost from {since} to {until}"
+            message = Message(
+                "Suspected leak at {device}: water running since {running} without a stop "
+                "(at least {flow:.2f} L/min), about {lost:.0f} L lost from {since} to {until}",
+                device=device, running=running, flow=loss.floor or 0.0, lost=lost, since=since, until=until,
             )
         return self._signal(NIGHT_FLOW, action, device, at, Severity.WARNING, message, details)
 
@@ -648,14 +653,16 @@ class WaterRule:
         since, until = wall_clock(self._site, stretch.since, ref=at), wall_clock(self._site, at, ref=at)
         if action is SignalAction.RESOLVE:
             quiet = self._config.zero_minutes
-            message = (
-                f"Water at {device} stopped for {quiet:.0f} min (until {until}) after {hours:.1f} h; "
-                f"about {lost:.0f} L lost from {since}"
+            message = Message(
+                "Water at {device} stopped for {quiet:.0f} min (until {until}) after {hours:.1f} h; "
+                "about {lost:.0f} L lost from {since}",
+                device=device, quiet=quiet, until=until, hours=hours, lost=lost, since=since,
             )
         else:
-            message = (
-                f"Water at {device} has not stopped for {hours:.1f} h: about {lost:.0f} L above normal "
-                f"from {since} to {until} ({stretch.measured_litres:.0f} L measured)"
+            message = Message(
+                "Water at {device} has not stopped for {hours:.1f} h: about {lost:.0f} L above normal "
+                "from {since} to {until} ({measured:.0f} L measured)",
+                device=device, hours=hours, lost=lost, since=since, until=until, measured=stretch.measured_litres,
             )
         return self._signal(CONTINUOUS_FLOW, action, device, at, Severity.WARNING, message, details)
 
@@ -708,11 +715,13 @@ class WaterRule:
         }
         if action is SignalAction.RESOLVE:
             below = wall_clock(self._site, at - timedelta(seconds=meter.burst_clear_s), ref=at)
-            message = f"Flow at {device} back below {limit:g} L/min since {below}"
+            message = Message("Flow at {device} back below {limit:g} L/min since {below}", device=device, limit=limit,
+                              below=below)
         else:
-            message = (
-                f"Possible burst at {device}: above {limit:g} L/min since {wall_clock(self._site, meter.burst_start, ref=at)} "
-                f"(peak {meter.burst_peak:.0f} L/min, {meter.burst_litres:.0f} L)"
+            message = Message(
+                "Possible burst at {device}: above {limit:g} L/min since {since} (peak {peak:.0f} L/min, {litres:.0f} L)",
+                device=device, limit=limit, since=wall_clock(self._site, meter.burst_start, ref=at), peak=meter.burst_peak,
+                litres=meter.burst_litres,
             )
         return self._signal(BURST, action, device, at, Severity.CRITICAL, message, details)
 
@@ -749,9 +758,11 @@ class WaterRule:
             "readings": sensor.readings,
         }
         if action is SignalAction.RESOLVE:
-            message = f"Wet sensor {device} dry again at {wall_clock(self._site, at, ref=at)} after {minutes:.0f} min"
+            message = Message("Wet sensor {device} dry again at {time} after {minutes:.0f} min", device=device, minutes=minutes,
+                              time=wall_clock(self._site, at, ref=at))
         else:
-            message = f"Water detected by {device} since {wall_clock(self._site, sensor.since, ref=at)}"
+            message = Message("Water detected by {device} since {time}", device=device,
+                              time=wall_clock(self._site, sensor.since, ref=at))
         return self._signal(WET, action, device, at, Severity.CRITICAL, message, details)
 
     # ----------------------------------------------------------------- helpers

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from warden.events import Identifier
+from warden.i18n import DEFAULT_CURRENCY, DEFAULT_LOCALE, currency_for, normalise_locale
 
 _WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -175,6 +176,7 @@ class Room(StrictModel):
     id: Identifier
     name: str = ""
     schedule: str | None = Field(default=None, description="Name of a site schedule; none: always unoccupied")
+    group: str | None = Field(default=None, description="Tenant, household or department billed for its meters (monthly report)")
     devices: list[Identifier] = Field(default_factory=list)
     circuits: dict[Identifier, CircuitKind] = Field(
         default_factory=dict, description="Power meter -> the kind of circuit it measures; unlisted meters are ac"
@@ -201,7 +203,7 @@ class Building(StrictModel):
 
 class Tariff(StrictModel):
     energy_per_kwh: float = Field(default=0.30, ge=0)
-    currency: str = "EUR"
+    currency: str = Field(default=DEFAULT_CURRENCY, description="Default: the site locale's (CNY for zh-CN), else EUR")
 
 
 class DeviceLocation(StrictModel):
@@ -218,6 +220,27 @@ class SiteConfig(StrictModel):
     schedules: dict[str, list[WeeklyWindow]] = Field(default_factory=dict)
     buildings: list[Building] = Field(default_factory=list)
     tariff: Tariff = Field(default_factory=Tariff)
+    locale: str = Field(default=DEFAULT_LOCALE, description="Language and formats of screens, reports, messages: 'en', 'zh-CN'")
+
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, value: str) -> str:
+        return normalise_locale(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _currency_by_locale(cls, data: Any) -> Any:
+        """A tariff that names no currency is in the locale's (CNY for zh-CN); one that names it keeps it."""
+        if not isinstance(data, dict) or not isinstance(data.get("locale"), str):
+            return data
+        tariff = data.get("tariff", {})
+        if not isinstance(tariff, dict) or "currency" in tariff:
+            return data
+        try:
+            currency = currency_for(normalise_locale(data["locale"]))
+        except ValueError:
+            return data  # the locale's own validator names the key
+        return {**data, "tariff": {**tariff, "currency": currency}}
 
     @field_validator("timezone")
     @classmethod
