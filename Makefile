@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup clean
+.PHONY: demo test lint setup clean
 
 $(BIN)/warden: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: setup
 test: setup
 	./scripts/install-system-packages.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## The linter (ruff, configured in pyproject.toml); .ci/run runs it before the tests
+lint: setup
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -1,6 +1,6 @@
 """Starting and stopping an edge agent process, and its own lean command.
 
-`run_agent` is the one start-up of an agent process; `warden agent` (warden/cli.py) and
+`run_agent` is the one start-up of an agent process; `warden agent` (cli/main.py) and
 `warden-agent` / `python -m agent` (`main` below) both call it. `warden-agent` parses
 the same options with argparse instead of typer, and so never imports typer or rich,
 which the `warden` command needs for its other subcommands: on a small board that is
@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from warden.config import AgentConfig, ConfigError, load_config
+from agent.config import AgentConfig
+from warden.config import ConfigError, load_config
 from warden.logs import configure_logging
 from warden.process import clock_from, stop_on_signal
 

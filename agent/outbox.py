@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from warden.events import Event, Reading, DeviceStatus
+from warden.events import DeviceStatus, Event, Reading
 
 log = logging.getLogger(__name__)
 

@@ -15,29 +15,19 @@ from typing import TYPE_CHECKING, Callable
 import paho.mqtt.client as mqtt
 
 from agent.backoff import JitteredBackoff
-from agent.drivers.base import Driver
+from agent.config import AgentConfig, DeviceConfig
+from agent.drivers.base import Driver, Emit, T
 from agent.drivers.mqtt_device import MqttDeviceDriver
+from agent.drivers.registry import driver_for
 from agent.outbox import Outbox
 from agent.uplink import UplinkPublisher
 from warden import topics
 from warden.clock import Clock, SystemClock
-from warden.config import (
-    AgentConfig,
-    BrokerConfig,
-    DeviceConfig,
-    DoorLineDevice,
-    ModbusRtuDevice,
-    MqttDoorDevice,
-    MqttJsonDevice,
-    PatrolLineDevice,
-    PatrolWandDevice,
-)
+from warden.config import BrokerConfig
 from warden.events import DeviceState, DeviceStatus, Event, stable_event_id
 from warden.mqtt import ConnectionFlag, client_id_for, connect_async, make_client
 
-if TYPE_CHECKING:  # driver modules are imported when a configured device needs them
-    from agent.drivers.modbus_rtu import ModbusBuses
-    from agent.drivers.patrol_line import PatrolLineDriver
+if TYPE_CHECKING:
     from agent.drivers.serial_hub import SerialHub
 
 log = logging.getLogger(__name__)
@@ -62,7 +52,7 @@ class Agent:
         self.uplink_connects = 0  # successful (re)connects, published in the agent's heartbeat
         self.publisher = UplinkPublisher(self.uplink, self.outbox, ack_timeout=config.ack_timeout_seconds)
         self.outbox.on_commit = self.publisher.notify
-        self._modbus_buses: ModbusBuses | None = None  # meters daisy-chained on one port share its bus
+        self._shared: dict[str, object] = {}  # what drivers share, e.g. the Modbus bus of each port
         self._serial_hub: SerialHub | None = None  # one thread reads every selectable serial line
         self.drivers: list[Driver] = [self._make_driver(device) for device in config.devices]
         self._mqtt_drivers: dict[str, MqttDeviceDriver] = {
@@ -78,51 +68,33 @@ class Agent:
 
     # ------------------------------------------------------------------ wiring
 
+    @property
+    def site(self) -> str:
+        return self.config.site
+
     def _make_driver(self, device: DeviceConfig) -> Driver:
-        """Driver modules are imported here, for the devices configured: pymodbus alone
-        is a few MB of memory that an agent without a Modbus meter does not need."""
-        site, emit, clock = self.config.site, self.emit, self.clock
-        if isinstance(device, PatrolLineDevice):
-            from agent.drivers.patrol_line import PatrolLineDriver
+        """The device's driver builds itself (agent/drivers/registry.py); heavy libraries
+        such as pymodbus are imported then, for the devices configured only."""
+        return driver_for(device).build(device, self)
 
-            return self._line_driver(PatrolLineDriver, device)
-        if isinstance(device, DoorLineDevice):
-            from agent.drivers.door_line import DoorLineDriver
-
-            return self._line_driver(DoorLineDriver, device)
-        if isinstance(device, MqttJsonDevice):
-            from agent.drivers.mqtt_json import MqttJsonDriver
-
-            return MqttJsonDriver(device, site, emit, clock)
-        if isinstance(device, MqttDoorDevice):
-            from agent.drivers.mqtt_door import MqttDoorDriver
-
-            return MqttDoorDriver(device, site, emit, clock)
-        if isinstance(device, ModbusRtuDevice):
-            from agent.drivers.modbus_rtu import ModbusBuses, ModbusRtuDriver
-
-            if self._modbus_buses is None:
-                self._modbus_buses = ModbusBuses()
-            return ModbusRtuDriver(device, site, emit, clock, self._modbus_buses.get(device))
-        if isinstance(device, PatrolWandDevice):
-            from agent.drivers.patrol_wand import PatrolWandDriver
-
-            return PatrolWandDriver(device, site, emit, clock)
-        raise TypeError(f"no driver for {type(device).__name__}")
-
-    def _line_driver(self, kind: type[PatrolLineDriver], device: PatrolLineDevice | DoorLineDevice) -> PatrolLineDriver:
+    def serial_line(self, make: Callable[[Emit], Driver], port: str) -> Driver:
         """A serial line driver: read by the shared hub if its port can be selected (the
         hub waits for the disk once per round, so the driver only queues its events),
         else on a thread of its own with the blocking emit."""
         from agent.drivers.serial_hub import SerialHub
 
-        if not SerialHub.takes(device.port):
-            return kind(device, self.config.site, self.emit, self.clock)
+        if not SerialHub.takes(port):
+            return make(self.emit)
         if self._serial_hub is None:
             self._serial_hub = SerialHub(settle=self.outbox.wait_written)
-        driver = kind(device, self.config.site, self._queue_event, self.clock)
-        self._serial_hub.add(driver)
+        driver = make(self._queue_event)
+        self._serial_hub.add(driver)  # type: ignore[arg-type]
         return driver
+
+    def shared(self, key: str, make: Callable[[], T]) -> T:
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]  # type: ignore[return-value]
 
     def _make_device_client(self) -> mqtt.Client | None:
         """MQTT-native devices share one client: the uplink's, unless a device broker is set."""

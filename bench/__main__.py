@@ -21,6 +21,7 @@ BENCHMARKS = [
     ("end-to-end acknowledgement: batched ingest, acks on vs off", ["bench.ingest", "--ack-cost", "--messages", "3000", "--batch", "100", "--devices", "100"]),
     ("end-to-end acknowledgement: agent footprint, acks on vs off", ["bench.agent_footprint", "--ack-cost", "--devices", "200", "--seconds", "20"]),
     ("simulator speed and scaling", ["bench.simulator"]),
+    ("statistics: bytes per reading, reports, ingest cost", ["bench.statistics"]),
     ("scaling: gateway ingest, 100 to 10 000 devices", ["bench.ingest", "--batch", "100", "--devices", "100", "1000", "10000"]),
     ("scaling: agent footprint, 50 devices", ["bench.agent_footprint", "--devices", "50", "--seconds", "20"]),
     ("scaling: agent footprint, 500 devices", ["bench.agent_footprint", "--devices", "500", "--seconds", "20"]),

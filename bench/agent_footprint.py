@@ -32,15 +32,14 @@ from pathlib import Path
 
 import yaml
 
+from bench.ingest import BROKER_TUNING
+from simulators.broker import MosquittoBroker
 from simulators.patrol_reader import PatrolReaderSim
+from tests.support.scripts import MissingConsoleScript, console_script
 from warden import topics
 from warden.acks import encode_ack
-from warden.broker import MosquittoBroker
 from warden.config import BrokerConfig
 from warden.mqtt import make_client
-
-from bench.ingest import BROKER_TUNING
-from tests.support.scripts import MissingConsoleScript, console_script
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

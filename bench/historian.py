@@ -16,11 +16,12 @@ from pathlib import Path
 
 import httpx
 
+from gateway.config import InfluxHistorianConfig
 from gateway.historian.influx import InfluxHistorian
 from gateway.historian.points import event_points
 from gateway.historian.sqlite import SqliteHistorian
 from tests.support.victoria import VictoriaMetrics, find_binary
-from warden.config import InfluxHistorianConfig, SiteConfig
+from warden.config import SiteConfig
 from warden.events import Reading, stable_event_id
 
 T0 = datetime(2026, 11, 17, 20, 0, tzinfo=timezone.utc)

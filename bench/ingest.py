@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from gateway.config import GatewayConfig
 from gateway.service import Gateway
+from simulators.broker import MosquittoBroker
 from warden import topics
-from warden.broker import MosquittoBroker
 from warden.clock import ManualClock
-from warden.config import BrokerConfig, GatewayConfig, SiteConfig
+from warden.config import BrokerConfig, SiteConfig
 from warden.events import Reading, encode_events, stable_event_id
 from warden.mqtt import make_client
 
@@ -118,13 +119,15 @@ def bare_subscriber(broker: BrokerConfig, data: list[bytes], batch: int) -> Resu
         return client
 
     first = session()
-    first.disconnect(); first.loop_stop()  # type: ignore[attr-defined]
+    first.disconnect()  # type: ignore[attr-defined]
+    first.loop_stop()  # type: ignore[attr-defined]
     enqueue(broker, data)
     start = time.perf_counter()
     client = session()
     done.wait(600)
     elapsed = time.perf_counter() - start
-    client.disconnect(); client.loop_stop()  # type: ignore[attr-defined]
+    client.disconnect()  # type: ignore[attr-defined]
+    client.loop_stop()  # type: ignore[attr-defined]
     return Result("bare paho subscriber", received, received * batch, elapsed)
 
 

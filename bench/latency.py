@@ -21,15 +21,15 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.ingest import BROKER_TUNING
+from gateway.config import GatewayConfig
 from gateway.service import Gateway
+from simulators.broker import MosquittoBroker
 from warden import topics
-from warden.broker import MosquittoBroker
 from warden.clock import SystemClock
-from warden.config import BrokerConfig, GatewayConfig, SiteConfig
+from warden.config import BrokerConfig, SiteConfig
 from warden.events import DoorAction, DoorEvent, Reading, encode_events, stable_event_id
 from warden.mqtt import make_client
-
-from bench.ingest import BROKER_TUNING
 
 SITE = SiteConfig.model_validate(
     {"id": "bench", "timezone": "UTC", "buildings": [{"id": "B", "rooms": [{"id": "R", "devices": ["m-0", "door-ctl"]}]}]}

@@ -11,36 +11,37 @@ import json
 import logging
 import re
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import fastapi_offline
 import uvicorn
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
-from gateway import auth
+from gateway import auth, workorders_api
 from gateway.auth import Authenticator, Principal, require
+from gateway.config import ApiConfig
+from gateway.historian.points import SeriesUnavailable
 from gateway.service import Gateway
 from gateway.store import Alert, AlertNotFound, AlertStateConflict
 from gateway.web.stream import AlertBroadcaster, sse_events
-from gateway import workorders_api
 from rules.alerts import AlertState, Severity
 from warden import names
-from warden.config import ApiConfig, SqliteHistorianConfig
 from warden.events import EARLIEST_TIME
+from warden.i18n import N_, gettext_for, localise, pick_locale, site_names
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def create_app(gateway: Gateway, config: ApiConfig | None = None) -> FastAPI:
     app = FastAPI(title="warden gateway", version="1", description="Alerts, devices, patrols, reports. Auth: docs/api.md",
                   docs_url=None, redoc_url=None)  # served below from the installed package, not a CDN
     app.state.auth = Authenticator(config)
+    app.state.site_locale = gateway.site.locale
     if app.state.auth.public_read and config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("API reads need no token", extra={"host": config.host, "tokens": len(config.tokens),
                                                       "hint": "set api.public_read: false (docs/api.md)"})
@@ -77,6 +79,7 @@ def create_app(gateway: Gateway, config: ApiConfig | None = None) -> FastAPI:
     _alerts(app, gateway, broadcaster)
     _devices(app, gateway)
     _patrols(app, gateway)
+    _statistics_and_archive(app, gateway)  # before the reports' /api/reports/{night}
     _reports_and_admin(app, gateway)
     _dashboard(app, gateway)
     _declare_errors(app)
@@ -303,9 +306,11 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
             raise HTTPException(status_code=404, detail=f"no alert {alert_id}")
         return alert
 
-    def with_links(alerts: list[Alert]) -> list[dict[str, Any]]:
+    def with_links(alerts: list[Alert], locale: str = "en") -> list[dict[str, Any]]:
+        """The alerts as JSON in `locale`, each with the repair request made from it, if any."""
         links = gateway.work_orders.by_alerts([a.id for a in alerts])
-        return [{**_alert_json(a), "work_order_id": links.get(a.id)} for a in alerts]
+        names = site_names(gateway.site)
+        return [{**_alert_json(a, locale, names), "work_order_id": links.get(a.id)} for a in alerts]
 
     @app.get("/api/alerts", tags=["alerts"])
     def list_alerts(
@@ -318,10 +323,13 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
         until: datetime | None = Query(default=None, description="Alerts opened before this instant"),
         limit: int = Query(default=500, ge=1, le=5000),
         principal: Principal = require(auth.ALERTS_OWN),
+        locale: str = Depends(reader_locale),
     ) -> list[dict[str, Any]]:
         """Newest first. The time range selects alerts active at some moment in [since, until).
         A guard (alerts:own) sees the alerts of its post: doors and the rounds it walks.
-        `work_order_id`: the repair request made from the alert, if any."""
+        `work_order_id`: the repair request made from the alert, if any. `text` (and
+        `end_text`) is the message in the reader's locale: the token's, else the site's
+        (Accept-Language for anonymous readers); `message` stays the rule's English."""
         bounds = [_utc_iso(since, "since"), _utc_iso(until, "until")]
         _in_range(since, "since")
         _in_range(until, "until")
@@ -330,7 +338,7 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
         alerts = store.alerts(site=site, rule=rule, state=one_state, limit=limit if narrow else 1_000_000)
         picked = [a for a in alerts if _matches(a, state, severity, subject, *bounds)
                   and principal.sees_alert(a.rule, a.subject, routes)]
-        return with_links(picked[:limit])
+        return with_links(picked[:limit], locale)
 
     @app.get("/api/alerts/stream", tags=["alerts"],
              response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
@@ -367,9 +375,13 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
         return {}
 
     @app.get("/api/alerts/{alert_id}", tags=["alerts"])
-    def alert_detail(alert_id: int, principal: Principal = require(auth.ALERTS_OWN)) -> dict[str, Any]:
+    def alert_detail(alert_id: int, principal: Principal = require(auth.ALERTS_OWN),
+                     locale: str = Depends(reader_locale)) -> dict[str, Any]:
         alert = visible_alert(alert_id, principal)
-        return {**with_links([alert])[0], "history": store.alert_history(alert_id)}
+        names = site_names(gateway.site)
+        history = [{**step, "text": localise(step["message"], step["message_id"], step["params"], locale, names)}
+                   for step in store.alert_history(alert_id)]
+        return {**with_links([alert], locale)[0], "history": history}
 
     @app.post("/api/alerts/{alert_id}/acknowledge", tags=["alerts"])
     def acknowledge(alert_id: int, body: PersonAction = Body(default_factory=PersonAction),
@@ -377,13 +389,13 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
         """Take ownership of an open alert (first-responder ownership); 409 if it is not open.
         A guard acknowledges the alerts of its post, a manager any."""
         visible_alert(alert_id, principal)
-        return _person_action(gateway.acknowledge, alert_id, principal, body)
+        return _person_action(gateway.acknowledge, alert_id, principal, body, gateway.site)
 
     @app.post("/api/alerts/{alert_id}/resolve", tags=["alerts"])
     def resolve(alert_id: int, body: PersonAction = Body(default_factory=PersonAction),
                 principal: Principal = require(auth.ALERTS_WRITE)) -> dict[str, Any]:
         """Close an alert, e.g. after a repair; the note says what was done. 409 if resolved."""
-        return _person_action(gateway.resolve, alert_id, principal, body)
+        return _person_action(gateway.resolve, alert_id, principal, body, gateway.site)
 
 
 async def _of_post(frames: AsyncIterator[str], principal: Principal, routes: Any) -> AsyncIterator[str]:
@@ -398,7 +410,8 @@ async def _of_post(frames: AsyncIterator[str], principal: Principal, routes: Any
         yield frame
 
 
-def _person_action(action: Any, alert_id: int, principal: Principal, body: PersonAction) -> dict[str, Any]:
+def _person_action(action: Any, alert_id: int, principal: Principal, body: PersonAction, site: Any = None) -> dict[str, Any]:
+    """`site`: to word the answer in the person's locale (their token's, else the site's)."""
     try:
         change = action(alert_id, principal.name, body.note)
     except AlertNotFound:
@@ -406,11 +419,27 @@ def _person_action(action: Any, alert_id: int, principal: Principal, body: Perso
     except AlertStateConflict as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from None
     log.info("alert " + change.action + " by a person", extra={"alert": alert_id, "who": principal.name})
-    return _alert_json(change.alert)
+    if site is None:
+        return _alert_json(change.alert)
+    return _alert_json(change.alert, principal.locale or site.locale, site_names(site))
 
 
-def _alert_json(alert: Alert) -> dict[str, Any]:
-    return asdict(alert)
+def _alert_json(alert: Alert, locale: str = "en", names: Any = None) -> dict[str, Any]:
+    """The alert as stored, with `text`/`end_text`: its message and ending in `locale`."""
+    data = asdict(alert)
+    data["text"] = localise(alert.message, alert.message_id, alert.params, locale, names)
+    data["end_text"] = (localise(alert.end_message, alert.end_message_id, alert.end_params, locale, names)
+                        if alert.end_message is not None else None)
+    return data
+
+
+def reader_locale(request: Request, principal: Principal | None = Depends(auth.caller)) -> str:
+    """Who reads, in which language: the token's locale, else (anonymous, e.g. a kiosk) the
+    browser's Accept-Language among the shipped ones, else the site's."""
+    site_locale: str = request.app.state.site_locale
+    if principal is not None and not principal.anonymous:
+        return principal.locale or site_locale
+    return pick_locale(request.headers.get("accept-language"), site_locale)
 
 
 def _utc_iso(value: datetime | None, name: str) -> str | None:
@@ -477,7 +506,10 @@ def _devices(app: FastAPI, gateway: Gateway) -> None:
             _utc_iso(value, name)  # refuses a time without a zone
             _in_range(value, name)
         start = since or gateway.clock.now() - timedelta(hours=24)
-        points = series(device, measurement, start, until, limit)
+        try:
+            points = series(device, measurement, start, until, limit)
+        except SeriesUnavailable as exc:
+            raise HTTPException(status_code=501, detail=str(exc)) from None
         return [{"time": p.time.isoformat(), "measurement": p.measurement, "tags": p.tags, "fields": p.fields} for p in points]
 
 
@@ -578,7 +610,7 @@ def current_night(gateway: Gateway) -> date:
 
 
 def _night_bounds(gateway: Gateway, night: date) -> tuple[datetime, datetime]:
-    from warden.report import night_bounds
+    from gateway.report import night_bounds
 
     return night_bounds(gateway.site, night)
 
@@ -592,11 +624,11 @@ def _reports_and_admin(app: FastAPI, gateway: Gateway) -> None:
     def morning_report(night: date, format: Literal["html", "json", "csv"] = "html") -> Response:  # noqa: A002
         """The morning report of the day `night` (the path keeps its former name): from
         `report.day_start` (08:00 local by default) on that date to the same time the next day."""
-        from warden import report as reports
+        from gateway import report as reports
+        from gateway.report_jobs import daily_report, with_statistics
 
         try:
-            data = reports.build_morning_report(gateway.store, _report_history(gateway), gateway.site, night,
-                                                gateway.config.rules, day_start=gateway.config.report.day_start)
+            data = daily_report(gateway.store, _report_history(gateway), gateway.site, gateway.config, night)  # + statistics
         except ValueError as exc:  # a date out of the range a report can cover
             raise HTTPException(status_code=422, detail=str(exc)) from None
         name = f"morning-report-{gateway.site.id}-{night.isoformat()}"
@@ -605,7 +637,7 @@ def _reports_and_admin(app: FastAPI, gateway: Gateway) -> None:
         if format == "csv":
             return Response(reports.render_csv(data), media_type="text/csv; charset=utf-8",
                             headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
-        return HTMLResponse(reports.render_html(data, reports.energy_chart_svg(data)))
+        return HTMLResponse(with_statistics(reports.render_html(data, reports.energy_chart_svg(data)), data))
 
     @app.get("/api/config", dependencies=[require(auth.CONFIG_READ)], tags=["admin"])
     def effective_config() -> dict[str, Any]:
@@ -614,12 +646,68 @@ def _reports_and_admin(app: FastAPI, gateway: Gateway) -> None:
         return auth.redacted(gateway.config)
 
 
-def _report_history(gateway: Gateway) -> Any:
-    from warden.report import SqliteHistory, open_history
+def _statistics_and_archive(app: FastAPI, gateway: Gateway) -> None:
+    from gateway import monthly, report_schedule, statistics
 
-    if isinstance(gateway.config.historian, SqliteHistorianConfig):
-        return SqliteHistory(gateway.config.historian.path)
-    return open_history(gateway.historian, gateway.site)
+    @app.get("/api/statistics", dependencies=[require(auth.DEVICES_READ)], tags=["statistics"])
+    def hourly_statistics(
+        since: datetime, until: datetime, device: list[str] | None = Query(default=None),
+        quantity: str | None = None, period: Literal["hour", "day"] = "hour",
+    ) -> list[dict[str, Any]]:
+        """Hourly (or local-day) statistics per series in [since, until): count, min, max,
+        mean, on-samples and first/last value (registers), kept forever (docs/storage.md)."""
+        for name, value in (("since", since), ("until", until)):
+            _utc_iso(value, name)
+            _in_range(value, name)
+        if until - since > timedelta(days=400):
+            raise HTTPException(status_code=422, detail="until: at most 400 days after since")
+
+        def query(db: Any) -> list[dict[str, Any]]:
+            reader = statistics.StatisticsReader(db)
+            if period == "day":
+                return statistics.daily(reader, gateway.site, since, until, device, quantity)
+            return [statistics.hour_json(r) for r in reader.hours(since, until, device, quantity)]
+
+        return gateway.store.read(query)  # type: ignore[no-any-return]
+
+    @app.get("/api/reports/month/{month}", dependencies=[require(auth.REPORTS_READ, cookie=True)], tags=["reports"],
+             responses={200: {"content": {"text/html": {}, "application/json": {}, "text/csv": {}}}})
+    def monthly_report(month: str, format: Literal["html", "json", "csv"] = "html") -> Response:  # noqa: A002
+        """The monthly report (meters' start and end registers per meter and group, alert
+        response times per rule, building and site), from the statistics."""
+        try:
+            monthly.parse_month(month)
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        data = monthly.build_monthly_report(gateway.store, gateway.site, month, routes=gateway.config.rules.patrol.routes)
+        if format == "json":
+            return JSONResponse(data)
+        if format == "csv":
+            name = f"meters-{gateway.site.id}-{data['month']}.csv"
+            return Response(monthly.monthly_csv(data), media_type="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return HTMLResponse(monthly.monthly_html(data))
+
+    @app.get("/api/reports/archive", dependencies=[require(auth.REPORTS_READ, cookie=True)], tags=["reports"])
+    def report_archive() -> list[dict[str, str]]:
+        """Reports made on the schedule (report.send), newest first."""
+        return gateway.store.read(report_schedule.archive_list)  # type: ignore[no-any-return]
+
+    @app.get("/api/reports/archive/{kind}/{label}", dependencies=[require(auth.REPORTS_READ, cookie=True)],
+             tags=["reports"], response_class=HTMLResponse)
+    def archived_report(kind: Literal["daily", "monthly"], label: str) -> HTMLResponse:
+        """An archived report's HTML, as it was sent."""
+        folder = gateway.store.read(lambda db: report_schedule.archive_folder(db, kind, label))
+        page = report_schedule.archived_html(folder, kind) if folder is not None else None
+        if page is None or not page.exists():
+            raise HTTPException(status_code=404, detail=f"no archived {kind} report {label}")
+        return HTMLResponse(page.read_text(encoding="utf-8"))
+
+
+def _report_history(gateway: Gateway) -> Any:
+    from gateway.report_jobs import report_history
+
+    return report_history(gateway.config, gateway.historian, gateway.site)
 
 
 # --------------------------------------------------------------------------- dashboard
@@ -637,13 +725,18 @@ def _dashboard(app: FastAPI, gateway: Gateway) -> None:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def dashboard(request: Request) -> HTMLResponse:
-        """The page holds no data: the script fetches it with the browser's token."""
+        """The page holds no data: the script fetches it with the browser's token. Its words are
+        in the site's locale (a kiosk's Accept-Language may pick another shipped one)."""
         night = current_night(gateway)
         nights = [night - timedelta(days=i) for i in range(7)]
+        locale = pick_locale(request.headers.get("accept-language"), gateway.site.locale) if \
+            request.app.state.auth.public_read else gateway.site.locale
         response = templates.TemplateResponse(request, "dashboard.html", {
             "site": gateway.site, "tonight": night.isoformat(), "nights": [n.isoformat() for n in nights],
-            "public_read": request.app.state.auth.public_read,
+            "public_read": request.app.state.auth.public_read, "lang": locale, "_": _page_gettext(locale),
+            "strings": json.dumps(dashboard_strings(locale), ensure_ascii=False),
         })
+        response.headers["Content-Language"] = locale
         response.headers["Content-Security-Policy"] = DASHBOARD_CSP
         return response
 
@@ -680,3 +773,30 @@ class ApiServer:
             broadcaster.close()  # open event streams would hold the shutdown up
         self.server.should_exit = True
         self._thread.join(timeout=10)
+
+
+def _page_gettext(locale: str) -> Any:
+    """`_` for a page template: translate, then fill `%(name)s` fields (as jinja2's i18n does)."""
+    gettext = gettext_for(locale)
+
+    def translate(text: str, **values: Any) -> str:
+        return gettext(text) % values if values else gettext(text)
+
+    return translate
+
+
+#: What dashboard.js shows (its `t(...)`), translated into the page so the script needs no catalogue.
+DASHBOARD_STRINGS = (
+    N_("The gateway refused this token."), N_("Sign in with an API token."), N_("Acknowledge"), N_("Resolve"),
+    N_(" by {who}"), N_("Resolve: what was done? (optional note)"), N_("Could not {action} alert {id}: {error}"),
+    N_("acknowledge"), N_("resolve"), N_("live"), N_("reconnecting"), N_(" · not started"), N_(" (agent)"),
+    N_("Could not load the dashboard: {error}"), N_("open"), N_("acknowledged"), N_("resolved"), N_("info"),
+    N_("warning"), N_("critical"), N_("ok"), N_("silent"), N_("offline"), N_("unknown"), N_("pending"),
+    N_("visited"), N_("late"), N_("missed"), N_("early"), N_("due"),
+)
+
+
+def dashboard_strings(locale: str) -> dict[str, str]:
+    """The words the dashboard's script shows, in `locale` (read from the page, not fetched)."""
+    gettext = gettext_for(locale)
+    return {text: gettext(text).replace("</", "<\\/") for text in DASHBOARD_STRINGS}  # safe inside <script>

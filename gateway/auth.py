@@ -24,7 +24,8 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from warden.config import ApiConfig, ApiToken, PatrolRoute
+from gateway.config import ApiConfig, ApiToken
+from warden.config import PatrolRoute
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class Principal:
     permissions: frozenset[str]
     guard: str | None = None
     routes: tuple[str, ...] = ()
+    locale: str | None = None  # the token's, if it names one (issue 19); else the site's
 
     @property
     def anonymous(self) -> bool:
@@ -126,7 +128,7 @@ ANONYMOUS_READER = Principal("anonymous", None, PUBLIC_READ_PERMISSIONS)
 
 
 def _principal(token: ApiToken) -> Principal:
-    return Principal(token.name, token.role, ROLE_PERMISSIONS[token.role], token.guard, tuple(token.routes))
+    return Principal(token.name, token.role, ROLE_PERMISSIONS[token.role], token.guard, tuple(token.routes), token.locale)
 
 
 @dataclass

@@ -34,9 +34,10 @@ import httpx
 from jinja2 import TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from gateway.notify import DeliveryError, change_document, safe_target
+from gateway.config import WebhookSinkConfig
+from gateway.delivery import DeliveryError, change_document, safe_target
 from gateway.store import AlertChange
-from warden.config import ConfigError, WebhookSinkConfig
+from warden.config import ConfigError
 
 #: The JSON body each preset's bot takes, as a template (string leaves are Jinja2).
 PRESET_BODIES: dict[str, dict[str, Any]] = {

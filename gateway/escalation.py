@@ -18,9 +18,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Callable
 
+from gateway.config import EscalationConfig
 from gateway.store import Alert, Escalation
 from rules.alerts import AlertState
-from warden.config import EscalationConfig
 
 if TYPE_CHECKING:
     from gateway.workorders import WorkOrder

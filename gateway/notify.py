@@ -38,25 +38,25 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Callable, Protocol
-from urllib.parse import urlsplit
 
 import httpx
 import paho.mqtt.client as mqtt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from gateway.config import AlertsConfig, DeliveryConfig, RouteConfig, SmtpSinkConfig, WebhookSinkConfig
+from gateway.delivery import DeliveryError, change_document, safe_target
 from gateway.store import Alert, AlertChange, StateStore, thread_connection
 from rules.alerts import AlertState, Severity
 from warden import topics
-from warden.config import AlertsConfig, DeliveryConfig, RouteConfig, SmtpSinkConfig, WebhookSinkConfig
+from warden.i18n import N_, Names, gettext_for, localise, site_names
 
 log = logging.getLogger(__name__)
 
 _PREFIX = "warden_gateway_"
-_SEVERITY_ORDER = list(Severity)
 
 #: At most this many waiting changes go in one message to a sink that sends several at
 #: once (a chat bot under its rate limit; gateway/bots.py).
@@ -71,22 +71,6 @@ class Sink(Protocol):
     name: str
 
     def send(self, change: AlertChange, key: str | None = None) -> None: ...
-
-
-class DeliveryError(Exception):
-    """A failed delivery; `retryable` when trying again later may succeed (a 503, a
-    refused connection), not when the receiver said no for good (a 404, bad credentials)."""
-
-    def __init__(self, reason: str, *, retryable: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retryable = retryable
-
-
-def change_document(change: AlertChange) -> dict[str, Any]:
-    """The change as JSON-ready data: what machine-facing sinks send, and what the
-    outbox keeps (the alert as it was at the change, not as it is at delivery)."""
-    return {"change": change.action, "note": change.note, "alert": json.loads(json.dumps(asdict(change.alert), default=str))}
 
 
 def alert_payload(change: AlertChange, key: str | None = None) -> bytes:
@@ -128,7 +112,7 @@ class Route:
         return (
             change.action in self.changes
             and alert.escalation_level >= self.min_level
-            and _SEVERITY_ORDER.index(Severity(alert.severity)) >= _SEVERITY_ORDER.index(self.min_severity)
+            and Severity(alert.severity).rank >= Severity(self.min_severity).rank
             and (self.rules is None or alert.rule in self.rules)
         )
 
@@ -584,7 +568,10 @@ class WebhookSink:
         self._client = httpx.Client(timeout=config.timeout_seconds, follow_redirects=False)
 
     def send(self, change: AlertChange, key: str | None = None) -> None:
-        body = alert_payload(change, key)
+        self.post(alert_payload(change, key), key)
+
+    def post(self, body: bytes, key: str | None = None) -> None:
+        """POST a JSON body (an alert change, or a report: gateway/report_schedule.py)."""
         delivery = key if key is not None else hashlib.sha256(body).hexdigest()[:32]
         headers = {
             "Content-Type": "application/json",
@@ -609,17 +596,23 @@ class WebhookSink:
 class SmtpSink:
     """A plain-text mail per change, through an SMTP relay (STARTTLS or implicit TLS)."""
 
-    def __init__(self, name: str, config: SmtpSinkConfig) -> None:
+    def __init__(self, name: str, config: SmtpSinkConfig, locale: str = "en", names: Names | None = None) -> None:
+        """`locale`, `names`: the site's, so the people on duty read the mail in their language, by names."""
         self.name = name
         self.config = config
         self.target = f"smtp://{config.host}:{config.port}"
+        self.locale, self.names = locale, names
 
     def send(self, change: AlertChange, key: str | None = None) -> None:
+        self.deliver(self.message(change, key))
+
+    def deliver(self, mail: EmailMessage) -> None:
+        """Send a prepared mail (an alert change's, or a report: gateway/report_schedule.py)."""
         try:
             with self._connect() as smtp:
                 if self.config.username is not None and self.config.password is not None:
                     smtp.login(self.config.username, self.config.password)
-                smtp.send_message(self.message(change, key))
+                smtp.send_message(mail)
         except smtplib.SMTPResponseException as exc:  # 4xx: try later; 5xx: refused for good
             raise DeliveryError(f"SMTP {exc.smtp_code}", retryable=400 <= exc.smtp_code < 500) from None
         except smtplib.SMTPRecipientsRefused as exc:
@@ -648,49 +641,61 @@ class SmtpSink:
     def message(self, change: AlertChange, key: str | None = None) -> EmailMessage:
         """The mail; with `key`, its Message-ID is derived from it, the same on every
         attempt, so a mail system that drops repeated ids delivers a change once."""
-        alert = change.alert
         mail = EmailMessage()
         if key is not None:
             mail["Message-ID"] = f"<{key}@warden>"
         mail["From"] = self.config.sender
         mail["To"] = ", ".join(self.config.to)
-        mail["Subject"] = f"{self.config.subject_prefix} {alert.severity.upper()} {change.action}: {alert.rule} {alert.subject} ({alert.site})".strip()
-        mail.set_content(mail_body(change))
+        mail["Subject"] = mail_subject(change, self.config.subject_prefix, self.locale, self.names)
+        mail.set_content(mail_body(change, self.locale, self.names))
         return mail
 
 
-def mail_body(change: AlertChange) -> str:
-    """What a person needs to act without opening the dashboard."""
+#: Change kinds as a mail names them (translated there).
+_CHANGE_WORDS = (N_("opened"), N_("updated"), N_("acknowledged"), N_("escalated"), N_("resolved"))
+
+
+def mail_subject(change: AlertChange, prefix: str = "", locale: str = "en", names: Names | None = None) -> str:
+    """English keeps the codes integrators filter on; another locale leads with the message, by names."""
     alert = change.alert
+    if locale.split("-")[0] == "en":
+        return f"{prefix} {alert.severity.upper()} {change.action}: {alert.rule} {alert.subject} ({alert.site})".strip()
+    _ = gettext_for(locale)
+    text = localise(alert.message, alert.message_id, alert.params, locale, names)
+    return f"{prefix} [{_(alert.severity)}] {_(change.action)}: {text}".strip()
+
+
+def mail_body(change: AlertChange, locale: str = "en", names: Names | None = None) -> str:
+    """What a person needs to act without opening the dashboard, in the site's locale."""
+    alert = change.alert
+    _ = gettext_for(locale)
+    ending = alert.end_message and localise(alert.end_message, alert.end_message_id, alert.end_params, locale, names)
     lines = [
-        alert.message,
+        localise(alert.message, alert.message_id, alert.params, locale, names),
+        *([ending] if ending and ending != alert.message else []),
         "",
-        f"Change:     {change.action}" + (f" - {change.note}" if change.note else ""),
-        f"Alert:      #{alert.id} {alert.rule} / {alert.subject} at {alert.site}",
-        f"State:      {alert.state}, severity {alert.severity}, escalation level {alert.escalation_level}",
-        f"Opened:     {alert.opened_at} (event time), {alert.count} occurrence(s)",
+        _("Change:     {action}").format(action=_(change.action)) + (f" - {change.note}" if change.note else ""),
+        _("Alert:      #{id} {rule} / {subject} at {site}").format(
+            id=alert.id, rule=alert.rule, subject=alert.subject, site=alert.site),
+        _("State:      {state}, severity {severity}, escalation level {level}").format(
+            state=_(str(alert.state)), severity=_(alert.severity), level=alert.escalation_level),
+        _("Opened:     {at} (event time), {count} occurrence(s)").format(at=alert.opened_at, count=alert.count),
     ]
     if alert.acknowledged_by:
-        lines.append(f"Owner:      {alert.acknowledged_by} since {alert.acknowledged_at}")
+        lines.append(_("Owner:      {who} since {at}").format(who=alert.acknowledged_by, at=alert.acknowledged_at))
     if alert.resolved_at:
-        lines.append(f"Resolved:   {alert.resolved_at}")
+        lines.append(_("Resolved:   {at}").format(at=alert.resolved_at))
     if alert.details:
-        lines += ["", "Details:", *(f"  {key}: {value}" for key, value in sorted(alert.details.items()))]
+        lines += ["", _("Details:"), *(f"  {key}: {value}" for key, value in sorted(alert.details.items()))]
     return "\n".join(lines) + "\n"
-
-
-def safe_target(url: str) -> str:
-    """scheme://host:port of a URL: enough to tell sinks apart, without path, query or
-    user info, where webhook secrets live."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
 # --------------------------------------------------------------------------- assembly
 
 
-def build_notifier(config: AlertsConfig, client: mqtt.Client, registry: CollectorRegistry, store: StateStore) -> Notifier:
+def build_notifier(
+    config: AlertsConfig, client: mqtt.Client, registry: CollectorRegistry, store: StateStore, site: Any = None
+) -> Notifier:
     """The MQTT alerts topic (unless disabled) and every configured sink, each routed; the
     webhook and mail sinks deliver from an outbox in `store`'s database, whose rows the
     store's transactions write with the changes."""
@@ -708,7 +713,7 @@ def build_notifier(config: AlertsConfig, client: mqtt.Client, registry: Collecto
         if isinstance(sink_config, WebhookSinkConfig):
             sink = bots.BotSink(name, sink_config) if bots.is_bot(sink_config) else WebhookSink(name, sink_config)
         else:
-            sink = SmtpSink(name, sink_config)
+            sink = SmtpSink(name, sink_config, getattr(site, "locale", "en"), site_names(site) if site is not None else None)
         level = config.sink_level(name)
         routes.append((Route.from_config(sink_config, level), QueuedSink(sink, sink_config, metrics, outbox)))
         log.info("notification sink", extra={"sink": name, "type": sink_config.type, "target": sink.target, "from_level": level,

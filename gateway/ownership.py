@@ -16,7 +16,7 @@ device:
 
 from __future__ import annotations
 
-from warden.config import DeadmanConfig
+from rules.deadman import DeadmanConfig
 
 
 class DeviceOwners:

@@ -23,14 +23,18 @@ from typing import Callable, Literal
 
 import paho.mqtt.client as mqtt
 
+from gateway import statistics
 from gateway.acks import DeliveryAcks
 from gateway.catch_up import CatchUp
+from gateway.config import GatewayConfig
 from gateway.devices import DeviceRegistry
 from gateway.escalation import EscalationPolicy
 from gateway.historian import Historian, open_historian
 from gateway.metrics import GatewayMetrics
 from gateway.notify import build_notifier
 from gateway.ownership import DeviceOwners
+from gateway.report_schedule import ReportScheduler
+from gateway.report_schedule import due as report_due
 from gateway.rule_inputs import AcceptedMessage, feed, journal_entry, replay
 from gateway.store import AlertChange, DeadLetter, StateStore
 from gateway.workorders import WorkOrders
@@ -38,12 +42,20 @@ from rules.alerts import AlertSignal
 from rules.engine import RuleEngine
 from warden import topics
 from warden.clock import Clock, SystemClock
-from warden.config import GatewayConfig, SiteConfig
+from warden.config import SiteConfig
 from warden.events import (
-    DeviceStatus, Event, InvalidPayload, decode_events, encode_events, is_too_far_ahead, is_too_old, too_far_ahead, too_old,
+    DeviceStatus,
+    Event,
+    InvalidPayload,
+    decode_events,
+    encode_events,
+    is_too_far_ahead,
+    is_too_old,
+    too_far_ahead,
+    too_old,
 )
-from warden.topics import AgentTopic
 from warden.mqtt import ConnectionFlag, client_id_for, connect_async, make_client
+from warden.topics import AgentTopic
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +111,8 @@ class Gateway:
         self.site = site
         self.clock = clock or SystemClock()
         self.store = StateStore(config.state_db, clock=self.clock, dead_letters=config.dead_letters)  # people and escalation act on this clock
+        self.store.read(statistics.create_schema)  # hourly statistics live in state.db, committed with each batch
+        self.statistics = statistics.StatisticsWriter(config.statistics.on_watts)
         self.historian = historian or open_historian(config.historian, site)
         #: Where the history ended at the last commit (None: the historian has no positions).
         self._history_position = self.store.historian_position() or self.historian.position()
@@ -126,7 +140,7 @@ class Gateway:
         self.patrol_rounds: list[dict[str, object]] = self.engine.rounds_state()
         self._threads: list[threading.Thread] = []
         self.alert_listeners: list[Callable[[AlertChange], None]] = []
-        self.notifier = build_notifier(config.alerts, self.client, self.metrics.registry, self.store)  # outbox in state.db
+        self.notifier = build_notifier(config.alerts, self.client, self.metrics.registry, self.store, site)  # outbox in state.db
         self.metrics.watch_state(lambda: [(a.severity, a.rule, a.subject) for a in self.store.alerts_live()], lambda: dict(self.agents))
         self.escalation = EscalationPolicy(config.alerts.escalation)
         self.work_orders = WorkOrders(config.state_db, config.work_orders, site.id, self.clock, self.notifier)  # issue 18
@@ -137,6 +151,8 @@ class Gateway:
         self._ahead: _Decoded | None = None  # the next batch, validated while this one was stored
         #: Writes each batch's history while the worker runs the rules (see _process).
         self._historian_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-historian")
+        send = config.report.send
+        self.reports = None if send.daily_at is None and send.monthly_at is None else self._report_scheduler()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -148,9 +164,15 @@ class Gateway:
         self.client.on_subscribe = self._on_subscribe
         self.notifier.start()
         connect_async(self.client, self.config.broker)
-        for name, target in (("worker", self._work), ("ticker", self._tick_loop)):
+        threads = (("worker", self._work), ("ticker", self._tick_loop), ("retention", self._retention_loop),
+                   ("reports", self._report_loop))
+        for name, target in threads:
             if name == "ticker" and self.tick_every is None:
                 continue
+            if name == "reports" and self.reports is None:
+                continue
+            if name == "retention" and not hasattr(self.historian, "prune"):
+                continue  # InfluxDB keeps what its bucket's retention says
             thread = threading.Thread(target=target, name=f"gateway-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -189,7 +211,8 @@ class Gateway:
             log.error("broker refused connection", extra={"reason": str(reason_code)})
             return
         self._marker = self.catch_up.connected()
-        client.subscribe([(topics.ALL_EVENTS, 1), (topics.ALL_STATUS, 1), (self._sync_topic, 1)])
+        site = self.site.id
+        client.subscribe([(topics.site_events(site), 1), (topics.site_status(site), 1), (self._sync_topic, 1)])
         self.link.connected()
 
     def _on_subscribe(self, client: mqtt.Client, *args: object) -> None:
@@ -309,11 +332,13 @@ class Gateway:
         tick_at = max(t.at or self._rule_time() for t in ticks) if ticks else None
         with self.metrics.rules_seconds.time():
             signals = feed(self.engine, messages, tick_at)
+        stats = self.config.statistics
+        hourly = self.statistics.prepare(self.store.write, fresh) if stats.enabled else None
         if self._ahead is None:
             self._ahead = self._decode(self._take(wait=None))
         position = history.result()
         with self.metrics.commit_seconds.time():
-            changes = self._commit(fresh, signals, refused, messages, tick_at, position)
+            changes = self._commit(fresh, signals, refused, messages, tick_at, position, hourly)
         self._history_position = position
         self.acks.acknowledge(((where, [e.id for e in evs]) for _, where, evs in accepted), refused)  # only once committed
         for item in batch:
@@ -345,16 +370,21 @@ class Gateway:
         messages: list[AcceptedMessage],
         tick_at: datetime | None,
         historian_position: str | None,
+        hourly: str | None = None,
     ) -> list[AlertChange]:
-        """Commit the batch with either a snapshot of the rules or its journal entry."""
+        """Commit the batch with either a snapshot of the rules or its journal entry, and
+        its hourly statistics (`hourly`, from StatisticsWriter.prepare) in the same transaction."""
         started = time.monotonic()
         ids = [e.id for e in fresh]
+        also = (lambda db: statistics.apply(db, hourly)) if hourly is not None else None
         if started < self._next_snapshot and self._journal_events < JOURNAL_MAX_EVENTS:
             entry = journal_entry(messages, tick_at)
-            changes = self.store.commit_batch(ids, signals, None, refused, journal_entry=entry, historian_position=historian_position)
+            changes = self.store.commit_batch(ids, signals, None, refused, journal_entry=entry,
+                                              historian_position=historian_position, also=also)
             self._journal_events += len(fresh) + 1
             return changes
-        changes = self.store.commit_batch(ids, signals, self.engine.snapshot(), refused, historian_position=historian_position)
+        changes = self.store.commit_batch(ids, signals, self.engine.snapshot(), refused,
+                                          historian_position=historian_position, also=also)
         cost = time.monotonic() - started
         self._next_snapshot = started + max(SNAPSHOT_SECONDS, cost / SNAPSHOT_TIME_SHARE)
         self._journal_events = 0
@@ -493,6 +523,55 @@ class Gateway:
             if not self._tick_pending.is_set():
                 self._tick_pending.set()
                 self._queue.put(_Tick())
+
+    def _report_scheduler(self) -> ReportScheduler:
+        from gateway.report_jobs import build_scheduler, report_history  # the renderers: only when reports are scheduled
+
+        return build_scheduler(self.config, self.site, self.store, lambda: report_history(self.config, self.historian, self.site))
+
+    def _report_loop(self) -> None:
+        """Daily and monthly reports when due on the gateway's clock (gateway/report_schedule.py)."""
+        send = self.config.report.send
+        while True:
+            if self.reports is not None:
+                now = self.clock.now()
+                try:
+                    self.reports.run_due(report_due(send, self.site.zone, self.config.report.day_start, now), now)
+                except Exception:
+                    log.exception("making or sending a scheduled report failed; retried later")
+            if self._stop.wait(send.retry_seconds):
+                return
+
+    def _retention_loop(self) -> None:
+        """Raw points older than the retention go, a bounded step at a time, off the ingest
+        path (the historian's lock is held one step at a time; statistics stay forever)."""
+        stats = self.config.statistics
+        while not self._stop.wait(stats.prune_every_seconds):
+            self.prune_history()
+
+    def prune_history(self) -> int:
+        """One pruning pass: steps of `prune_rows` until nothing older is left; how many."""
+        stats = self.config.statistics
+        prune = getattr(self.historian, "prune", None)  # SqliteHistorian only
+        if stats.raw_retention_days is None or prune is None:
+            return 0
+        pruned = 0
+        try:
+            # The data's own "now" if it is behind the clock: a replayed or simulated past is
+            # not pruned under a live clock, only once newer data follows it.
+            newest = getattr(self.historian, "last_written_time", lambda: None)()
+            now = self.clock.now() if newest is None else min(self.clock.now(), newest)
+            before = now - timedelta(days=stats.raw_retention_days)
+            while not self._stop.is_set():
+                step = int(prune(before, stats.prune_rows))
+                pruned += step
+                if step < stats.prune_rows:
+                    break
+        except Exception:
+            log.exception("pruning raw history failed; retried on the next pass")
+        if pruned:
+            log.info("pruned raw history", extra={"points": pruned, "before": before.isoformat()})
+        return pruned
 
     def _snapshot_on_stop(self) -> None:
         """With the worker gone, the engine is the committed state: snapshot it, so the

@@ -17,14 +17,17 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from rules.alerts import AlertSignal, AlertState, Severity, SignalAction
+from pydantic import Field
+
+from rules.alerts import AlertChangeKind, AlertSignal, AlertState, SignalAction
 from warden.clock import Clock
-from warden.config import DeadLetterConfig
+from warden.config import StrictModel
+from warden.i18n import N_
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_events (id TEXT PRIMARY KEY) WITHOUT ROWID;  -- one b-tree, not two
@@ -65,7 +68,35 @@ _ADDED_ALERT_COLUMNS = {
     "raised_at": "TEXT",
     "assigned_to": "TEXT",  # issue 18: the person an alert is for, named by a dispatcher
     "assigned_at": "TEXT",
+    # issue 19: the message as an id and parameters (warden/i18n.py), and how the alert ended kept beside
+    # the facts it was raised with instead of over them
+    "message_id": "TEXT NOT NULL DEFAULT ''",
+    "params": "TEXT NOT NULL DEFAULT '{}'",
+    "end_message": "TEXT",
+    "end_message_id": "TEXT",
+    "end_params": "TEXT",
 }
+
+#: alert_history columns added for issue 19: each step's message as an id and parameters.
+_ADDED_HISTORY_COLUMNS = {
+    "message_id": "TEXT NOT NULL DEFAULT ''",
+    "params": "TEXT NOT NULL DEFAULT '{}'",
+}
+
+
+#: What a person's action says in the alert's history: msgids (warden/locales), by action and whether a note came.
+_PERSON_SAID = {
+    ("acknowledged", False): N_("acknowledged by {who}"), ("acknowledged", True): N_("acknowledged by {who}: {note}"),
+    ("resolved", False): N_("resolved by {who}"), ("resolved", True): N_("resolved by {who}: {note}"),
+}
+
+
+class DeadLetterConfig(StrictModel):
+    """Bounds of the refused messages kept for inspection; past either the oldest go
+    (counted as warden_gateway_dead_letters_pruned), so a flood cannot fill the disk."""
+
+    max_count: int = Field(default=10_000, ge=1, description="Dead letters kept at most")
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024, description="Payload bytes kept at most, over all dead letters")
 
 
 class AlertNotFound(LookupError):
@@ -98,6 +129,11 @@ class Alert:
     raised_at: str | None = None  # gateway clock at opening; None in rows older than the column
     assigned_to: str | None = None  # the person named to deal with it (issue 18)
     assigned_at: str | None = None  # gateway clock
+    message_id: str = ""  # `message` as a msgid and parameters, to show it in any locale (warden.i18n.render)
+    params: dict[str, Any] = field(default_factory=dict)
+    end_message: str | None = None  # how the rule said it ended (the facts above stay as raised/updated)
+    end_message_id: str | None = None
+    end_params: dict[str, Any] | None = None
 
 
 #: A refused payload is kept up to this size (its full size is recorded), so a flood of
@@ -120,7 +156,7 @@ class DeadLetter:
 class AlertChange:
     """What applying a signal, a person or an escalation did, for notifications."""
 
-    action: str  # "opened", "updated", "acknowledged", "escalated", "resolved"
+    action: AlertChangeKind
     alert: Alert
     note: str = ""  # the history entry's message, e.g. why it escalated
 
@@ -204,6 +240,7 @@ class StateStore:
         dead_letters: Iterable[DeadLetter] = (),
         journal_entry: bytes | None = None,
         historian_position: str | None = None,
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> list[AlertChange]:
         """Mark events seen, keep refused messages, apply alert signals and save rule
         state, all or nothing. The rule state is either `rule_snapshot` (all rules after
@@ -212,7 +249,7 @@ class StateStore:
         ended after this batch's events were written (see historian_position())."""
         if rule_snapshot is not None and journal_entry is not None:
             raise ValueError("a batch commits a rule snapshot or a journal entry, not both")
-        now = _now()
+        now = self._clock_now().isoformat()
         db = self._db
         changes: list[AlertChange] = []
         letters = [(now, d.topic, d.payload[:DEAD_LETTER_KEEP_BYTES], len(d.payload), d.reason, d.code) for d in dead_letters]
@@ -237,6 +274,8 @@ class StateStore:
                 db.execute("INSERT INTO rule_journal (entry) VALUES (?)", (journal_entry,))
             if historian_position is not None:
                 _set_meta(db, "historian_position", historian_position)
+            if also is not None:  # e.g. the batch's statistics (gateway/statistics.py): counted once, with its ids
+                also(db)
         if pruned and self.on_dead_letters_pruned is not None:
             self.on_dead_letters_pruned(pruned)
         return changes
@@ -278,25 +317,31 @@ class StateStore:
         ).fetchone()
         at = signal.at.astimezone(timezone.utc).isoformat()
         details = json.dumps(signal.details, sort_keys=True)
+        said = (signal.message_id, json.dumps(signal.params, sort_keys=True, ensure_ascii=False))
         if signal.action is SignalAction.RAISE and live is None:
             alert_id = db.execute(
-                "INSERT INTO alerts (site, rule, subject, state, severity, message, details, count, opened_at, updated_at, raised_at)"
-                " VALUES (?, ?, ?, 'open', ?, ?, ?, 1, ?, ?, ?)",
-                (*signal.key, signal.severity, signal.message, details, at, at, self._clock_now().isoformat()),
+                "INSERT INTO alerts (site, rule, subject, state, severity, message, details, count, opened_at, updated_at,"
+                " raised_at,"
+                " message_id, params) VALUES (?, ?, ?, 'open', ?, ?, ?, 1, ?, ?, ?, ?, ?)",
+                (*signal.key, signal.severity, signal.message, details, at, at, self._clock_now().isoformat(), *said),
             ).lastrowid
-            return self._record(db, alert_id, at, "opened", signal.message, details)
+            return self._record(db, alert_id, at, "opened", signal.message, details, said)
         if live is None:
             return None  # an update or resolve for an alert that is not open: nothing to do
         alert_id = live["id"]
         if signal.action is SignalAction.RESOLVE:
+            # The message stays what the alert said (the burst, the litres); the ending goes beside it, and the
+            # ending's details are added to the facts (final totals win) rather than replacing them.
             db.execute(
-                "UPDATE alerts SET state = 'resolved', message = ?, details = ?, updated_at = ?, resolved_at = ? WHERE id = ?",
-                (signal.message, details, at, at, alert_id),
+                "UPDATE alerts SET state = 'resolved', end_message = ?, end_message_id = ?, end_params = ?,"
+                " details = json_patch(details, ?), updated_at = ?, resolved_at = ? WHERE id = ?",
+                (signal.message, *said, details, at, at, alert_id),
             )
-            return self._record(db, alert_id, at, "resolved", signal.message, details)
+            return self._record(db, alert_id, at, "resolved", signal.message, details, said)
         db.execute(
-            "UPDATE alerts SET message = ?, details = ?, updated_at = ?, severity = ?, count = count + ? WHERE id = ?",
-            (signal.message, details, at, signal.severity, int(signal.action is SignalAction.RAISE), alert_id),
+            "UPDATE alerts SET message = ?, message_id = ?, params = ?, details = ?, updated_at = ?, severity = ?,"
+            " count = count + ? WHERE id = ?",
+            (signal.message, *said, details, at, signal.severity, int(signal.action is SignalAction.RAISE), alert_id),
         )  # the rule's latest judgement: escalation moves who is told, never the severity
         return AlertChange(action="updated", alert=self._alert(db, alert_id))
 
@@ -344,8 +389,10 @@ class StateStore:
                     "UPDATE alerts SET state = 'resolved', resolved_at = ?, note = COALESCE(?, note), updated_at = ? WHERE id = ?",
                     (when, note, when, alert_id),
                 )
-            message = f"{action} by {by}" + (f": {note}" if note else "")
-            change = self._record(db, alert_id, when, action, message, json.dumps({"by": by}))
+            message = _PERSON_SAID[(action, bool(note))]
+            said = (message, json.dumps({"who": by, "note": note or ""}, sort_keys=True, ensure_ascii=False))
+            text = message.format(who=by, note=note or "")
+            change = self._record(db, alert_id, when, action, text, json.dumps({"by": by}), said)
             self._changed(db, [change])
             return change
 
@@ -353,12 +400,17 @@ class StateStore:
         if changes and self.on_alert_changes is not None:
             self.on_alert_changes(db, changes)
 
-    def _record(self, db: sqlite3.Connection, alert_id: int, at: str, action: str, message: str, details: str) -> AlertChange:
-        """A lifecycle step worth keeping in the alert's history (updates only refresh the row)."""
+    def _record(
+        self, db: sqlite3.Connection, alert_id: int, at: str, action: str, message: str, details: str,
+        said: tuple[str, str] = ("", "{}"),
+    ) -> AlertChange:
+        """A lifecycle step worth keeping in the alert's history (updates only refresh the row);
+        `said`: the step's message id and parameters (JSON), when a rule built it."""
         alert = self._alert(db, alert_id)
         db.execute(
-            "INSERT INTO alert_history (alert_id, at, action, state, message, details) VALUES (?, ?, ?, ?, ?, ?)",
-            (alert_id, at, action, alert.state, message, details),
+            "INSERT INTO alert_history (alert_id, at, action, state, message, details, message_id, params)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (alert_id, at, action, alert.state, message, details, *said),
         )
         return AlertChange(action=action, alert=alert, note=message)
 
@@ -415,8 +467,11 @@ class StateStore:
         return _alert_from_row(db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone())
 
     def alert_history(self, alert_id: int) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT at, action, state, message, details FROM alert_history WHERE alert_id = ? ORDER BY id", (alert_id,))
-        return [{**dict(row), "details": json.loads(row["details"])} for row in rows]
+        rows = self._db.execute(
+            "SELECT at, action, state, message, details, message_id, params FROM alert_history WHERE alert_id = ? ORDER BY id",
+            (alert_id,),
+        )
+        return [{**dict(row), "details": json.loads(row["details"]), "params": json.loads(row["params"])} for row in rows]
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT id, received_at, topic, payload, size, reason, code FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,))
@@ -426,6 +481,17 @@ class StateStore:
         if table not in ("seen_events", "seen_events_previous", "dead_letters", "alerts", "alert_history"):
             raise ValueError(f"unknown table {table!r}")
         return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    def write(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run `work` on this thread's connection in one write transaction (tables other
+        modules own in this file, e.g. gateway/statistics.py)."""
+        db = self._db
+        with _transaction(db):
+            return work(db)
+
+    def read(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run `work` on this thread's connection, for queries of tables other modules own."""
+        return work(self._db)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -452,8 +518,9 @@ def _migrate(db: sqlite3.Connection) -> None:
     def columns(table: str) -> set[str]:
         return {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
 
-    def missing() -> list[str]:
-        return [name for name in _ADDED_ALERT_COLUMNS if name not in columns("alerts")]
+    def missing() -> list[tuple[str, str, str]]:
+        added = (("alerts", _ADDED_ALERT_COLUMNS), ("alert_history", _ADDED_HISTORY_COLUMNS))
+        return [(table, name, kind) for table, wanted in added for name, kind in wanted.items() if name not in columns(table)]
 
     def with_arrival_time() -> list[str]:
         return [table for table in ("seen_events", "seen_events_previous") if "received_at" in columns(table)]
@@ -465,8 +532,8 @@ def _migrate(db: sqlite3.Connection) -> None:
     if not missing() and not with_arrival_time():
         return
     with _transaction(db):
-        for name in missing():
-            db.execute(f"ALTER TABLE alerts ADD COLUMN {name} {_ADDED_ALERT_COLUMNS[name]}")
+        for table, name, kind in missing():
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
         for table in with_arrival_time():
             db.execute(f"ALTER TABLE {table} DROP COLUMN received_at")
 
@@ -475,6 +542,8 @@ def _alert_from_row(row: sqlite3.Row) -> Alert:
     values = dict(row)
     values["details"] = json.loads(values["details"])
     values["state"] = AlertState(values["state"])
+    values["params"] = json.loads(values.get("params") or "{}")
+    values["end_params"] = json.loads(values["end_params"]) if values.get("end_params") else None
     return Alert(**values)
 
 
@@ -488,7 +557,3 @@ def _bulk(values: list[Any]) -> str:
     where executemany takes and releases the GIL once per row (and waits for it each time
     the MQTT thread has it)."""
     return json.dumps(values)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()

@@ -30,6 +30,7 @@ from typing import Any, Callable, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+import gateway.store as state_store
 from warden.clock import Clock
 from warden.events import Identifier
 
@@ -92,12 +93,6 @@ class WorkOrderConfig(BaseModel):
                 take = override.take_hours if override.take_hours is not None else take
                 resolve = override.resolve_hours if override.resolve_hours is not None else resolve
         return take, resolve
-
-
-# warden/config.py imports WorkOrderConfig from here while gateway.store (which imports
-# warden.config) may still be loading: so the store is imported after the config models,
-# and as a module, its names looked up when used.
-import gateway.store as state_store  # noqa: E402
 
 
 # --------------------------------------------------------------------------- states

@@ -24,8 +24,16 @@ from gateway.auth import ROLE_PERMISSIONS, Principal, require
 from gateway.service import Gateway
 from gateway.store import AlertNotFound, AlertStateConflict
 from gateway.workorders import (
-    PRIORITIES, Priority, WorkOrder, WorkOrderConflict, WorkOrderForbidden, WorkOrderNotFound,
-    WorkOrderState, category_for_rule, order_json, priority_for_severity,
+    PRIORITIES,
+    Priority,
+    WorkOrder,
+    WorkOrderConflict,
+    WorkOrderForbidden,
+    WorkOrderNotFound,
+    WorkOrderState,
+    category_for_rule,
+    order_json,
+    priority_for_severity,
 )
 from warden.events import Identifier
 

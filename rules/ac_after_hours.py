@@ -17,24 +17,52 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import Field
+
+from rules import state
 from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import ScheduleSpans, wall_clock
 from warden.calendar import Season, split_by_band
-from warden.config import AFTER_HOURS_RULES, AcAfterHoursConfig, CircuitKind, SiteConfig
+from warden.config import CircuitKind, SiteConfig, StrictModel
 from warden.events import Event, Quantity, Reading
-from warden.names import room_label
+from warden.i18n import N_, Message, minutes_text
 
 SNAPSHOT_VERSION = 2
 
-#: Alert rule name per judged circuit kind; refrigeration has none (always on).
-RULE_BY_KIND = AFTER_HOURS_RULES
+
+#: Alert rule name per circuit kind judged after hours; refrigeration has none (always on).
+#: The one place these names are written: the rule, the report and ALERT_RULES read it.
+AFTER_HOURS_RULES: dict[CircuitKind, str] = {
+    "ac": "ac_after_hours",
+    "lighting": "lights_after_hours",
+    "water_heating": "water_heating_after_hours",
+    "other": "power_after_hours",
+}
+
+
+#: The alert rules this family emits (rules/config.py: ALERT_RULES).
+RULE_NAMES = tuple(AFTER_HOURS_RULES.values())
+
+
+class AcAfterHoursConfig(StrictModel):
+    """Circuits left on after hours (AC, lights, water heating, other); docs/rules.md."""
+
+    enabled: bool = True
+    standby_watts: float = Field(default=60.0, ge=0)
+    grace_minutes: float = Field(default=15.0, ge=0, description="On-time (summed, not contiguous) before raising")
+    max_gap_minutes: float = Field(default=10.0, gt=0)
+    min_duty: float = Field(default=0.25, ge=0, le=1, description="Share of the look-back on needed to raise")
+    duty_window_minutes: float = Field(default=60.0, gt=0, description="Look-back of min_duty")
+    off_minutes: float = Field(default=60.0, gt=0, description="Off this long ends the stretch's alert")
+    update_minutes: float = Field(default=5.0, ge=0, description="At most one update per this much event time")
+
 
 #: How messages name a kind: at the start of a sentence, inside one, and its verb.
 _WORDS: dict[str, tuple[str, str, str]] = {
-    "ac": ("AC", "AC", "was"),
-    "lighting": ("Lights", "lights", "were"),
-    "water_heating": ("Water heating", "water heating", "was"),
-    "other": ("Equipment", "equipment", "was"),
+    "ac": (N_("AC"), N_("AC"), N_("was")),
+    "lighting": (N_("Lights"), N_("lights"), N_("were")),
+    "water_heating": (N_("Water heating"), N_("water heating"), N_("was")),
+    "other": (N_("Equipment"), N_("equipment"), N_("was")),
 }
 
 _WATTS_PER_UNIT = {"w": 1.0, "kw": 1000.0}
@@ -101,7 +129,7 @@ class AcAfterHoursRule:
     """One alert per room and circuit kind per unscheduled stretch in which the circuit is
     on for grace_minutes in total at a duty of at least min_duty."""
 
-    name = "ac_after_hours"  # the family (config section, snapshot key); alerts use RULE_BY_KIND
+    name = "ac_after_hours"  # the family (config section, snapshot key); alerts use AFTER_HOURS_RULES
     reads = frozenset({"reading"})
 
     def __init__(self, site: SiteConfig, config: AcAfterHoursConfig) -> None:
@@ -142,7 +170,7 @@ class AcAfterHoursRule:
         if factor is None:
             self.stats["unsupported_unit"] += 1
             return []
-        if place.kind not in RULE_BY_KIND:
+        if place.kind not in AFTER_HOURS_RULES:
             self.stats["always_on"] += 1
             return []
         return self._on_power(place, event.device, event.event_time, event.value * factor)
@@ -327,7 +355,7 @@ class AcAfterHoursRule:
             details["reason"] = reason
         return AlertSignal(
             site=self._site.id,
-            rule=RULE_BY_KIND[place.kind],
+            rule=AFTER_HOURS_RULES[place.kind],
             subject=place.subject,
             action=action,
             at=at,
@@ -340,33 +368,35 @@ class AcAfterHoursRule:
         self, place: _Place, stretch: _Stretch, at: datetime, until: datetime, span: float, on: float, reason: str
     ) -> str:
         title, noun, verb = _WORDS[place.kind]
-        room = room_label(self._site, place.room, place.building)  # 科学实验室 (A-204), or the id
         cost = self._cost(stretch)
-        summary = f"{stretch.kwh:.2f} kWh wasted ({cost:.2f} {self._site.tariff.currency})"
-        peak = self._dearest_band(stretch)
-        if peak:
-            summary += f", {peak}"
+        summary = Message("{kwh:.2f} kWh wasted ({cost:.2f} {currency})", kwh=stretch.kwh, cost=cost,
+                          currency=self._site.tariff.currency)
+        dearest = self._dearest_band(stretch)
+        if dearest is not None:
+            summary = Message("{summary}, {kwh:.2f} kWh at {band}", summary=summary, band=dearest[0], kwh=dearest[1])
         if place.season is not None and not place.season.contains(at.astimezone(self._site.zone).date()):
-            summary += f"; out of season (runs {place.season.label()})"
-        length = _duration(span)
+            summary = Message("{summary}; out of season (runs {months})", summary=summary, months=place.season.label())
+        length: Message = _duration(span)
         if span > 0 and on / span < _CYCLING_BELOW:
-            length += f" (cycling: on {_duration(on)} of it)"
+            length = Message("{length} (cycling: on {on} of it)", length=length, on=_duration(on))
+        words = {"title": Message(title), "room": place.room, "length": length, "summary": summary}
         if reason == "power_off":
             off = wall_clock(self._site, until, ref=at)
-            return f"{title} in {room} off since {off} after {length} on after hours, {summary}"
+            return Message("{title} in {room} off since {off} after {length} on after hours, {summary}", off=off, **words)
         if reason == "schedule_started":
             start = wall_clock(self._site, at, ref=at)
-            return f"Schedule of {room} started at {start}; {noun} {verb} on after hours for {length}, {summary}"
-        return f"{title} in {room} on after hours for {length}, {summary}"
+            return Message("Schedule of {room} started at {start}; {noun} {verb} on after hours for {length}, {summary}",
+                           start=start, noun=Message(noun), verb=Message(verb), **words)
+        return Message("{title} in {room} on after hours for {length}, {summary}", **words)
 
-    def _dearest_band(self, stretch: _Stretch) -> str:
-        """"2.25 kWh at peak" for the dearest band used, when a time-of-use tariff prices it."""
+    def _dearest_band(self, stretch: _Stretch) -> tuple[str, float] | None:
+        """The dearest band used and its kWh, when a time-of-use tariff prices the stretch."""
         tou = self._site.tariff.time_of_use
         used = [b for b, kwh in stretch.kwh_by_band.items() if kwh > 0]
         if tou is None or not used:
-            return ""
+            return None
         band = max(used, key=lambda b: tou.bands[b])
-        return f"{stretch.kwh_by_band[band]:.2f} kWh at {band}"
+        return band, stretch.kwh_by_band[band]
 
     # ----------------------------------------------------------------- persistence
 
@@ -403,8 +433,7 @@ class AcAfterHoursRule:
         are dropped. The schedule start that ends each stretch is recomputed from the site."""
         if snapshot.get("version") == 1:
             snapshot = _from_version_1(snapshot)
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported {self.name} snapshot version {snapshot.get('version')!r}")
+        state.check_version(snapshot, self.name, (SNAPSHOT_VERSION,))
         self._meters = {
             meter_id: _Meter(last_time=_parse(m["last_time"]), power_w=float(m["power_w"]))
             for meter_id, m in snapshot["meters"].items()
@@ -506,9 +535,8 @@ def _index_places(site: SiteConfig) -> dict[str, _Place]:
     return places
 
 
-def _duration(minutes: float) -> str:
-    whole = int(minutes + 1e-9)
-    return f"{whole} min" if whole < 60 else f"{whole // 60} h {whole % 60:02d} min"
+def _duration(minutes: float) -> Message:
+    return minutes_text(minutes)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
 from warden.events import Event
+from warden.i18n import Message
 
 
 class Severity(StrEnum):
@@ -20,11 +21,23 @@ class Severity(StrEnum):
     WARNING = "warning"
     CRITICAL = "critical"
 
+    @property
+    def rank(self) -> int:
+        """Order of seriousness: info 0 < warning 1 < critical 2."""
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {severity: rank for rank, severity in enumerate(Severity)}
+
 
 class AlertState(StrEnum):
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
+
+
+#: What can happen to an alert, as its history and notifications name it.
+AlertChangeKind = Literal["opened", "updated", "acknowledged", "escalated", "resolved"]
 
 
 class SignalAction(StrEnum):
@@ -41,8 +54,15 @@ class AlertSignal:
     action: SignalAction
     at: datetime  # event time that produced the signal (UTC)
     severity: Severity = Severity.WARNING
-    message: str = ""
+    message: str = ""  # English; a warden.i18n.Message also fills message_id and params
     details: dict[str, float | str] = field(default_factory=dict)
+    message_id: str = ""  # the gettext msgid (English template) the message was built from
+    params: dict[str, object] = field(default_factory=dict)  # its parameters: facts, shown in any locale later
+
+    def __post_init__(self) -> None:
+        if isinstance(self.message, Message) and not self.message_id:
+            object.__setattr__(self, "message_id", self.message.id)
+            object.__setattr__(self, "params", dict(self.message.params))
 
     @property
     def key(self) -> tuple[str, str, str]:

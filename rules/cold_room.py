@@ -14,37 +14,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from rules.alerts import AlertSignal, Severity, SignalAction
+from warden.config import SiteConfig, StrictModel
 from warden.events import Event, Quantity, Reading
 
-if TYPE_CHECKING:
-    from warden.config import SiteConfig
-
-#: Alert rule names this family emits (warden/config.py ALERT_RULES includes them).
-COLD_ROOM_RULES = frozenset({"cold_room_warm"})
 RULE = "cold_room_warm"
+#: The alert rules this family emits (rules/config.py: ALERT_RULES).
+RULE_NAMES = (RULE,)
 SNAPSHOT_VERSION = 1
 
 _CELSIUS_UNITS = {"c", "°c", "degc", "celsius"}
 _FAHRENHEIT_UNITS = {"f", "°f", "degf", "fahrenheit"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ColdRoomLimits(_Strict):
+class ColdRoomLimits(StrictModel):
     """One cold room's limits; a key left out takes the family's."""
 
     max_c: float | None = Field(default=None, description="Warmer than this is too warm, °C")
     warm_minutes: float | None = Field(default=None, gt=0)
 
 
-class ColdRoomConfig(_Strict):
+class ColdRoomConfig(StrictModel):
     """`rules.cold_room`: which rooms are cold rooms (their temperature sensors are judged)
     and their limits. Defaults: chilled storage 0-8 °C (China's catering food-safety code),
     45 min: longer than a defrost cycle's few tens of minutes."""

@@ -16,19 +16,44 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from rules import state
 from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import wall_clock
-from warden.config import DeadmanConfig, SiteConfig
-from warden.events import EVENT_KINDS, DeviceState, DeviceStatus, Event
-from warden.names import device_label
+from warden.config import SiteConfig, StrictModel
+from warden.events import EVENT_KINDS, DeviceState, DeviceStatus, Event, Identifier
+from warden.i18n import Message, minutes_text
 
 SNAPSHOT_VERSION = 1
 
 DEVICE = "deadman"
 AGENT = "deadman_agent"
+
+
+#: The alert rules this family emits (rules/config.py: ALERT_RULES).
+RULE_NAMES = (DEVICE, AGENT)
+
+
+class DeadmanConfig(StrictModel):
+    """Silent devices and agents (rules/deadman.py). Minutes; null: that kind is not watched."""
+
+    enabled: bool = True
+    reading_minutes: float | None = Field(default=15.0, gt=0)
+    status_minutes: float | None = Field(default=5.0, gt=0)
+    door_minutes: float | None = Field(default=None, gt=0)
+    patrol_tap_minutes: float | None = Field(default=None, gt=0)
+    heartbeats_count: bool = False  # the agent heartbeats for every device it serves, silent or not
+    agent_offline_minutes: float = Field(
+        default=5.0, ge=0, description="An agent's offline status raises only once it lasted this long (0: at once); "
+        "a broker restart fires every agent's will and they are back seconds later"
+    )
+    devices: dict[Identifier, Annotated[float, Field(gt=0)] | None] = Field(
+        default_factory=dict, description="Per-device minutes; null: not watched"
+    )
+    agents: dict[Identifier, list[Identifier]] = Field(default_factory=dict, description="Agent id -> its devices")
 
 
 @dataclass
@@ -99,9 +124,11 @@ class DeadmanRule:
             return []
         device.raised = False
         minutes = (event.event_time - previous).total_seconds() / 60 if previous else 0.0
-        message = f"Device {device_label(self._site, event.device)} spoke again at {wall_clock(self._site, event.event_time, ref=event.event_time)}"
+        spoke = wall_clock(self._site, event.event_time, ref=event.event_time)
+        message = Message("Device {device} spoke again at {time}", device=event.device, time=spoke)
         if previous:
-            message += f" after {_duration(minutes)} of silence"
+            message = Message("Device {device} spoke again at {time} after {silence} of silence", device=event.device,
+                              time=spoke, silence=_duration(minutes))
         return [self._device_signal(SignalAction.RESOLVE, event.device, event.event_time, message, minutes)]
 
     def on_tick(self, now: datetime) -> list[AlertSignal]:
@@ -134,8 +161,10 @@ class DeadmanRule:
             return []
         device.raised = True
         minutes = interval.total_seconds() / 60
-        since = f"since {wall_clock(self._site, device.last, ref=deadline)}" if device.last else "at all"
-        message = f"No data from device {device_label(self._site, device_id)} {since} (expected at least every {_duration(minutes)})"
+        since = (Message("since {time}", time=wall_clock(self._site, device.last, ref=deadline)) if device.last
+                 else Message("at all"))
+        message = Message("No data from device {device} {since} (expected at least every {interval})", device=device_id,
+                          since=since, interval=_duration(minutes))
         return [self._device_signal(SignalAction.RAISE, device_id, deadline, message, minutes)]
 
     def _interval(self, device_id: str, device: _Device) -> timedelta | None:
@@ -257,11 +286,13 @@ class DeadmanRule:
     def _agent_signal(self, action: SignalAction, agent_id: str, at: datetime, reason: str) -> AlertSignal:
         devices = [d for d in self._devices if self._agent_of(d) == agent_id]
         if reason == "offline":
-            message = f"Agent {agent_id} offline since {wall_clock(self._site, at, ref=at)} ({len(devices)} devices known)"
+            message = Message("Agent {agent} offline since {time} ({count} devices known)", agent=agent_id,
+                              time=wall_clock(self._site, at, ref=at), count=len(devices))
         elif reason == "silent":
-            message = f"All {len(devices)} devices of agent {agent_id} silent since {wall_clock(self._site, at, ref=at)}"
+            message = Message("All {count} devices of agent {agent} silent since {time}", agent=agent_id,
+                              time=wall_clock(self._site, at, ref=at), count=len(devices))
         else:
-            message = f"Agent {agent_id} back at {wall_clock(self._site, at, ref=at)}"
+            message = Message("Agent {agent} back at {time}", agent=agent_id, time=wall_clock(self._site, at, ref=at))
         details: dict[str, float | str] = {"agent": agent_id, "reason": reason, "devices": len(devices)}
         return AlertSignal(self._site.id, AGENT, agent_id, action, at, Severity.CRITICAL, message, details)
 
@@ -281,8 +312,7 @@ class DeadmanRule:
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported {self.name} snapshot version {snapshot.get('version')!r}")
+        state.check_version(snapshot, self.name, (SNAPSHOT_VERSION,))
         self._since = _parse(snapshot["since"])
         self._newest = _parse(snapshot["newest"])
         self._devices = {d: state.load(_Device, s) for d, s in snapshot["devices"].items()}
@@ -293,9 +323,8 @@ class DeadmanRule:
             self.learn_agent(device, agent)
 
 
-def _duration(minutes: float) -> str:
-    whole = int(round(minutes))
-    return f"{whole} min" if whole < 60 else f"{whole // 60} h {whole % 60:02d} min"
+def _duration(minutes: float) -> Message:
+    return minutes_text(round(minutes))
 
 
 def _parse(value: str | None) -> datetime | None:

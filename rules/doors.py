@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import Field
+
 from rules import state
 from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import ScheduleSpans, wall_clock
-from warden.config import DoorsConfig, SiteConfig
-from warden.events import DoorAction, DoorEvent, Event
+from warden.config import SiteConfig, StrictModel
+from warden.events import DoorAction, DoorEvent, Event, Identifier
+from warden.i18n import Message
 from warden.names import door_label
 
 SNAPSHOT_VERSION = 1
@@ -26,6 +29,30 @@ HELD_OPEN = "door_held_open"
 FORCED = "door_forced"
 AFTER_HOURS = "door_after_hours"
 DENIED = "door_denied"
+
+
+#: The alert rules this family emits (rules/config.py: ALERT_RULES).
+RULE_NAMES = (HELD_OPEN, FORCED, AFTER_HOURS, DENIED)
+
+
+class DoorOverride(StrictModel):
+    """Settings of one door that differ from the door rule's defaults."""
+
+    name: str = Field(default="", description="Display name (any Unicode), e.g. 东门; default: the id (warden/names.py)")
+    schedule: str | None = Field(default=None, description="Site schedule instead of the room's")
+    after_hours: bool = True
+    held_open_seconds: float | None = Field(default=None, gt=0)
+
+
+class DoorsConfig(StrictModel):
+    """Door held open, forced, used after hours, denied cards (rules/doors.py)."""
+
+    enabled: bool = True
+    held_open_seconds: float = Field(default=60.0, gt=0)
+    denied_count: int = Field(default=3, ge=1)
+    denied_minutes: float = Field(default=5.0, gt=0)
+    after_hours: bool = True
+    doors: dict[Identifier, DoorOverride] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -146,7 +173,8 @@ class DoorsRule:
         signals = []
         if door.forced_since is not None and at >= door.forced_since:
             forced = wall_clock(self._site, door.forced_since, seconds=True, ref=at)
-            message = f"Door {self._door(door_id)} forced open at {forced}, closed again at {wall_clock(self._site, at, seconds=True, ref=at)}"
+            message = Message("Door {door} forced open at {forced}, closed again at {closed}", door=door_id, forced=forced,
+                              closed=wall_clock(self._site, at, seconds=True, ref=at))
             signals.append(self._forced_signal(SignalAction.UPDATE, door_id, door, at, message, closed=at))
             door.forced_since = None
         if door.open_since is not None and at >= door.open_since:
@@ -161,11 +189,14 @@ class DoorsRule:
     ) -> AlertSignal:
         seconds = (at - since).total_seconds()
         if source == "timer":
-            message = f"Door {self._door(door_id)} held open for {seconds:.0f} s (opened {wall_clock(self._site, since, seconds=True, ref=at)})"
+            message = Message("Door {door} held open for {seconds:.0f} s (opened {opened})", door=door_id, seconds=seconds,
+                              opened=wall_clock(self._site, since, seconds=True, ref=at))
         elif source == "controller":
-            message = f"Door {self._door(door_id)} held open (reported by the controller at {wall_clock(self._site, at, seconds=True, ref=at)})"
+            message = Message("Door {door} held open (reported by the controller at {time})", door=door_id,
+                              time=wall_clock(self._site, at, seconds=True, ref=at))
         else:
-            message = f"Door {self._door(door_id)} closed at {wall_clock(self._site, at, seconds=True, ref=at)} after {seconds:.0f} s open"
+            message = Message("Door {door} closed at {time} after {seconds:.0f} s open", door=door_id, seconds=seconds,
+                              time=wall_clock(self._site, at, seconds=True, ref=at))
         details: dict[str, float | str] = {"since": since.isoformat(), "seconds": seconds, "source": source}
         return self._signal(HELD_OPEN, action, door_id, at, Severity.WARNING, message, details)
 
@@ -175,12 +206,14 @@ class DoorsRule:
         """Critical, and left open for a person: closing the door does not undo a break-in."""
         if door.forced_since is not None:
             door.forced_count += 1
-            message = f"Door {self._door(door_id)} forced again at {wall_clock(self._site, at, seconds=True, ref=at)} ({door.forced_count} times)"
+            message = Message("Door {door} forced again at {time} ({count} times)", door=door_id, count=door.forced_count,
+                              time=wall_clock(self._site, at, seconds=True, ref=at))
             return [self._forced_signal(SignalAction.UPDATE, door_id, door, at, message)]
         door.forced_count = 1
         if door.last_closed is None or at > door.last_closed:
             door.forced_since = at
-        message = f"Door {self._door(door_id)} forced open at {wall_clock(self._site, at, seconds=True, ref=at)}"
+        message = Message("Door {door} forced open at {time}", door=door_id,
+                          time=wall_clock(self._site, at, seconds=True, ref=at))
         return [self._forced_signal(SignalAction.RAISE, door_id, door, at, message, since=at)]
 
     def _forced_signal(
@@ -213,9 +246,11 @@ class DoorsRule:
     def _denied_signal(self, action: SignalAction, door_id: str, door: _Door, at: datetime) -> AlertSignal:
         minutes = self._config.denied_minutes
         if action is SignalAction.RESOLVE:
-            message = f"No denied card at door {self._door(door_id)} for {minutes:g} min ({door.denied_count} denied in all)"
+            message = Message("No denied card at door {door} for {minutes:g} min ({count} denied in all)", door=door_id,
+                              minutes=minutes, count=door.denied_count)
         else:
-            message = f"{door.denied_count} denied cards at door {self._door(door_id)} since {wall_clock(self._site, door.denied_since or at, seconds=True, ref=at)}"
+            message = Message("{count} denied cards at door {door} since {time}", door=door_id, count=door.denied_count,
+                              time=wall_clock(self._site, door.denied_since or at, seconds=True, ref=at))
         since = door.denied_since or at
         details: dict[str, float | str] = {"count": door.denied_count, "since": since.isoformat()}
         if door.denied_card:
@@ -254,11 +289,14 @@ class DoorsRule:
         assert door.after_since is not None
         uses = door.after_granted + door.after_opened
         if action is SignalAction.RESOLVE:
-            message = f"Schedule of door {self._door(door_id)} started at {wall_clock(self._site, at, ref=at)}; {uses} door events after hours"
+            message = Message("Schedule of door {door} started at {time}; {count} door events after hours", door=door_id,
+                              time=wall_clock(self._site, at, ref=at), count=uses)
         elif uses == 1:
-            message = f"Door {self._door(door_id)} used after hours at {wall_clock(self._site, at, seconds=True, ref=at)}"
+            message = Message("Door {door} used after hours at {time}", door=door_id,
+                              time=wall_clock(self._site, at, seconds=True, ref=at))
         else:
-            message = f"Door {self._door(door_id)} used after hours: {uses} door events since {wall_clock(self._site, door.after_since, seconds=True, ref=at)}"
+            message = Message("Door {door} used after hours: {count} door events since {time}", door=door_id, count=uses,
+                              time=wall_clock(self._site, door.after_since, seconds=True, ref=at))
         details: dict[str, float | str] = {
             "since": door.after_since.isoformat(),
             "granted": door.after_granted,
@@ -303,8 +341,7 @@ class DoorsRule:
         return {"version": SNAPSHOT_VERSION, "doors": state.dump(self._doors)}
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported {self.name} snapshot version {snapshot.get('version')!r}")
+        state.check_version(snapshot, self.name, (SNAPSHOT_VERSION,))
         self._doors = {d: state.load(_Door, s) for d, s in snapshot["doors"].items()}
         self._policies = {}
 

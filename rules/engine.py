@@ -15,11 +15,12 @@ from typing import Any, Protocol
 from rules.ac_after_hours import AcAfterHoursRule
 from rules.alerts import AlertSignal, Rule
 from rules.cold_room import ColdRoomRule
+from rules.config import RulesConfig
 from rules.deadman import DeadmanRule
 from rules.doors import DoorsRule
 from rules.patrol import PatrolRule
 from rules.water import WaterRule
-from warden.config import RulesConfig, SiteConfig
+from warden.config import SiteConfig
 from warden.events import EVENT_KINDS, Event
 
 

@@ -29,12 +29,15 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from pydantic import Field, model_validator
+
 from rules import state
 from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import local_instant, wall_clock
-from warden.config import PatrolConfig, PatrolRoute, SiteConfig
+from warden.config import PatrolRoute, SiteConfig, StrictModel, require_unique
 from warden.events import Event, PatrolTap, TapSource
-from warden.names import checkpoint_label, checkpoint_name, name_or_id, route_label
+from warden.i18n import N_, Message
+from warden.names import checkpoint_name, name_or_id
 
 SNAPSHOT_VERSION = 2  # 2: staged wand taps and each wand route's last upload
 
@@ -42,6 +45,30 @@ ROUND = "patrol_round"
 CHECKPOINT = "patrol_checkpoint"
 SILENCE = "patrol_silence"
 UPLOAD = "patrol_upload_late"
+
+
+#: The alert rules this family emits (rules/config.py: ALERT_RULES).
+RULE_NAMES = (ROUND, CHECKPOINT, SILENCE, UPLOAD)
+
+
+class PatrolConfig(StrictModel):
+    enabled: bool = True
+    routes: list[PatrolRoute] = Field(default_factory=list)
+    repeat_seconds: float = Field(default=60.0, ge=0, description="Taps of one tag this close count once")
+    keep_hours: float = Field(default=24.0, gt=0, description="How long a finished round accepts wand uploads")
+    upload_settle_seconds: float = Field(
+        default=60.0, ge=0, description="Wand taps are applied together once no newer ones came for this long "
+        "(gateway clock): an upload split over several messages is judged as a whole"
+    )
+
+    @model_validator(mode="after")
+    def _unique_routes(self) -> PatrolConfig:
+        require_unique((r.id for r in self.routes), "routes")
+        for route in self.routes:
+            if route.wand and route.upload_minutes >= route.late_minutes + self.keep_hours * 60:
+                raise ValueError(f"routes: {route.id}: upload_deadline_minutes must be shorter than keep_hours, "
+                                 "or the round is forgotten before its wand is due")
+        return self
 
 _MAX_TAPS_PER_TAG = 200
 _MAX_STAGED = 20_000  # wand taps awaiting the next watermark move; more are applied at once
@@ -462,9 +489,11 @@ class PatrolRule:
         passed = [d for d in plan.deadlines if d <= watermark]
         total = len(plan.deadlines)
         at = passed[-1]
-        message = f"Round {self._label(plan)} not started: no tap by {self._time(plan.deadlines[0], at)}"
+        message = Message("Round {round} not started: no tap by {time}", round=self._label(plan),
+                          time=self._time(plan.deadlines[0], at))
         if len(passed) > 1:
-            message += f", {len(passed)} of {total} checkpoints missed"
+            message = Message("Round {round} not started: no tap by {time}, {missed} of {total} checkpoints missed",
+                              round=self._label(plan), time=self._time(plan.deadlines[0], at), missed=len(passed), total=total)
         details = self._details(plan) | {
             "missed": len(passed),
             "checkpoints": total,
@@ -476,9 +505,10 @@ class PatrolRule:
         """The round walked late, as one alert: its checkpoints keep its delay without one
         each. Kept open once the round starts: that it started late stays true."""
         minutes = (first.at - plan.deadlines[0]).total_seconds() / 60
-        message = (
-            f"Round {self._label(plan)} started late at {self._time(first.at, first.at)}, "
-            f"{minutes:.0f} min after its first deadline {self._time(plan.deadlines[0], first.at)}"
+        message = Message(
+            "Round {round} started late at {time}, {minutes:.0f} min after its first deadline {deadline}",
+            round=self._label(plan), time=self._time(first.at, first.at), minutes=minutes,
+            deadline=self._time(plan.deadlines[0], first.at),
         )
         details = self._details(plan) | {"started_at": first.at.isoformat(), "minutes_late": round(minutes, 2),
                                          "deadline": plan.deadlines[0].isoformat()}
@@ -491,25 +521,28 @@ class PatrolRule:
         if c.with_round and not c.before:
             return None
         due = c.due or c.deadline
-        where = f"Checkpoint {checkpoint_label(plan.route, c.tag)} in round {self._label(plan)}"
+        where = Message("Checkpoint {checkpoint} in round {round}", checkpoint=c.tag, round=self._label(plan))
         details = self._details(plan) | {"tag": c.tag, "state": c.state, "deadline": c.deadline.isoformat()}
-        moved = f" (its deadline {self._time(c.deadline, due)} + the round's {delay.total_seconds() / 60:.0f} min delay)" if delay else ""
+        moved = Message(" (its deadline {deadline} + the round's {minutes:.0f} min delay)", deadline=self._time(c.deadline, due),
+                        minutes=delay.total_seconds() / 60) if delay else Message("")
         if delay:
             details["due"] = due.isoformat()
         if c.state == "missed":
-            message = f"{where} missed: no tap by {self._time(due, due)}{moved}"
+            message = Message("{where} missed: no tap by {time}{moved}", where=where, time=self._time(due, due), moved=moved)
             return _Finding(CHECKPOINT, f"{plan.key}:{c.tag}", Severity.WARNING, message, details, due)
         assert c.tapped_at is not None
         details |= {"tapped_at": c.tapped_at.isoformat(), "source": c.source}
         parts, at = [], max(c.tapped_at, c.before_at or c.tapped_at)
         if c.state == "late" and not c.with_round:
             minutes = (c.tapped_at - due).total_seconds() / 60
-            parts.append(f"tapped late at {self._time(c.tapped_at, at)}, {minutes:.0f} min after {self._time(due, at)}{moved}")
+            parts.append(Message("tapped late at {time}, {minutes:.0f} min after {due}{moved}", time=self._time(c.tapped_at, at),
+                                 minutes=minutes, due=self._time(due, at), moved=moved))
             details["minutes_late"] = round(minutes, 2)
         if c.before:
-            parts.append(f"tapped out of order, before {', '.join(c.before)}")
+            parts.append(Message("tapped out of order, before {checkpoints}", checkpoints=", ".join(c.before)))
             details["before"] = ",".join(c.before)
-        message = f"{where} {'; '.join(parts)}"
+        message = (Message("{where} {first}; {second}", where=where, first=parts[0], second=parts[1]) if len(parts) == 2
+                   else Message("{where} {first}", where=where, first=parts[0]))
         return _Finding(CHECKPOINT, f"{plan.key}:{c.tag}", Severity.INFO, message, details, at)
 
     def _silence(self, plan: _Plan, gap: tuple[datetime, datetime, bool]) -> _Finding:
@@ -518,10 +551,11 @@ class PatrolRule:
         minutes = (end - start).total_seconds() / 60
         details = self._details(plan) | {"gap_start": start.isoformat()}
         if ongoing:  # nothing here may grow with the watermark, or every tick would update
-            message = f"No tap in round {self._label(plan)} since {self._time(start, start + limit)}"
+            message = Message("No tap in round {round} since {time}", round=self._label(plan),
+                              time=self._time(start, start + limit))
             return _Finding(SILENCE, plan.key, Severity.WARNING, message, details, start + limit)
-        message = (f"No tap for {minutes:.0f} min in round {self._label(plan)} "
-                   f"({self._time(start, end)} to {self._time(end, end)})")
+        message = Message("No tap for {minutes:.0f} min in round {round} ({start} to {end})", minutes=minutes,
+                          round=self._label(plan), start=self._time(start, end), end=self._time(end, end))
         details |= {"gap_end": end.isoformat(), "gap_minutes": round(minutes, 2)}
         return _Finding(SILENCE, plan.key, Severity.WARNING, message, details, end)
 
@@ -529,9 +563,9 @@ class PatrolRule:
         """One alert for a wand round whose wand was not uploaded by its deadline: without
         the taps nothing else about the round can be said."""
         deadline = plan.upload_deadline
-        message = (
-            f"Wand of round {self._label(plan)} not uploaded by {self._time(deadline, deadline)}: "
-            f"the round cannot be judged until the wand is docked"
+        message = Message(
+            "Wand of round {round} not uploaded by {time}: the round cannot be judged until the wand is docked",
+            round=self._label(plan), time=self._time(deadline, deadline),
         )
         details = self._details(plan) | {"upload_deadline": deadline.isoformat(),
                                          "last_deadline": plan.deadlines[-1].isoformat()}
@@ -560,19 +594,21 @@ class PatrolRule:
             uploaded = self._uploads.get(plan.route.id) or said.at
             rule, subject, at, note = UPLOAD, plan.key, max(said.at, uploaded), "wand uploaded"
             minutes = (uploaded - plan.upload_deadline).total_seconds() / 60
-            message = (f"Wand of round {self._label(plan)} uploaded at {self._time(uploaded, at)}, "
-                       f"{minutes:.0f} min after its upload deadline: the round is judged on its taps")
+            message = Message("Wand of round {round} uploaded at {time}, {minutes:.0f} min after its upload deadline: "
+                              "the round is judged on its taps", round=self._label(plan), time=self._time(uploaded, at),
+                              minutes=minutes)
             details |= {"uploaded_at": uploaded.isoformat(), "minutes_late": round(minutes, 2)}
         elif key == "round":
             assert view.first_tap is not None
             tap, rule, subject = view.first_tap, ROUND, plan.key
             note = _reconciled(tap.source)
             at = max(said.at, tap.at)
-            message = f"Round {self._label(plan)} started at {self._time(tap.at, at)}: {note}"
+            message = Message("Round {round} started at {time}: {note}", round=self._label(plan), time=self._time(tap.at, at),
+                              note=Message(note))
         elif key == "silence":
             rule, subject, at = SILENCE, plan.key, said.at
             note = _reconciled(TapSource.WAND.value if view.wand else "")
-            message = f"Silence in round {self._label(plan)} {note}"
+            message = Message("Silence in round {round} {note}", round=self._label(plan), note=Message(note))
         else:
             tag = key.removeprefix("cp:")
             c = next(c for c in view.checkpoints if c.tag == tag)
@@ -580,7 +616,8 @@ class PatrolRule:
             note = _reconciled(c.source)
             at = max(said.at, c.tapped_at or said.at)
             visited = self._time(c.tapped_at or at, at)
-            message = f"Checkpoint {checkpoint_label(plan.route, tag)} in round {self._label(plan)} visited at {visited}: {note}"
+            message = Message("Checkpoint {checkpoint} in round {round} visited at {visited}: {note}", checkpoint=tag,
+                              round=self._label(plan), visited=visited, note=Message(note))
             details |= {"tag": tag, "state": c.state, "tapped_at": c.tapped_at.isoformat() if c.tapped_at else ""}
         details["note"] = note
         return AlertSignal(self._site.id, rule, subject, SignalAction.RESOLVE, at, Severity.INFO, message, details)
@@ -597,8 +634,9 @@ class PatrolRule:
             details["guard"] = plan.route.guard
         return details
 
-    def _label(self, plan: _Plan) -> str:
-        return f"{plan.start:%H:%M} of {plan.day.isoformat()} on route {route_label(plan.route)}"
+    def _label(self, plan: _Plan) -> Message:
+        return Message("{start} of {day} on route {route}", start=f"{plan.start:%H:%M}", day=plan.day.isoformat(),
+                       route=plan.route.id)
 
     def _time(self, at: datetime, ref: datetime) -> str:
         """`at` as a guard reads it in a message spoken at `ref`: with its date when on
@@ -623,8 +661,7 @@ class PatrolRule:
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Replace the state; rounds of routes no longer configured are dropped. Version 1
         (before staged wand taps) has the same rounds and nothing staged: read as such."""
-        if snapshot.get("version") not in (1, SNAPSHOT_VERSION):
-            raise ValueError(f"unsupported {self.name} snapshot version {snapshot.get('version')!r}")
+        state.check_version(snapshot, self.name, (1, SNAPSHOT_VERSION))
         self._watermark = _parse(snapshot["watermark"])
         self._since = _parse(snapshot["since"])
         rounds = {key: state.load(_Round, r) for key, r in snapshot["rounds"].items()}
@@ -645,7 +682,7 @@ def _order(views: list[CheckpointView], i: int) -> CheckpointView:
 
 
 def _reconciled(source: str) -> str:
-    return "reconciled from wand upload" if source == TapSource.WAND.value else "reconciled from late data"
+    return N_("reconciled from wand upload") if source == TapSource.WAND.value else N_("reconciled from late data")
 
 
 def _parse(value: str | None) -> datetime | None:

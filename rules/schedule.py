@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from warden.calendar import Season, plan_day
 from warden.config import SiteConfig, WeeklyWindow
+from warden.i18n import Message
 
 #: How far next_change looks ahead, in days: a cheap first pass, then a long one for
 #: schedules interrupted by weeks of holidays.
@@ -168,7 +169,7 @@ def wall_clock(site: SiteConfig, at: datetime, *, seconds: bool = False, ref: da
     if _clocks_change(site.zone, local.date()):
         text += local.strftime("%z")[:3] + ":" + local.strftime("%z")[3:]
     if local.date() != _local(site.zone, ref).date():
-        text += f" on {local.date().isoformat()}"
+        return Message("{time} on {date}", time=text, date=local.date().isoformat())  # a message shows it in any locale
     return text
 
 

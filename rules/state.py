@@ -8,6 +8,7 @@ the dataclass's type hints, so every family gets its snapshot without hand-writt
 from __future__ import annotations
 
 import types
+from collections.abc import Container
 from dataclasses import fields, is_dataclass
 from datetime import datetime
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -56,3 +57,12 @@ def _as(hint: Any, value: Any) -> Any:
     if is_dataclass(hint):
         return load(hint, value)
     return value
+
+
+def check_version(snapshot: dict[str, Any], family: str, readable: Container[int]) -> int:
+    """The snapshot's version if the family can read it; ValueError otherwise, so a gateway
+    never restores a state it would misread (it starts that family empty instead)."""
+    version = snapshot.get("version")
+    if version not in readable:
+        raise ValueError(f"unsupported {family} snapshot version {version!r}")
+    return version  # type: ignore[return-value]

@@ -22,15 +22,17 @@ from __future__ import annotations
 from bisect import insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
+
+from pydantic import Field, field_validator, model_validator
 
 from rules import state
 from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import local_instant, wall_clock
-from warden.config import SiteConfig, WaterConfig
-from warden.events import Event, Quantity, Reading
-from warden.names import device_label
+from warden.config import SiteConfig, StrictModel, wall_time
+from warden.events import Event, Identifier, Quantity, Reading
+from warden.i18n import Message
 
 SNAPSHOT_VERSION = 2
 
@@ -38,6 +40,58 @@ NIGHT_FLOW = "water_night_flow"
 CONTINUOUS_FLOW = "water_continuous_flow"
 BURST = "water_burst"
 WET = "water_wet"
+
+
+#: The alert rules this family emits (rules/config.py: ALERT_RULES).
+RULE_NAMES = (NIGHT_FLOW, CONTINUOUS_FLOW, BURST, WET)
+
+
+class WaterMeterOverride(StrictModel):
+    """Settings of one meter that differ from the water rule's defaults."""
+
+    burst_l_per_min: float | None = Field(default=None, gt=0)
+    min_flow_l_per_min: float | None = Field(default=None, ge=0)
+    baseline_l_per_min: float | None = Field(
+        default=None, ge=0, description="The meter's normal flow, not counted as lost; none: learned from quiet windows"
+    )
+
+
+class WaterConfig(StrictModel):
+    """Leaks from water meters and wet sensors (rules/water.py, docs/rules.md#water)."""
+
+    enabled: bool = True
+    meters: list[Identifier] | None = Field(
+        default=None, description="Devices to watch; none: every device sending flow, volume or wet readings"
+    )
+    min_flow_l_per_min: float = Field(default=0.5, ge=0, description="Flow at or below this is no flow")
+    night_start: time = time(2, 0)
+    night_end: time = time(5, 0)
+    night_min_coverage: float = Field(default=0.8, gt=0, le=1)
+    night_clean_windows: int = Field(default=2, ge=1)
+    night_min_leak_minutes: float = Field(
+        default=30.0, gt=0, description="Flow without a stop over at least this much of the window's end is a leak"
+    )
+    night_flow_minutes: float = Field(
+        default=60.0, gt=0, description="Flow without a stop for this long inside the window raises at once"
+    )
+    continuous_hours: float = Field(default=24.0, gt=0)
+    zero_minutes: float = Field(default=60.0, gt=0)
+    burst_l_per_min: float = Field(default=60.0, gt=0)
+    burst_minutes: float = Field(default=5.0, gt=0)
+    max_gap_minutes: float = Field(default=65.0, gt=0)
+    update_minutes: float = Field(default=15.0, ge=0)
+    overrides: dict[Identifier, WaterMeterOverride] = Field(default_factory=dict)
+
+    @field_validator("night_start", "night_end", mode="before")
+    @classmethod
+    def _times(cls, value: Any) -> Any:
+        return wall_time(value)
+
+    @model_validator(mode="after")
+    def _window(self) -> WaterConfig:
+        if self.night_start == self.night_end:
+            raise ValueError("night_end: must differ from night_start")
+        return self
 
 _FLOW_TO_L_PER_MIN = {"l/min": 1.0, "lpm": 1.0, "l/s": 60.0, "l/h": 1 / 60, "m3/h": 1000 / 60}
 _VOLUME_TO_L = {"l": 1.0, "m3": 1000.0}
@@ -508,7 +562,8 @@ class WaterRule:
         since, running = wall_clock(self._site, leak.since, ref=at), wall_clock(self._site, loss.since, ref=at)
         window, zone = leak.window, self._site.zone
         if leak.window_end is not None and leak.window_end.astimezone(zone).date() != at.astimezone(zone).date():
-            window += f" on {leak.window_end.astimezone(zone).date().isoformat()}"  # a later day's update
+            # a later day's update
+            window = Message("{window} on {date}", window=window, date=leak.window_end.astimezone(zone).date().isoformat())
         details: dict[str, float | str] = {
             "min_flow_l_per_min": round(loss.floor or 0.0, 4),
             "baseline_l_per_min": round(loss.baseline, 4),
@@ -523,17 +578,20 @@ class WaterRule:
         if night is not None:
             details["window_litres"] = round(night.litres, 1)
         if action is SignalAction.RESOLVE:
-            message = (
-                f"Night flow at {device_label(self._site, device)} stopped: {leak.clean} clean quiet windows (last {window}); "
-                f"about {lost:.0f} L lost from {since} to {until}"
+            message = Message(
+                "Night flow at {device} stopped: {clean} clean quiet windows (last {window}); "
+                "about {lost:.0f} L lost from {since} to {until}",
+                device=device, clean=leak.clean, window=window, lost=lost, since=since, until=until,
             )
         elif leak.clean:
             needed = self._config.night_clean_windows
-            message = f"No night flow at {device_label(self._site, device)} during {window}: clean window {leak.clean} of {needed}"
+            message = Message("No night flow at {device} during {window}: clean window {clean} of {needed}", device=device,
+                              window=window, clean=leak.clean, needed=needed)
         else:
-            message = (
-                f"Suspected leak at {device_label(self._site, device)}: water running since {running} without a stop "
-                f"(at least {loss.floor or 0.0:.2f} L/min), about {lost:.0f} L lost from {since} to {until}"
+            message = Message(
+                "Suspected leak at {device}: water running since {running} without a stop "
+                "(at least {flow:.2f} L/min), about {lost:.0f} L lost from {since} to {until}",
+                device=device, running=running, flow=loss.floor or 0.0, lost=lost, since=since, until=until,
             )
         return self._signal(NIGHT_FLOW, action, device, at, Severity.WARNING, message, details)
 
@@ -595,14 +653,16 @@ class WaterRule:
         since, until = wall_clock(self._site, stretch.since, ref=at), wall_clock(self._site, at, ref=at)
         if action is SignalAction.RESOLVE:
             quiet = self._config.zero_minutes
-            message = (
-                f"Water at {device_label(self._site, device)} stopped for {quiet:.0f} min (until {until}) after {hours:.1f} h; "
-                f"about {lost:.0f} L lost from {since}"
+            message = Message(
+                "Water at {device} stopped for {quiet:.0f} min (until {until}) after {hours:.1f} h; "
+                "about {lost:.0f} L lost from {since}",
+                device=device, quiet=quiet, until=until, hours=hours, lost=lost, since=since,
             )
         else:
-            message = (
-                f"Water at {device_label(self._site, device)} has not stopped for {hours:.1f} h: about {lost:.0f} L above normal "
-                f"from {since} to {until} ({stretch.measured_litres:.0f} L measured)"
+            message = Message(
+                "Water at {device} has not stopped for {hours:.1f} h: about {lost:.0f} L above normal "
+                "from {since} to {until} ({measured:.0f} L measured)",
+                device=device, hours=hours, lost=lost, since=since, until=until, measured=stretch.measured_litres,
             )
         return self._signal(CONTINUOUS_FLOW, action, device, at, Severity.WARNING, message, details)
 
@@ -655,11 +715,13 @@ class WaterRule:
         }
         if action is SignalAction.RESOLVE:
             below = wall_clock(self._site, at - timedelta(seconds=meter.burst_clear_s), ref=at)
-            message = f"Flow at {device_label(self._site, device)} back below {limit:g} L/min since {below}"
+            message = Message("Flow at {device} back below {limit:g} L/min since {below}", device=device, limit=limit,
+                              below=below)
         else:
-            message = (
-                f"Possible burst at {device_label(self._site, device)}: above {limit:g} L/min since {wall_clock(self._site, meter.burst_start, ref=at)} "
-                f"(peak {meter.burst_peak:.0f} L/min, {meter.burst_litres:.0f} L)"
+            message = Message(
+                "Possible burst at {device}: above {limit:g} L/min since {since} (peak {peak:.0f} L/min, {litres:.0f} L)",
+                device=device, limit=limit, since=wall_clock(self._site, meter.burst_start, ref=at), peak=meter.burst_peak,
+                litres=meter.burst_litres,
             )
         return self._signal(BURST, action, device, at, Severity.CRITICAL, message, details)
 
@@ -696,9 +758,11 @@ class WaterRule:
             "readings": sensor.readings,
         }
         if action is SignalAction.RESOLVE:
-            message = f"Wet sensor {device_label(self._site, device)} dry again at {wall_clock(self._site, at, ref=at)} after {minutes:.0f} min"
+            message = Message("Wet sensor {device} dry again at {time} after {minutes:.0f} min", device=device, minutes=minutes,
+                              time=wall_clock(self._site, at, ref=at))
         else:
-            message = f"Water detected by {device_label(self._site, device)} since {wall_clock(self._site, sensor.since, ref=at)}"
+            message = Message("Water detected by {device} since {time}", device=device,
+                              time=wall_clock(self._site, sensor.since, ref=at))
         return self._signal(WET, action, device, at, Severity.CRITICAL, message, details)
 
     # ----------------------------------------------------------------- helpers
@@ -748,13 +812,11 @@ class WaterRule:
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Version 1 (before leak runs and litres) cannot be migrated faithfully: start empty,
         counted as `snapshot_discarded`; meters relearn within one reading."""
-        version = snapshot.get("version")
+        version = state.check_version(snapshot, self.name, (1, SNAPSHOT_VERSION))
         if version == 1:
             self.stats["snapshot_discarded"] += 1
             self._meters, self._pending, self._wet = {}, {}, {}
             return
-        if version != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported {self.name} snapshot version {version!r}")
         self._meters = {d: state.load(_Meter, m) for d, m in snapshot["meters"].items()}
         self._pending = {d: [Reading.model_validate(r) for r in rs] for d, rs in snapshot["pending"].items()}
         self._wet = {d: state.load(_Wet, w) for d, w in snapshot["wet"].items()}

@@ -16,8 +16,8 @@ they jump; a repeated one is its first occurrence.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from warden.config import SiteConfig

@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import time, timedelta
 
-from simulators.calendar import local_instant
 from simulators.base import LINE, MQTT, Emission, ScheduleBook, device_rng, epoch, iso_z, utc
+from simulators.calendar import local_instant
 from simulators.patrol_reader import SEQ_MODULUS, encode_sentence, utc_stamp
 from simulators.scenario import (
     DoorAfterHours,

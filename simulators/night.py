@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent.config import AgentConfig
 from agent.drivers.base import Driver
 from agent.drivers.modbus_rtu import ModbusRtuDriver
 from agent.drivers.mqtt_door import MqttDoorDriver
@@ -41,7 +42,7 @@ from simulators.sdm120 import Sdm120Sim
 from simulators.serial_link import Link, open_link
 from simulators.timeline import Night, device_topic, door_topic
 from simulators.wiring import agent_config, needs_port
-from warden.config import AgentConfig, BrokerConfig
+from warden.config import BrokerConfig
 from warden.mqtt import ConnectionFlag, make_client
 
 log = logging.getLogger(__name__)

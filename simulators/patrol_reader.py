@@ -9,10 +9,10 @@ one side hide the same bug on the other. Tests hold both to the documented vecto
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from functools import reduce
 from operator import xor
-from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Literal
 

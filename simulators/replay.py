@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import TypeAdapter
 from pymodbus.exceptions import ModbusIOException
 
+from agent.config import DeviceConfig
 from agent.drivers.door_line import DoorLineDriver
 from agent.drivers.modbus_rtu import ModbusBus, ModbusRtuDriver
 from agent.drivers.mqtt_door import MqttDoorDriver
@@ -44,9 +45,7 @@ from simulators.patrol_wand import deliver
 from simulators.sdm120 import INPUT_REGISTERS, float_words
 from simulators.timeline import Night
 from simulators.wiring import device_config
-from warden.config import DeviceConfig
 from warden.events import DeviceState, DeviceStatus, Event, stable_event_id
-
 
 _DEVICE: TypeAdapter[DeviceConfig] = TypeAdapter(DeviceConfig)
 

@@ -20,47 +20,36 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime, time, timedelta, timezone
-from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from rules.config import RulesConfig
 from simulators.calendar import local_instant
-from warden.config import (
-    CircuitKind,
-    PatrolRoute,
-    RulesConfig,
-    SiteConfig,
-    _parse_days,
-    _parse_hours,
-    _wall_time,
-    load_config,
-)
+from warden.config import CircuitKind, PatrolRoute, SiteConfig, parse_days, parse_hours, wall_time
 from warden.events import Identifier
-
-SCENARIOS_DIR = Path(__file__).parent / "scenarios"
 
 Link = Literal["pty", "tcp"]
 
 
 def _wall_clock(value: Any) -> Any:
     """YAML 1.1 reads an unquoted 23:30 as the integer 1410; turn it back into a time."""
-    return _wall_time(value)
+    return wall_time(value)
 
 
 #: A local time of day ("01:10": its first occurrence in the night) or a date and time.
-When = Annotated[Union[datetime, time], BeforeValidator(_wall_clock)]
+When = Annotated[datetime | time, BeforeValidator(_wall_clock)]
 LocalTime = Annotated[time, BeforeValidator(_wall_clock)]
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --------------------------------------------------------------------------- devices
 
 
-class _DeviceSpec(_Strict):
+class _DeviceSpec(StrictModel):
     device: Identifier
     room: str | None = Field(default=None, description="Room id (or building:room) the device is in")
 
@@ -104,7 +93,7 @@ class PowerMeterSpec(_DeviceSpec):
     @classmethod
     def _hours(cls, value: object) -> object:
         if isinstance(value, str):
-            start, end = _parse_hours(value)
+            start, end = parse_hours(value)
             return (start, end or time(23, 59, 59))
         return value
 
@@ -113,7 +102,7 @@ class PowerMeterSpec(_DeviceSpec):
     def _days(cls, value: object) -> object:
         if value is None or (isinstance(value, (list, set, frozenset)) and all(isinstance(v, int) for v in value)):
             return value
-        return _parse_days(value)
+        return parse_days(value)
 
 
 class WaterMeterSpec(_DeviceSpec):
@@ -133,7 +122,7 @@ class WetSensorSpec(_DeviceSpec):
     report_minutes: float = Field(default=5.0, gt=0)
 
 
-class Defrost(_Strict):
+class Defrost(StrictModel):
     """A cold room's defrost cycles: from each local time the air rises linearly to
     `peak_c` over half of `minutes` and falls back to the setpoint over the other half."""
 
@@ -187,15 +176,13 @@ class WandDockSpec(_DeviceSpec):
 
 
 DeviceSpec = Annotated[
-    Union[
-        PowerMeterSpec, WaterMeterSpec, WetSensorSpec, DoorControllerSpec, PatrolReaderSpec, WandDockSpec,
-        TemperatureSensorSpec,
-    ],
+    PowerMeterSpec | WaterMeterSpec | WetSensorSpec | DoorControllerSpec | PatrolReaderSpec | WandDockSpec
+    | TemperatureSensorSpec,
     Field(discriminator="type"),
 ]
 
 
-class GuardSpec(_Strict):
+class GuardSpec(StrictModel):
     """A guard walking every round of a route, tapping each checkpoint on an online reader
     or on an offline wand that is docked (and uploaded) at `dock_at`: one time for the
     night, or one per round (`{"23:30": "00:40", "02:00": "06:10"}`)."""
@@ -228,7 +215,7 @@ class GuardSpec(_Strict):
 # --------------------------------------------------------------------------- incidents
 
 
-class _Incident(_Strict):
+class _Incident(StrictModel):
     id: str | None = Field(default=None, description="Name in the ground-truth file; default: type-N")
 
 
@@ -245,7 +232,7 @@ class WaterLeak(_Incident):
         return self.flow_l_per_min or {"drip": 0.15, "steady": 2.0, "burst": 150.0}[self.kind]
 
 
-class Duty(_Strict):
+class Duty(StrictModel):
     """A thermostat (or timer) cycling a load: on for `on_minutes`, off for `off_minutes`."""
 
     on_minutes: float = Field(gt=0)
@@ -354,10 +341,7 @@ class BrokerRestart(_Incident):
 
 
 Incident = Annotated[
-    Union[
-        WaterLeak, AcLeftOn, WetFloor, SkipCheckpoint, SkipRound, LateRound, MeterReplaced, DoorHeldOpen,
-        DoorForced, DoorDenied, DoorAfterHours, DeviceSilent, BrokerRestart,
-    ],
+    WaterLeak | AcLeftOn | WetFloor | SkipCheckpoint | SkipRound | LateRound | MeterReplaced | DoorHeldOpen | DoorForced | DoorDenied | DoorAfterHours | DeviceSilent | BrokerRestart,
     Field(discriminator="type"),
 ]
 
@@ -367,7 +351,7 @@ Incident = Annotated[
 LineNoiseKind = Literal["garbage", "bad_checksum", "truncated", "too_long", "resend"]
 
 
-class LineNoise(_Strict):
+class LineNoise(StrictModel):
     """Noise on a serial line between the real sentences, which all still arrive."""
 
     type: Literal["line_noise"]
@@ -376,31 +360,31 @@ class LineNoise(_Strict):
     kinds: list[LineNoiseKind] = Field(default=["garbage", "bad_checksum", "truncated", "too_long", "resend"], min_length=1)
 
 
-class MqttMalformed(_Strict):
+class MqttMalformed(StrictModel):
     type: Literal["mqtt_malformed"]
     device: Identifier
     every_minutes: float = Field(default=45.0, gt=0)
 
 
-class Duplicates(_Strict):
+class Duplicates(StrictModel):
     type: Literal["duplicates"]
     device: Identifier
     every_minutes: float = Field(default=10.0, gt=0)
 
 
-class OutOfOrder(_Strict):
+class OutOfOrder(StrictModel):
     type: Literal["out_of_order"]
     device: Identifier
     every_minutes: float = Field(default=15.0, gt=0)
 
 
-class ClockSkew(_Strict):
+class ClockSkew(StrictModel):
     type: Literal["clock_skew"]
     device: Identifier
     seconds: float = Field(ge=-300, le=300, description="Device clock ahead (+) or behind (-), at most 5 min")
 
 
-class Dropout(_Strict):
+class Dropout(StrictModel):
     """A short silence: shorter than the deadman interval, so no alert."""
 
     type: Literal["dropout"]
@@ -409,7 +393,7 @@ class Dropout(_Strict):
     minutes: float = Field(gt=0)
 
 
-class ModbusFault(_Strict):
+class ModbusFault(StrictModel):
     """A Modbus meter that stops answering (timeout) or answers with an exception."""
 
     type: Literal["modbus_fault"]
@@ -421,7 +405,7 @@ class ModbusFault(_Strict):
 
 
 Fault = Annotated[
-    Union[LineNoise, MqttMalformed, Duplicates, OutOfOrder, ClockSkew, Dropout, ModbusFault],
+    LineNoise | MqttMalformed | Duplicates | OutOfOrder | ClockSkew | Dropout | ModbusFault,
     Field(discriminator="type"),
 ]
 
@@ -437,7 +421,7 @@ _TYPE_NAMES: dict[type, str] = {
 }
 
 
-class ExpectedAlert(_Strict):
+class ExpectedAlert(StrictModel):
     """An alert the night must raise, optionally with values its last details must carry
     (within `tolerance`, relative)."""
 
@@ -450,7 +434,7 @@ class ExpectedAlert(_Strict):
 # --------------------------------------------------------------------------- the scenario
 
 
-class Scenario(_Strict):
+class Scenario(StrictModel):
     name: str
     description: str = ""
     site: SiteConfig
@@ -689,21 +673,3 @@ class Scenario(_Strict):
                 f"{where}.minutes: {minutes:g} min without a reading would raise a deadman alert "
                 f"(interval {limit:g} min); make it a device_silent incident, or shorter"
             )
-
-
-def load_scenario(path: str | Path) -> Scenario:
-    """Load a scenario file, or a shipped one by name ("ac-left-on"). Where its `expected`
-    alerts differ from what its incidents imply (simulators/ground_truth.py), a warning is
-    logged (and written to the ground-truth file): the derivation may be what is wrong."""
-    from simulators.ground_truth import check_expected  # the ground truth reads scenarios
-
-    path = Path(path)
-    if not path.exists() and (SCENARIOS_DIR / f"{path.name}.yaml").exists():
-        path = SCENARIOS_DIR / f"{path.name}.yaml"
-    scenario = load_config(path, Scenario)
-    check_expected(scenario, path)
-    return scenario
-
-
-def shipped_scenarios() -> list[str]:
-    return sorted(p.stem for p in SCENARIOS_DIR.glob("*.yaml"))

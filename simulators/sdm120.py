@@ -40,9 +40,11 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from warden.broker import free_port, wait_for_port
+from simulators.broker import free_port, wait_for_port
 
-#: The SDM120's input registers (Eastron protocol sheet; /work/shared/domain.md).
+#: The SDM120's input registers, copied from Eastron's SDM120 Modbus protocol sheet on
+#: purpose, not imported from the agent's preset (agent/drivers/modbus_maps.py): the
+#: simulated meter is the device, so a wrong address in the preset shows in the tests.
 INPUT_REGISTERS: dict[str, int] = {
     "voltage": 0x0000,
     "current": 0x0006,

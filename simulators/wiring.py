@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from agent.config import AgentConfig
 from simulators.ac_meter import POWER_FIELDS, SDM120_INCLUDE
 from simulators.cold_room import TEMPERATURE_FIELDS
 from simulators.scenario import (
@@ -30,7 +31,7 @@ from simulators.scenario import (
 from simulators.timeline import Night
 from simulators.water_meter import WATER_FIELDS
 from simulators.wet_sensor import WET_FIELDS
-from warden.config import AgentConfig, BrokerConfig
+from warden.config import BrokerConfig
 
 #: Real seconds the agent waits for a simulated Modbus answer. At thousands of times real
 #: time every real second is an hour of the night, so the simulated bus must fail fast.

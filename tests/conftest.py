@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from simulators.broker import MosquittoBroker, find_mosquitto
 from tests.support.mqtt import clear_retained
-from warden.broker import MosquittoBroker, find_mosquitto
 from warden.config import BrokerConfig
 
 # Property tests are judged on their examples, not on a 200 ms wall-clock budget per

@@ -326,7 +326,7 @@ def test_token_prints_a_secret_and_the_config_entry_with_its_hash() -> None:
 
     import yaml
 
-    from warden.config import ApiToken
+    from gateway.config import ApiToken
 
     result = warden("token", "--name", "facilities-desk", "--role", "maintenance")
     assert result.returncode == 0, output(result)

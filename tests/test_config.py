@@ -8,21 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from warden.config import (
-    AgentConfig,
-    ConfigError,
-    DeviceLocation,
-    GatewayConfig,
-    InfluxHistorianConfig,
-    ModbusRtuDevice,
-    MqttJsonDevice,
-    PatrolLineDevice,
-    PatrolWandDevice,
-    SiteConfig,
-    SqliteHistorianConfig,
-    WeeklyWindow,
-    load_config,
-)
+from agent.config import AgentConfig
+from agent.drivers.modbus_rtu import ModbusRtuDevice
+from agent.drivers.mqtt_json import MqttJsonDevice
+from agent.drivers.patrol_line import PatrolLineDevice
+from agent.drivers.patrol_wand import PatrolWandDevice
+from gateway.config import GatewayConfig, InfluxHistorianConfig, SqliteHistorianConfig
+from warden.config import ConfigError, DeviceLocation, SiteConfig, WeeklyWindow, load_config
 from warden.events import Quantity
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"

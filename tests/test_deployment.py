@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.config import GatewayConfig
 from gateway.historian.points import event_point
-from warden.config import DeviceLocation, GatewayConfig, SiteConfig, load_config
+from warden.config import DeviceLocation, SiteConfig, load_config
 from warden.events import DeviceStatus, DoorEvent, PatrolTap, Reading
 
 ROOT = Path(__file__).resolve().parents[1]

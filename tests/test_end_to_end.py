@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import AgentConfig
+from cli.demo import DemoResult, run_demo
+from gateway.config import GatewayConfig
 from gateway.historian.sqlite import SqliteHistorian
+from simulators.broker import MosquittoBroker
+from simulators.catalogue import load_scenario, shipped_scenarios
 from simulators.guards import guard_taps
-from simulators.scenario import load_scenario, shipped_scenarios
 from tests.support.scripts import console_script
-from warden.broker import MosquittoBroker
-from warden.config import AgentConfig, GatewayConfig, SiteConfig, load_config
-from warden.demo import DemoResult, run_demo
+from warden.config import SiteConfig, load_config
 
 SPEED = 20_000
 

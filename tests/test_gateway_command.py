@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from gateway.auth import hash_token
+from simulators.broker import MosquittoBroker, free_port
 from tests.support.agent_process import AgentProcess
 from tests.support.scripts import console_script
-from warden.broker import MosquittoBroker, free_port
 
 SITE = {"id": "riverside", "timezone": "Europe/Berlin", "buildings": [{"id": "A", "rooms": [{"id": "A-101"}]}]}
 

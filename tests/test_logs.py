@@ -20,7 +20,7 @@ def test_libraries_are_shown_only_from_their_level_and_ours_always() -> None:
     for library in ("amqtt.client", "paho.mqtt.client", "uvicorn.error", "pymodbus.logging", "asyncio"):
         assert not quiet.filter(record(library, logging.ERROR))
         assert verbose.filter(record(library, logging.WARNING)) and not verbose.filter(record(library, logging.INFO))
-    for ours in ("gateway.service", "agent.runner", "warden.cli", "simulators.night", "rules.engine"):
+    for ours in ("gateway.service", "agent.runner", "cli.main", "simulators.night", "rules.engine"):
         assert quiet.filter(record(ours, logging.INFO))
 
 

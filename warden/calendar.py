@@ -23,10 +23,12 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
+from warden.documents import ConfigError, read_document
+
 _WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -40,7 +42,7 @@ def _weekday(value: Any) -> Any:
     return value
 
 
-class _DateRange(_Strict):
+class _DateRange(StrictModel):
     """Inclusive local dates; a single `date` is a range of one day."""
 
     name: str = ""
@@ -72,7 +74,7 @@ class Holiday(_DateRange):
     """A day or days off (春节: 2026-02-15 to 2026-02-23)."""
 
 
-class MakeUpDay(_Strict):
+class MakeUpDay(StrictModel):
     """调休: a weekend day worked, following the timetable of weekday `follows`."""
 
     date: date
@@ -85,7 +87,7 @@ class MakeUpDay(_Strict):
         return _weekday(value)
 
 
-class MovedHoliday(_Strict):
+class MovedHoliday(StrictModel):
     """A holiday moved from one date (then an ordinary day) to another (then off)."""
 
     from_: date = Field(alias="from")
@@ -137,7 +139,7 @@ class CalendarException(_DateRange):
         return self.schedule if self.schedule is not None else schedule
 
 
-class Calendar(_Strict):
+class Calendar(StrictModel):
     """A school or company year. `path: calendars/2026.yaml` (or .toml, .json) loads it
     from a file, so sites share one calendar; keys beside `path` are added to it."""
 
@@ -191,15 +193,13 @@ def read_calendar_file(path: Path) -> dict[str, Any]:
     """A calendar file's mapping: YAML or TOML through the config loader, JSON or
     iCalendar here. ValueError (which pydantic reports under the `calendar` key) if it
     cannot be read."""
-    from warden.config import ConfigError, _read_document  # here: config imports this module
-
     try:
         if path.suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
         elif path.suffix == ".ics":
             data = parse_icalendar(path.read_text(encoding="utf-8"))
         else:
-            data = _read_document(path)
+            data = read_document(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, ConfigError) as exc:
         raise ValueError(f"path: cannot read the calendar: {exc}") from None
     if not isinstance(data, dict):
@@ -316,7 +316,7 @@ def is_workday(calendar: Calendar | None, holidays: list[date] | tuple[date, ...
 _MONTH_DAY = re.compile(r"^(\d{1,2})-(\d{1,2})$")
 
 
-class Season(_Strict):
+class Season(StrictModel):
     """Month-day bounds, inclusive, that may wrap the new year: hot water 11-01 to 03-31."""
 
     start: tuple[int, int]
@@ -354,7 +354,7 @@ class Season(_Strict):
 _HOURS = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
 
 
-class BandWindow(_Strict):
+class BandWindow(StrictModel):
     """Local hours in one price band, on some day types, optionally in one season."""
 
     band: str
@@ -385,7 +385,7 @@ class BandWindow(_Strict):
         return self.start <= wall < self.end
 
 
-class TimeOfUse(_Strict):
+class TimeOfUse(StrictModel):
     """峰谷电价: a price per kWh per band; the first window covering a local instant names
     its band (windows past midnight wrap within the day), else `default_band`."""
 

@@ -11,7 +11,7 @@ import math
 import uuid
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -162,7 +162,7 @@ class DeviceStatus(_EventBase):
     )
 
 
-Event = Annotated[Union[Reading, DoorEvent, PatrolTap, DeviceStatus], Field(discriminator="kind")]
+Event = Annotated[Reading | DoorEvent | PatrolTap | DeviceStatus, Field(discriminator="kind")]
 
 #: The `kind` of every event type, e.g. for routing events to whatever reads them.
 EVENT_KINDS: tuple[str, ...] = tuple(cls.model_fields["kind"].default for cls in (Reading, DoorEvent, PatrolTap, DeviceStatus))
@@ -304,6 +304,7 @@ def _reject_constant(name: str) -> float:
 
 def _first_error(exc: ValidationError) -> str:
     error = exc.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in error["loc"]) or "payload"
+    # A key from the payload is the sender's text: shown escaped, so a reason stays one line.
+    where = ".".join(str(part) if str(part).isprintable() else repr(part) for part in error["loc"]) or "payload"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{where}: {error['msg']}{more}"

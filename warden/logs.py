@@ -31,7 +31,7 @@ def _render(value: object) -> str:
 
 
 #: Top-level packages of this project; any other logger is a library's.
-OWN_PACKAGES = frozenset({"warden", "agent", "gateway", "rules", "simulators", "bench"})
+OWN_PACKAGES = frozenset({"warden", "agent", "gateway", "rules", "simulators", "cli", "bench"})
 
 
 class LibraryFilter(logging.Filter):

@@ -10,10 +10,16 @@ given, so a site without names reads as before.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # names are read from the config's models; the kernel imports none here at run time
-    from warden.config import DoorOverride, PatrolRoute, SiteConfig
+    from warden.config import PatrolRoute, SiteConfig
+
+
+class Named(Protocol):
+    """Anything with a display name, e.g. a door's settings (rules/doors.py: DoorOverride)."""
+
+    name: str
 
 
 def label(name: str, ident: str) -> str:
@@ -62,7 +68,7 @@ def device_label(site: SiteConfig, device_id: str) -> str:
     return label(device_name(site, device_id), device_id) + (f" in {where}" if where else "")
 
 
-def door_label(doors: Mapping[str, DoorOverride], door_id: str) -> str:
+def door_label(doors: Mapping[str, Named], door_id: str) -> str:
     override = doors.get(door_id)
     return label(override.name if override else "", door_id)
 

@@ -9,10 +9,20 @@ ROOT = "warden/v1"
 #: A site or agent id as the event schema allows it (warden.events.Identifier).
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
-#: Everything the gateway ingests: events from every agent of every site.
+#: Events from every agent of every site (what the gateway account may read; docs/topics.md).
 ALL_EVENTS = f"{ROOT}/+/+/events"
 #: Availability of every agent (retained, last will "offline").
 ALL_STATUS = f"{ROOT}/+/+/status"
+
+
+def site_events(site: str) -> str:
+    """What a gateway serving `site` ingests: events from every agent of that site only, so
+    gateways of several sites share one broker without seeing each other's traffic."""
+    return f"{ROOT}/{site}/+/events"
+
+
+def site_status(site: str) -> str:
+    return f"{ROOT}/{site}/+/status"
 
 
 def events_topic(site: str, agent: str) -> str:

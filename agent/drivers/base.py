@@ -6,9 +6,12 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Protocol
+from typing import Callable, Protocol, TypeVar
 
+from warden.clock import Clock
 from warden.events import Event
+
+T = TypeVar("T")
 
 #: Drivers hand each normalised event to this callable (the agent's outbox).
 Emit = Callable[[Event], None]
@@ -48,4 +51,27 @@ class Driver(Protocol):
 
     def run(self, stop: threading.Event) -> None:
         """Read the device until `stop` is set; never raise on bad device input."""
+        ...
+
+
+class DriverHost(Protocol):
+    """What the agent offers a driver it builds (agent/runner.py: Agent)."""
+
+    @property
+    def site(self) -> str: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def emit(self, event: Event) -> None:
+        """Hand an event to the outbox; blocks while the disk is behind (own-thread drivers)."""
+        ...
+
+    def serial_line(self, make: Callable[[Emit], Driver], port: str) -> Driver:
+        """A line-reading driver: read by the agent's shared serial hub when `port` can be
+        selected (`make` gets a non-blocking emit), else run on a thread of its own."""
+        ...
+
+    def shared(self, key: str, make: Callable[[], T]) -> T:
+        """One object per agent that drivers share, e.g. the Modbus bus of each port."""
         ...

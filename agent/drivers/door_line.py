@@ -15,22 +15,33 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
+from agent.drivers.base import Driver, DriverHost
 from agent.drivers.patrol_line import (
     FrameError,
     HeartbeatFrame,
     PatrolLineDriver,
+    SerialLineDevice,
     _match,
     _seq,
     _time,
     decode_line,
 )
+from agent.drivers.registry import DriverSpec
 from warden.events import DoorAction, DoorEvent, Event, stable_event_id
 
 _CONTROLLER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,15}")
 _DOOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,31}")
 _CARD = re.compile(r"[A-Za-z0-9]{1,32}")
 _ACTIONS = {action.value.upper(): action for action in DoorAction}
+
+
+class DoorLineDevice(SerialLineDevice):
+    """A door-access controller writing card-reader-style lines on a serial port
+    (docs/protocols/door-line.md); framed like the patrol line protocol."""
+
+    driver: Literal["door_line"]
 
 
 @dataclass(frozen=True)
@@ -101,3 +112,10 @@ class DoorLineDriver(PatrolLineDriver):
             door=frame.door,
             card=frame.card,
         )
+
+
+def _build(device: DoorLineDevice, host: DriverHost) -> Driver:
+    return host.serial_line(lambda emit: DoorLineDriver(device, host.site, emit, host.clock), device.port)
+
+
+DRIVER = DriverSpec(model=DoorLineDevice, build=_build)

@@ -24,16 +24,16 @@ import math
 import struct
 import threading
 from datetime import datetime, timedelta
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 import serial
-from pymodbus.client import ModbusSerialClient
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pydantic import Field, model_validator
 
-from agent.drivers.base import DriverCounters, Emit
+from agent.drivers.base import Driver, DriverCounters, DriverHost, Emit
+from agent.drivers.registry import DriverSpec
 from warden.clock import Clock
-from warden.config import ModbusRegister, ModbusRtuDevice
-from warden.events import Reading, stable_event_id
+from warden.config import StrictModel, require_unique
+from warden.events import Identifier, Quantity, Reading, stable_event_id
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,104 @@ EXCEPTION_NAMES = {
 }
 
 _FORMATS = {"int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I", "float32": ">f"}
+
+
+# --------------------------------------------------------------------------- config
+
+
+_REGISTER_WORDS = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}
+
+
+class ModbusRegister(StrictModel):
+    """One value of a Modbus meter: where it is, how it is encoded, what it means."""
+
+    name: Identifier = Field(description="Becomes the reading's channel and part of its event id")
+    address: int = Field(ge=0, le=65535, description="Zero-based register address, as in the protocol sheet")
+    function: Literal["input", "holding"] = Field(default="input", description="input: code 04, holding: code 03")
+    data_type: Literal["float32", "int16", "uint16", "int32", "uint32"] = "float32"
+    word_order: Literal["big", "little"] = Field(
+        default="big", description="32-bit values: big = high word first (Eastron, most meters)"
+    )
+    scale: float = Field(default=1.0, description="Multiplied into the decoded value, e.g. 0.1 for tenths")
+    quantity: Quantity
+    unit: str = Field(min_length=1, max_length=16)
+    cumulative: bool = False
+
+    @property
+    def words(self) -> int:
+        return _REGISTER_WORDS[self.data_type]
+
+    @model_validator(mode="after")
+    def _fits(self) -> ModbusRegister:
+        if self.address + self.words > 65536:
+            raise ValueError(f"address: {self.data_type} at {self.address} runs past register 65535")
+        return self
+
+
+class ModbusRtuDevice(StrictModel):
+    """A Modbus RTU meter polled over a serial line (RS-485) or a serial device server.
+
+    `registers` is a list of ModbusRegister or the name of a shipped map
+    (agent/drivers/modbus_maps.py: `sdm120`); `include` keeps only the named registers.
+    """
+
+    driver: Literal["modbus_rtu"]
+    id: Identifier
+    port: str = Field(description="Device path or pyserial URL: /dev/ttyUSB0, socket://host:4001, rfc2217://...")
+    unit_id: int = Field(default=1, ge=1, le=247, description="The meter's Modbus address on the bus")
+    baudrate: int = Field(default=9600, gt=0)
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    poll_seconds: float = Field(default=10.0, gt=0)
+    timeout_seconds: float = Field(default=1.0, gt=0, le=60)
+    retries: int = Field(default=0, ge=0, le=5, description="Re-sends of a request that got no answer")
+    registers: list[ModbusRegister] = Field(min_length=1)
+    include: list[Identifier] | None = Field(default=None, description="Only these registers of the map")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("registers"), str):
+            from agent.drivers.modbus_maps import PRESETS, preset
+
+            name = data["registers"]
+            if name not in PRESETS:
+                raise ValueError(f"registers: unknown preset {name!r} (known: {', '.join(sorted(PRESETS))})")
+            data["registers"] = preset(name)
+        include, registers = data.get("include"), data.get("registers")
+        if isinstance(include, list) and isinstance(registers, list):
+            data["registers"] = _only(registers, include)
+        return data
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModbusRtuDevice:
+        require_unique((r.name for r in self.registers), "registers", "name")
+        return self
+
+    @property
+    def bus_address(self) -> int:
+        """Several devices may share a port if each has its own address on the bus."""
+        return self.unit_id
+
+    @property
+    def line_settings(self) -> tuple[object, ...]:
+        """What every meter sharing this port must agree on: one bus, one line speed."""
+        return (self.baudrate, self.bytesize, self.parity, self.stopbits, self.timeout_seconds, self.retries)
+
+
+def _only(registers: list[Any], include: list[Any]) -> list[Any]:
+    def name_of(register: Any) -> Any:
+        return register.get("name") if isinstance(register, dict) else getattr(register, "name", None)
+
+    known = [name_of(r) for r in registers]
+    unknown = [n for n in include if n not in known]
+    if unknown:
+        raise ValueError(f"include: no register named {', '.join(map(repr, unknown))} (known: {', '.join(map(str, known))})")
+    return [r for r in registers if name_of(r) in include]
 
 
 # --------------------------------------------------------------------------- codec
@@ -123,6 +221,8 @@ ClientFactory = Callable[[ModbusRtuDevice], _Client]
 
 def serial_client(config: ModbusRtuDevice) -> _Client:
     """pymodbus' synchronous RTU client; the port goes to pyserial, so socket:// works too."""
+    from pymodbus.client import ModbusSerialClient
+
     return ModbusSerialClient(
         config.port,
         baudrate=config.baudrate,
@@ -142,6 +242,11 @@ class ModbusBus:
         self.port = config.port
         self.lock = threading.Lock()
         self._client = client_factory(config)
+        # pymodbus is loaded with the first meter's bus, not with this module: the module
+        # holds the device model every agent validates, pymodbus is 11 MB of memory.
+        from pymodbus import exceptions
+
+        self._errors = exceptions
         self._open = False
 
     def read(self, unit_id: int, register: ModbusRegister) -> list[int]:
@@ -150,15 +255,15 @@ class ModbusBus:
         read = self._client.read_input_registers if register.function == "input" else self._client.read_holding_registers
         try:
             response = read(register.address, count=register.words, device_id=unit_id)
-        except ModbusIOException as exc:
+        except self._errors.ModbusIOException as exc:
             if "no response" not in str(exc).lower():
                 raise ModbusFailure("bad_response", str(exc)) from None  # e.g. another unit id answered
             self.close()  # reopen next time: a silent line may be a stale port
             raise NoAnswer(str(exc)) from None
-        except (ConnectionException, serial.SerialException, OSError) as exc:
+        except (self._errors.ConnectionException, serial.SerialException, OSError) as exc:
             self.close()
             raise PortFailure(str(exc)) from None
-        except ModbusException as exc:
+        except self._errors.ModbusException as exc:
             raise ModbusFailure("bad_response", str(exc)) from None
         if response.isError():
             raise ExceptionAnswer(int(getattr(response, "exception_code", 0)))
@@ -330,3 +435,11 @@ def _next_due(due: datetime, period: timedelta, now: datetime) -> datetime:
         missed = (now - due) // period + 1
         due += missed * period
     return due
+
+
+def _build(device: ModbusRtuDevice, host: DriverHost) -> Driver:
+    """Meters daisy-chained on one port share its bus (one per port and agent)."""
+    return ModbusRtuDriver(device, host.site, host.emit, host.clock, host.shared("modbus_buses", ModbusBuses).get(device))
+
+
+DRIVER = DriverSpec(model=ModbusRtuDevice, build=_build)

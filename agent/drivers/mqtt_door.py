@@ -12,19 +12,33 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Literal
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
-from agent.drivers.base import Emit
+from agent.drivers.base import Driver, DriverHost, Emit
 from agent.drivers.mqtt_device import MqttDeviceDriver, PayloadError, device_time, parse_object
+from agent.drivers.registry import DriverSpec
 from warden.clock import Clock
-from warden.config import MqttDoorDevice
-from warden.events import DeviceState, DeviceStatus, DoorAction, DoorEvent, Event, stable_event_id
-
+from warden.config import StrictModel
+from warden.events import DeviceState, DeviceStatus, DoorAction, DoorEvent, Event, Identifier, stable_event_id
 
 HEARTBEAT = "heartbeat"
 _ACTIONS = {action.value: action for action in DoorAction}
 _CARD = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+class MqttDoorDevice(StrictModel):
+    """A door-access controller publishing JSON door events and heartbeats on an MQTT topic
+    (docs/protocols/door-mqtt.md)."""
+
+    driver: Literal["mqtt_door"]
+    id: Identifier
+    topic: str
+    time_field: str = "ts"
+    doors: list[Identifier] | None = Field(
+        default=None, description="Doors the controller serves; events for other doors are refused. None: any"
+    )
 
 
 class MqttDoorDriver(MqttDeviceDriver):
@@ -83,3 +97,10 @@ class MqttDoorDriver(MqttDeviceDriver):
             state=DeviceState.HEARTBEAT,
             counters=self.counters.snapshot(),
         )
+
+
+def _build(device: MqttDoorDevice, host: DriverHost) -> Driver:
+    return MqttDoorDriver(device, host.site, host.emit, host.clock)
+
+
+DRIVER = DriverSpec(model=MqttDoorDevice, build=_build)

@@ -8,14 +8,54 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import Literal
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError, model_validator
 
+from agent.drivers.base import Driver, DriverHost
 from agent.drivers.mqtt_device import MqttDeviceDriver, PayloadError, device_time, parse_object
-from warden.config import MqttJsonDevice
-from warden.events import Event, Reading, stable_event_id
+from agent.drivers.registry import DriverSpec
+from warden.config import StrictModel
+from warden.events import Event, Identifier, Quantity, Reading, stable_event_id
 
-__all__ = ["MqttJsonDriver", "PayloadError"]
+__all__ = ["FieldMapping", "MqttJsonDevice", "MqttJsonDriver", "PayloadError"]
+
+
+class FieldMapping(StrictModel):
+    quantity: Quantity
+    unit: str
+    cumulative: bool = False
+    scale: float = 1.0
+    channel: Identifier | None = Field(
+        default=None, description="The readings' channel tag: needed when another field has the same quantity and unit"
+    )
+
+
+class MqttJsonDevice(StrictModel):
+    """A device that publishes JSON on an MQTT topic; fields are mapped to readings."""
+
+    driver: Literal["mqtt_json"]
+    id: Identifier
+    topic: str
+    time_field: str = "ts"
+    fields: dict[str, FieldMapping] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _fields_apart(self) -> MqttJsonDevice:
+        """Two fields with one quantity, unit and channel would be one time series: in
+        InfluxDB the second reading of a message overwrites the first (issue 17). Refused
+        rather than tagged behind the operator's back, so a field's series never changes
+        because another field was added; the event ids do not involve the channel."""
+        seen: dict[tuple[str, str, str | None], str] = {}
+        for name, mapping in self.fields.items():
+            other = seen.setdefault((mapping.quantity, mapping.unit, mapping.channel), name)
+            if other != name:
+                channel = f"channel {mapping.channel!r}" if mapping.channel else "no channel"
+                raise ValueError(
+                    f"fields.{name}: same quantity ({mapping.quantity}), unit ({mapping.unit}) and {channel} as fields.{other}, "
+                    f"so their readings would overwrite each other in the historian; give fields.{name} a channel, e.g. channel: {name}"
+                )
+        return self
 
 
 class MqttJsonDriver(MqttDeviceDriver):
@@ -56,3 +96,10 @@ class MqttJsonDriver(MqttDeviceDriver):
         if not readings:
             raise PayloadError("no_fields", f"none of {sorted(self.config.fields)} present")
         return readings
+
+
+def _build(device: MqttJsonDevice, host: DriverHost) -> Driver:
+    return MqttJsonDriver(device, host.site, host.emit, host.clock)
+
+
+DRIVER = DriverSpec(model=MqttJsonDevice, build=_build)

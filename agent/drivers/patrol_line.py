@@ -19,14 +19,16 @@ from datetime import datetime, timezone
 from enum import Enum
 from functools import reduce
 from operator import xor
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import serial
+from pydantic import Field
 
-from agent.drivers.base import DriverCounters, Emit
+from agent.drivers.base import Driver, DriverCounters, DriverHost, Emit
+from agent.drivers.registry import DriverSpec
 from warden.clock import Clock
-from warden.config import DoorLineDevice, PatrolLineDevice
-from warden.events import DeviceState, DeviceStatus, Event, PatrolTap, TapSource, stable_event_id
+from warden.config import StrictModel
+from warden.events import DeviceState, DeviceStatus, Event, Identifier, PatrolTap, TapSource, stable_event_id
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,9 @@ MAX_SEQ = 65535
 LOG_SAMPLE_BYTES = 80
 #: A noisy line logs the first drop of each reason, then at most one summary this often.
 NOISE_SUMMARY_SECONDS = 60.0
+
+
+
 #: Port read timeout: bounds how long `stop` can go unnoticed.
 READ_TIMEOUT_SECONDS = 0.5  # 0.1 s costs 10 wake-ups a second per idle port
 
@@ -45,6 +50,24 @@ SerialFactory = Callable[..., serial.SerialBase]
 
 
 # --------------------------------------------------------------------------- codec
+
+
+# --------------------------------------------------------------------------- config
+
+
+class SerialLineDevice(StrictModel):
+    """A device read as lines from a serial port; the framing is the patrol line protocol's."""
+
+    id: Identifier
+    port: str = Field(description="Device path or pyserial URL: /dev/ttyUSB0, socket://host:4001, rfc2217://...")
+    baudrate: int = Field(default=9600, gt=0)
+    reconnect_seconds: float = Field(default=2.0, gt=0)
+
+
+class PatrolLineDevice(SerialLineDevice):
+    """A patrol checkpoint reader speaking the line protocol (docs/protocols/patrol-line.md)."""
+
+    driver: Literal["patrol_line"]
 
 
 class FrameError(ValueError):
@@ -293,7 +316,7 @@ class PatrolLineDriver:
 
     def __init__(
         self,
-        config: PatrolLineDevice | DoorLineDevice,
+        config: SerialLineDevice,
         site: str,
         emit: Emit,
         clock: Clock,
@@ -468,3 +491,10 @@ def read_ready(port: serial.SerialBase, size: int) -> bytes:
     if not data:  # readable with nothing to read: the other end is gone
         raise serial.SerialException("device reports readiness to read but returned no data (device disconnected?)")
     return data
+
+
+def _build(device: PatrolLineDevice, host: DriverHost) -> Driver:
+    return host.serial_line(lambda emit: PatrolLineDriver(device, host.site, emit, host.clock), device.port)
+
+
+DRIVER = DriverSpec(model=PatrolLineDevice, build=_build)

@@ -17,13 +17,14 @@ import threading
 from dataclasses import dataclass
 from datetime import timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from agent.drivers.base import DriverCounters, Emit
+from agent.drivers.base import Driver, DriverCounters, DriverHost, Emit
+from agent.drivers.registry import DriverSpec
 from warden.clock import Clock
-from warden.config import PatrolWandDevice
+from warden.config import ConfigPath, StrictModel
 from warden.events import Identifier, PatrolTap, TapSource, stable_event_id
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,18 @@ log = logging.getLogger(__name__)
 FORMAT = "warden.wand-batch"
 VERSION = 1
 DONE, REJECTED = "done", "rejected"
+
+
+class PatrolWandDevice(StrictModel):
+    """A dock for offline patrol wands that drops batch files in a spool folder
+    (docs/protocols/patrol-wand.md)."""
+
+    driver: Literal["patrol_wand"]
+    id: Identifier
+    spool_dir: ConfigPath = Field(description="Folder the dock writes batch files (*.json) to")
+    poll_seconds: float = Field(default=2.0, gt=0)
+    keep_files: bool = Field(default=True, description="Move processed batches to done/ (false: delete them)")
+    max_file_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
 
 
 # --------------------------------------------------------------------------- format
@@ -259,3 +272,9 @@ def _is_batch_name(name: str) -> bool:
     """Complete batches only: the dock writes `.name.tmp` and renames it to `name.json`."""
     return name.endswith(".json") and not name.startswith(".")
 
+
+def _build(device: PatrolWandDevice, host: DriverHost) -> Driver:
+    return PatrolWandDriver(device, host.site, host.emit, host.clock)
+
+
+DRIVER = DriverSpec(model=PatrolWandDevice, build=_build)

@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from gateway.config import HistorianConfig, InfluxHistorianConfig, SqliteHistorianConfig
 from gateway.historian.points import Point, event_point, event_points
-from warden.config import HistorianConfig, InfluxHistorianConfig, SiteConfig, SqliteHistorianConfig
+from warden.config import SiteConfig
 from warden.events import Event
 
 __all__ = ["Historian", "Point", "event_point", "event_points", "open_historian"]

@@ -39,8 +39,9 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
-from gateway.historian.points import Point, event_points, to_epoch_ns
-from warden.config import InfluxHistorianConfig, SiteConfig
+from gateway.config import InfluxHistorianConfig
+from gateway.historian.points import Point, SeriesUnavailable, event_points, to_epoch_ns
+from warden.config import SiteConfig
 from warden.events import Event
 
 __all__ = ["RETRYABLE_4XX", "InfluxHistorian", "SpoolFull", "retry_delay_seconds"]
@@ -116,6 +117,26 @@ class InfluxHistorian:
         self._forwarder.start()
 
     # ------------------------------------------------------------------ Historian API
+
+    def series(
+        self, device: str, measurement: str | None = None, since: datetime | None = None,
+        until: datetime | None = None, limit: int = 1000,
+    ) -> list[Point]:
+        """The latest `limit` points of a device in [since, until), oldest first, read back
+        with a Flux query (the v2 query API: InfluxDB 2.x, 1.8+ with Flux enabled). Raises
+        SeriesUnavailable with the server's answer where it does not speak Flux (InfluxDB 3,
+        VictoriaMetrics): the API turns that into 501 with the reason."""
+        flux = _series_flux(self._config.bucket, device, measurement, since, until, limit)
+        try:
+            tables = self._client.query_api().query(flux, org=self._config.org)
+        except ApiException as exc:
+            raise SeriesUnavailable(f"{self._config.url} answered the Flux query with HTTP {exc.status}: "
+                                    f"{_reason(exc)[:200]} (InfluxDB 3 and VictoriaMetrics have no Flux)") from None
+        except Exception as exc:  # noqa: BLE001 - unreachable, or an answer that is not Flux CSV
+            raise SeriesUnavailable(f"the Flux query to {self._config.url} failed: {type(exc).__name__}") from None
+        points = [_flux_point(record.values) for table in tables for record in table.records]
+        points.sort(key=lambda p: p.time)
+        return points[-limit:]
 
     def write(self, events: Sequence[Event]) -> None:
         """Commit the events' points to the spool, or raise (SpoolFull, sqlite3.Error).
@@ -477,6 +498,45 @@ def _retry_after_seconds(error: Exception) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None  # an HTTP date: rare from InfluxDB; the backoff applies
+
+
+#: Tags every point may carry (gateway/historian/points.py); other pivoted columns are fields.
+_TAGS = frozenset({"site", "building", "room", "device", "unit", "channel", "action", "door", "source", "reader", "state"})
+_FLUX_META = frozenset({"result", "table", "_start", "_stop", "_time", "_measurement"})
+
+
+def _flux_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${") + '"'
+
+
+def _flux_time(value: datetime | None, default: str) -> str:
+    if value is None:
+        return default
+    if value.tzinfo is None:
+        raise ValueError("series() needs timezone-aware datetimes")
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _series_flux(bucket: str, device: str, measurement: str | None, since: datetime | None,
+                 until: datetime | None, limit: int) -> str:
+    """One device's points, one row per point (fields pivoted into columns), newest `limit`."""
+    where = f"r.device == {_flux_string(device)}"
+    if measurement is not None:
+        where += f" and r._measurement == {_flux_string(measurement)}"
+    return (
+        f"from(bucket: {_flux_string(bucket)})"
+        f" |> range(start: {_flux_time(since, '0')}, stop: {_flux_time(until, 'now()')})"
+        f" |> filter(fn: (r) => {where})"
+        ' |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")'
+        ' |> group() |> sort(columns: ["_time"], desc: true)'
+        f" |> limit(n: {int(limit)})"
+    )
+
+
+def _flux_point(values: dict[str, Any]) -> Point:
+    tags = {k: str(v) for k, v in values.items() if k in _TAGS and v is not None}
+    fields = {k: v for k, v in values.items() if k not in _TAGS and k not in _FLUX_META and v is not None}
+    return Point(str(values["_measurement"]), tags, fields, values["_time"].astimezone(timezone.utc), "")
 
 
 def _now_iso() -> str:

@@ -37,6 +37,11 @@ class Point(NamedTuple):
     event_id: str  # identity of the source event; storage metadata, not a tag or field
 
 
+class SeriesUnavailable(RuntimeError):
+    """A historian cannot answer a series query (an InfluxDB-compatible server without
+    Flux); the message says why, and the API answers 501 with it."""
+
+
 def to_epoch_ns(when: datetime) -> int:
     """Exact integer nanoseconds (datetimes carry microseconds; no float rounding)."""
     return (when - _EPOCH) // _MICROSECOND * 1000

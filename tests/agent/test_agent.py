@@ -11,16 +11,17 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from agent.config import AgentConfig
 from agent.drivers.modbus_rtu import ModbusRtuDriver
 from agent.runner import Agent
+from simulators.broker import MosquittoBroker, free_port
 from simulators.patrol_reader import PatrolReaderSim
 from tests.support.agent_process import outbox_rows
 from tests.support.mqtt import Collector
 from tests.support.wait import wait_for
 from warden import topics
-from warden.broker import MosquittoBroker, free_port
 from warden.clock import ManualClock
-from warden.config import AgentConfig, BrokerConfig
+from warden.config import BrokerConfig
 from warden.events import DeviceStatus, PatrolTap, Reading, decode_events, stable_event_id
 from warden.mqtt import make_client
 

@@ -59,7 +59,8 @@ import agent.main, agent.runner, agent.drivers
 for m in pkgutil.iter_modules(agent.drivers.__path__):
     importlib.import_module("agent.drivers." + m.name)
 from pathlib import Path
-from warden.config import AgentConfig, load_config
+from agent.config import AgentConfig
+from warden.config import load_config
 config = load_config(Path(sys.argv[2]), AgentConfig)
 assert [d.id for d in config.devices] == ["patrol-reader-1", "meter-1"]
 try:

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from simulators.broker import MosquittoBroker
 from simulators.patrol_reader import PatrolReaderSim, utc_stamp
 from tests.support.agent_process import AgentProcess, outbox_rows, warden_agent_command
 from tests.support.mqtt import Collector
 from tests.support.proxy import TcpProxy
 from tests.support.wait import wait_for
 from warden import topics
-from warden.broker import MosquittoBroker
 from warden.config import BrokerConfig
 from warden.events import DeviceStatus, Event, PatrolTap, decode_events, stable_event_id
 

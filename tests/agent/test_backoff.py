@@ -10,7 +10,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.backoff import JitteredBackoff
-from warden.broker import free_port
+from simulators.broker import free_port
 
 
 def test_delays_grow_exponentially_within_the_upper_half_of_each_window() -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from warden.config import AgentConfig, BrokerConfig
+from agent.config import AgentConfig
+from warden.config import BrokerConfig
 from warden.mqtt import client_id_for
 
 DEVICES = [{"driver": "mqtt_json", "id": "meter-1", "topic": "devices/riverside/meter-1", "fields": {"power_w": {"quantity": "power", "unit": "W"}}}]

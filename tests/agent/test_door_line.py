@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.drivers.door_line import DoorFrame, DoorLineDriver, decode_door_line
+from agent.drivers.door_line import DoorFrame, DoorLineDevice, DoorLineDriver, decode_door_line
 from agent.drivers.patrol_line import FrameError, HeartbeatFrame
 from simulators.base import LINE
 from simulators.door_controller import DoorAct, DoorControllerSim
@@ -21,7 +21,6 @@ from simulators.serial_link import open_link
 from simulators.timeline import Night
 from tests.support.scenarios import scenario
 from warden.clock import ManualClock
-from warden.config import DoorLineDevice
 from warden.events import DeviceStatus, DoorAction, DoorEvent, Event, stable_event_id
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocols" / "door-line.md"

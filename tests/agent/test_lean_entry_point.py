@@ -51,7 +51,7 @@ def test_the_agent_imports_neither_typer_nor_rich() -> None:
     """Everything the lean command and a running agent import, every driver included."""
     code = (
         "import json, sys, pkgutil, importlib\n"
-        "import agent.main, agent.runner, agent.drivers, warden.clock, warden.modbus_maps\n"
+        "import agent.main, agent.runner, agent.drivers, warden.clock, agent.drivers.modbus_maps\n"
         "for m in pkgutil.iter_modules(agent.drivers.__path__): importlib.import_module('agent.drivers.' + m.name)\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from agent.drivers.modbus_rtu import ModbusBuses, ModbusRtuDriver, _next_due, decode
+from agent.config import AgentConfig
+from agent.drivers.modbus_rtu import ModbusBuses, ModbusRtuDevice, ModbusRtuDriver, _next_due, decode
 from simulators.sdm120 import Sdm120Sim
 from tests.support.wait import wait_for
 from warden.clock import ManualClock
-from warden.config import AgentConfig, ModbusRtuDevice
 from warden.events import Event, Quantity, Reading, stable_event_id
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "agent.md"

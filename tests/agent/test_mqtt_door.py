@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.drivers.mqtt_door import MqttDoorDriver
+from agent.config import AgentConfig
+from agent.drivers.mqtt_door import MqttDoorDevice, MqttDoorDriver
 from agent.runner import Agent
 from simulators.base import MQTT
 from simulators.timeline import Night
@@ -18,7 +19,7 @@ from tests.support.mqtt import Collector
 from tests.support.scenarios import scenario
 from warden import topics
 from warden.clock import ManualClock
-from warden.config import AgentConfig, BrokerConfig, MqttDoorDevice
+from warden.config import BrokerConfig
 from warden.events import DeviceState, DeviceStatus, DoorAction, DoorEvent, Event, stable_event_id
 from warden.mqtt import make_client
 

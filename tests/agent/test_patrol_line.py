@@ -26,6 +26,7 @@ from agent.drivers.patrol_line import (
     FrameError,
     HeartbeatFrame,
     LineFramer,
+    PatrolLineDevice,
     PatrolLineDriver,
     Segment,
     TapFrame,
@@ -33,7 +34,6 @@ from agent.drivers.patrol_line import (
 )
 from simulators.patrol_reader import PatrolReaderSim
 from warden.clock import ManualClock
-from warden.config import PatrolLineDevice
 from warden.events import DeviceState, DeviceStatus, Event, PatrolTap, TapSource, stable_event_id
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocols" / "patrol-line.md"

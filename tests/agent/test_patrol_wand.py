@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 
-from agent.drivers.patrol_wand import PatrolWandDriver, parse_batch, tap_event_id
+from agent.drivers.patrol_wand import PatrolWandDevice, PatrolWandDriver, parse_batch, tap_event_id
 from simulators.patrol_wand import PatrolWandSim
 from tests.support.wait import wait_for
 from warden.clock import ManualClock
-from warden.config import PatrolWandDevice
 from warden.events import Event, PatrolTap, TapSource, stable_event_id
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocols" / "patrol-wand.md"

@@ -19,13 +19,12 @@ from typing import Any
 import pytest
 import serial
 
-from agent.drivers.door_line import DoorLineDriver
-from agent.drivers.patrol_line import PatrolLineDriver
+from agent.drivers.door_line import DoorLineDevice, DoorLineDriver
+from agent.drivers.patrol_line import PatrolLineDevice, PatrolLineDriver
 from agent.drivers.serial_hub import SerialHub
 from simulators.patrol_reader import PatrolReaderSim, encode_sentence, utc_stamp
 from tests.support.wait import wait_for
 from warden.clock import ManualClock
-from warden.config import DoorLineDevice, PatrolLineDevice
 from warden.events import DeviceStatus, DoorEvent, Event, PatrolTap
 
 SITE = "riverside"

@@ -204,7 +204,7 @@ def test_with_acknowledgement_off_the_brokers_puback_deletes(broker_config: Brok
 def test_a_zero_ack_timeout_is_refused_naming_the_key() -> None:
     from pydantic import ValidationError
 
-    from warden.config import AgentConfig
+    from agent.config import AgentConfig
 
     base = {"id": "a", "site": SITE, "devices": [{"driver": "patrol_line", "id": "r", "port": "/dev/null"}]}
     assert AgentConfig.model_validate(base).ack_timeout_seconds == 30  # the documented default (docs/agent.md)

@@ -14,11 +14,12 @@ import pytest
 
 from gateway.api import ApiServer, create_app
 from gateway.auth import hash_token
+from gateway.config import GatewayConfig
 from gateway.service import Gateway
 from tests.support.gateway_config import local_gateway_config
 from warden import topics
 from warden.clock import ManualClock
-from warden.config import BrokerConfig, GatewayConfig, SiteConfig
+from warden.config import BrokerConfig, SiteConfig
 from warden.events import Event, Reading, encode_events, stable_event_id
 from warden.mqtt import make_client
 

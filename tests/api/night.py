@@ -23,10 +23,12 @@ from pathlib import Path
 
 import yaml
 
+from gateway.config import GatewayConfig
 from gateway.historian.sqlite import SqliteHistorian
 from gateway.store import StateStore
+from rules.config import RulesConfig
 from rules.engine import RuleEngine
-from warden.config import GatewayConfig, RulesConfig, SiteConfig
+from warden.config import SiteConfig
 from warden.events import DoorEvent, Event, PatrolTap, Reading, stable_event_id
 
 NIGHT = "2026-11-17"

@@ -18,8 +18,9 @@ import pytest
 
 from gateway.api import _BodyLimit
 from gateway.auth import redacted
+from gateway.config import GatewayConfig
 from tests.api.conftest import Running, gateway_config, start
-from warden.config import BrokerConfig, GatewayConfig
+from warden.config import BrokerConfig
 
 CAP = 64 * 1024  # api.max_body_bytes default
 

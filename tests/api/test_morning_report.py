@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.report import ReportFiles, write_morning_report
 from tests.api.night import NIGHT, RULES, SITE, NightFiles, run_night
-from warden.report import ReportFiles, write_morning_report
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from gateway.auth import hash_token
-from rules.alerts import AlertSignal, Severity, SignalAction
 from gateway.api import ApiServer, create_app
+from gateway.auth import hash_token
 from gateway.service import Gateway
+from rules.alerts import AlertSignal, Severity, SignalAction
 from tests.api.conftest import EVENING, NAMES, ROUTES, TOKENS, Publisher, Running, left_on
 from tests.api.test_dashboard_browser import CHROMIUM_ARGS, _chromium
 from tests.support.gateway_config import local_gateway_config

@@ -12,25 +12,26 @@ a school-day schedule (mon-fri 07:30-18:00), holiday 2026-12-25 (a Friday).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
-import json
-
 import pytest
 import yaml
 
+from gateway.config import ReportConfig
 from gateway.historian.sqlite import SqliteHistorian
+from gateway.report import ReportFiles, report_period, when, write_morning_report
 from gateway.store import StateStore
 from rules.alerts import AlertSignal, Severity, SignalAction
+from rules.config import RulesConfig
 from rules.engine import RuleEngine
 from tests.api.conftest import gateway_config, start
 from tests.test_cli import output, warden
-from warden.config import BrokerConfig, ReportConfig, RulesConfig, SiteConfig
+from warden.config import BrokerConfig, SiteConfig
 from warden.events import Event, PatrolTap, Reading, TapSource, stable_event_id
-from warden.report import ReportFiles, report_period, when, write_morning_report
 
 SITE = SiteConfig.model_validate({
     "id": "hill",

@@ -64,6 +64,10 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/patrols/routes"): TOKENED,  # a guard: own routes only
     ("GET", "/api/patrols/rounds"): TOKENED,
     ("GET", "/api/reports/{night}"): MANAGERS,
+    ("GET", "/api/statistics"): READERS,
+    ("GET", "/api/reports/month/{month}"): MANAGERS,
+    ("GET", "/api/reports/archive"): MANAGERS,
+    ("GET", "/api/reports/archive/{kind}/{label}"): MANAGERS,
     ("GET", "/api/config"): {"admin"},
 }
 
@@ -82,7 +86,10 @@ def app_routes(app) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]
 
 def call(client: httpx.Client, method: str, path: str, role: str, alert_id: int) -> int:
     url = (path.replace("{alert_id}", str(alert_id)).replace("{device}", "ac-a204").replace("{night}", "2026-11-17")
-           .replace("{order_id}", "1").replace("{photo_id}", "1").replace("{action}", "take"))  # order 1: seed_alert's
+           .replace("{order_id}", "1").replace("{photo_id}", "1").replace("{action}", "take")  # order 1: seed_alert's
+           .replace("{month}", "2026-11").replace("{kind}", "daily").replace("{label}", "2026-11-17"))
+    if path == "/api/statistics":
+        url += "?since=2026-11-17T00:00:00Z&until=2026-11-18T00:00:00Z"
     if path == "/static":
         url = "/static/dashboard.js"
     if path == "/docs-assets":
@@ -147,6 +154,8 @@ def test_nothing_changes_without_a_token_even_on_a_public_read_gateway(broker_co
             for method, path in routes - set(writes):  # a kiosk reads everything but the config
                 private = path == "/api/config" or path.startswith(("/api/work-orders", "/api/people"))  # issue 18
                 expected = 401 if private else 200
+                if path.startswith("/api/reports/archive/"):
+                    expected = 404  # nothing archived
                 assert call(client, method, path, "anonymous", alert_id) == expected, f"{method} {path}"
         assert running.gateway.store.alert(alert_id).state == "open"  # type: ignore[union-attr]
     finally:

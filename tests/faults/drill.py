@@ -38,20 +38,21 @@ from typing import Any
 
 import pytest
 
+from agent.config import AgentConfig
 from gateway.historian.points import Point, event_points, to_epoch_ns
+from simulators.broker import MosquittoBroker, free_port
+from simulators.catalogue import load_scenario
 from simulators.clock import PausableClock
 from simulators.ground_truth import GroundTruthCheck, compare_history
 from simulators.night import Interruption, NightSimulation
 from simulators.replay import ProducedEvents
-from simulators.scenario import load_scenario
 from simulators.wiring import write_gateway_config, write_yaml
 from tests.support.agent_process import AgentProcess, outbox_ids, outbox_rows
 from tests.support.gateway_process import GatewayProcess
 from tests.support.proxy import TcpProxy
 from tests.support.victoria import VictoriaMetrics, find_binary
 from tests.support.wait import wait_for
-from warden.broker import MosquittoBroker, free_port
-from warden.config import AgentConfig, BrokerConfig, load_config
+from warden.config import BrokerConfig, load_config
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from typing import Any
 
 import pytest
 
+from simulators.broker import MosquittoBroker
 from tests.faults.drill import SCENARIO, SPEED, WAIT, Drill, Row, Step
 from tests.support.wait import wait_for
-from warden.broker import MosquittoBroker
 
 SEEDS = [int(s) for s in os.environ.get("WARDEN_FAULT_SEEDS", "1").split(",")]
 UNPLUGGED = "patrol-reader-1"

@@ -8,10 +8,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from gateway.config import GatewayConfig
 from gateway.service import Gateway
 from warden import topics
 from warden.clock import ManualClock
-from warden.config import BrokerConfig, GatewayConfig, SiteConfig
+from warden.config import BrokerConfig, SiteConfig
 from warden.events import DoorAction, DoorEvent, encode_events, stable_event_id
 from warden.mqtt import make_client
 

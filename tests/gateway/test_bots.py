@@ -23,18 +23,24 @@ from pydantic import ValidationError
 
 from gateway.auth import redacted
 from gateway.bots import BotSink
+from gateway.config import AlertsConfig, WebhookSinkConfig
 from gateway.notify import NotifyMetrics, Outbox, QueuedSink
 from gateway.store import AlertChange, StateStore
 from rules.alerts import AlertSignal, Severity, SignalAction
+from simulators.broker import free_port
 from tests.gateway.alerting import (
-    START, door, gateway_config, publish, start_gateway, wait_for_alert,
+    START,
+    door,
+    gateway_config,
+    publish,
+    start_gateway,
+    wait_for_alert,
 )
 from tests.support.receivers import WebhookReceiver
 from tests.support.scripts import console_script
 from tests.test_gateway_command import write_config
-from warden.broker import free_port
 from warden.clock import ManualClock
-from warden.config import AlertsConfig, ConfigError, WebhookSinkConfig
+from warden.config import ConfigError
 from warden.events import DoorAction
 
 #: The fixed wall clock of these tests: 2023-11-14 22:13:20.250 UTC as unix seconds.

@@ -7,16 +7,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from gateway.config import GatewayConfig
 from gateway.service import Gateway
 from gateway.store import DEAD_LETTER_KEEP_BYTES
 from tests.gateway.test_gateway import EVENING, SITE, Publisher, power
 from tests.support.gateway_config import local_gateway_config
 from warden.clock import ManualClock
-from warden.config import BrokerConfig, GatewayConfig
+from warden.config import BrokerConfig
 from warden.events import DoorEvent, Reading, stable_event_id
 
 
@@ -63,7 +63,8 @@ def test_far_past_times_are_refused_as_bad_time_and_break_no_rule(broker_config:
 def test_a_topic_with_a_space_is_a_bad_topic(broker_config: BrokerConfig, tmp_path: Path, publisher: Publisher) -> None:
     gateway = _started(local_gateway_config(broker_config, tmp_path))
     try:
-        publisher.raw(b'{"anything": 1}', topic="warden/v1/river side/agent-a/events")
+        # the gateway subscribes to its own site's topics only; the agent part holds the space
+        publisher.raw(b'{"anything": 1}', topic="warden/v1/riverside/agent a/events")
         assert gateway.wait_until(lambda: gateway.counts().get("rejected", 0) >= 1, timeout=10)
     finally:
         gateway.stop()

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import yaml
 
+from gateway.config import GatewayConfig
 from gateway.service import Gateway
 from tests.gateway.test_gateway_faults import SITE, T0, publish_all, readings
 from tests.support.gateway_config import local_gateway_config
 from warden.clock import ManualClock
-from warden.config import BrokerConfig, GatewayConfig, SiteConfig
+from warden.config import BrokerConfig, SiteConfig
 from warden.events import encode_events
 
 MESSAGES, PER_MESSAGE = 150, 20

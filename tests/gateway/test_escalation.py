@@ -12,18 +12,29 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import EscalationConfig, GatewayConfig
 from gateway.escalation import EscalationPolicy
 from gateway.store import StateStore
 from rules import ac_after_hours, cold_room, deadman, doors, patrol, water
 from rules.alerts import AlertSignal, Severity, SignalAction
+from rules.config import ALERT_RULES
 from tests.gateway.alerting import (
-    ALERTS_TOPIC, START, checked, door, gateway_config, history_actions, minutes, publish, start_gateway,
-    wait_for_alert, webhook,
+    ALERTS_TOPIC,
+    START,
+    checked,
+    door,
+    gateway_config,
+    history_actions,
+    minutes,
+    publish,
+    start_gateway,
+    wait_for_alert,
+    webhook,
 )
 from tests.support.mqtt import Collector
 from tests.support.receivers import WebhookReceiver
 from warden.clock import ManualClock
-from warden.config import ALERT_RULES, ConfigError, EscalationConfig, GatewayConfig, load_config
+from warden.config import ConfigError, load_config
 from warden.events import DoorAction
 
 
@@ -296,10 +307,10 @@ def test_an_existing_database_gains_the_escalation_columns(tmp_path: Path, clock
 
 def test_alert_rule_names_match_the_rules() -> None:
     emitted = {
-        *ac_after_hours.RULE_BY_KIND.values(), deadman.DEVICE, deadman.AGENT,
+        *ac_after_hours.AFTER_HOURS_RULES.values(), deadman.DEVICE, deadman.AGENT,
         doors.HELD_OPEN, doors.FORCED, doors.AFTER_HOURS, doors.DENIED,
         patrol.ROUND, patrol.CHECKPOINT, patrol.SILENCE, patrol.UPLOAD,
-        water.NIGHT_FLOW, water.CONTINUOUS_FLOW, water.BURST, water.WET, *cold_room.COLD_ROOM_RULES,
+        water.NIGHT_FLOW, water.CONTINUOUS_FLOW, water.BURST, water.WET, *cold_room.RULE_NAMES,
     }
     assert ALERT_RULES == emitted
 

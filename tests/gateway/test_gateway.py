@@ -12,11 +12,12 @@ import httpx
 import pytest
 
 from gateway.api import ApiServer, create_app
+from gateway.config import GatewayConfig
 from gateway.historian.sqlite import SqliteHistorian
 from gateway.service import Gateway
 from warden import topics
 from warden.clock import ManualClock
-from warden.config import BrokerConfig, GatewayConfig, SiteConfig
+from warden.config import BrokerConfig, SiteConfig
 from warden.events import Event, Reading, encode_events, stable_event_id
 from warden.mqtt import make_client
 

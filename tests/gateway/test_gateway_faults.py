@@ -15,13 +15,14 @@ from pathlib import Path
 import httpx
 import yaml
 
+from gateway.config import GatewayConfig
 from gateway.service import Gateway
+from simulators.broker import MosquittoBroker, free_port
 from tests.support.scripts import console_script
 from tests.support.wait import wait_for
 from warden import topics
-from warden.broker import MosquittoBroker, free_port
 from warden.clock import ManualClock
-from warden.config import BrokerConfig, GatewayConfig, SiteConfig
+from warden.config import BrokerConfig, SiteConfig
 from warden.events import InvalidPayload, Reading, decode_events, encode_events, stable_event_id
 from warden.mqtt import make_client
 

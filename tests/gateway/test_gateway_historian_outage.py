@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
+from gateway.config import GatewayConfig
 from gateway.service import Gateway
 from tests.support.victoria import VictoriaMetrics
 from tests.support.wait import wait_for
 from warden import topics
 from warden.clock import ManualClock
-from warden.config import BrokerConfig, GatewayConfig, SiteConfig
+from warden.config import BrokerConfig, SiteConfig
 from warden.events import Reading, encode_events, stable_event_id
 from warden.mqtt import make_client
 

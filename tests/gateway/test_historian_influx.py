@@ -26,13 +26,15 @@ from typing import Any
 
 import pytest
 
-from agent.drivers.mqtt_json import MqttJsonDriver
+from agent.config import AgentConfig
+from agent.drivers.mqtt_json import MqttJsonDevice, MqttJsonDriver
+from gateway.config import InfluxHistorianConfig
 from gateway.historian import Historian, open_historian
 from gateway.historian.influx import InfluxHistorian, SpoolFull, retry_delay_seconds
 from gateway.historian.points import to_epoch_ns
 from tests.support.victoria import Sample, VictoriaMetrics, free_port, wait_until
 from warden.clock import ManualClock
-from warden.config import AgentConfig, ConfigError, InfluxHistorianConfig, MqttJsonDevice, SiteConfig, load_config
+from warden.config import ConfigError, SiteConfig, load_config
 from warden.events import (
     DeviceState,
     DeviceStatus,

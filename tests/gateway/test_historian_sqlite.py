@@ -13,11 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.config import SqliteHistorianConfig
 from gateway.historian import Historian, open_historian
-from gateway.historian.points import Point, event_point
 from gateway.historian import sqlite as sqlite_historian
+from gateway.historian.points import Point, event_point
 from gateway.historian.sqlite import SqliteHistorian
-from warden.config import DeviceLocation, SiteConfig, SqliteHistorianConfig
+from warden.config import DeviceLocation, SiteConfig
 from warden.events import (
     DeviceState,
     DeviceStatus,

@@ -17,18 +17,26 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from gateway.config import SmtpSinkConfig, WebhookSinkConfig
 from gateway.notify import Notifier, NotifyMetrics, Outbox, QueuedSink, Route, SmtpSink, WebhookSink, safe_target
 from gateway.store import Alert, AlertChange, StateStore
 from rules.alerts import AlertSignal, AlertState, Severity, SignalAction
+from simulators.broker import free_port
 from tests.gateway.alerting import (
-    ALERTS_TOPIC, START, changes_on_topic, door, gateway_config, publish, start_gateway, wait_for_alert, webhook,
+    ALERTS_TOPIC,
+    START,
+    changes_on_topic,
+    door,
+    gateway_config,
+    publish,
+    start_gateway,
+    wait_for_alert,
+    webhook,
 )
 from tests.support.mqtt import Collector
 from tests.support.receivers import SmtpReceiver, WebhookReceiver, self_signed_certificate
 from tests.support.wait import wait_for
-from warden.broker import free_port
 from warden.clock import ManualClock
-from warden.config import SmtpSinkConfig, WebhookSinkConfig
 from warden.events import DoorAction
 
 SECRET_PATH = "/hooks/T0KEN-in-the-path"

@@ -6,8 +6,9 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from gateway.rule_inputs import AcceptedMessage, feed, journal_entry, replay
+from rules.config import RulesConfig
 from rules.engine import RuleEngine
-from warden.config import RulesConfig, SiteConfig
+from warden.config import SiteConfig
 from warden.events import Reading, decode_events, encode_events, stable_event_id
 
 EVENING = datetime(2026, 11, 17, 18, 0, tzinfo=timezone.utc)  # 19:00 in Berlin, after school

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import EscalationConfig, GatewayConfig
 from gateway.escalation import EscalationPolicy
 from gateway.store import StateStore
 from gateway.workorders import WorkOrderConfig, WorkOrderConflict, WorkOrderForbidden, WorkOrders
 from warden.clock import ManualClock
-from warden.config import ConfigError, EscalationConfig, GatewayConfig, load_config
+from warden.config import ConfigError, load_config
 
 T0 = datetime(2026, 11, 18, 6, 0, tzinfo=timezone.utc)
 ALL = ["new", "taken", "in_progress", "waiting", "done", "closed", "reopened"]

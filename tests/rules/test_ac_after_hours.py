@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.ac_after_hours import AcAfterHoursRule
+from rules.ac_after_hours import AcAfterHoursConfig, AcAfterHoursRule
 from rules.alerts import AlertSignal, Severity, SignalAction
 from rules.schedule import is_scheduled
-from warden.config import AcAfterHoursConfig, SiteConfig
+from warden.config import SiteConfig
 from warden.events import DoorAction, DoorEvent, Quantity, Reading, stable_event_id
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -15,9 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from rules.ac_after_hours import RULE_BY_KIND, AcAfterHoursRule
+from rules.ac_after_hours import AFTER_HOURS_RULES, AcAfterHoursConfig, AcAfterHoursRule
 from rules.alerts import AlertSignal, SignalAction
-from warden.config import ALERT_RULES, AcAfterHoursConfig, SiteConfig
+from rules.config import ALERT_RULES
+from warden.config import SiteConfig
 from warden.events import Quantity, Reading, stable_event_id
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -297,8 +298,8 @@ def test_refrigeration_on_all_night_never_raises(rule: AcAfterHoursRule) -> None
 
 
 def test_every_judged_kind_has_a_known_alert_rule() -> None:
-    assert set(RULE_BY_KIND) == {"ac", "lighting", "water_heating", "other"}
-    assert set(RULE_BY_KIND.values()) <= ALERT_RULES
+    assert set(AFTER_HOURS_RULES) == {"ac", "lighting", "water_heating", "other"}
+    assert set(AFTER_HOURS_RULES.values()) <= ALERT_RULES
 
 
 def test_circuits_make_their_meters_devices_of_the_room() -> None:

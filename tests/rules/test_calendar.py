@@ -12,11 +12,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from rules.ac_after_hours import AcAfterHoursRule
+from rules.ac_after_hours import AcAfterHoursConfig, AcAfterHoursRule
 from rules.alerts import SignalAction
 from rules.schedule import ScheduleSpans, is_scheduled, next_change
 from warden.calendar import Calendar, Season, TimeOfUse, is_workday, parse_icalendar, plan_day, split_by_band
-from warden.config import AcAfterHoursConfig, ConfigError, SiteConfig, load_config
+from warden.config import ConfigError, SiteConfig, load_config
 from warden.events import Quantity, Reading, stable_event_id
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

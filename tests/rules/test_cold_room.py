@@ -12,8 +12,9 @@ import pytest
 
 from rules.alerts import AlertSignal, SignalAction
 from rules.cold_room import ColdRoomConfig, ColdRoomRule
+from rules.config import ALERT_RULES, RulesConfig
 from rules.engine import RuleEngine, build_rules
-from warden.config import ALERT_RULES, RulesConfig, SiteConfig
+from warden.config import SiteConfig
 from warden.events import Quantity, Reading, stable_event_id
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -148,7 +149,7 @@ def test_a_silent_sensor_is_the_deadman_rules() -> None:
 
 def test_a_modbus_temperature_transmitter_is_configured_as_a_register() -> None:
     """Modbus sensors need no code: a register mapped to `temperature` in °C (tenths)."""
-    from warden.config import ModbusRtuDevice
+    from agent.drivers.modbus_rtu import ModbusRtuDevice
 
     device = ModbusRtuDevice.model_validate({
         "driver": "modbus_rtu", "id": "temp-2", "port": "/dev/ttyUSB0", "unit_id": 3,

@@ -6,10 +6,11 @@ from datetime import datetime
 import pytest
 
 from rules.alerts import AlertSignal, Severity, SignalAction
-from rules.deadman import AGENT, DEVICE, DeadmanRule
+from rules.config import RulesConfig
+from rules.deadman import AGENT, DEVICE, DeadmanConfig, DeadmanRule
 from rules.engine import RuleEngine
 from tests.rules.helpers import actions, local
-from warden.config import DeadmanConfig, RulesConfig, SiteConfig
+from warden.config import SiteConfig
 from warden.events import DeviceState, DeviceStatus, DoorAction, DoorEvent, Event, Quantity, Reading, stable_event_id
 
 RAISE, UPDATE, RESOLVE = SignalAction.RAISE, SignalAction.UPDATE, SignalAction.RESOLVE

@@ -6,10 +6,11 @@ from datetime import datetime, timedelta
 import pytest
 
 from rules.alerts import AlertSignal, Severity, SignalAction
-from rules.doors import AFTER_HOURS, DENIED, FORCED, HELD_OPEN, DoorsRule
+from rules.config import RulesConfig
+from rules.doors import AFTER_HOURS, DENIED, FORCED, HELD_OPEN, DoorsConfig, DoorsRule
 from rules.engine import RuleEngine
 from tests.rules.helpers import actions, local, of_rule
-from warden.config import DoorsConfig, RulesConfig, SiteConfig
+from warden.config import SiteConfig
 from warden.events import DoorAction, DoorEvent, stable_event_id
 
 RAISE, UPDATE, RESOLVE = SignalAction.RAISE, SignalAction.UPDATE, SignalAction.RESOLVE

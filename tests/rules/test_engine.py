@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from rules.alerts import AlertSignal, SignalAction
+from rules.config import RulesConfig
 from rules.engine import RuleEngine, build_rules
-from warden.config import RulesConfig, SiteConfig
+from warden.config import SiteConfig
 from warden.events import (
     DeviceState,
     DeviceStatus,

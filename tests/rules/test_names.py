@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from rules.deadman import DeadmanRule
-from rules.doors import DoorsRule
-from rules.patrol import PatrolRule
+from rules.deadman import DeadmanConfig, DeadmanRule
+from rules.doors import DoorsConfig, DoorsRule
+from rules.patrol import PatrolConfig, PatrolRule
 from tests.rules.helpers import local
-from warden.config import DeadmanConfig, DoorsConfig, PatrolConfig, SiteConfig
+from warden.config import SiteConfig
 from warden.events import DoorAction, DoorEvent, Quantity, Reading, stable_event_id
 from warden.names import checkpoint_label, device_label, label, room_label, route_label
 

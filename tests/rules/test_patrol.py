@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.alerts import AlertSignal, Severity, SignalAction
+from rules.config import RulesConfig
 from rules.engine import RuleEngine
-from rules.patrol import CHECKPOINT, ROUND, SILENCE, PatrolRule
+from rules.patrol import CHECKPOINT, ROUND, SILENCE, PatrolConfig, PatrolRule
 from tests.rules.helpers import AlertBook, arrival_order, local, of_rule, replay, utc
-from warden.config import PatrolConfig, RulesConfig, SiteConfig
+from warden.config import SiteConfig
 from warden.events import PatrolTap, TapSource, stable_event_id
 
 RAISE, UPDATE, RESOLVE = SignalAction.RAISE, SignalAction.UPDATE, SignalAction.RESOLVE

@@ -15,10 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.alerts import AlertSignal, Severity, SignalAction
-from rules.patrol import CHECKPOINT, ROUND, SILENCE, UPLOAD, PatrolRule
+from rules.patrol import CHECKPOINT, ROUND, SILENCE, UPLOAD, PatrolConfig, PatrolRule
 from tests.rules.helpers import AlertBook, utc
 from tests.rules.test_patrol import ROUTE, SITE, TAGS, night, tap
-from warden.config import PatrolConfig
 from warden.events import TapSource
 
 RAISE, UPDATE, RESOLVE = SignalAction.RAISE, SignalAction.UPDATE, SignalAction.RESOLVE

@@ -8,10 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.alerts import AlertSignal, Severity, SignalAction
+from rules.config import RulesConfig
 from rules.engine import RuleEngine
-from rules.water import BURST, CONTINUOUS_FLOW, NIGHT_FLOW, WET, WaterRule
+from rules.water import BURST, CONTINUOUS_FLOW, NIGHT_FLOW, WET, WaterConfig, WaterRule
 from tests.rules.helpers import actions, arrival_order, local, of_rule, replay, utc
-from warden.config import RulesConfig, SiteConfig, WaterConfig
+from warden.config import SiteConfig
 from warden.events import Quantity, Reading, stable_event_id
 
 RAISE, UPDATE, RESOLVE = SignalAction.RAISE, SignalAction.UPDATE, SignalAction.RESOLVE

@@ -7,10 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from rules.water import NIGHT_FLOW, MeterSample, WaterRule, litres_above_baseline, meter_spans
+from rules.water import NIGHT_FLOW, MeterSample, WaterConfig, WaterRule, litres_above_baseline, meter_spans
 from tests.rules.helpers import local, of_rule
 from tests.rules.test_water import SITE, feed, flow
-from warden.config import WaterConfig
 
 GAP = timedelta(minutes=65)
 T0 = local("2026-03-03 02:00")

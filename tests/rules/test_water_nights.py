@@ -13,10 +13,9 @@ from datetime import datetime, timedelta
 import pytest
 
 from rules.alerts import AlertSignal, SignalAction
-from rules.water import BURST, CONTINUOUS_FLOW, NIGHT_FLOW, WaterRule
+from rules.water import BURST, CONTINUOUS_FLOW, NIGHT_FLOW, WaterConfig, WaterRule
 from tests.rules.helpers import arrival_order, local, of_rule, replay, utc
 from tests.rules.test_water import SITE, feed, flow, register
-from warden.config import WaterConfig
 from warden.events import Reading
 
 RAISE, UPDATE, RESOLVE = SignalAction.RAISE, SignalAction.UPDATE, SignalAction.RESOLVE

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import GatewayConfig
 from gateway.service import Gateway
 from tests.security.test_mqtt_acl import Client, SecureBroker, _close, _session, secure_broker  # noqa: F401 - fixture
 from warden import topics
 from warden.clock import ManualClock
-from warden.config import GatewayConfig, SiteConfig
+from warden.config import SiteConfig
 from warden.events import DeviceState, DeviceStatus, Event, Reading, encode_events, stable_event_id
 
 T0 = datetime(2026, 11, 17, 22, 0, tzinfo=timezone.utc)

@@ -23,8 +23,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from simulators.broker import find_mosquitto, free_port, wait_for_port
 from warden import topics
-from warden.broker import find_mosquitto, free_port, wait_for_port
 from warden.config import BrokerConfig
 from warden.mqtt import make_client
 from warden.process import terminate

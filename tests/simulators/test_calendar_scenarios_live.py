@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from simulators.scenario import load_scenario
-from warden.broker import MosquittoBroker
-from warden.demo import DemoResult, run_demo
+from cli.demo import DemoResult, run_demo
+from simulators.broker import MosquittoBroker
+from simulators.catalogue import load_scenario
 
 SPEED = 20_000
 

@@ -13,9 +13,9 @@ import pytest
 
 from rules.schedule import is_scheduled
 from simulators.calendar import price_band, schedule_spans, seconds_by_band, what_day
+from simulators.catalogue import load_scenario
 from simulators.cold_room import TemperatureSensorSim
 from simulators.ground_truth import implied_alerts
-from simulators.scenario import load_scenario
 from tests.rules.test_calendar import SCHOOL
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -8,9 +8,9 @@ from collections import Counter
 
 import pytest
 
-from agent.drivers.mqtt_door import MqttDoorDriver
-from agent.drivers.mqtt_json import MqttJsonDriver
-from agent.drivers.patrol_line import PatrolLineDriver
+from agent.drivers.mqtt_door import MqttDoorDevice, MqttDoorDriver
+from agent.drivers.mqtt_json import MqttJsonDevice, MqttJsonDriver
+from agent.drivers.patrol_line import PatrolLineDevice, PatrolLineDriver
 from simulators.ac_meter import POWER_FIELDS
 from simulators.base import MODBUS, Emission, epoch
 from simulators.faults import CLEAR_OF_INCIDENTS
@@ -20,7 +20,6 @@ from simulators.water_meter import WATER_FIELDS
 from simulators.wet_sensor import WET_FIELDS
 from tests.support.scenarios import ROUTE, scenario
 from warden.clock import ManualClock
-from warden.config import MqttDoorDevice, MqttJsonDevice, PatrolLineDevice
 from warden.events import Event
 
 DEVICES = [

@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+from simulators.calendar import local_instant, schedule_spans
+from simulators.catalogue import load_scenario
+from simulators.door_controller import door_schedule
 from simulators.ground_truth import (
     FORMAT,
     ImpliedAlert,
@@ -25,9 +28,7 @@ from simulators.ground_truth import (
     implied_alerts,
     write_ground_truth,
 )
-from simulators.calendar import local_instant, schedule_spans
-from simulators.door_controller import door_schedule
-from simulators.scenario import Scenario, load_scenario
+from simulators.scenario import Scenario
 from tests.support.scenarios import ROUTE, SITE, scenario
 from warden.config import SiteConfig
 

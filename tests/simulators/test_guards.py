@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.drivers.patrol_wand import PatrolWandDriver
+from agent.drivers.patrol_wand import PatrolWandDevice, PatrolWandDriver
 from simulators.base import WAND
 from simulators.guards import guard_taps, rounds_in_night, wand_upload
 from simulators.patrol_wand import deliver
 from simulators.timeline import Night
 from tests.support.scenarios import ROUTE, scenario
 from warden.clock import ManualClock
-from warden.config import PatrolWandDevice
 from warden.events import Event, PatrolTap, TapSource
 
 PERIMETER = {"id": "perimeter", "checkpoints": ["cp-a", "cp-b", "cp-c"], "rounds": ["03:30"]}

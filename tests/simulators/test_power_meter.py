@@ -13,15 +13,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.drivers.modbus_rtu import ModbusRtuDriver
-from agent.drivers.mqtt_json import MqttJsonDriver
+from agent.drivers.modbus_rtu import ModbusRtuDevice, ModbusRtuDriver
+from agent.drivers.mqtt_json import MqttJsonDevice, MqttJsonDriver
 from simulators.ac_meter import POWER_FIELDS, SDM120_INCLUDE, PowerMeterSim
 from simulators.base import ScheduleBook, epoch
 from simulators.sdm120 import Sdm120Sim
 from simulators.timeline import Night
 from tests.support.scenarios import scenario
 from warden.clock import ManualClock
-from warden.config import ModbusRtuDevice, MqttJsonDevice
 from warden.events import Event, Reading
 
 METER = {"type": "power_meter", "device": "ac-a101", "room": "A-101", "rated_w": 1200}

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from simulators.catalogue import SCENARIOS_DIR, load_scenario, shipped_scenarios
 from simulators.ground_truth import compare, compare_history, expected_alerts, ground_truth_document, implied_alerts
 from simulators.replay import replay
-from simulators.scenario import SCENARIOS_DIR, load_scenario, shipped_scenarios
 from simulators.timeline import Night
 from tests.support.scenarios import ROUTE, SITE, scenario
 

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from simulators.scenario import load_scenario, shipped_scenarios
+from agent.config import AgentConfig
+from gateway.config import GatewayConfig
+from simulators.broker import MosquittoBroker
+from simulators.catalogue import load_scenario, shipped_scenarios
 from tests.support.scripts import console_script
-from warden.broker import MosquittoBroker
 from warden.clock import FileClock
-from warden.config import AgentConfig, GatewayConfig, SiteConfig, load_config
+from warden.config import SiteConfig, load_config
 
 
 def warden(*args: str) -> subprocess.CompletedProcess[str]:

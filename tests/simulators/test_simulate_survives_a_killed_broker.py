@@ -8,9 +8,9 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+from simulators.broker import MosquittoBroker
 from tests.support.scripts import console_script
 from tests.support.wait import wait_for
-from warden.broker import MosquittoBroker
 from warden.clock import FileClock
 
 

@@ -10,12 +10,12 @@ import sys
 
 import pytest
 
-from simulators.scenario import load_scenario, shipped_scenarios
+from simulators.catalogue import load_scenario, shipped_scenarios
 from simulators.timeline import Night, tally
 
 DIGEST = """
 import hashlib, sys
-from simulators.scenario import load_scenario
+from simulators.catalogue import load_scenario
 from simulators.timeline import Night
 digest = hashlib.sha256()
 for e in Night(load_scenario(sys.argv[1]), int(sys.argv[2])).emissions():

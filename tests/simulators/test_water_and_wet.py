@@ -8,15 +8,15 @@ import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from agent.drivers.mqtt_json import MqttJsonDriver
+from agent.drivers.mqtt_json import MqttJsonDevice, MqttJsonDriver
 from simulators.base import epoch
 from simulators.timeline import Night
 from simulators.water_meter import WATER_FIELDS, WaterMeterSim
 from simulators.wet_sensor import WET_FIELDS
 from tests.support.scenarios import scenario
 from warden.clock import ManualClock
-from warden.config import MqttJsonDevice
 from warden.events import Event, Reading
+
 
 def local(day: int, hour: int, minute: int = 0) -> float:
     return datetime(2026, 11, day, hour, minute, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from warden.config import BrokerConfig, GatewayConfig
+from gateway.config import GatewayConfig
+from warden.config import BrokerConfig
 
 
 def local_gateway_config(broker: BrokerConfig, tmp_path: Path, **extra: Any) -> GatewayConfig:

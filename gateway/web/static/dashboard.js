@@ -16,6 +16,10 @@
   let refresher = null;
 
   const $ = (selector) => document.querySelector(selector);
+  // The page carries its words in the site's (or the reader's) locale: issue 19, docs/localisation.md.
+  const STRINGS = JSON.parse(document.getElementById("strings")?.textContent || "{}");
+  const t = (text, values = {}) => (STRINGS[text] || text).replace(/\{(\w+)\}/g, (_, key) => values[key] ?? "");
+  const lang = document.documentElement.lang === "en" ? "en-GB" : document.documentElement.lang;
   const token = () => sessionStorage.getItem(TOKEN_KEY);
   const can = (permission) => Boolean(me && me.permissions.includes(permission));
 
@@ -35,7 +39,7 @@
     if (!iso) return "";
     const options = { timeZone: zone, hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
     if (withDay) options.weekday = "short";
-    return new Intl.DateTimeFormat("en-GB", options).format(new Date(iso));
+    return new Intl.DateTimeFormat(lang, options).format(new Date(iso));
   }
 
   // Last seen in words (issue 19): "just now", "25 min ago", "3 h 20 min ago", "12 h ago", "3 days ago".
@@ -70,7 +74,7 @@
     if (options.body) headers["Content-Type"] = "application/json";
     const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
     if (response.status === 401) {
-      showLogin(token() ? "The gateway refused this token." : "Sign in with an API token.");
+      showLogin(token() ? t("The gateway refused this token.") : t("Sign in with an API token."));
       throw new Error("unauthorized");
     }
     if (!response.ok) {
@@ -115,22 +119,22 @@
   function alertRow(alert) {
     const actions = el("td", { class: "actions" });
     if (can("alerts:ack") && alert.state === "open") {  // a guard: its post's alerts (issue 18)
-      actions.append(el("button", { type: "button", class: "ack", onclick: () => act(alert.id, "acknowledge") }, "Acknowledge"));
+      actions.append(el("button", { type: "button", class: "ack", onclick: () => act(alert.id, "acknowledge") }, t("Acknowledge")));
     }
     if (can("alerts:write")) {
-      actions.append(el("button", { type: "button", class: "resolve", onclick: () => act(alert.id, "resolve") }, "Resolve"));
+      actions.append(el("button", { type: "button", class: "resolve", onclick: () => act(alert.id, "resolve") }, t("Resolve"));
     }
     if (alert.work_order_id) {  // the repair request made from it (issue 18)
       actions.append(el("a", { class: "work-order", href: `/work-orders#${alert.work_order_id}` }, `Work order #${alert.work_order_id}`));
     } else if (can("work_orders:create")) {
       actions.append(el("button", { type: "button", class: "to-work-order", onclick: () => toWorkOrder(alert.id) }, "Work order"));
     }
-    const owner = (alert.acknowledged_by ? ` by ${alert.acknowledged_by}` : "") + (alert.assigned_to ? ` · for ${alert.assigned_to}` : "");
+    const owner = (alert.acknowledged_by ? t(" by {who}", { who: alert.acknowledged_by }) : "") + (alert.assigned_to ? ` · for ${alert.assigned_to}` : "");
     return el("tr", { dataset: { alertId: alert.id, state: alert.state } },
-      el("td", { class: `sev-${alert.severity}` }, alert.severity),
-      el("td", {}, el("div", { class: "message" }, alert.message), el("small", {}, `${alert.rule} · ${alert.subject}`)),
+      el("td", { class: `sev-${alert.severity}` }, t(alert.severity)),
+      el("td", {}, el("div", { class: "message" }, alert.text || alert.message), el("small", {}, `${alert.rule} · ${alert.subject}`)),
       el("td", {}, localTime(alert.opened_at)),
-      el("td", { class: `state state-${alert.state}` }, alert.state + owner),
+      el("td", { class: `state state-${alert.state}` }, t(alert.state) + owner),
       actions);
   }
 
@@ -146,7 +150,10 @@
   function upsert(alert) {
     if (alert.work_order_id === undefined) alert.work_order_id = alerts.get(alert.id)?.work_order_id;  // the stream omits it
     if (alert.state === "resolved") alerts.delete(alert.id);
-    else alerts.set(alert.id, alert);
+    else if (alert.text === undefined) {  // from the stream: the API words it in this reader's locale
+      api(`/api/alerts/${alert.id}`).then(upsert).catch(() => {});
+      return;
+    } else alerts.set(alert.id, alert);
     renderAlerts(alert.id);
   }
 
@@ -160,14 +167,14 @@
   async function act(id, action) {
     let note = null;
     if (action === "resolve") {
-      note = window.prompt("Resolve: what was done? (optional note)", "");
+      note = window.prompt(t("Resolve: what was done? (optional note)"), "");
       if (note === null) return;
     }
     try {
       upsert(await api(`/api/alerts/${id}/${action}`, { method: "POST", body: JSON.stringify({ note: note || null }) }));
       say("");
     } catch (error) {
-      if (error.message !== "unauthorized") say(`Could not ${action} alert ${id}: ${error.message}`);
+      if (error.message !== "unauthorized") say(t("Could not {action} alert {id}: {error}", { action: t(action), id, error: error.message }));
     }
   }
 
@@ -186,7 +193,7 @@
     if (stream) stream.close();
     const status = $("#stream-status");
     stream = new EventSource("/api/alerts/stream");
-    stream.onopen = () => { status.textContent = "live"; status.classList.add("live"); };
+    stream.onopen = () => { status.textContent = t("live"); status.classList.add("live"); };
     stream.addEventListener("alert", (event) => {
       const change = JSON.parse(event.data);
       upsert(change.alert);
@@ -194,7 +201,7 @@
     });
     stream.addEventListener("reset", () => loadAlerts());
     stream.onerror = () => {
-      status.textContent = "reconnecting";
+      status.textContent = t("reconnecting");
       status.classList.remove("live");
       if (stream.readyState === EventSource.CLOSED) {  // refused (cookie expired, gateway restarted)
         setTimeout(async () => {
@@ -217,9 +224,9 @@
     const rounds = await api(`/api/patrols/rounds?night=${encodeURIComponent(tonight)}`);
     $("#rounds").replaceChildren(...rounds.map((round) => el("div", { class: "round", dataset: { round: round.round } },
       el("div", { class: "title" }, `${named(round.route_name, round.route)} ${round.start}`, round.guard ? ` · ${round.guard}` : "",
-        round.started ? "" : " · not started"),
+        round.started ? "" : t(" · not started")),
       ...round.checkpoints.map((cp) => el("span", { class: `cp cp-${cp.state}`, title: `${cp.tag} · due ${localTime(cp.deadline, false)}` },
-        `${cp.name || cp.tag} ${cp.state}${cp.tapped_at ? " " + localTime(cp.tapped_at, false) : ""}`)))));
+        `${cp.name || cp.tag} ${t(cp.state)}${cp.tapped_at ? " " + localTime(cp.tapped_at, false) : ""}`)))));
     const noRounds = $("#no-rounds");
     noRounds.hidden = rounds.length > 0;
     if (me.patrol_routes && me.patrol_routes.length === 0) {  // a guard no route names: say why, not "quiet night"
@@ -231,9 +238,9 @@
   async function loadDevices() {
     const devices = await api("/api/devices");
     $("#devices tbody").replaceChildren(...devices.map((d) => el("tr", { dataset: { device: d.id } },
-      el("td", {}, named(d.name, d.id) + (d.agent ? " (agent)" : "")),
+      el("td", {}, named(d.name, d.id) + (d.agent ? t(" (agent)") : "")),
       el("td", { title: d.room }, d.room_name || d.room),
-      el("td", { class: `status-${d.status}` }, d.status),
+      el("td", { class: `status-${d.status}` }, t(d.status)),
       el("td", { class: "last-seen", title: localTime(d.last_seen) }, ago(d.last_seen_seconds_ago)),
       el("td", { class: "counters" }, Object.entries(d.counters || {}).slice(0, 4)
         .map(([k, v]) => counterText(k, v, Date.parse(d.checked_at))).join(" · ")))));
@@ -245,7 +252,7 @@
     try {
       me = await api("/api/me");
       showWho();
-      if (!token() && !me.permissions.length) { showLogin("Sign in with an API token."); return; }
+      if (!token() && !me.permissions.length) { showLogin(t("Sign in with an API token.")); return; }
       if (!token()) $("#login").hidden = false;  // public read: sign in only to act
       if (token()) await api("/api/session", { method: "POST" });
       $("#alerts-section").hidden = !can("alerts:own");
@@ -263,7 +270,7 @@
         if (can("devices:read")) loadDevices().catch(() => {});
       }, 30000);
     } catch (error) {
-      if (error.message !== "unauthorized") say(`Could not load the dashboard: ${error.message}`);
+      if (error.message !== "unauthorized") say(t("Could not load the dashboard: {error}", { error: error.message }));
     }
   }
 

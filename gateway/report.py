@@ -19,22 +19,29 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from gateway.historian.points import to_epoch_ns
+from gateway.historian.sqlite import SqliteHistoryReader
 from gateway.store import Alert, StateStore
+from rules import deadman, patrol, water
+from rules import doors as doors_rule  # not `doors`: the report's door incidents are
+from rules.ac_after_hours import AFTER_HOURS_RULES
 from rules.cold_room import cold_rooms, to_celsius
+from rules.config import RulesConfig
+from rules.patrol import PatrolConfig
 from rules.schedule import local_instant
 from rules.water import MeterSample, meter_spans
-from warden.config import AFTER_HOURS_RULES, PatrolConfig, RulesConfig, SiteConfig
+from warden.config import SiteConfig
 from warden.events import PatrolTap, TapSource
+from warden.i18n import N_, Message, gettext_for, is_english, local_text, localise, name_table, say, site_names
 
 #: The report's day starts (and the previous one ends) at this local time unless
 #: `report.day_start` says otherwise: a report read at 08:00 covers everything since the
@@ -47,20 +54,30 @@ NIGHT_END = time(8, 0)
 
 ALERT_CSV_FIELDS = ["id", "rule", "subject", "state", "severity", "opened_at", "resolved_at", "message"]
 REPORT_CSV_FIELDS = ["section", "building", "room", "subject", "metric", "value", "unit", "state", "since", "note"]
+#: The CSV's heading row in another locale (English keeps the field names).
+_CSV_HEADINGS = {"section": N_("Section"), "building": N_("Building"), "room": N_("Room"), "subject": N_("Subject"),
+                 "metric": N_("Metric"), "value": N_("Value"), "unit": N_("Unit"), "state": N_("State"),
+                 "since": N_("Since"), "note": N_("Note")}
 
 #: Energy alert rule -> circuit kind (warden.config owns the names).
 ENERGY_RULES: dict[str, str] = {rule: kind for kind, rule in AFTER_HOURS_RULES.items()}
-KIND_LABELS = {"ac": "air-conditioning", "lighting": "lighting", "water_heating": "water heating",
-               "refrigeration": "refrigeration", "other": "other circuits"}
+KIND_LABELS = {"ac": N_("air-conditioning"), "lighting": N_("lighting"), "water_heating": N_("water heating"),
+               "refrigeration": N_("refrigeration"), "other": N_("other circuits")}
+#: Words the page shows from the data (states, severities): translated where shown.
+_SHOWN_WORDS = (N_("open"), N_("acknowledged"), N_("resolved"), N_("info"), N_("warning"), N_("critical"),
+                N_("power_off"), N_("schedule_started"))  # the last two: why an energy alert ended
 _KIND_COLOURS = {"ac": "#d9822b", "lighting": "#e6c229", "water_heating": "#c0392b", "refrigeration": "#2b7bd9", "other": "#7f8c8d"}
 
 #: Where alerts stored before `litres_lost` existed kept their loss. A continuous-flow
 #: alert's old `litres` counted every litre since the flow began, ordinary day use
 #: included, so it is not a loss and is not read.
-_LEGACY_LITRES = {"water_night_flow": "estimated_litres_lost", "water_burst": "litres"}
-_DOOR_RULES = {"door_forced": "forced", "door_held_open": "held open", "door_after_hours": "after hours", "door_denied": "denied cards"}
-_SILENT_RULES = ("deadman", "deadman_agent")
-_UPLOAD_LATE = "patrol_upload_late"
+_LEGACY_LITRES = {water.NIGHT_FLOW: "estimated_litres_lost", water.BURST: "litres"}
+_DOOR_RULES = {
+    doors_rule.FORCED: N_("forced"), doors_rule.HELD_OPEN: N_("held open"),
+    doors_rule.AFTER_HOURS: N_("after hours"), doors_rule.DENIED: N_("denied cards"),
+}
+_SILENT_RULES = deadman.RULE_NAMES
+_UPLOAD_LATE = patrol.UPLOAD
 #: Live points looked at to date an upload by the historian's write order.
 _WRITE_ORDER_WINDOW = 50
 
@@ -85,42 +102,22 @@ class History(Protocol):
 
 
 class SqliteHistory:
-    """Reads the SQLite historian's documented `points` table (docs/storage.md), read-only,
-    so a report can run beside a live gateway."""
+    """The SQLite historian's file, read through its own reader (gateway/historian/sqlite.py)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.reader = SqliteHistoryReader(path)
 
     def points(self, measurement: str, since: datetime, until: datetime) -> list[HistoryPoint]:
-        if not self.path.exists():
-            return []
-        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
-        try:
-            rows = db.execute(
-                "SELECT time_ns, device, measurement, tags, fields, id FROM points"
-                " WHERE measurement = ? AND time_ns >= ? AND time_ns < ? ORDER BY time_ns, id",
-                (measurement, _ns(since), _ns(until)),
-            ).fetchall()
-        finally:
-            db.close()
-        return [HistoryPoint(_from_ns(r[0]), r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5]) for r in rows]
+        return [
+            HistoryPoint(p.time, p.tags["device"], p.measurement, p.tags, p.fields, row)
+            for row, p in self.reader.points(measurement, since, until)
+        ]
 
     def written_by(self, row: int) -> datetime | None:
         """About when point `row` arrived: the newest event time among the live points
-        (not patrol taps) written just before it. The historian keeps the write order, not
-        the arrival time; with meters reporting every minute this is within a minute or
-        two, later while the gateway catches up a backlog."""
-        if not self.path.exists():
-            return None
-        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
-        try:
-            found = db.execute(
-                "SELECT max(time_ns) FROM (SELECT time_ns FROM points WHERE id < ? AND measurement != 'patrol_tap'"
-                " ORDER BY id DESC LIMIT ?)", (row, _WRITE_ORDER_WINDOW),
-            ).fetchone()[0]
-        finally:
-            db.close()
-        return None if found is None else _from_ns(int(found))
+        (not patrol taps) written just before it. With meters reporting every minute this
+        is within a minute or two, later while the gateway catches up a backlog."""
+        return self.reader.newest_before(row, _WRITE_ORDER_WINDOW, skip_measurement="patrol_tap")
 
 
 class SeriesHistory:
@@ -152,14 +149,6 @@ def open_history(historian: Any, site: SiteConfig) -> History | None:
     return None
 
 
-def _ns(when: datetime) -> int:
-    return (when - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1) * 1000
-
-
-def _from_ns(ns: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=ns // 1000)
-
-
 # --------------------------------------------------------------------------- the day
 
 
@@ -173,6 +162,7 @@ class Period:
     end: datetime  # UTC
     zone: ZoneInfo
     day_start: time
+    locale: str = "en"  # the site's: how times outside the day say their date
 
     @property
     def hours(self) -> float:
@@ -196,7 +186,8 @@ def report_period(site: SiteConfig, day: date, day_start: time = DEFAULT_DAY_STA
     if not date(1971, 1, 1) <= day <= date(9998, 12, 30):
         raise ValueError(f"day: expected a date between 1971 and 9998, got {day.isoformat()}")
     zone = site.zone
-    return Period(day, local_instant(zone, day, day_start), local_instant(zone, day + timedelta(days=1), day_start), zone, day_start)
+    return Period(day, local_instant(zone, day, day_start), local_instant(zone, day + timedelta(days=1), day_start), zone,
+                  day_start, site.locale)
 
 
 def night_bounds(site: SiteConfig, night: date) -> tuple[datetime, datetime]:
@@ -223,7 +214,7 @@ def when(value: str | datetime | None, period: Period, fmt: str = "%H:%M") -> st
         offset = local.strftime("%z")
         text += f"{offset[:3]}:{offset[3:]}"
     if not period.start <= at < period.end:
-        text += f" on {local.date().isoformat()}"
+        return say(Message("{time} on {date}", time=text, date=local.date().isoformat()), period.locale)
     return text
 
 
@@ -243,7 +234,9 @@ def build_morning_report(
     """The report of `day` as JSON-ready data; every renderer works from this."""
     rules = rules or RulesConfig()
     period = report_period(site, day, day_start)
-    every = store.alerts(site=site.id, limit=1_000_000)
+    names = site_names(site)  # the site's people read messages in its locale, by names (English keeps the rules' text)
+    every = [replace(a, message=localise(a.message, a.message_id, a.params, site.locale, names))
+             for a in store.alerts(site=site.id, limit=1_000_000)]
     alerts = period_alerts(every, period)
     energy = _energy(every, site, period)
     water = _water(alerts, history, site, period, rules)
@@ -255,7 +248,8 @@ def build_morning_report(
     local_start, local_end = period.start.astimezone(period.zone), period.end.astimezone(period.zone)
     window = {"start": period.start.isoformat(), "end": period.end.isoformat(), "local": f"{day_start:%H:%M}-{day_start:%H:%M}"}
     return {
-        "site": {"id": site.id, "name": site.name or site.id, "timezone": site.timezone},
+        "site": {"id": site.id, "name": site.name or site.id, "timezone": site.timezone, "locale": site.locale,
+                 "names": name_table(site)},
         "day": day.isoformat(),
         "night": day.isoformat(),  # the former name of `day`
         "window": window,
@@ -274,7 +268,7 @@ def build_morning_report(
             "rounds_done": patrols["rounds_done"],
             "checkpoints_missed": patrols["checkpoints_missed"],
             "checkpoints_late": patrols["checkpoints_late"],
-            "doors_forced": sum(1 for d in doors if d["rule"] == "door_forced"),
+            "doors_forced": sum(1 for d in doors if d["rule"] == doors_rule.FORCED),
             "door_incidents": len(doors),
             "silent_devices": len(silent),
             "open_alerts": len(still_open),
@@ -286,30 +280,31 @@ def build_morning_report(
         "silent_devices": silent,
         "open_alerts": still_open,
         "cold_rooms": temperatures,
-        "notes": _notes(period, energy, water, patrols),
+        "notes": [say(note, site.locale) for note in _notes(period, energy, water, patrols)],
         "alerts": [_alert_json(a) for a in alerts],
     }
 
 
 def _notes(period: Period, energy: dict[str, Any], water: dict[str, Any], patrols: dict[str, Any]) -> list[str]:
     """How the numbers were made, in words, for the page's foot and the JSON."""
-    notes = [
-        f"The report covers {period.hours:g} h: from {period.day_start:%H:%M} on {period.day.isoformat()} to "
-        f"{period.day_start:%H:%M} the next day, local time, daytime, weekends and holidays included."
-    ]
+    notes = [Message(
+        "The report covers {hours:g} h: from {start} on {day} to "
+        "{start} the next day, local time, daytime, weekends and holidays included.",
+        hours=period.hours, start=f"{period.day_start:%H:%M}", day=period.day.isoformat(),
+    )]
     if period.clock_change:
-        notes.append("The clocks change during this day: times carry their UTC offset.")
+        notes.append(Message("The clocks change during this day: times carry their UTC offset."))
     if any(e["share"] < 1 for e in energy["episodes"]):
-        notes.append("An energy alert that runs across the day boundary counts here in proportion to its time "
-                     "inside the day (its kWh and cost spread evenly over its since-until span).")
+        notes.append(Message("An energy alert that runs across the day boundary counts here in proportion to its time "
+                             "inside the day (its kWh and cost spread evenly over its since-until span)."))
     else:
-        notes.append("Energy alerts count in proportion to their since-until span inside the day.")
-    notes.append("Litres lost are each leak alert's own figure (water above the meter's normal use since the "
-                 "leak began, as the rule computed it), counted once per meter.")
+        notes.append(Message("Energy alerts count in proportion to their since-until span inside the day."))
+    notes.append(Message("Litres lost are each leak alert's own figure (water above the meter's normal use since the "
+                         "leak began, as the rule computed it), counted once per meter."))
     if water["meters"] and any(m["source"] != "flow" for m in water["meters"]):
-        notes.append("Meters that send only their volume register: flow is the register's change between readings.")
+        notes.append(Message("Meters that send only their volume register: flow is the register's change between readings."))
     if any(r.get("uploaded_at_source") == "write_order" for r in patrols["rounds"]):
-        notes.append("Wand upload times marked ~ are estimated from the order the historian stored the data.")
+        notes.append(Message("Wand upload times marked ~ are estimated from the order the historian stored the data."))
     return notes
 
 
@@ -481,7 +476,7 @@ def _water(alerts: Sequence[Alert], history: History | None, site: SiteConfig, p
     (a night-flow and a continuous-flow alert on one meter describe the same water)."""
     leaks = []
     for a in alerts:
-        if not a.rule.startswith("water_"):
+        if a.rule not in water.RULE_NAMES:
             continue
         leaks.append({
             "alert_id": a.id,
@@ -731,7 +726,7 @@ def _late_rounds(alerts: Sequence[Alert], rounds: Sequence[dict[str, Any]]) -> l
 
 def _tap(point: HistoryPoint, site: SiteConfig) -> PatrolTap:
     return PatrolTap(
-        id=f"report-{_ns(point.time)}-{point.device}"[:128],
+        id=f"report-{to_epoch_ns(point.time)}-{point.device}"[:128],
         site=site.id,
         device=point.device,
         event_time=point.time,
@@ -788,7 +783,7 @@ def _silent(alerts: Sequence[Alert], site: SiteConfig) -> list[dict[str, Any]]:
             continue
         place = site.locate(a.subject)
         out.append({
-            **_alert_brief(a), "device": a.subject, "agent": a.rule == "deadman_agent",
+            **_alert_brief(a), "device": a.subject, "agent": a.rule == deadman.AGENT,
             "last_event": a.details.get("last_event"), "building": place.building if place else "",
             "room": place.room if place else "",
         })
@@ -858,25 +853,32 @@ def energy_chart_svg(report: dict[str, Any]) -> str | None:
 def render_html(report: dict[str, Any], chart_svg: str | None = None) -> str:
     zone = ZoneInfo(report["site"]["timezone"])
     p = report["period"]
+    locale = report["site"].get("locale", "en")
+    names = report["site"].get("names", {})
     period = Period(date.fromisoformat(report["day"]), datetime.fromisoformat(p["start"]), datetime.fromisoformat(p["end"]),
-                    zone, time.fromisoformat(p["day_start"]))
-    return _templates().get_template("report.html").render(
+                    zone, time.fromisoformat(p["day_start"]), locale)
+    return _templates(locale).get_template("report.html").render(
         r=report, chart_svg=chart_svg, when=lambda value, fmt="%H:%M": when(value, period, fmt),
-        local=lambda value, fmt="%H:%M": _local(value, zone, fmt), kinds=KIND_LABELS,
+        local=lambda value, fmt="%H:%M": _local(value, zone, fmt, locale), kinds=KIND_LABELS, lang=locale,
+        name=lambda key: key if is_english(locale) else names.get(key, key),  # English keeps ids (its tests, integrators)
     )
 
 
-@lru_cache(maxsize=1)
-def _templates() -> Any:
+@lru_cache(maxsize=None)
+def _templates(locale: str = "en") -> Any:
+    """The report's templates with `_()` translating into `locale` (jinja2.ext.i18n, new style)."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
-    return Environment(loader=PackageLoader("gateway.web", "templates"), autoescape=select_autoescape(["html"]))
+    env = Environment(loader=PackageLoader("gateway.web", "templates"), autoescape=select_autoescape(["html"]),
+                      extensions=["jinja2.ext.i18n"])
+    env.install_gettext_callables(gettext_for(locale), lambda s, p, n: gettext_for(locale)(s if n == 1 else p), newstyle=True)  # type: ignore[attr-defined]
+    return env
 
 
-def _local(value: str | None, zone: Any, fmt: str) -> str:
+def _local(value: str | None, zone: Any, fmt: str, locale: str = "en") -> str:
     if not value:
         return ""
-    return datetime.fromisoformat(value).astimezone(zone).strftime(fmt)
+    return local_text(datetime.fromisoformat(value).astimezone(zone), fmt, locale)
 
 
 def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -945,7 +947,12 @@ def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 def render_csv(report: dict[str, Any]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=REPORT_CSV_FIELDS, extrasaction="ignore", restval="")
-    writer.writeheader()
+    locale = report["site"].get("locale", "en")
+    if is_english(locale):
+        writer.writeheader()  # English headings are the field names, as spreadsheets and scripts know them
+    else:
+        _ = gettext_for(locale)
+        writer.writerow({field: _(label) for field, label in _CSV_HEADINGS.items()})
     writer.writerows(report_rows(report))
     return buffer.getvalue()
 

@@ -6,15 +6,17 @@ import logging
 import socket
 import sys
 import threading
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional
-from contextlib import contextmanager
 
 import typer
 from rich.console import Console
 
-from warden.config import BrokerConfig, ConfigError, GatewayConfig, SiteConfig, load_config
+from gateway.config import GatewayConfig
+from warden.config import BrokerConfig, ConfigError, SiteConfig, load_config
+from warden.i18n import gettext_for, local_text
 from warden.logs import ExpectedFaults, configure_logging
 from warden.process import clock_from, stop_on_signal
 
@@ -152,8 +154,8 @@ def simulate(
 
 
 def _simulation_scenario(scenario: str, district: str | None) -> Any:
+    from simulators.catalogue import load_scenario
     from simulators.district import district_scenario, parse_size
-    from simulators.scenario import load_scenario
 
     with _config_errors():
         if district is None:
@@ -242,9 +244,9 @@ def demo(
 ) -> None:
     """Run a simulated night end to end on an embedded broker, print the alerts and check
     them against the scenario's ground truth (shipped: see `simulators/scenarios/`)."""
+    from cli.demo import DemoResult, KeepRunning, run_demo
     from gateway.auth import new_token
-    from simulators.scenario import load_scenario
-    from warden.demo import DemoResult, KeepRunning, run_demo
+    from simulators.catalogue import load_scenario
 
     # Libraries (amqtt, paho, uvicorn, pymodbus) only at WARNING and only with -v; the
     # simulator's injected noise is expected, so the agent's drops are counted, not printed.
@@ -276,39 +278,41 @@ def demo(
 
 def _print_demo_outcome(result: Any, zone: tzinfo, faults: ExpectedFaults) -> None:
     """The alerts, the verdict against the ground truth, and what the agent dropped."""
-    _print_alerts(result.alerts, zone)
+    _ = gettext_for(getattr(result, "locale", "en"))  # the site's language (issue 19)
+    _print_alerts(result.alerts, zone, _, getattr(result, "locale", "en"))
     check = result.check
-    verdict = "[green]match the ground truth[/green]" if check.ok else (
-        f"[red]differ from the ground truth[/red]: missing {check.missing or 'none'}, "
-        f"false pages {check.false_pages or 'none'}, values off {check.mismatches or 'none'}"
-    )
+    none = _("none")
+    verdict = _("[green]match the ground truth[/green]") if check.ok else _(
+        "[red]differ from the ground truth[/red]: missing {missing}, false pages {false}, values off {off}"
+    ).format(missing=check.missing or none, false=check.false_pages or none, off=check.mismatches or none)
     counts = result.gateway_counts
-    console.print(
-        f"{result.totals.readings} readings, {result.totals.taps} patrol taps and {result.totals.door_events} door events "
-        f"crossed the wire; gateway stored {counts.get('events_stored', 0):.0f} events, "
-        f"{counts.get('rejected', 0):.0f} rejected, {counts.get('duplicates', 0):.0f} duplicates.\n"
-        f"The alerts {verdict}. Written to {result.out_dir / 'alerts.json'} and {result.out_dir / 'ground-truth.json'}; "
-        f"the morning report is {result.report}"
-    )
+    console.print(_(
+        "{readings} readings, {taps} patrol taps and {doors} door events crossed the wire; gateway stored {stored:.0f} events, "
+        "{rejected:.0f} rejected, {duplicates:.0f} duplicates.\n"
+        "The alerts {verdict}. Written to {alerts} and {truth}; the morning report is {report}"
+    ).format(readings=result.totals.readings, taps=result.totals.taps, doors=result.totals.door_events,
+             stored=counts.get("events_stored", 0), rejected=counts.get("rejected", 0),
+             duplicates=counts.get("duplicates", 0), verdict=verdict, alerts=result.out_dir / "alerts.json",
+             truth=result.out_dir / "ground-truth.json", report=result.report))
     if faults.counts:
-        console.print(
-            f"The agent dropped and counted {sum(faults.counts.values())} garbled device messages, as the scenario "
-            f"injects them ({faults.summary()}); -v shows each.",
-            highlight=False,
-        )
+        console.print(_(
+            "The agent dropped and counted {count} garbled device messages, as the scenario injects them "
+            "({summary}); -v shows each."
+        ).format(count=sum(faults.counts.values()), summary=faults.summary()), highlight=False)
     if faults.outage:
-        console.print(
-            f"The scenario's broker restart cost {sum(faults.outage.values())} connection warnings "
-            f"({', '.join(f'{part} {n}' for part, n in sorted(faults.outage.items()))}); -v shows each.",
-            highlight=False,
-        )
+        console.print(_(
+            "The scenario's broker restart cost {count} connection warnings ({parts}); -v shows each."
+        ).format(count=sum(faults.outage.values()), parts=", ".join(f"{part} {n}" for part, n in sorted(faults.outage.items()))),
+            highlight=False)
 
 
 def _night_clock(night: Any, fraction: float) -> str:
     """Where the simulated night stands: `23:41 · 7h41m of 16h` (site time)."""
     elapsed = timedelta(seconds=round(night.duration.total_seconds() * fraction / 60) * 60)
     at = (night.start_utc + elapsed).astimezone(night.site.zone)
-    return f"{at:%H:%M} · {_hours_minutes(elapsed)} of {_hours_minutes(night.duration)}"
+    _ = gettext_for(night.site.locale)  # the site's language (issue 19)
+    return _("{time} · {elapsed} of {total}").format(
+        time=f"{at:%H:%M}", elapsed=_hours_minutes(elapsed), total=_hours_minutes(night.duration))
 
 
 def _hours_minutes(span: timedelta) -> str:
@@ -319,7 +323,8 @@ def _hours_minutes(span: timedelta) -> str:
 
 @app.command()
 def report(
-    night: Annotated[str, typer.Option("--day", "--night", help="The day, by its date: YYYY-MM-DD (--night: the former name)")],
+    night: Annotated[Optional[str], typer.Option("--day", "--night", help="The day, by its date: YYYY-MM-DD (--night: the former name)")] = None,
+    month: Annotated[Optional[str], typer.Option("--month", help="Instead of a day: the monthly report of YYYY-MM (meter readings CSV, HTML)")] = None,
     state_db: Annotated[Optional[Path], typer.Option(help="The gateway's state database (default: from --config)")] = None,
     site: Annotated[Optional[Path], typer.Option(help="Site config file (default: from --config)")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Gateway config: state DB, historian, site, routes")] = None,
@@ -332,10 +337,14 @@ def report(
     alerts.json and alerts.csv."""
     from datetime import time as wall_time
 
-    from warden.report import report_period, write_morning_report
+    from gateway.report import report_period, write_morning_report
 
     gateway_config, site_config = _report_configs(config, site)
     state_db = state_db or (gateway_config.state_db if gateway_config else None)
+    if month is not None:
+        return _month_report(state_db, site_config, month, out, gateway_config.rules.patrol.routes if gateway_config else ())
+    if night is None:
+        _fail("--day or --month: required")
     if historian is None and gateway_config is not None and gateway_config.historian.type == "sqlite":
         historian = gateway_config.historian.path
     try:
@@ -369,6 +378,20 @@ def report(
     console.print(f"{written} alert{'' if written == 1 else 's'} written to {out}; report: {files.html}")
 
 
+def _month_report(state_db: Path | None, site: SiteConfig, month: str, out: Path, routes: Any = ()) -> None:
+    """`warden report --month`: the month's meter readings (CSV for finance), HTML and JSON."""
+    from gateway.monthly import parse_month, write_monthly_report
+
+    try:
+        parse_month(month)
+    except ValueError as exc:
+        _fail(f"--{exc}")
+    if state_db is None or not state_db.exists():
+        _fail(f"--state-db: {state_db or 'required (or give --config)'}{' does not exist' if state_db else ''}")
+    paths = write_monthly_report(state_db, site, month, out, routes)
+    console.print(f"monthly report {month} written: {paths['csv']}, {paths['html']}")
+
+
 def _report_configs(config: Path | None, site: Path | None) -> tuple[GatewayConfig | None, SiteConfig]:
     with _config_errors():
         gateway_config = load_config(config, GatewayConfig) if config else None
@@ -386,11 +409,10 @@ def token(
 ) -> None:
     """Make an API token: prints the secret once, and the config entry holding its hash."""
     import yaml
-
     from pydantic import ValidationError
 
     from gateway.auth import hash_token, new_token
-    from warden.config import ApiToken
+    from gateway.config import ApiToken
 
     if role not in ("guard", "maintenance", "manager", "admin"):
         _fail(f"--role: expected one of guard, maintenance, manager, admin, got {role!r}")
@@ -440,15 +462,18 @@ def _progress_bar(describe: Callable[[float], str]) -> Iterator[Callable[[float]
         yield advance
 
 
-def _print_alerts(alerts: list[dict[str, object]], zone: tzinfo) -> None:
+def _print_alerts(alerts: list[dict[str, object]], zone: tzinfo, _: Callable[[str], str] = str, locale: str = "en") -> None:
+    """`_`: the translator of the readers' `locale`; `text` is the message in it (from the API)."""
     from rich.table import Table  # not loaded by `warden agent`
 
-    table = Table(title=f"{len(alerts)} alert(s)")
-    for column in ("rule", "subject", "state", "opened (site time)", "message"):
+    table = Table(title=_("{count} alert(s)").format(count=len(alerts)))
+    for column in (_("rule"), _("subject"), _("state"), _("opened (site time)"), _("message")):
         table.add_column(column)
     for alert in alerts:
         opened = datetime.fromisoformat(str(alert["opened_at"])).astimezone(zone)
-        table.add_row(str(alert["rule"]), str(alert["subject"]), str(alert["state"]), f"{opened:%a %d %b %H:%M}", str(alert["message"]))
+        table.add_row(str(alert["rule"]), str(alert["subject"]), _(str(alert["state"])),
+                      local_text(opened, "%a %d %b %H:%M", locale),
+                      str(alert.get("text") or alert["message"]))
     Console().print(table)
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import yaml
 
+from agent.config import AgentConfig
 from agent.drivers.modbus_rtu import ModbusRtuDriver
 from agent.drivers.patrol_line import PatrolLineDriver
 from agent.drivers.patrol_wand import PatrolWandDriver
@@ -42,17 +43,19 @@ from agent.outbox import Stored
 from agent.runner import Agent
 from gateway.api import ApiServer, create_app
 from gateway.auth import hash_token
+from gateway.config import GatewayConfig
+from gateway.report import ReportFiles, write_morning_report
 from gateway.service import Gateway
 from gateway.store import AlertChange
+from simulators.broker import MosquittoBroker, start_embedded_broker
 from simulators.clock import PausableClock
 from simulators.ground_truth import GroundTruthCheck, compare_history, write_ground_truth
 from simulators.night import Interruption, NightSimulation, SimulationTotals, pending_devices
 from simulators.scenario import Scenario
 from simulators.wiring import write_gateway_config, write_yaml
-from warden.broker import MosquittoBroker, start_embedded_broker
-from warden.config import AgentConfig, BrokerConfig, GatewayConfig, SiteConfig, load_config
+from warden.config import BrokerConfig, SiteConfig, load_config
 from warden.events import Event
-from warden.report import ReportFiles, write_morning_report
+from warden.i18n import localise, site_names
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ class DemoResult:
     ground_truth: dict[str, Any]
     report: Path  # the morning report's HTML page
     history: list[dict[str, Any]]  # every alert opened during the night, with each change (alert-history.json)
+    locale: str = "en"  # the site's: the language of the report, the alerts' `text` and the printed summary
 
 
 def run_demo(
@@ -99,7 +103,7 @@ def run_demo(
         token = keep_running.token if keep_running is not None else None
         site, gateway_config, agent_config = _write_configs(scenario, simulation, broker_config, out_dir, token)
         gateway = Gateway(gateway_config, site, clock, tick_every=None)
-        history = AlertHistory(clock)
+        history = AlertHistory(clock, site)
         gateway.alert_listeners.append(history.record)
         gateway.start()
         api = ApiServer(create_app(gateway), gateway_config.api.host, gateway_config.api.port)
@@ -128,7 +132,7 @@ def run_demo(
         write_ground_truth(out_dir / "ground-truth.json", truth)
         (out_dir / "ground-truth-check.json").write_text(json.dumps(check.as_dict(), indent=2) + "\n")
         report = _write_reports(scenario, gateway, gateway_config, site, out_dir)
-        result = DemoResult(totals, alerts, gateway.counts(), out_dir, check, truth, report.html, changes)
+        result = DemoResult(totals, alerts, gateway.counts(), out_dir, check, truth, report.html, changes, site.locale)
         if keep_running is not None:
             keep_running.serve(api.url, result)  # returns when told to stop; broker, gateway and API stay up till then
         return result
@@ -312,8 +316,11 @@ class AlertHistory:
     """Every alert change the gateway announced, in order, with the simulated time it was
     announced (`noticed_at`: when a person would have been told) beside the event time."""
 
-    def __init__(self, clock: PausableClock) -> None:
+    def __init__(self, clock: PausableClock, site: SiteConfig | None = None) -> None:
+        """`site`: each message is also kept as `text`, in the site's locale and by names."""
         self._clock = clock
+        self._locale = site.locale if site is not None else "en"
+        self._names = site_names(site) if site is not None else None
         self._alerts: dict[int, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -324,9 +331,12 @@ class AlertHistory:
                 "id": alert.id, "rule": alert.rule, "subject": alert.subject, "opened_at": alert.opened_at,
                 "noticed_at": noticed, "changes": [],
             })
-            entry.update(severity=alert.severity, state=str(alert.state), message=alert.message, details=alert.details)
+            text = localise(alert.message, alert.message_id, alert.params, self._locale, self._names)
+            entry.update(severity=alert.severity, state=str(alert.state), message=alert.message, details=alert.details, text=text)
+            said = (alert.end_message, alert.end_message_id, alert.end_params) if change.action == "resolved" else None
             entry["changes"].append({
                 "action": change.action, "at": alert.updated_at, "noticed_at": noticed, "message": change.note or alert.message,
+                "text": localise(*said, self._locale, self._names) if said and said[0] else change.note or text,
             })
 
     def as_list(self) -> list[dict[str, Any]]:

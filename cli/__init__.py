@@ -1,0 +1,1 @@
+"""The `warden` command: the top floor, which may import every package below it."""

@@ -1,0 +1,316 @@
+"""The monthly report: meter readings per meter and per tenant/household/department for
+finance, and the month's alert response times, per building and for the site.
+
+Built from the hourly statistics (gateway/statistics.py) and the alert store, never from
+raw points: complete whichever historian is chosen and after raw points were pruned.
+A month runs from local midnight on the 1st to local midnight on the next 1st, so a month
+with a clock change lasts 743 or 745 hours.
+
+    report = build_monthly_report(store, site, "2026-11")
+    monthly_csv(report)   # one row per meter: start and end register, consumption
+    monthly_html(report)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics as stats
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timezone
+from pathlib import Path
+from typing import Any
+
+from gateway.statistics import MeterReading, StatisticsReader, in_kwh, in_litres, meter_readings
+from gateway.store import Alert, StateStore
+from rules.patrol import CHECKPOINT, ROUND
+from rules.patrol import RULE_NAMES as PATROL_RULES
+from rules.schedule import local_instant
+from warden.config import PatrolRoute, SiteConfig
+
+METER_CSV_FIELDS = ["building", "room", "group", "device", "quantity", "channel", "unit",
+                    "start_reading", "end_reading", "consumption", "resets"]
+#: Where a room has no `group`.
+NO_GROUP = ""
+
+
+@dataclass(frozen=True)
+class Month:
+    """One calendar month of the site's zone, as UTC instants."""
+
+    label: str  # "2026-11"
+    start: datetime
+    end: datetime
+
+    @property
+    def hours(self) -> float:
+        return (self.end - self.start).total_seconds() / 3600
+
+
+def parse_month(label: str) -> tuple[int, int]:
+    """"2026-11" -> (2026, 11); a ValueError naming the expected form otherwise."""
+    try:
+        year, month = (int(part) for part in label.split("-"))
+        date(year, month, 1)
+    except ValueError:
+        raise ValueError(f"month: expected YYYY-MM such as 2026-11, got {label!r}") from None
+    return year, month
+
+
+def month_period(site: SiteConfig, label: str) -> Month:
+    year, month = parse_month(label)
+    following = date(year + month // 12, month % 12 + 1, 1)
+    zone = site.zone
+    return Month(f"{year:04d}-{month:02d}", local_instant(zone, date(year, month, 1), time(0)),
+                 local_instant(zone, following, time(0)))
+
+
+def previous_month(site: SiteConfig, now: datetime) -> str:
+    """The label of the month before the one `now` falls in, locally (the 1st's send)."""
+    local = now.astimezone(site.zone).date()
+    year, month = (local.year, local.month - 1) if local.month > 1 else (local.year - 1, 12)
+    return f"{year:04d}-{month:02d}"
+
+
+# --------------------------------------------------------------------------- meters
+
+
+def _meter_row(reading: MeterReading, site: SiteConfig, groups: dict[str, str]) -> dict[str, Any]:
+    s = reading.series
+    location = site.locate(s.device)
+    return {
+        "building": location.building if location else "unknown",
+        "room": location.room if location else "unknown",
+        "group": groups.get(s.device, NO_GROUP),
+        "device": s.device, "quantity": s.quantity, "channel": s.channel, "unit": s.unit,
+        "start_reading": reading.start, "end_reading": reading.end,
+        "consumption": reading.consumption, "resets": reading.resets,
+    }
+
+
+def device_groups(site: SiteConfig) -> dict[str, str]:
+    """Device -> its room's `group` (tenant, household, department)."""
+    return {d: room.group for b in site.buildings for room in b.rooms if room.group for d in room.devices}
+
+
+def _totals(meters: Sequence[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Energy (kWh) and water (litres) summed per `key` (group, building), import registers
+    only: an export channel is not consumption."""
+    sums: dict[str, dict[str, float]] = defaultdict(lambda: {"energy_kwh": 0.0, "water_litres": 0.0})
+    for m in meters:
+        if m["consumption"] is None or "export" in (m["channel"] or ""):
+            continue
+        if m["quantity"] == "energy" and (kwh := in_kwh(m["consumption"], m["unit"])) is not None:
+            sums[m[key]]["energy_kwh"] += kwh
+        elif m["quantity"] == "volume" and (litres := in_litres(m["consumption"], m["unit"])) is not None:
+            sums[m[key]]["water_litres"] += litres
+    return [{key: name, **values} for name, values in sorted(sums.items())]
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+def nearest_rank(values: Sequence[float], share: float) -> float | None:
+    """The nearest-rank percentile (p90 of 10 values is the 9th smallest)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(math.ceil(share * len(ordered)) - 1, 0)]
+
+
+def _minutes(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() / 60
+
+
+def _alert_stats(alerts: Sequence[Alert], key: Any) -> list[dict[str, Any]]:
+    """Per key: count, median and p90 minutes to acknowledge (from the gateway's clock when
+    it opened, `raised_at`) and to resolve (event time), and how many were escalated (overdue)."""
+    groups: dict[str, list[Alert]] = defaultdict(list)
+    for a in alerts:
+        groups[key(a)].append(a)
+    out = []
+    for name, items in sorted(groups.items()):
+        ack = [m for a in items if (m := _minutes(a.raised_at or a.opened_at, a.acknowledged_at)) is not None]
+        res = [m for a in items if (m := _minutes(a.opened_at, a.resolved_at)) is not None]
+        out.append({
+            "key": name, "alerts": len(items),
+            "acknowledged": len(ack), "ack_median_min": stats.median(ack) if ack else None,
+            "ack_p90_min": nearest_rank(ack, 0.9),
+            "resolved": len(res), "resolve_median_min": stats.median(res) if res else None,
+            "resolve_p90_min": nearest_rank(res, 0.9),
+            "overdue": sum(1 for a in items if a.escalation_level > 0),
+        })  # fmt: skip
+    return out
+
+
+def month_alerts(alerts: Sequence[Alert], month: Month) -> list[Alert]:
+    """Alerts opened in the month (stored times are UTC ISO strings: they compare as text)."""
+    start, end = month.start.isoformat(), month.end.isoformat()
+    return [a for a in alerts if start <= a.opened_at < end]
+
+
+# --------------------------------------------------------------------------- patrols
+
+
+def _round_key(a: Alert) -> tuple[str, str]:
+    """(route, "route:YYYY-MM-DDTHH:MM") of a round or checkpoint alert (rules/patrol.py subjects)."""
+    key = a.subject if a.rule == ROUND else a.subject.rsplit(":", 1)[0]
+    return key.split(":", 1)[0], key
+
+
+def patrol_completion(routes: Sequence[PatrolRoute], alerts: Sequence[Alert], label: str) -> dict[str, list[dict[str, Any]]]:
+    """Per route and per guard: rounds scheduled in the month (days the route runs x its
+    round times), rounds not completed (a round alert: missed or incomplete), rounds with
+    a late or missed checkpoint, and the completed share."""
+    year, month = parse_month(label)
+    days = [date(year, month, d) for d in range(1, 32) if _valid(year, month, d)]
+    failed: dict[str, set[str]] = defaultdict(set)
+    flawed: dict[str, set[str]] = defaultdict(set)
+    for a in alerts:
+        if a.rule in (ROUND, CHECKPOINT):
+            route, key = _round_key(a)
+            if key.split(":", 1)[-1][:7] == label:  # the round's own day is in the month
+                (failed if a.rule == ROUND else flawed)[route].add(key)
+    per_route = []
+    for route in routes:
+        scheduled = sum(1 for d in days if d.weekday() in route.days) * len(route.rounds)
+        missed = len(failed[route.id])
+        per_route.append({"route": route.id, "guard": route.guard or "", "rounds_scheduled": scheduled,
+                          "rounds_not_completed": missed, "rounds_with_checkpoint_alerts": len(flawed[route.id]),
+                          "completion": (scheduled - missed) / scheduled if scheduled else None})
+    per_guard: dict[str, dict[str, Any]] = {}
+    for r in per_route:
+        g = per_guard.setdefault(r["guard"], {"guard": r["guard"], "rounds_scheduled": 0, "rounds_not_completed": 0})
+        g["rounds_scheduled"] += r["rounds_scheduled"]
+        g["rounds_not_completed"] += r["rounds_not_completed"]
+    for g in per_guard.values():
+        done = g["rounds_scheduled"] - g["rounds_not_completed"]
+        g["completion"] = done / g["rounds_scheduled"] if g["rounds_scheduled"] else None
+    return {"routes": per_route, "guards": sorted(per_guard.values(), key=lambda g: g["guard"])}
+
+
+def _valid(year: int, month: int, day: int) -> bool:
+    try:
+        date(year, month, day)
+    except ValueError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def build_monthly_report(store: StateStore, site: SiteConfig, label: str, generated_at: datetime | None = None,
+                         routes: Sequence[PatrolRoute] = ()) -> dict[str, Any]:
+    """The month as JSON-ready data; the CSV and HTML are made from it."""
+    month = month_period(site, label)
+    readings = store.read(lambda db: meter_readings(StatisticsReader(db), month.start, month.end))
+    groups = device_groups(site)
+    meters = [_meter_row(r, site, groups) for r in readings]
+    every = store.alerts(site=site.id, limit=10_000_000)
+    alerts = month_alerts(every, month)
+    buildings = {d: loc.building for d, loc in site.device_locations.items()}
+
+    def building_of(a: Alert) -> str:
+        return buildings.get(a.subject.split("/")[0], buildings.get(a.subject, "unknown"))
+
+    patrol = [a for a in alerts if a.rule in PATROL_RULES]
+    return {
+        "site": {"id": site.id, "name": site.name or site.id, "timezone": site.timezone},
+        "month": month.label,
+        "period": {"start": month.start.isoformat(), "end": month.end.isoformat(), "hours": round(month.hours, 3)},
+        "generated_at": (generated_at or datetime.now(timezone.utc)).isoformat(),
+        "meters": meters,
+        "groups": _totals(meters, "group"),
+        "buildings": _totals(meters, "building"),
+        "site_totals": _totals([{**m, "site": site.id} for m in meters], "site"),
+        "alerts_by_rule": _alert_stats(alerts, lambda a: a.rule),
+        "alerts_by_building": _alert_stats(alerts, building_of),
+        "alerts_site": _alert_stats(alerts, lambda a: site.id),
+        "patrol_alerts_by_route": _alert_stats(patrol, lambda a: _round_key(a)[0]),
+        "patrols": patrol_completion(routes, [a for a in every if a.rule in PATROL_RULES], month.label),
+        "notes": [
+            "Readings are each meter's register: start is its last reading before the month, end its last reading "
+            "in the month; consumption is their difference. A meter with resets > 0 went down during the month "
+            "(reset or replaced): check its difference by hand.",
+            "Times to acknowledge and resolve are nearest-rank percentiles in minutes; overdue: escalated at least once.",
+        ],
+    }
+
+
+def monthly_csv(report: dict[str, Any]) -> str:
+    """One row per meter, registers as the meter reported them (repr of the float)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["month", *METER_CSV_FIELDS], lineterminator="\n")
+    writer.writeheader()
+    for m in report["meters"]:
+        writer.writerow({"month": report["month"], **{k: ("" if m[k] is None else m[k]) for k in METER_CSV_FIELDS}})
+    return out.getvalue()
+
+
+_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ r.site.name }}: {{ r.month }}</title>
+<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;margin-bottom:1.5em}
+td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}td:first-child,th:first-child{text-align:left}</style>
+</head><body>
+<h1>{{ r.site.name }}: monthly report {{ r.month }}</h1>
+<p>{{ r.period.start }} to {{ r.period.end }} ({{ r.period.hours }} h)</p>
+{% for title, rows, key in [("Site", r.site_totals, "site"), ("Buildings", r.buildings, "building"),
+                            ("Groups", r.groups, "group")] %}
+<h2>{{ title }}</h2><table><tr><th>{{ key }}</th><th>energy kWh</th><th>water L</th></tr>
+{% for row in rows %}<tr><td>{{ row[key] or "-" }}</td><td>{{ "%.3f"|format(row.energy_kwh) }}</td>
+<td>{{ "%.1f"|format(row.water_litres) }}</td></tr>{% endfor %}</table>
+{% endfor %}
+<h2>Meters</h2><table><tr>{% for f in fields %}<th>{{ f }}</th>{% endfor %}</tr>
+{% for m in r.meters %}<tr>{% for f in fields %}<td>{{ "" if m[f] is none else m[f] }}</td>{% endfor %}</tr>{% endfor %}</table>
+{% for title, rows in [("Alerts by rule", r.alerts_by_rule), ("Alerts by building", r.alerts_by_building),
+                       ("Site", r.alerts_site), ("Patrol alerts by route", r.patrol_alerts_by_route)] %}
+<h2>{{ title }}</h2><table><tr><th></th><th>alerts</th><th>ack median min</th><th>ack p90 min</th>
+<th>resolve median min</th><th>resolve p90 min</th><th>overdue</th></tr>
+{% for a in rows %}<tr><td>{{ a.key }}</td><td>{{ a.alerts }}</td>
+<td>{{ num(a.ack_median_min) }}</td><td>{{ num(a.ack_p90_min) }}</td>
+<td>{{ num(a.resolve_median_min) }}</td><td>{{ num(a.resolve_p90_min) }}</td><td>{{ a.overdue }}</td></tr>{% endfor %}</table>
+{% endfor %}
+<h2>Patrol rounds</h2><table><tr><th>route</th><th>guard</th><th>scheduled</th><th>not completed</th>
+<th>with checkpoint alerts</th><th>completion</th></tr>
+{% for p in r.patrols.routes %}<tr><td>{{ p.route }}</td><td>{{ p.guard }}</td><td>{{ p.rounds_scheduled }}</td>
+<td>{{ p.rounds_not_completed }}</td><td>{{ p.rounds_with_checkpoint_alerts }}</td>
+<td>{{ "" if p.completion is none else "%.0f %%"|format(100 * p.completion) }}</td></tr>{% endfor %}</table>
+<table><tr><th>guard</th><th>scheduled</th><th>not completed</th><th>completion</th></tr>
+{% for g in r.patrols.guards %}<tr><td>{{ g.guard or "-" }}</td><td>{{ g.rounds_scheduled }}</td>
+<td>{{ g.rounds_not_completed }}</td>
+<td>{{ "" if g.completion is none else "%.0f %%"|format(100 * g.completion) }}</td></tr>{% endfor %}</table>
+{% for n in r.notes %}<p><small>{{ n }}</small></p>{% endfor %}
+</body></html>
+"""
+
+
+def monthly_html(report: dict[str, Any]) -> str:
+    from jinja2 import Environment
+
+    env = Environment(autoescape=True)
+    template = env.from_string(_HTML)
+    return template.render(r=report, fields=METER_CSV_FIELDS, num=lambda v: "" if v is None else f"{v:.1f}")
+
+
+def write_monthly_report(state_db: str | Path, site: SiteConfig, label: str, out_dir: str | Path,
+                         routes: Sequence[PatrolRoute] = ()) -> dict[str, Path]:
+    """Write month-<label>.csv, .html and .json into `out_dir`; returns the paths by format."""
+    store = StateStore(Path(state_db))
+    try:
+        report = build_monthly_report(store, site, label, routes=routes)
+    finally:
+        store.close()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {fmt: out / f"month-{report['month']}.{fmt}" for fmt in ("csv", "html", "json")}
+    paths["csv"].write_text(monthly_csv(report), encoding="utf-8", newline="")
+    paths["html"].write_text(monthly_html(report), encoding="utf-8")
+    paths["json"].write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return paths

@@ -1,0 +1,225 @@
+"""Reports on a schedule: the daily report (日报) at a local time each day, the monthly
+report on the 1st; each archived as files and sent to configured sinks of `alerts.sinks`
+(mail with the HTML inline, webhook with the JSON), durably: what is due is written to
+`report_sends` in state.db first and removed from it only when delivered, so a send
+interrupted by a restart or an unreachable receiver is retried, with the same key.
+
+Only the latest due report of each kind is made: a gateway that was down for a week
+sends last night's report, not seven (past days stay available from the API and CLI).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from warden.config import ConfigPath, StrictModel, wall_time
+from warden.events import Identifier
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS report_sends (
+    kind TEXT NOT NULL, label TEXT NOT NULL, sink TEXT NOT NULL,
+    created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, error TEXT,
+    PRIMARY KEY (kind, label, sink));
+CREATE TABLE IF NOT EXISTS report_archive (
+    kind TEXT NOT NULL, label TEXT NOT NULL, folder TEXT NOT NULL, made_at TEXT NOT NULL,
+    PRIMARY KEY (kind, label));
+"""
+
+
+class ReportSendConfig(StrictModel):
+    """When reports are made, archived and sent (gateway/report_schedule.py)."""
+
+    daily_at: time | None = Field(default=None, description="Local time the daily report is made and sent; null: never")
+    monthly_at: time | None = Field(default=None, description="Local time on the 1st the previous month's report is sent")
+    sinks: list[Identifier] = Field(default_factory=list, description="Names of alerts.sinks (webhook, smtp) to send to")
+    archive_dir: ConfigPath = Path("data/reports")
+    retry_seconds: float = Field(default=60.0, gt=0, description="Real seconds between checks and retries")
+
+    @field_validator("daily_at", "monthly_at", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> Any:
+        return value if value is None else wall_time(value)
+
+
+@dataclass(frozen=True)
+class Made:
+    """A report made and archived: what the sinks get."""
+
+    kind: str  # "daily" or "monthly"
+    label: str  # "2026-11-17" or "2026-11"
+    folder: Path
+    html: str
+    summary: dict[str, Any]
+
+
+def create_schema(db: sqlite3.Connection) -> None:
+    db.executescript(SCHEMA)
+
+
+def connections(path: Path) -> Callable[[], sqlite3.Connection]:
+    """A connection to `path` per calling thread, with Python's implicit transactions
+    (`with db:` commits one), for the scheduler's own thread."""
+    local = threading.local()
+
+    def connection() -> sqlite3.Connection:
+        db = getattr(local, "db", None)
+        if db is None:
+            db = local.db = sqlite3.connect(path, timeout=30)
+            db.execute("PRAGMA synchronous=FULL")
+        return db
+
+    return connection
+
+
+def due(config: ReportSendConfig, zone: Any, day_start: time, now: datetime) -> list[tuple[str, str]]:
+    """The (kind, label) reports due at `now`: the day that ended at the last day boundary
+    once `daily_at` has passed, and last month once `monthly_at` has passed on the 1st."""
+    local = now.astimezone(zone)
+    out = []
+    if config.daily_at is not None and local.time() >= config.daily_at:
+        ended = local.date() - timedelta(days=1) if local.time() >= day_start else local.date() - timedelta(days=2)
+        out.append(("daily", ended.isoformat()))
+    if config.monthly_at is not None and (local.day > 1 or local.time() >= config.monthly_at):
+        first = local.date().replace(day=1)
+        previous = first - timedelta(days=1)
+        out.append(("monthly", f"{previous.year:04d}-{previous.month:02d}"))
+    return out
+
+
+def work_order_counts(db: sqlite3.Connection, start: datetime, end: datetime) -> dict[str, int] | None:
+    """Repair requests opened and closed in [start, end), if the work-order feature's
+    `work_orders` table is there with `created_at`/`closed_at` columns (ISO UTC); else None."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'work_orders'").fetchone() is None:
+        return None
+    columns = {row[1] for row in db.execute("PRAGMA table_info(work_orders)")}
+    span = (start.isoformat(), end.isoformat())
+    counts: dict[str, int] = {}
+    for name, column in (("opened", "created_at"), ("closed", "closed_at")):
+        if column in columns:
+            sql = f"SELECT count(*) FROM work_orders WHERE {column} >= ? AND {column} < ?"
+            counts[name] = int(db.execute(sql, span).fetchone()[0])
+    return counts or None
+
+
+class ReportScheduler:
+    """Makes due reports (`make(kind, label) -> Made`, given by the gateway), archives them
+    and delivers them through `senders` (sink name -> callable taking a Made and a key)."""
+
+    def __init__(self, db: Callable[[], sqlite3.Connection], config: ReportSendConfig, site_id: str,
+                 make: Callable[[str, str], Made], senders: dict[str, Callable[[Made, str], None]]) -> None:
+        self.db, self.config, self.site_id, self.make, self.senders = db, config, site_id, make, senders
+        create_schema(db())
+
+    def run_due(self, due_now: list[tuple[str, str]], now: datetime) -> list[Made]:
+        """Make and archive what is due and not yet archived, queue its sends, and try every
+        queued send once. Returns the reports made now."""
+        made = []
+        for kind, label in due_now:
+            if self.archived(kind, label) is not None:
+                continue
+            report = self.make(kind, label)
+            db = self.db()
+            with db:
+                db.execute("INSERT OR REPLACE INTO report_archive (kind, label, folder, made_at) VALUES (?, ?, ?, ?)",
+                           (kind, label, str(report.folder), now.isoformat()))
+                db.executemany("INSERT OR IGNORE INTO report_sends (kind, label, sink, created_at) VALUES (?, ?, ?, ?)",
+                               [(kind, label, sink, now.isoformat()) for sink in self.config.sinks])
+            log.info("report made", extra={"kind": kind, "label": label, "folder": str(report.folder)})
+            made.append(report)
+        self.deliver()
+        return made
+
+    def deliver(self) -> int:
+        """Try each queued send once; how many got through."""
+        db = self.db()
+        delivered = 0
+        for kind, label, sink in db.execute("SELECT kind, label, sink FROM report_sends ORDER BY created_at").fetchall():
+            send = self.senders.get(sink)
+            folder = self.archived(kind, label)
+            if send is None or folder is None:
+                continue
+            key = f"report-{self.site_id}-{kind}-{label}-{sink}"
+            try:
+                send(load_archived(kind, label, folder), key)
+            except Exception as exc:  # noqa: BLE001 - a receiver's failure waits for the next try
+                with db:
+                    db.execute("UPDATE report_sends SET attempts = attempts + 1, error = ?"
+                               " WHERE kind = ? AND label = ? AND sink = ?", (str(exc)[:500], kind, label, sink))
+                log.warning("report not delivered; retried later",
+                            extra={"kind": kind, "label": label, "sink": sink, "error": str(exc)[:200]})
+                continue
+            with db:
+                db.execute("DELETE FROM report_sends WHERE kind = ? AND label = ? AND sink = ?", (kind, label, sink))
+            delivered += 1
+        return delivered
+
+    def archived(self, kind: str, label: str) -> Path | None:
+        row = self.db().execute("SELECT folder FROM report_archive WHERE kind = ? AND label = ?", (kind, label)).fetchone()
+        return None if row is None else Path(row[0])
+
+    def pending(self) -> int:
+        return int(self.db().execute("SELECT count(*) FROM report_sends").fetchone()[0])
+
+
+def archive_list(db: sqlite3.Connection) -> list[dict[str, str]]:
+    create_schema(db)
+    return [{"kind": r[0], "label": r[1], "made_at": r[2]}
+            for r in db.execute("SELECT kind, label, made_at FROM report_archive ORDER BY made_at DESC, label DESC")]
+
+
+def archive_folder(db: sqlite3.Connection, kind: str, label: str) -> Path | None:
+    create_schema(db)
+    row = db.execute("SELECT folder FROM report_archive WHERE kind = ? AND label = ?", (kind, label)).fetchone()
+    return None if row is None else Path(row[0])
+
+
+def archived_html(folder: Path, kind: str) -> Path:
+    return folder / ("report.html" if kind == "daily" else f"month-{folder.name}.html")
+
+
+def load_archived(kind: str, label: str, folder: Path) -> Made:
+    """A report as archived (sends after a restart read the files, not memory)."""
+    summary_file = folder / ("report.json" if kind == "daily" else f"month-{label}.json")
+    data = json.loads(summary_file.read_text(encoding="utf-8"))
+    if kind == "daily":
+        summary = data.get("summary", {})
+    else:
+        summary = {"site_totals": data.get("site_totals"), "groups": data.get("groups")}
+    if kind == "daily" and "repair_requests" in data:
+        summary = {**summary, "repair_requests": data["repair_requests"]}
+    return Made(kind, label, folder, archived_html(folder, kind).read_text(encoding="utf-8"), summary)
+
+
+def webhook_body(made: Made, site_id: str, key: str) -> bytes:
+    return json.dumps({"type": "report", "kind": made.kind, "label": made.label, "site": site_id,
+                       "summary": made.summary, "idempotency_key": key}, sort_keys=True, default=str).encode()
+
+
+def report_mail(made: Made, site_id: str, key: str, sender: str, to: list[str], prefix: str) -> EmailMessage:
+    """The mail: a plain-text line and the report's HTML inline (an alternative part)."""
+    mail = EmailMessage()
+    mail["Message-ID"] = f"<{key}@warden>"
+    mail["From"] = sender
+    mail["To"] = ", ".join(to)
+    name = "daily report" if made.kind == "daily" else "monthly report"
+    mail["Subject"] = f"{prefix} {site_id} {name} {made.label}".strip()
+    mail.set_content(f"The {name} of {site_id} for {made.label}; open the HTML part to read it.")
+    mail.add_alternative(made.html, subtype="html")
+    return mail
+
+
+def first_of_month(day: date) -> date:
+    return day.replace(day=1)

@@ -1,0 +1,1 @@
+"""gettext catalogues: <locale>/LC_MESSAGES/warden.po, read by warden.i18n (docs/localisation.md)."""
