@@ -133,8 +133,11 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Folder for ground-truth.json, and the devices' spool folders")] = Path("out/simulate"),
     district: Annotated[Optional[str], typer.Option(help="Instead of --scenario: a generated district, BUILDINGSxROOMS, e.g. 50x40")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only generate the night's events (no broker, no devices) and time it")] = False,
-    sim_clock: Annotated[Optional[Path], typer.Option("--sim-clock", help="Publish the simulated clock to this file, for `warden agent --sim-clock` and `warden gateway --sim-clock` (simulated nights only)")] = None,
-    gateway_config_out: Annotated[Optional[Path], typer.Option(help="Also write a gateway config (and site.yaml beside it) with the scenario's site and rules")] = None,
+    sim_clock: Annotated[Optional[Path], typer.Option(
+        "--sim-clock", help="Publish the simulated clock to this file, for `warden agent --sim-clock` and "
+        "`warden gateway --sim-clock` (simulated nights only)")] = None,
+    gateway_config_out: Annotated[Optional[Path], typer.Option(
+        help="Also write a gateway config (and site.yaml beside it) with the scenario's site and rules")] = None,
     log_level: LogLevel = "WARNING",
 ) -> None:
     """Play a scenario's simulated devices against a broker, for an agent started separately.

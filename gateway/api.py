@@ -309,7 +309,7 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
     def with_links(alerts: list[Alert], locale: str = "en") -> list[dict[str, Any]]:
         """The alerts as JSON in `locale`, each with the repair request made from it, if any."""
         links = gateway.work_orders.by_alerts([a.id for a in alerts])
-        names = site_names(gateway.site)
+        names = site_names(gateway.site, gateway.config.rules)
         return [{**_alert_json(a, locale, names), "work_order_id": links.get(a.id)} for a in alerts]
 
     @app.get("/api/alerts", tags=["alerts"])
@@ -378,7 +378,7 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
     def alert_detail(alert_id: int, principal: Principal = require(auth.ALERTS_OWN),
                      locale: str = Depends(reader_locale)) -> dict[str, Any]:
         alert = visible_alert(alert_id, principal)
-        names = site_names(gateway.site)
+        names = site_names(gateway.site, gateway.config.rules)
         history = [{**step, "text": localise(step["message"], step["message_id"], step["params"], locale, names)}
                    for step in store.alert_history(alert_id)]
         return {**with_links([alert], locale)[0], "history": history}

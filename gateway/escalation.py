@@ -42,7 +42,8 @@ class EscalationPolicy:
         if alert.state is AlertState.ACKNOWLEDGED and response_hours is not None and alert.acknowledged_at:
             since = _latest(alert.acknowledged_at, alert.escalated_at)
             if now >= since + timedelta(hours=response_hours):
-                return Escalation("not_resolved", f"not resolved within {_minutes(response_hours)} h of acknowledgement: escalated to level {alert.escalation_level + 1}")
+                return Escalation("not_resolved", f"not resolved within {_minutes(response_hours)} h of acknowledgement: "
+                                  f"escalated to level {alert.escalation_level + 1}")
         return None
 
     def due_work_order(self, order: WorkOrder, now: datetime) -> Escalation | None:

@@ -306,7 +306,8 @@ class Outbox:
             "DELETE FROM notification_outbox WHERE sink = ? AND created_at < ? RETURNING id, key, change, created_at, attempts, next_attempt_at",
             (sink, created_before),
         ).fetchall()
-        return [Pending(r["id"], sink, r["key"], change_from_document(json.loads(r["change"])), r["created_at"], r["attempts"], r["next_attempt_at"]) for r in rows]
+        return [Pending(r["id"], sink, r["key"], change_from_document(json.loads(r["change"])), r["created_at"], r["attempts"],
+                        r["next_attempt_at"]) for r in rows]
 
     def prune(self, sink: str, keep: int) -> int:
         """Bring `sink` within its bound (e.g. after `queue_size` was lowered); how many went."""
@@ -348,9 +349,12 @@ class NotifyMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.sent = Counter(f"{_PREFIX}notifications_sent", "Notifications delivered, by sink", ["sink"], registry=registry)
-        self.failed = Counter(f"{_PREFIX}notifications_failed", "Notifications refused for good by the receiver (or past `retries`), by sink", ["sink"], registry=registry)
-        self.expired = Counter(f"{_PREFIX}notifications_expired", "Notifications not delivered within the sink's expire_hours, by sink", ["sink"], registry=registry)
-        self.dropped = Counter(f"{_PREFIX}notifications_dropped", "Waiting notifications pruned: the sink's queue_size was reached", ["sink"], registry=registry)
+        self.failed = Counter(f"{_PREFIX}notifications_failed", "Notifications refused for good by the receiver "
+                              "(or past `retries`), by sink", ["sink"], registry=registry)
+        self.expired = Counter(f"{_PREFIX}notifications_expired", "Notifications not delivered within the sink's "
+                               "expire_hours, by sink", ["sink"], registry=registry)
+        self.dropped = Counter(f"{_PREFIX}notifications_dropped", "Waiting notifications pruned: the sink's "
+                               "queue_size was reached", ["sink"], registry=registry)
         self.retries = Counter(f"{_PREFIX}notification_retries", "Delivery attempts retried, by sink", ["sink"], registry=registry)
         self.pending = Gauge(f"{_PREFIX}notifications_pending", "Notifications waiting in the outbox, by sink", ["sink"], registry=registry)
 

@@ -234,7 +234,7 @@ def build_morning_report(
     """The report of `day` as JSON-ready data; every renderer works from this."""
     rules = rules or RulesConfig()
     period = report_period(site, day, day_start)
-    names = site_names(site)  # the site's people read messages in its locale, by names (English keeps the rules' text)
+    names = site_names(site, rules)  # the site's people read messages in its locale, by names
     every = [replace(a, message=localise(a.message, a.message_id, a.params, site.locale, names))
              for a in store.alerts(site=site.id, limit=1_000_000)]
     alerts = period_alerts(every, period)

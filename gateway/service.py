@@ -402,7 +402,8 @@ class Gateway:
             events = decode_events(item.payload)
             for event in events:
                 if event.site != where.site or event.site != self.site.id:
-                    raise InvalidPayload(f"event {event.id}: site {event.site!r} does not match topic site {where.site!r} / gateway site {self.site.id!r}", "site_mismatch")
+                    raise InvalidPayload(f"event {event.id}: site {event.site!r} does not match topic site {where.site!r} "
+                                         f"/ gateway site {self.site.id!r}", "site_mismatch")
         except InvalidPayload as exc:
             return None, [DeadLetter(item.topic, item.payload, exc.reason, exc.code)]
         refusals = [(event, self._refusal(event, where.agent)) for event in events]
@@ -466,7 +467,8 @@ class Gateway:
             self.metrics.alerts.labels(change.alert.rule, change.action).inc()
             self.notifier.notify(change)  # MQTT alerts topic, webhooks, mail: see gateway/notify.py
             level = logging.DEBUG if change.action == "updated" else logging.INFO
-            log.log(level, "alert " + change.action, extra={"rule": change.alert.rule, "subject": change.alert.subject, "text": change.alert.message, "note": change.note})
+            log.log(level, "alert " + change.action, extra={"rule": change.alert.rule, "subject": change.alert.subject,
+                                                             "text": change.alert.message, "note": change.note})
             for listener in self.alert_listeners:
                 listener(change)
 

@@ -341,7 +341,8 @@ class BrokerRestart(_Incident):
 
 
 Incident = Annotated[
-    WaterLeak | AcLeftOn | WetFloor | SkipCheckpoint | SkipRound | LateRound | MeterReplaced | DoorHeldOpen | DoorForced | DoorDenied | DoorAfterHours | DeviceSilent | BrokerRestart,
+    WaterLeak | AcLeftOn | WetFloor | SkipCheckpoint | SkipRound | LateRound | MeterReplaced | DoorHeldOpen | DoorForced
+    | DoorDenied | DoorAfterHours | DeviceSilent | BrokerRestart,
     Field(discriminator="type"),
 ]
 

@@ -134,8 +134,10 @@ def test_a_message_is_its_english_text_and_keeps_its_id_and_parameters() -> None
     assert render(text.id, stored, "zh-CN", names) == (
         "高一（3）班的空调在非工作时间开启已 9 小时 25 分钟，浪费 13.40 千瓦时（8.71 CNY）")
     assert render(text.id, stored, "en") == str(text)
-    # English readers get the rule's own text (ids, as integrators and tests read it).
-    assert localise(str(text), text.id, stored, "en", names) == str(text)
+    # English readers see the name beside the id (issue 19); the stored message keeps the id.
+    assert localise(str(text), text.id, stored, "en", names) == (
+        "AC in 高一（3）班 (A-301) on after hours for 9 h 25 min, 13.40 kWh wasted (8.71 CNY)")
+    assert localise(str(text), text.id, stored, "en") == str(text)  # no names known: the text as written
     assert localise("old alert", "", {}, "zh-CN", names) == "old alert"  # stored before ids existed
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_serializer, field_validator, model_validator
 
-from warden.documents import ConfigError, read_document
+from warden.documents import ConfigError, in_config_folder, read_document
 
 _WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -152,13 +152,13 @@ class Calendar(StrictModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _from_file(cls, data: Any) -> Any:
+    def _from_file(cls, data: Any, info: ValidationInfo) -> Any:
         if isinstance(data, (str, Path)):
             data = {"path": str(data)}
         if not isinstance(data, dict) or "path" not in data:
             return data
         rest = dict(data)
-        loaded = read_calendar_file(Path(rest.pop("path")))
+        loaded = read_calendar_file(in_config_folder(Path(rest.pop("path")), info))
         for key, value in rest.items():
             loaded[key] = [*loaded.get(key, []), *value] if isinstance(value, list) else value
         return loaded

@@ -16,19 +16,17 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
 )
 
 from warden.calendar import Calendar, Season, TimeOfUse
-from warden.documents import ConfigError, read_document
+from warden.documents import CONFIG_FOLDER, ConfigError, ConfigPath, read_document
 from warden.events import Identifier
 from warden.i18n import DEFAULT_CURRENCY, DEFAULT_LOCALE, currency_for, normalise_locale
 
@@ -47,17 +45,6 @@ class StrictModel(BaseModel):
 
 # --------------------------------------------------------------------------- shared
 
-_CONFIG_FOLDER = "config_folder"
-
-
-def _against_config_folder(value: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get(_CONFIG_FOLDER)
-    return value if base is None or value.is_absolute() else base / value
-
-
-#: A path in a configuration file: a relative one is taken from the file's folder, so a
-#: config works from whatever directory the process was started in.
-ConfigPath = Annotated[Path, AfterValidator(_against_config_folder)]
 
 
 #: Marks a field whose value is a secret (`json_schema_extra=SECRET`): `GET /api/config`
@@ -382,7 +369,7 @@ def load_config(path: str | Path, model: type[M]) -> M:
     path = Path(path)
     data = read_document(path)
     try:
-        return model.model_validate(data, context={_CONFIG_FOLDER: path.parent})
+        return model.model_validate(data, context={CONFIG_FOLDER: path.parent})
     except ValidationError as exc:
         raise ConfigError(format_validation_error(path, exc)) from None
     except RecursionError:  # e.g. a YAML alias that contains itself: a: &a [*a]

@@ -5,9 +5,23 @@ where: the one reader of the config loader (warden/config.py) and of calendar fi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import AfterValidator, ValidationInfo
+
+CONFIG_FOLDER = "config_folder"
+
+
+def in_config_folder(value: Path, info: ValidationInfo) -> Path:
+    """`value` taken from the folder of the file being loaded (load_config's context), if relative."""
+    base = (info.context or {}).get(CONFIG_FOLDER)
+    return value if base is None or value.is_absolute() else base / value
+
+
+#: A path in a configuration file: a relative one is taken from the file's folder, so a
+#: config works from whatever directory the process was started in.
+ConfigPath = Annotated[Path, AfterValidator(in_config_folder)]
 
 
 class ConfigError(Exception):

@@ -185,9 +185,10 @@ def display_name(obj: Any) -> str:
     return str(getattr(obj, "name", "") or getattr(obj, "id", "") or getattr(obj, "tag", "") or obj)
 
 
-def site_names(site: Any) -> Names:
-    """A lookup of display names in a site model: buildings, rooms and the devices a room
-    names (`device_names`). Doors, routes and checkpoints are named in the rules' settings."""
+def site_names(site: Any, rules: Any = None) -> Names:
+    """A lookup of display names: the site's buildings, rooms and the devices a room names
+    (`device_names`), and, given the rules' settings, doors (`rules.doors.doors`), patrol
+    routes and their checkpoints (`rules.patrol.routes`)."""
     table: dict[str, str] = {}
     for building in getattr(site, "buildings", []) or []:
         table.setdefault(str(building.id), display_name(building))
@@ -195,6 +196,13 @@ def site_names(site: Any) -> Names:
             table.setdefault(str(room.id), display_name(room))
             for device, name in (getattr(room, "device_names", None) or {}).items():  # warden/names.py
                 table.setdefault(str(device), name or str(device))
+    doors = getattr(getattr(rules, "doors", None), "doors", None) or {}
+    for door, settings in doors.items():
+        table.setdefault(str(door), getattr(settings, "name", "") or str(door))
+    for route in getattr(getattr(rules, "patrol", None), "routes", None) or []:
+        table.setdefault(str(route.id), display_name(route))
+        for checkpoint in route.checkpoints:
+            table.setdefault(str(checkpoint.tag), getattr(checkpoint, "name", "") or str(checkpoint.tag))
 
     def lookup(kind: str, value: str) -> str:
         return table.get(value, value)
@@ -255,12 +263,22 @@ def is_english(locale: str) -> bool:
 
 def localise(message: str, message_id: str | None, params: Mapping[str, Any] | None, locale: str,
              names: Names | None = None) -> str:
-    """An alert's message for people reading `locale`: English stays the text the rule wrote
-    (ids and all, as integrators and tests read it); another locale is rendered from the id
-    and parameters, with names; a message stored without an id (older alerts) stays English."""
-    if is_english(locale) or not message_id:
+    """An alert's message for people reading `locale`, rendered from its id and parameters
+    with names (in English with the id beside the name; the stored `message` keeps the ids
+    as the rule wrote them); a message stored without an id (older alerts) stays as written."""
+    if not message_id:
         return message
+    if is_english(locale):  # names beside the ids: "科学实验室 (A-204)", so integrators still find the id
+        return render(message_id, params or {}, locale, _with_ids(names)) if names is not None else message
     return render(message_id, params or {}, locale, names)
+
+
+def _with_ids(names: Names) -> Names:
+    def lookup(kind: str, value: str) -> str:
+        name = names(kind, value)
+        return value if name == value else f"{name} ({value})"
+
+    return lookup
 
 
 def say(text: str, locale: str, names: Names | None = None) -> str:

@@ -78,7 +78,8 @@ def test_patrols_per_guard_and_route(report: ReportFiles) -> None:
     missed = [(r["round"], r["missed_tags"], r["late_tags"]) for r in patrols["rounds"]]
     assert missed == [("north:2026-11-17T23:30", ["cp-204"], []), ("north:2026-11-18T02:00", [], ["cp-204"]),
                       ("south:2026-11-18T03:00", ["cp-yard"], [])]
-    assert {(r["metric"], r["value"], r["subject"]) for r in rows(report) if r["section"] == "patrols" and "checkpoint" in r["metric"] and r["metric"].endswith("checkpoint")} == {
+    assert {(r["metric"], r["value"], r["subject"]) for r in rows(report)
+            if r["section"] == "patrols" and "checkpoint" in r["metric"] and r["metric"].endswith("checkpoint")} == {
         ("missed_checkpoint", "cp-204", "north:2026-11-17T23:30"), ("late_checkpoint", "cp-204", "north:2026-11-18T02:00"),
         ("missed_checkpoint", "cp-yard", "south:2026-11-18T03:00")}
 

@@ -122,5 +122,7 @@ def test_events_cross_the_bridge_after_a_wan_outage_with_nothing_lost_or_doubled
     counts = gateway.counts()
     # 60 readings published, one per minute 0..59: 20 before the cut, 40 during it.
     assert counts.get("events_stored_reading") == 60, counts
-    assert counts.get("duplicates", 0) == 0, counts
+    # A message in flight when the link was cut may cross twice (the bridge is at least
+    # once): the gateway drops the copy by event id, so each reading is stored once.
+    assert counts.get("events_received_reading", 0) - counts.get("duplicates", 0) == 60, counts
     assert times == [EVENING + timedelta(minutes=m) for m in range(60)]

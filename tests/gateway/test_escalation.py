@@ -333,7 +333,8 @@ def test_alert_rule_names_match_the_rules() -> None:
             {"sinks": {"m": {"type": "smtp", "host": "mail", "sender": "w@x.org", "to": ["a@x.org"], "username": "u", "password": "p"}}},
             "alerts.sinks.m: password: would be sent in clear; set tls: starttls or implicit",
         ),
-        ({"sinks": {"m": {"type": "smtp", "host": "mail", "sender": "w@x.org", "to": ["ops"]}}}, "alerts.sinks.m.to: expected a mail address like warden@example.org, got 'ops'"),
+        ({"sinks": {"m": {"type": "smtp", "host": "mail", "sender": "w@x.org", "to": ["ops"]}}},
+         "alerts.sinks.m.to: expected a mail address like warden@example.org, got 'ops'"),
         ({"sinks": {"hook": {"type": "webhook", "url": "http://h/x", "changes": ["opend"]}}}, "alerts.sinks.hook.changes[0]: expected 'opened', 'updated'"),
     ],
 )

@@ -178,7 +178,8 @@ def test_mail_carries_subject_and_body(change: AlertChange, outbox: Outbox) -> N
     try:
         config = smtp_config(server)
         dispatcher, registry = queued(SmtpSink("mail", config), config, outbox)
-        escalated = AlertChange("escalated", replace(change.alert, severity="critical", escalation_level=1), "not acknowledged within 10 min: escalated to level 1")
+        escalated = AlertChange("escalated", replace(change.alert, severity="critical", escalation_level=1),
+                                "not acknowledged within 10 min: escalated to level 1")
         dispatcher.send(escalated)
         [mail] = server.wait_for(1)
         dispatcher.stop()

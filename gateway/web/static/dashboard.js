@@ -122,7 +122,7 @@
       actions.append(el("button", { type: "button", class: "ack", onclick: () => act(alert.id, "acknowledge") }, t("Acknowledge")));
     }
     if (can("alerts:write")) {
-      actions.append(el("button", { type: "button", class: "resolve", onclick: () => act(alert.id, "resolve") }, t("Resolve"));
+      actions.append(el("button", { type: "button", class: "resolve", onclick: () => act(alert.id, "resolve") }, t("Resolve")));
     }
     if (alert.work_order_id) {  // the repair request made from it (issue 18)
       actions.append(el("a", { class: "work-order", href: `/work-orders#${alert.work_order_id}` }, `Work order #${alert.work_order_id}`));
