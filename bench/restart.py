@@ -13,6 +13,7 @@ stored, against the same gateway started on an empty state in the same run.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
@@ -38,10 +39,11 @@ def config_in(workdir: Path, broker: BrokerConfig, name: str) -> GatewayConfig:
     )
 
 
-def fill(config: GatewayConfig, the_site: SiteConfig, broker: BrokerConfig, devices: int) -> tuple[int, int]:
-    """A snapshot of every device's state, then a journal at its event limit; (journal
-    entries, journal events) as left in the state database."""
-    clock = ManualClock(T0 + timedelta(hours=2))
+def fill(config: GatewayConfig, the_site: SiteConfig, broker: BrokerConfig, devices: int, crash_image: Path) -> tuple[int, int]:
+    """A snapshot of every device's state, then a journal near its event limit, copied into
+    `crash_image` while the gateway runs (a clean stop would snapshot and empty the journal:
+    this is the state a crash leaves); (journal entries, journal events) in the copy."""
+    clock = ManualClock(T0 + timedelta(minutes=span_minutes(devices)))  # every fill reading is in the past
     gateway = Gateway(config, the_site, clock)
     gateway.start()
     gateway.subscribed.wait(10)
@@ -52,28 +54,37 @@ def fill(config: GatewayConfig, the_site: SiteConfig, broker: BrokerConfig, devi
     agent.send(minute_of_readings(1, devices, 0))  # this batch commits the snapshot of every device
     gateway.wait_until(lambda: gateway.events_stored >= 2 * devices, timeout=600)
     service.SNAPSHOT_SECONDS = 1e9  # from here on, only the event limit would end the journal
-    minute = 2
-    journalled = 0
-    while journalled + devices < service.JOURNAL_MAX_EVENTS:
+    minute, journalled = 2, 0
+    while journalled + 2 * devices < service.JOURNAL_MAX_EVENTS:  # stay below it: reaching it snapshots
         agent.send(minute_of_readings(minute, devices, 0))
         journalled += devices
         minute += 1
     if not gateway.wait_until(lambda: gateway.events_stored >= minute * devices, timeout=600):
         raise RuntimeError(f"stored {gateway.events_stored} of {minute * devices}: {gateway.counts()}")
+    crash_image.mkdir(parents=True, exist_ok=True)
+    for name in ("state.db", "history.db"):  # SQLite's online backup: a consistent copy of a live file
+        with sqlite3.connect(config.state_db.parent / name) as source, sqlite3.connect(crash_image / name) as copy:
+            source.backup(copy)
     agent.close()
     gateway.stop()
-    entries = gateway.store.rule_journal()
-    return len(entries), journalled
+    with sqlite3.connect(crash_image / "state.db") as copy:
+        entries = copy.execute("SELECT count(*) FROM rule_journal").fetchone()[0]
+    return entries, journalled
+
+
+def span_minutes(devices: int) -> int:
+    """Minutes of readings the fill sends (one a minute per device), with room to spare."""
+    return service.JOURNAL_MAX_EVENTS // devices + 10
 
 
 def start_to_ingest(config: GatewayConfig, the_site: SiteConfig, broker: BrokerConfig, minute: int) -> float:
     """Seconds from constructing the gateway to its first new reading stored."""
     agent = Publisher(broker, "bench-restart-live")
     started = time.perf_counter()
-    gateway = Gateway(config, the_site, ManualClock(T0 + timedelta(hours=3)))
+    gateway = Gateway(config, the_site, ManualClock(T0 + timedelta(minutes=minute + 5)))
     gateway.start()
     before = gateway.events_stored
-    agent.send(minute_of_readings(minute, 1, 0))  # minute < 180: not ahead of the gateway's clock
+    agent.send(minute_of_readings(minute, 1, 0))  # 5 min behind the gateway's clock
     if not gateway.wait_until(lambda: gateway.events_stored > before, timeout=600):
         raise RuntimeError(f"the reading was not stored: {gateway.counts()}")
     elapsed = time.perf_counter() - started
@@ -91,10 +102,12 @@ def main() -> None:
         broker = MosquittoBroker(workdir=Path(tmp) / "mq", extra_config=BROKER_TUNING)
         try:
             mqtt = BrokerConfig(host=broker.host, port=broker.port)
-            empty = start_to_ingest(config_in(Path(tmp) / "empty", mqtt, "bench-empty"), the_site, mqtt, 150)
-            full_config = config_in(Path(tmp) / "full", mqtt, "bench-full")
-            entries, events = fill(full_config, the_site, mqtt, args.devices)
-            full = start_to_ingest(full_config, the_site, mqtt, 151)
+            last = span_minutes(args.devices)
+            empty = start_to_ingest(config_in(Path(tmp) / "empty", mqtt, "bench-empty"), the_site, mqtt, last)
+            fill_config = config_in(Path(tmp) / "fill", mqtt, "bench-full")
+            full_config = config_in(Path(tmp) / "full", mqtt, "bench-full")  # the same session, the crash image
+            entries, events = fill(fill_config, the_site, mqtt, args.devices, Path(tmp) / "full")
+            full = start_to_ingest(full_config, the_site, mqtt, last + 1)
         finally:
             broker.stop()
     print(f"rule state: {args.devices} devices in the snapshot, then a journal of {entries} batches, {events} events "

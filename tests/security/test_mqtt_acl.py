@@ -10,10 +10,7 @@ messages in order, so once the marker has arrived the forbidden message would ha
 
 from __future__ import annotations
 
-import getpass
 import queue
-import shutil
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -23,13 +20,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from simulators.broker import find_mosquitto, free_port, wait_for_port
+from tests.support.shipped_broker import start_shipped_broker
 from warden import topics
 from warden.config import BrokerConfig
 from warden.mqtt import make_client
-from warden.process import terminate
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 TIMEOUT = 10.0
 
 #: The test's accounts: two agents of one site, one of another site, the gateway.
@@ -44,11 +39,6 @@ PASSWORDS = {
 #: user may read and write, so the gateway can send a marker after an alert. It grants
 #: nothing under warden/v1, so it cannot mask a hole in the shipped ACL.
 TEST_MARKER_ACL = "\n# test only\npattern readwrite warden-test/marker/#\n"
-
-
-def _rewrite(text: str, old: str, new: str) -> str:
-    assert old in text, f"deploy/mosquitto.conf no longer contains {old!r}; update the test"
-    return text.replace(old, new)
 
 
 @dataclass
@@ -66,38 +56,13 @@ class SecureBroker:
 
 @pytest.fixture(scope="module")
 def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
-    binary = find_mosquitto()
-    passwd_tool = shutil.which("mosquitto_passwd")
-    if binary is None or passwd_tool is None:
-        pytest.fail("mosquitto and mosquitto_passwd are needed (apt-get install mosquitto)")
-    work = tmp_path_factory.mktemp("secure-mosquitto")
-    passwd = work / "passwd"
-    for i, (user, password) in enumerate(PASSWORDS.items()):
-        create = ["-c"] if i == 0 else []
-        subprocess.run([passwd_tool, *create, "-b", str(passwd), user, password], check=True, capture_output=True)
-    acl = work / "acl"
-    acl.write_text((DEPLOY / "acl").read_text() + TEST_MARKER_ACL)
-    port = free_port()
-    log_path = work / "mosquitto.log"
-    conf = (DEPLOY / "mosquitto.conf").read_text()
-    conf = _rewrite(conf, "password_file /etc/mosquitto/warden.passwd", f"password_file {passwd}")
-    conf = _rewrite(conf, "acl_file /etc/mosquitto/warden.acl", f"acl_file {acl}")
-    conf = _rewrite(conf, "listener 1883 127.0.0.1", f"listener {port} 127.0.0.1")
-    conf = _rewrite(conf, "persistence_location /var/lib/mosquitto/", f"persistence_location {work}/")
-    conf = _rewrite(conf, "log_dest syslog", f"log_dest file {log_path}")
-    # As root Mosquitto would switch to user "mosquitto", who cannot read our folder.
-    conf += f"\nuser {getpass.getuser()}\n"
-    conf_path = work / "mosquitto.conf"
-    conf_path.write_text(conf)
-    process = subprocess.Popen([binary, "-c", str(conf_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """Mosquitto on the shipped deploy/mosquitto.conf and deploy/acl (tests/support/shipped_broker.py)."""
     try:
-        wait_for_port("127.0.0.1", port)
-    except TimeoutError:
-        process.kill()
-        _, err = process.communicate()
-        pytest.fail(f"mosquitto refused the shipped config: {err.decode(errors='replace')}")
-    yield SecureBroker("127.0.0.1", port, log_path)
-    terminate(process, timeout=10)
+        broker = start_shipped_broker(tmp_path_factory.mktemp("secure-mosquitto"), PASSWORDS, extra_acl=TEST_MARKER_ACL)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield SecureBroker(broker.host, broker.port, broker.log_path)
+    broker.stop()
 
 
 @dataclass
