@@ -25,7 +25,7 @@ test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) --ignore=tests/test_end_to_end.py
 	# The shipped nights end to end, in a process of their own: each runs a whole pipeline
 	# (broker, agent, gateway, simulated serial links), and after the rest of the suite the
-	# process holds enough descriptors that select() refuses new ones (a leak to find: docs/faults.md).
+	# process holds enough descriptors that select() refuses new ones (a leak still to find).
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests/test_end_to_end.py
 
 ## The linter (ruff, configured in pyproject.toml); .ci/run runs it before the tests
