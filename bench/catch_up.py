@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from bench.ingest import BROKER_TUNING, TOPIC, site
+from bench.ingest import BROKER_TUNING, TOPIC, bare_subscriber, site
 from gateway.config import GatewayConfig
 from gateway.service import Gateway
 from simulators.broker import MosquittoBroker
@@ -64,42 +63,6 @@ class Publisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def bare_drain(broker: BrokerConfig, backlog: list[bytes]) -> float:
-    """Seconds a bare paho subscriber with a persistent session takes to receive `backlog`."""
-    received, done = 0, threading.Event()
-
-    def on_message(*args: object) -> None:
-        nonlocal received
-        received += 1
-        if received == len(backlog):
-            done.set()
-
-    def session() -> object:
-        client = make_client(broker, "bench-bare-catch-up", persistent_session=True)
-        subscribed = threading.Event()
-        client.on_connect = lambda c, *a: c.subscribe(TOPIC, qos=1)
-        client.on_subscribe = lambda *a: subscribed.set()
-        client.on_message = on_message
-        client.connect(broker.host, broker.port)
-        client.loop_start()
-        subscribed.wait(10)
-        return client
-
-    first = session()
-    first.disconnect()  # type: ignore[attr-defined]
-    first.loop_stop()  # type: ignore[attr-defined]
-    publisher = Publisher(broker, "bench-agents-bare")
-    publisher.send(backlog)
-    publisher.close()
-    started = time.perf_counter()
-    client = session()
-    done.wait(1800)
-    elapsed = time.perf_counter() - started
-    client.disconnect()  # type: ignore[attr-defined]
-    client.loop_stop()  # type: ignore[attr-defined]
-    return elapsed
 
 
 def gateway_catch_up(
@@ -158,7 +121,7 @@ def main() -> None:
         try:
             config = BrokerConfig(host=broker.host, port=broker.port)
             backlog = [p for minute in range(args.minutes) for p in minute_of_readings(minute, args.devices, args.left_on)]
-            baseline = bare_drain(config, backlog)
+            baseline = bare_subscriber(config, backlog, 1).seconds  # the same backlog, drained by bare paho
             elapsed, live, subjects = gateway_catch_up(config, Path(tmp), args.devices, args.minutes, args.left_on)
         finally:
             broker.stop()
