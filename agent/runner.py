@@ -45,8 +45,12 @@ class Agent:
         self.clock = clock or SystemClock()
         self.outbox = Outbox(config.buffer_path, max_events=config.buffer_max_events)
         # manual_ack: a device message that comes in on the uplink is acknowledged only
-        # once its events are on disk (see _on_device_message)
-        self.uplink = make_client(config.broker, client_id_for(config.broker, f"warden-agent-{config.site}-{config.id}"), manual_ack=True)
+        # once its events are on disk (see _on_device_message). A persistent session: the
+        # broker keeps the device subscriptions and queues what devices publish while the
+        # agent is reconnecting (a device that reconnects to a restarted broker first would
+        # otherwise publish to nobody), and the gateway's acks sent meanwhile.
+        uplink_id = client_id_for(config.broker, f"warden-agent-{config.site}-{config.id}")
+        self.uplink = make_client(config.broker, uplink_id, persistent_session=True, manual_ack=True)
         self.uplink_flag = ConnectionFlag()
         self.uplink_backoff = _backoff(config.broker)
         self.uplink_connects = 0  # successful (re)connects, published in the agent's heartbeat
@@ -105,6 +109,7 @@ class Agent:
         return make_client(
             self.config.device_broker,
             client_id_for(self.config.device_broker, f"warden-agent-{self.config.site}-{self.config.id}-devices"),
+            persistent_session=True,  # as the uplink's: devices publishing meanwhile are queued for the agent
             manual_ack=True,
         )
 

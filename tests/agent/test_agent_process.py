@@ -21,7 +21,8 @@ from tests.support.proxy import TcpProxy
 from tests.support.wait import wait_for
 from warden import topics
 from warden.config import BrokerConfig
-from warden.events import DeviceStatus, Event, PatrolTap, decode_events, stable_event_id
+from warden.events import DeviceStatus, DoorAction, DoorEvent, Event, PatrolTap, decode_events, stable_event_id
+from warden.mqtt import make_client
 
 SITE = "riverside"
 T0 = datetime(2026, 11, 17, 23, 30, tzinfo=timezone.utc)
@@ -183,6 +184,47 @@ def test_sigterm_forwards_what_the_port_received_and_leaves_a_retained_offline(
         assert isinstance(offline, DeviceStatus) and offline.state == "offline" and offline.device == agent_id
     finally:
         late.close()
+
+
+def test_what_mqtt_devices_publish_while_the_agent_is_down_reaches_it_after_restart(
+    private_mosquitto: MosquittoBroker, tmp_path: Path, agent_id: str, processes: list[AgentProcess]
+) -> None:
+    """The agent's session is persistent: the broker keeps its device subscriptions and
+    queues what devices publish while it is dead (or reconnecting to a restarted broker,
+    where a device may be back first), and hands it over when the agent returns."""
+    mosquitto = private_mosquitto
+    broker = BrokerConfig(host=mosquitto.host, port=mosquitto.port)
+    device_topic = f"devices/{SITE}/ctl-gate/events"
+    config = {
+        "id": agent_id, "site": SITE, "buffer_path": "outbox.db", "heartbeat_seconds": 3600, "ack_timeout_seconds": None,
+        "broker": {"host": mosquitto.host, "port": mosquitto.port, "reconnect_min_seconds": 0.1, "reconnect_max_seconds": 1},
+        "devices": [{"driver": "mqtt_door", "id": "ctl-gate", "topic": device_topic, "doors": ["gate-main"]}],
+    }  # fmt: skip
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(config))
+    events = Collector(broker, topics.events_topic(SITE, agent_id), persistent=True)
+    controller = make_client(broker, f"test-controller-{agent_id}")
+    controller.connect(mosquitto.host, mosquitto.port)
+    controller.loop_start()
+    try:
+        first = AgentProcess(path)
+        processes.append(first)
+        first.wait_log("device topics subscribed")
+        assert first.kill() == -9
+        # docs/protocols/door-mqtt.md's first example, sent while no agent runs
+        sent = controller.publish(device_topic, b'{"ts": "2026-11-17T19:12:00Z", "seq": 118, "door": "gate-main", "event": "granted", "card": "004711"}', qos=1)
+        sent.wait_for_publish(timeout=10)
+        processes.append(AgentProcess(path))
+        doors: list[DoorEvent] = []
+        while not doors:  # Collector.message raises queue.Empty after 20 s of nothing
+            doors += [e for e in decode_events(events.message(timeout=20).payload) if isinstance(e, DoorEvent)]
+        [granted] = doors
+        assert (granted.door, granted.card, granted.action) == ("gate-main", "004711", DoorAction.GRANTED)
+        assert granted.event_time == datetime(2026, 11, 17, 19, 12, tzinfo=timezone.utc)
+    finally:
+        controller.loop_stop()
+        controller.disconnect()
+        events.close()
 
 
 def test_reader_lines_written_while_no_agent_reads_are_not_what_the_guarantee_covers(reader: PatrolReaderSim) -> None:
