@@ -9,10 +9,11 @@ Both run from bytecode, as an installed package does: see `_bytecode_env`.
     python -m bench.agent_footprint [--devices N] [--seconds S]
     python -m bench.agent_footprint --ack-cost   # end-to-end acks on against off
 
-With `--ack-cost` the baseline is the same agent deleting on the broker's PUBACK
-(`ack_timeout_seconds: null`) and the measured one keeps rows until a gateway stand-in
-in this process (`Confirmer`) confirms them on the agent's ack topic, as gateway/acks.py
-does: the ratio is what end-to-end acknowledgement costs the agent (issue 17: <= 10 %).
+The agent runs with end-to-end acknowledgement on, confirmed by a gateway stand-in in
+this process (`Confirmer`, as gateway/acks.py does), as on a site: without it the
+unconfirmed rows would pile up in the outbox and be measured too. With `--ack-cost` the
+baseline is the same agent deleting on the broker's PUBACK (`ack_timeout_seconds: null`)
+and the ratio is what end-to-end acknowledgement costs the agent (issue 17: <= 10 %).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -184,39 +187,33 @@ def _warden_agent() -> str:
         sys.exit(str(exc))
 
 
-def run(devices: int, seconds: float) -> tuple[Footprint, Footprint]:
-    meters, serial = devices // 2, devices - devices // 2
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        broker = MosquittoBroker(workdir=work / "mq", extra_config=BROKER_TUNING)
-        config = BrokerConfig(host=broker.host, port=broker.port)
-        readers = [PatrolReaderSim(f"r{i}") for i in range(serial)]
-        load = DeviceLoad(config, meters, readers)
-        try:
-            bare = subprocess.Popen([sys.executable, "-c", BARE_FORWARDER, broker.host, str(broker.port), str(meters)])
-            baseline = _measure("bare paho forwarder (MQTT devices only)", bare, seconds)
-            bare.terminate()
-            bare.wait()
-            command = [_warden_agent(), "--config", str(_agent_config(work, config, meters, readers)), "--log-level", "ERROR"]
-            agent = subprocess.Popen(command, env=_bytecode_env(work))
-            measured = _measure(f"warden-agent ({meters} MQTT + {serial} serial devices)", agent, seconds)
-            agent.terminate()
-            agent.wait(30)
-        finally:
-            load.close()
-            for reader in readers:
-                reader.close()
-            broker.stop()
-    return baseline, measured
+@dataclass
+class Rig:
+    """A broker, the devices' load and a gateway stand-in confirming what the agent sends."""
+
+    work: Path
+    broker: BrokerConfig
+    meters: int
+    readers: list[PatrolReaderSim]
+    env: dict[str, str]
+
+    def agent(self, name: str, run_dir: Path, seconds: float, acks: bool = True) -> tuple[Footprint, int]:
+        """The agent's footprint over `seconds`, and the outbox rows left after its SIGTERM."""
+        run_dir.mkdir()
+        path = _agent_config(run_dir, self.broker, self.meters, self.readers, 30.0 if acks else None)
+        agent = subprocess.Popen([_warden_agent(), "--config", str(path), "--log-level", "ERROR"], env=self.env)
+        measured = _measure(name, agent, seconds)
+        agent.terminate()
+        agent.wait(30)
+        db = sqlite3.connect(run_dir / "outbox.db")
+        left = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        db.close()
+        return measured, left
 
 
-def ack_cost(devices: int, seconds: float, repeat: int) -> tuple[Footprint, Footprint, int]:
-    """The agent deleting on PUBACK, then keeping rows until confirmed, alternately
-    `repeat` times each; the lowest CPU of each (noise only adds) and the last RSS.
-    Also returns the rows left in the outbox at the end of the last confirmed run."""
+@contextmanager
+def rig(devices: int) -> Iterator[Rig]:
     meters, serial = devices // 2, devices - devices // 2
-    runs: dict[bool, list[Footprint]] = {False: [], True: []}
-    left = 0
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         broker = MosquittoBroker(workdir=work / "mq", extra_config=BROKER_TUNING)
@@ -224,28 +221,41 @@ def ack_cost(devices: int, seconds: float, repeat: int) -> tuple[Footprint, Foot
         readers = [PatrolReaderSim(f"r{i}") for i in range(serial)]
         load = DeviceLoad(config, meters, readers)
         confirmer = Confirmer(config, "bench", "agent-bench")
-        env = _bytecode_env(work)
         try:
-            for n in range(repeat):
-                for acks in (False, True):
-                    run_dir = work / f"run-{n}-{acks}"
-                    run_dir.mkdir()
-                    path = _agent_config(run_dir, config, meters, readers, 30.0 if acks else None)
-                    agent = subprocess.Popen([_warden_agent(), "--config", str(path), "--log-level", "ERROR"], env=env)
-                    name = f"warden-agent, {'end-to-end acks' if acks else 'deleting on PUBACK'}"
-                    runs[acks].append(_measure(name, agent, seconds))
-                    agent.terminate()
-                    agent.wait(30)
-                    if acks:
-                        db = sqlite3.connect(run_dir / "outbox.db")
-                        left = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-                        db.close()
+            yield Rig(work, config, meters, readers, _bytecode_env(work))
         finally:
             confirmer.close()
             load.close()
             for reader in readers:
                 reader.close()
             broker.stop()
+
+
+def run(devices: int, seconds: float) -> tuple[Footprint, Footprint]:
+    """The bare forwarder, then the agent with end-to-end acks confirmed as a gateway would."""
+    with rig(devices) as bench:
+        bare = subprocess.Popen([sys.executable, "-c", BARE_FORWARDER, bench.broker.host, str(bench.broker.port), str(bench.meters)])
+        baseline = _measure("bare paho forwarder (MQTT devices only)", bare, seconds)
+        bare.terminate()
+        bare.wait()
+        serial = len(bench.readers)
+        measured, _ = bench.agent(f"warden-agent ({bench.meters} MQTT + {serial} serial devices)", bench.work / "run", seconds)
+    return baseline, measured
+
+
+def ack_cost(devices: int, seconds: float, repeat: int) -> tuple[Footprint, Footprint, int]:
+    """The agent deleting on PUBACK, then keeping rows until confirmed, alternately
+    `repeat` times each; the lowest CPU of each (noise only adds) and the last RSS.
+    Also returns the rows left in the outbox at the end of the last confirmed run."""
+    runs: dict[bool, list[Footprint]] = {False: [], True: []}
+    left = 0
+    with rig(devices) as bench:
+        for n in range(repeat):
+            for acks in (False, True):
+                name = f"warden-agent, {'end-to-end acks' if acks else 'deleting on PUBACK'}"
+                measured, rows = bench.agent(name, bench.work / f"run-{n}-{acks}", seconds, acks)
+                runs[acks].append(measured)
+                left = rows if acks else left
     pick = lambda results: Footprint(results[-1].name, results[-1].rss_mb, min(r.cpu_percent for r in results))  # noqa: E731
     return pick(runs[False]), pick(runs[True]), left
 

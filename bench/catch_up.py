@@ -116,6 +116,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=60, help="length of the outage (a reading a minute per device)")
     parser.add_argument("--left-on", type=int, default=10, help="rooms whose AC ran all hour")
     args = parser.parse_args()
+    if args.minutes <= 15:
+        parser.error("--minutes must be more than 15: the truth (every room left on raises) needs an outage longer than the AC rule's 15-minute grace")
     with tempfile.TemporaryDirectory() as tmp:
         broker = MosquittoBroker(workdir=Path(tmp) / "mq", extra_config=BROKER_TUNING)
         try:

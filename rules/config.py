@@ -37,8 +37,10 @@ class RulesConfig(StrictModel):
         description="Real seconds between two ticks of the rules (time passing without an event)",
     )
     catch_up_max_seconds: float = Field(
-        default=30.0,
+        default=120.0,
         gt=0,
+        # An hour's backlog of 10 000 devices took 39 s to drain here (docs/benchmarks.md §9);
+        # only a broker ACL denying the sync topic ever waits the whole time.
         description="After (re)connecting, real seconds to wait for the broker's backlog before ticking anyway",
     )
     ac_after_hours: AcAfterHoursConfig = Field(default_factory=AcAfterHoursConfig)
