@@ -22,11 +22,10 @@ demo: setup
 ## Everything the tests need (Debian packages, Python packages), then the tests: `make test`
 test: setup
 	./scripts/install-system-packages.sh
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) --ignore=tests/test_end_to_end.py
-	# The shipped nights end to end, in a process of their own: each runs a whole pipeline
-	# (broker, agent, gateway, simulated serial links), and after the rest of the suite the
-	# process holds enough descriptors that select() refuses new ones (a leak still to find).
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests/test_end_to_end.py
+	# One process: the end-to-end nights are played once for every test file that reads them
+	# (tests/support/nights.py), and tests/conftest.py fails any module that leaves file
+	# descriptors open (select() refuses those past 1023).
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 ## The linter (ruff, configured in pyproject.toml); .ci/run runs it before the tests
 lint: setup

@@ -28,7 +28,7 @@ from gateway.acks import DeliveryAcks
 from gateway.catch_up import CatchUp
 from gateway.config import GatewayConfig
 from gateway.devices import DeviceRegistry
-from gateway.escalation import EscalationPolicy
+from gateway.escalation import EscalationPolicy, overdue
 from gateway.historian import Historian, open_historian
 from gateway.metrics import GatewayMetrics
 from gateway.notify import build_notifier
@@ -144,6 +144,8 @@ class Gateway:
         self.metrics.watch_state(lambda: [(a.severity, a.rule, a.subject) for a in self.store.alerts_live()], lambda: dict(self.agents))
         self.escalation = EscalationPolicy(config.alerts.escalation)
         self.work_orders = WorkOrders(config.state_db, config.work_orders, site.id, self.clock, self.notifier)  # issue 18
+        self.metrics.watch_work_orders(lambda: [o.category for o in self.work_orders.open_orders() if overdue(o, self.clock.now())],
+                                       config.work_orders.categories)
         self.escalation_checked_at: datetime | None = None  # gateway clock of the last escalation check
         self.link = BrokerLink(config.broker.host, config.broker.port, config.broker.reconnect_max_seconds)
         self.devices = DeviceRegistry()  # last seen and counters per device, for the API
@@ -189,9 +191,10 @@ class Gateway:
         self.client.loop_stop()
         self._historian_writer.shutdown(wait=True)
         self.historian.close()
+        # before the store closes: counting reads the live alerts, and would open a connection that stays open
+        log.info("gateway stopped", extra={name: int(n) for name, n in self.counts().items()})  # counters count
         self.store.close()
         self.work_orders.close()
-        log.info("gateway stopped", extra={name: int(n) for name, n in self.counts().items()})  # counters count
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block until `predicate()` holds after a processed batch (for tests and the demo)."""

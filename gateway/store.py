@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -27,7 +28,7 @@ from pydantic import Field
 from rules.alerts import AlertChangeKind, AlertSignal, AlertState, SignalAction
 from warden.clock import Clock
 from warden.config import StrictModel
-from warden.i18n import N_
+from warden.i18n import N_, Message
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_events (id TEXT PRIMARY KEY) WITHOUT ROWID;  -- one b-tree, not two
@@ -158,7 +159,7 @@ class AlertChange:
 
     action: AlertChangeKind
     alert: Alert
-    note: str = ""  # the history entry's message, e.g. why it escalated
+    note: str = ""  # the history entry's message, e.g. why it escalated (a Message where one made it)
 
 
 @dataclass(frozen=True)
@@ -166,19 +167,51 @@ class Escalation:
     """A decision to move a live alert one level up (gateway/escalation.py decides)."""
 
     reason: str  # "not_acknowledged" or "not_resolved"
-    message: str
+    message: Message  # kept as its id and parameters, shown in the reader's language
+
+
+#: The connections opened through each `local` (weak keys: a store dropped drops its entry), with the thread
+#: that owns each, so ended threads' connections are closed promptly (close_thread_connections). Left to
+#: themselves they close only when the garbage collector finds them (sqlite3's statement cache is a reference
+#: cycle), and while any other connection to the same file is open SQLite keeps even a closed connection's
+#: descriptor (POSIX locks are per process, closing it would drop the others' locks): one connection left
+#: open kept every API thread's descriptor for that file.
+_opened: weakref.WeakKeyDictionary[threading.local, list[tuple[threading.Thread, sqlite3.Connection]]] = weakref.WeakKeyDictionary()
+_opened_lock = threading.Lock()
 
 
 def thread_connection(local: threading.local, path: str | Path) -> sqlite3.Connection:
-    """This thread's connection to `path` (WAL, synchronous=FULL, autocommit), opened on first use."""
+    """This thread's connection to `path` (WAL, synchronous=FULL, autocommit), opened on first use.
+    Opening one closes those of threads that have ended since (see _opened)."""
     db = getattr(local, "db", None)
     if db is None:
-        db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        # check_same_thread off: a finished thread's connection is closed by another thread (never used by two)
+        db = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         local.db = db
+        with _opened_lock:
+            owned = _opened.setdefault(local, [])
+            ended = [conn for thread, conn in owned if not thread.is_alive()]
+            owned[:] = [(thread, conn) for thread, conn in owned if thread.is_alive()]
+            owned.append((threading.current_thread(), db))
+        for old in ended:
+            old.close()
     return db
+
+
+def close_thread_connections(local: threading.local) -> None:
+    """Close the calling thread's connection through `local` and those of threads that have ended; live
+    threads close their own (a sink thread on its way out) or are closed once they end."""
+    me = threading.current_thread()
+    with _opened_lock:
+        owned = _opened.get(local, [])
+        closing = [conn for thread, conn in owned if thread is me or not thread.is_alive()]
+        owned[:] = [(thread, conn) for thread, conn in owned if thread is not me and thread.is_alive()]
+    local.db = None
+    for conn in closing:
+        conn.close()
 
 
 class StateStore:
@@ -439,7 +472,8 @@ class StateStore:
                 ).rowcount
                 if moved:
                     details = json.dumps({"level": level, "reason": step.reason}, sort_keys=True)
-                    changes.append(self._record(db, alert.id, when, "escalated", step.message, details))
+                    said = (step.message.id, json.dumps(step.message.params, sort_keys=True, ensure_ascii=False))
+                    changes.append(self._record(db, alert.id, when, "escalated", step.message, details, said))
             self._changed(db, changes)
         return changes
 
@@ -494,10 +528,7 @@ class StateStore:
         return work(self._db)
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        close_thread_connections(self._local)
 
 
 class _transaction:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +10,9 @@ import pytest
 from hypothesis import settings
 
 from simulators.broker import MosquittoBroker, find_mosquitto
+from tests.support import descriptors
 from tests.support.mqtt import clear_retained
+from tests.support.nights import night  # noqa: F401  (a session fixture: the end-to-end nights, played once)
 from warden.config import BrokerConfig
 
 # Property tests are judged on their examples, not on a 200 ms wall-clock budget per
@@ -41,3 +44,29 @@ def broker_config(mosquitto: MosquittoBroker) -> Iterator[BrokerConfig]:
     config = BrokerConfig(host=mosquitto.host, port=mosquitto.port)
     yield config
     clear_retained(config)
+
+
+@pytest.fixture(autouse=True)
+def _forget_finished_apps() -> Iterator[None]:
+    """Lets the test's FastAPI apps, and the gateways they close over, be collected (see
+    descriptors.clear_fastapi_caches)."""
+    yield
+    if "fastapi.dependencies.models" in sys.modules:
+        descriptors.clear_fastapi_caches()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _descriptor_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the module that leaves more than MODULE_ALLOWANCE descriptors open, or the
+    process above SUITE_CEILING: select() (paho, the serial lines) refuses any numbered
+    1024 or more, and the failure would come modules later, in whichever test is unlucky."""
+    if not descriptors.available():
+        yield
+        return
+    before = descriptors.open_count()
+    yield
+    after = descriptors.open_count()
+    if after - before > descriptors.MODULE_ALLOWANCE or after > descriptors.SUITE_CEILING:
+        pytest.fail(f"{request.node.nodeid} left {after - before} file descriptors open ({before} -> {after}; "
+                    f"allowed {descriptors.MODULE_ALLOWANCE} a module, {descriptors.SUITE_CEILING} in all); "
+                    f"open now: {dict(descriptors.kinds().most_common(6))}", pytrace=False)

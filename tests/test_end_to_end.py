@@ -1,8 +1,8 @@
 """Every shipped scenario end to end: simulated devices (pseudo-terminals, TCP device
 servers, Modbus RTU, MQTT, wand spool folders) -> real agent -> real Mosquitto -> real
 gateway (SQLite historian, rules, alert store) -> HTTP API, compared with the scenario's
-ground truth. Each scenario runs once per session (at 20 000 times real time) and the
-tests below look at its results from several sides."""
+ground truth. Each scenario runs once per session (at 20 000 times real time; the `night`
+fixture, tests/support/nights.py) and the tests below look at its results from several sides."""
 
 from __future__ import annotations
 
@@ -11,43 +11,36 @@ import subprocess
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.config import AgentConfig
-from cli.demo import DemoResult, run_demo
+from cli.demo import DemoResult
 from gateway.config import GatewayConfig
+from gateway.historian.points import Point
 from gateway.historian.sqlite import SqliteHistorian
-from simulators.broker import MosquittoBroker
 from simulators.catalogue import load_scenario, shipped_scenarios
 from simulators.guards import guard_taps
+from tests.support.nights import SPEED
 from tests.support.scripts import console_script
 from warden.config import SiteConfig, load_config
 
-SPEED = 20_000
 
-
-@pytest.fixture(scope="module")
-def night(mosquitto: MosquittoBroker, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], DemoResult]:
-    """Run a shipped scenario through the whole pipeline once, on first use."""
-    results: dict[str, DemoResult] = {}
-
-    def run(name: str) -> DemoResult:
-        if name not in results:
-            results[name] = run_demo(load_scenario(name), tmp_path_factory.mktemp(name), speed=SPEED, seed=7)
-        return results[name]
-
-    return run
-
-
-def history(result: DemoResult) -> SqliteHistorian:
+def series(result: DemoResult, device: str, *args: Any, **kwargs: Any) -> list[Point]:
+    """SqliteHistorian.series on the night's historian, closed again (one connection per
+    call would otherwise stay open until the garbage collector finds it)."""
     site = load_config(result.out_dir / "site.yaml", SiteConfig)
-    return SqliteHistorian(load_config(result.out_dir / "gateway.yaml", GatewayConfig).historian.path, site)  # type: ignore[union-attr]
+    historian = SqliteHistorian(load_config(result.out_dir / "gateway.yaml", GatewayConfig).historian.path, site)  # type: ignore[union-attr]
+    try:
+        return historian.series(device, *args, **kwargs)
+    finally:
+        historian.close()
 
 
 def status_counter(result: DemoResult, device: str, counter: str) -> float:
     """The highest value of a driver counter in the device's stored heartbeats."""
-    points = history(result).series(device, measurement="device_status", limit=100_000)
+    points = series(result, device, measurement="device_status", limit=100_000)
     return max((float(p.fields.get(counter, 0)) for p in points), default=0.0)
 
 
@@ -97,9 +90,8 @@ def test_ac_left_on_counts_every_reading_once_and_the_energy_wasted(night: Calla
     assert 13.5 * 1.4 * 0.9 <= alert["details"]["wasted_kwh"] <= 13.5 * 1.4
     assert json.loads((result.out_dir / "alerts.json").read_text()) == result.alerts
     # Every simulated reading and tap crossed the broker and is in the historian once.
-    stored = history(result)
-    readings = sum(len(stored.series(d, q, limit=100_000)) for d in ("ac-a101", "ac-a204") for q in ("power", "energy"))
-    taps = stored.series("patrol-reader-1", measurement="patrol_tap", limit=1000)
+    readings = sum(len(series(result, d, q, limit=100_000)) for d in ("ac-a101", "ac-a204") for q in ("power", "energy"))
+    taps = series(result, "patrol-reader-1", measurement="patrol_tap", limit=1000)
     assert readings == result.totals.readings == 2 * 961 * 2  # two meters, 16 h + 1 samples, two fields
     assert len(taps) == result.totals.taps == 8
     assert result.gateway_counts.get("duplicates", 0) == 0
@@ -121,11 +113,10 @@ def test_the_normal_night_absorbs_every_fault_without_an_alert(night: Callable[[
     assert status_counter(result, "ac-a204", "error_not_json") > 0
     assert status_counter(result, "ctl-gate", "error_bad_event") > 0
     # Every device type delivered: Modbus (pty and TCP), serial lines (pty and TCP), MQTT, the wand dock.
-    stored = history(result)
     for device, measurement in (("light-a101", "power"), ("ac-a102", "power"), ("ctl-gym", "door"),
                                 ("ctl-back", "door"), ("wm-a", "volume"), ("wet-b", "wet")):
-        assert stored.series(device, measurement, limit=5), (device, measurement)
-    assert len(stored.series("dock-1", measurement="patrol_tap", limit=100)) == 3  # uploaded hours later
+        assert series(result, device, measurement, limit=5), (device, measurement)
+    assert len(series(result, "dock-1", measurement="patrol_tap", limit=100)) == 3  # uploaded hours later
 
 
 def test_the_outage_restarts_the_broker_and_loses_only_what_mqtt_devices_sent_meanwhile(
@@ -138,7 +129,7 @@ def test_the_outage_restarts_the_broker_and_loses_only_what_mqtt_devices_sent_me
     assert result.ground_truth["stats"]["lost_in_outage"] == sum(result.totals.lost.values())
     # What the serial reader said while the broker was down was buffered by the agent and arrived.
     down, up = (datetime.fromisoformat(restart[k].replace("Z", "+00:00")) for k in ("start", "end"))
-    heartbeats = history(result).series("patrol-reader-1", measurement="device_status", since=down, limit=100_000)
+    heartbeats = series(result, "patrol-reader-1", measurement="device_status", since=down, limit=100_000)
     assert [p for p in heartbeats if down < p.time <= up]
 
 
@@ -146,7 +137,7 @@ def test_missed_patrol_uploads_the_wand_hours_later_with_the_original_tap_times(
     result = night("missed-patrol")
     scenario = load_scenario("missed-patrol")
     walked = guard_taps(scenario, scenario.guard("guard-kim"), seed=7)
-    taps = history(result).series("dock-1", measurement="patrol_tap", limit=100)
+    taps = series(result, "dock-1", measurement="patrol_tap", limit=100)
     assert sorted(t.time.timestamp() for t in taps) == sorted(t.t for t in walked)  # cp-fence was skipped
     docked = scenario.instant(scenario.guard("guard-kim").dock_at)  # type: ignore[arg-type]
     assert all((docked - t.time).total_seconds() > 2 * 3600 for t in taps)

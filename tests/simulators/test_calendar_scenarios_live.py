@@ -1,7 +1,8 @@
 """Issue 20's scenarios through the whole pipeline (simulated devices -> real agent ->
 real Mosquitto -> real gateway -> daily report), checked against numbers worked out by
 hand from each scenario's facts. tests/test_end_to_end.py compares every shipped
-scenario with its derived ground truth; these look at what a manager would read."""
+scenario with its derived ground truth; these look at what a manager would read. The
+`night` fixture (tests/support/nights.py) plays each night once for both files."""
 
 from __future__ import annotations
 
@@ -11,23 +12,7 @@ from typing import Any
 
 import pytest
 
-from cli.demo import DemoResult, run_demo
-from simulators.broker import MosquittoBroker
-from simulators.catalogue import load_scenario
-
-SPEED = 20_000
-
-
-@pytest.fixture(scope="module")
-def night(mosquitto: MosquittoBroker, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], DemoResult]:
-    results: dict[str, DemoResult] = {}
-
-    def run(name: str) -> DemoResult:
-        if name not in results:
-            results[name] = run_demo(load_scenario(name), tmp_path_factory.mktemp(name), speed=SPEED, seed=7)
-        return results[name]
-
-    return run
+from cli.demo import DemoResult
 
 
 def report(result: DemoResult) -> dict[str, Any]:
