@@ -19,9 +19,13 @@ Nothing is fatal: the driver polls until stopped.
 
 from __future__ import annotations
 
+import array
+import fcntl
+import functools
 import logging
 import math
 import struct
+import termios
 import threading
 from datetime import datetime, timedelta
 from typing import Any, Callable, Literal, Protocol
@@ -223,7 +227,8 @@ def serial_client(config: ModbusRtuDevice) -> _Client:
     """pymodbus' synchronous RTU client; the port goes to pyserial, so socket:// works too."""
     from pymodbus.client import ModbusSerialClient
 
-    return ModbusSerialClient(
+    client_class = _device_server_client(ModbusSerialClient) if config.port.startswith("socket://") else ModbusSerialClient
+    return client_class(
         config.port,
         baudrate=config.baudrate,
         bytesize=config.bytesize,
@@ -233,6 +238,22 @@ def serial_client(config: ModbusRtuDevice) -> _Client:
         retries=config.retries,
         name=config.port,
     )
+
+
+@functools.cache
+def _device_server_client(base: type) -> type:
+    """The RTU client for a serial device server (socket://). pyserial's socket handler
+    answers `in_waiting` with 1 for "something to read", not a byte count, so pymodbus read
+    a reply byte by byte with a 4 ms wait between bytes: 43 ms a register read at 9600 baud
+    against 9 ms on a serial port. The count comes from the socket instead (FIONREAD)."""
+
+    class DeviceServerClient(base):  # type: ignore[misc, valid-type]
+        def _in_waiting(self) -> int:
+            waiting = array.array("i", [0])
+            fcntl.ioctl(self.socket.fileno(), termios.FIONREAD, waiting)
+            return waiting[0]
+
+    return DeviceServerClient
 
 
 class ModbusBus:

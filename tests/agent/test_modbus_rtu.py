@@ -17,7 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.config import AgentConfig
-from agent.drivers.modbus_rtu import ModbusBuses, ModbusRtuDevice, ModbusRtuDriver, _next_due, decode
+from agent.drivers.modbus_rtu import ModbusBuses, ModbusRtuDevice, ModbusRtuDriver, _next_due, decode, serial_client
 from simulators.sdm120 import Sdm120Sim
 from tests.support.wait import wait_for
 from warden.clock import ManualClock
@@ -322,6 +322,24 @@ def test_reads_through_a_serial_device_server() -> None:
         finally:
             driver.bus.close()
     assert {name: r.value for name, r in by_channel(readings).items()} == VALUES
+
+
+def test_a_device_servers_reply_is_read_whole_not_byte_by_byte() -> None:
+    """pyserial's socket:// says only "something to read"; read byte by byte, pymodbus waited
+    4 ms between bytes (43 ms a read at 9600 baud). The reply to reading 2 registers is 9
+    bytes (address, function, byte count, 4 data bytes, CRC 2): one read of 9."""
+    with Sdm120Sim(link="tcp") as meter:
+        client = serial_client(meter_config(meter.port))
+        assert client.connect()
+        try:
+            sizes: list[int] = []
+            read = client.socket.read  # a spy on the real socket, which still does the reading
+            client.socket.read = lambda n: (sizes.append(n), read(n))[1]
+            reply = client.read_input_registers(0, count=2, device_id=meter.unit_id)
+        finally:
+            client.close()
+    assert not reply.isError() and len(reply.registers) == 2
+    assert sizes == [9]
 
 
 def test_a_wrong_word_order_reads_a_different_number(meter: Sdm120Sim) -> None:
