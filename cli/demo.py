@@ -25,11 +25,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import Path
+from secrets import token_urlsafe
 from typing import Any
 
 import httpx
@@ -51,6 +52,7 @@ from simulators.broker import MosquittoBroker, start_embedded_broker
 from simulators.clock import PausableClock
 from simulators.ground_truth import GroundTruthCheck, compare_history, write_ground_truth
 from simulators.night import Interruption, NightSimulation, SimulationTotals, pending_devices
+from simulators.people import PeoplePlayer, Person
 from simulators.scenario import Scenario
 from simulators.wiring import write_gateway_config, write_yaml
 from warden.config import BrokerConfig, SiteConfig, load_config
@@ -94,20 +96,24 @@ def run_demo(
     clock = PausableClock(scenario.start_utc, speed=speed)
     outage = _BrokerOutage(broker) if isinstance(broker, MosquittoBroker) else None
     live = _LiveTicks(scenario, clock, tick_minutes, outage)
+    people = PeoplePlayer.of(scenario, clock)  # repair requests and the like, through the API (simulators/people.py)
     simulation = NightSimulation(
         scenario, broker_config, clock, seed=seed, workdir=out_dir / "devices", outage=outage,
-        interruptions=live.interruptions(),
+        interruptions=live.interruptions() + (people.interruptions() if people is not None else []),
     )
     gateway = agent = api = None
     try:
         token = keep_running.token if keep_running is not None else None
-        site, gateway_config, agent_config = _write_configs(scenario, simulation, broker_config, out_dir, token)
+        staff = [(p, f"wdn_{token_urlsafe(32)}") for p in (people.people.staff if people is not None else [])]
+        site, gateway_config, agent_config = _write_configs(scenario, simulation, broker_config, out_dir, token, staff)
         gateway = Gateway(gateway_config, site, clock, tick_every=None)
         history = AlertHistory(clock, site)
         gateway.alert_listeners.append(history.record)
         gateway.start()
         api = ApiServer(create_app(gateway), gateway_config.api.host, gateway_config.api.port)
         api.start()
+        if people is not None:
+            people.attach(api.url, {person.name: secret for person, secret in staff})
         agent = Agent(agent_config, clock)
         queued = _QueuedIds(agent)
         agent.start()
@@ -131,6 +137,11 @@ def run_demo(
         (out_dir / "alert-history.json").write_text(json.dumps(changes, indent=2, ensure_ascii=False) + "\n")
         write_ground_truth(out_dir / "ground-truth.json", truth)
         (out_dir / "ground-truth-check.json").write_text(json.dumps(check.as_dict(), indent=2) + "\n")
+        if people is not None:  # the work orders people made, against what their actions imply
+            orders = people.outcome()
+            (out_dir / "work-orders.json").write_text(json.dumps(orders, indent=2, ensure_ascii=False) + "\n")
+            if not orders["ok"]:
+                log.error("work orders differ from the scenario's people", extra={"differences": orders["differences"]})
         report = _write_reports(scenario, gateway, gateway_config, site, out_dir)
         result = DemoResult(totals, alerts, gateway.counts(), out_dir, check, truth, report.html, changes, site.locale)
         if keep_running is not None:
@@ -169,11 +180,13 @@ def _report_day(at: datetime, site: SiteConfig, day_start: dt_time) -> date:
 
 
 def _write_configs(
-    scenario: Scenario, simulation: NightSimulation, broker: BrokerConfig, out_dir: Path, token: str | None = None
+    scenario: Scenario, simulation: NightSimulation, broker: BrokerConfig, out_dir: Path, token: str | None = None,
+    people: Sequence[tuple[Person, str]] = (),
 ) -> tuple[SiteConfig, GatewayConfig, AgentConfig]:
     """Write the configuration a real installation would have, then load it back through
     the same validation `warden agent` and `warden gateway` use. `token`: a secret whose
-    hash goes into api.tokens as an admin, for a person to sign in to the dashboard."""
+    hash goes into api.tokens as an admin, for a person to sign in to the dashboard.
+    `people`: the scenario's staff with a secret each, for a token of the person's role."""
     data = out_dir / "data"
     for name in ("history.db", "state.db", "agent-outbox.db"):
         for stale in data.glob(f"{name}*"):
@@ -181,6 +194,8 @@ def _write_configs(
     write_gateway_config(out_dir / "gateway.yaml", scenario, broker, historian={"type": "sqlite", "path": "data/history.db"})
     if token is not None:
         _add_admin_token(out_dir / "gateway.yaml", token)
+    if people:
+        add_people_tokens(out_dir / "gateway.yaml", people)
     agent = simulation.agent_config(Path("data/agent-outbox.db"))
     write_yaml(out_dir / "agent.yaml", agent.model_dump(mode="json", exclude_none=True))
     gateway_config = load_config(out_dir / "gateway.yaml", GatewayConfig)
@@ -203,6 +218,18 @@ def _add_admin_token(path: Path, token: str) -> None:
     document = yaml.safe_load(path.read_text())
     api = document.setdefault("api", {})
     api.setdefault("tokens", []).append({"name": "demo-admin", "role": "admin", "sha256": hash_token(token)})
+    api["public_read"] = True
+    write_yaml(path, document)
+
+
+def add_people_tokens(path: Path, people: Sequence[tuple[Person, str]]) -> None:
+    """A token per person of the scenario's staff (hash only); reads stay public, as with
+    no token, so the demo's own unauthenticated reads still work."""
+    document = yaml.safe_load(path.read_text())
+    api = document.setdefault("api", {})
+    for person, secret in people:
+        entry = {"name": person.name, "role": person.role, "sha256": hash_token(secret)}
+        api.setdefault("tokens", []).append(entry | ({"guard": person.guard} if person.guard else {}))
     api["public_read"] = True
     write_yaml(path, document)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import sys
@@ -307,6 +308,12 @@ def _print_demo_outcome(result: Any, zone: tzinfo, faults: ExpectedFaults) -> No
             "The scenario's broker restart cost {count} connection warnings ({parts}); -v shows each."
         ).format(count=sum(faults.outage.values()), parts=", ".join(f"{part} {n}" for part, n in sorted(faults.outage.items()))),
             highlight=False)
+    orders = result.out_dir / "work-orders.json"
+    if orders.exists():  # a scenario with people (simulators/people.py)
+        played = json.loads(orders.read_text())
+        console.print(_("{count} work orders made by the scenario's people: {verdict}. Written to {path}").format(
+            count=len(played["observed"]), path=orders,
+            verdict=_("as their actions imply") if played["ok"] else "; ".join(played["differences"])), highlight=False)
 
 
 def _night_clock(night: Any, fraction: float) -> str:
@@ -345,7 +352,8 @@ def report(
     gateway_config, site_config = _report_configs(config, site)
     state_db = state_db or (gateway_config.state_db if gateway_config else None)
     if month is not None:
-        return _month_report(state_db, site_config, month, out, gateway_config.rules.patrol.routes if gateway_config else ())
+        return _month_report(state_db, site_config, month, out, gateway_config.rules.patrol.routes if gateway_config else (),
+                             gateway_config.work_orders if gateway_config else None)
     if night is None:
         _fail("--day or --month: required")
     if historian is None and gateway_config is not None and gateway_config.historian.type == "sqlite":
@@ -381,7 +389,7 @@ def report(
     console.print(f"{written} alert{'' if written == 1 else 's'} written to {out}; report: {files.html}")
 
 
-def _month_report(state_db: Path | None, site: SiteConfig, month: str, out: Path, routes: Any = ()) -> None:
+def _month_report(state_db: Path | None, site: SiteConfig, month: str, out: Path, routes: Any = (), work_orders: Any = None) -> None:
     """`warden report --month`: the month's meter readings (CSV for finance), HTML and JSON."""
     from gateway.monthly import parse_month, write_monthly_report
 
@@ -391,7 +399,7 @@ def _month_report(state_db: Path | None, site: SiteConfig, month: str, out: Path
         _fail(f"--{exc}")
     if state_db is None or not state_db.exists():
         _fail(f"--state-db: {state_db or 'required (or give --config)'}{' does not exist' if state_db else ''}")
-    paths = write_monthly_report(state_db, site, month, out, routes)
+    paths = write_monthly_report(state_db, site, month, out, routes, work_orders)
     console.print(f"monthly report {month} written: {paths['csv']}, {paths['html']}")
 
 

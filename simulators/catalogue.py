@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from simulators.ground_truth import check_expected
+from simulators.people import ScenarioWithPeople
 from simulators.scenario import Scenario
 from warden.config import load_config
 
@@ -19,11 +20,12 @@ SCENARIOS_DIR = Path(__file__).parent / "scenarios"
 def load_scenario(path: str | Path) -> Scenario:
     """Load a scenario file, or a shipped one by name ("ac-left-on"). Where its `expected`
     alerts differ from what its incidents imply (simulators/ground_truth.py), a warning is
-    logged (and written to the ground-truth file): the derivation may be what is wrong."""
+    logged (and written to the ground-truth file): the derivation may be what is wrong.
+    A scenario may have people acting through the API (`people`, simulators/people.py)."""
     path = Path(path)
     if not path.exists() and (SCENARIOS_DIR / f"{path.name}.yaml").exists():
         path = SCENARIOS_DIR / f"{path.name}.yaml"
-    scenario = load_config(path, Scenario)
+    scenario: Scenario = load_config(path, ScenarioWithPeople)  # `people`: simulators/people.py
     check_expected(scenario, path)
     return scenario
 
