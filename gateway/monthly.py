@@ -1,5 +1,6 @@
 """The monthly report: meter readings per meter and per tenant/household/department for
-finance, and the month's alert response times, per building and for the site.
+finance, the month's alert and repair-request response times and satisfaction by category,
+and the three-level supervision view (per building, per team, per site).
 
 Built from the hourly statistics (gateway/statistics.py) and the alert store, never from
 raw points: complete whichever historian is chosen and after raw points were pruned.
@@ -25,12 +26,15 @@ from datetime import date, datetime, time, timezone
 from pathlib import Path
 from typing import Any
 
+from gateway.report import page_templates
 from gateway.statistics import MeterReading, StatisticsReader, in_kwh, in_litres, meter_readings
 from gateway.store import Alert, StateStore
+from gateway.workorders import WorkOrder, WorkOrderConfig, category_for_rule, orders_created_between
 from rules.patrol import CHECKPOINT, ROUND
 from rules.patrol import RULE_NAMES as PATROL_RULES
 from rules.schedule import local_instant
 from warden.config import PatrolRoute, SiteConfig
+from warden.i18n import N_
 
 METER_CSV_FIELDS = ["building", "room", "group", "device", "quantity", "channel", "unit",
                     "start_reading", "end_reading", "consumption", "resets"]
@@ -139,20 +143,72 @@ def _alert_stats(alerts: Sequence[Alert], key: Any) -> list[dict[str, Any]]:
         ack = [m for a in items if (m := _minutes(a.raised_at or a.opened_at, a.acknowledged_at)) is not None]
         res = [m for a in items if (m := _minutes(a.opened_at, a.resolved_at)) is not None]
         out.append({
-            "key": name, "alerts": len(items),
-            "acknowledged": len(ack), "ack_median_min": stats.median(ack) if ack else None,
-            "ack_p90_min": nearest_rank(ack, 0.9),
-            "resolved": len(res), "resolve_median_min": stats.median(res) if res else None,
-            "resolve_p90_min": nearest_rank(res, 0.9),
+            "key": name, "alerts": len(items), **_timing("acknowledged", "ack", ack), **_timing("resolved", "resolve", res),
             "overdue": sum(1 for a in items if a.escalation_level > 0),
         })  # fmt: skip
     return out
+
+
+def _timing(done: str, prefix: str, minutes: list[float]) -> dict[str, Any]:
+    """How many got `done`, and the median and 90th percentile of their minutes."""
+    return {done: len(minutes), f"{prefix}_median_min": stats.median(minutes) if minutes else None,
+            f"{prefix}_p90_min": nearest_rank(minutes, 0.9)}
 
 
 def month_alerts(alerts: Sequence[Alert], month: Month) -> list[Alert]:
     """Alerts opened in the month (stored times are UTC ISO strings: they compare as text)."""
     start, end = month.start.isoformat(), month.end.isoformat()
     return [a for a in alerts if start <= a.opened_at < end]
+
+
+# --------------------------------------------------------------------------- repair requests
+
+
+def _overdue(order: WorkOrder, until: str) -> bool:
+    """Taken after its take-by time, or done after its resolve-by time; one still waiting
+    at `until` (the month's end, or now if sooner) counts once its deadline has passed."""
+    def late(deadline: str, at: str | None) -> bool:
+        return datetime.fromisoformat(at or until) > datetime.fromisoformat(deadline)
+
+    return late(order.take_by, order.taken_at) or late(order.resolve_by, order.done_at)
+
+
+def _work_order_stats(orders: Sequence[WorkOrder], key: Any, until: str) -> list[dict[str, Any]]:
+    """Per key: orders, median and p90 minutes from creation to taken and to closed,
+    overdue orders, and satisfaction: ratings given, their mean, the share of 4 and 5."""
+    groups: dict[str, list[WorkOrder]] = defaultdict(list)
+    for o in orders:
+        groups[key(o)].append(o)
+    out = []
+    for name, items in sorted(groups.items()):
+        take = [m for o in items if (m := _minutes(o.created_at, o.taken_at)) is not None]
+        close = [m for o in items if (m := _minutes(o.created_at, o.closed_at)) is not None]
+        ratings = [o.rating for o in items if o.rating is not None]
+        out.append({
+            "key": name, "work_orders": len(items), **_timing("taken", "take", take), **_timing("closed", "close", close),
+            "overdue": sum(1 for o in items if _overdue(o, until)),
+            "ratings": len(ratings), "rating_mean": stats.mean(ratings) if ratings else None,
+            "satisfied_share": sum(1 for r in ratings if r >= 4) / len(ratings) if ratings else None,
+        })  # fmt: skip
+    return out
+
+
+def supervision(alerts: Sequence[dict[str, Any]], orders: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One level of the three-level view (三级督查): each key's alert and repair-request
+    figures side by side, from rows of `_alert_stats` and `_work_order_stats`."""
+    by_alerts = {a["key"]: a for a in alerts}
+    by_orders = {o["key"]: o for o in orders}
+    rows = []
+    for key in sorted(by_alerts.keys() | by_orders.keys()):
+        a, o = by_alerts.get(key, {}), by_orders.get(key, {})
+        rows.append({
+            "key": key, "alerts": a.get("alerts", 0), "alerts_overdue": a.get("overdue", 0),
+            "ack_median_min": a.get("ack_median_min"), "work_orders": o.get("work_orders", 0),
+            "work_orders_closed": o.get("closed", 0), "work_orders_overdue": o.get("overdue", 0),
+            "take_median_min": o.get("take_median_min"), "close_median_min": o.get("close_median_min"),
+            "ratings": o.get("ratings", 0), "rating_mean": o.get("rating_mean"), "satisfied_share": o.get("satisfied_share"),
+        })  # fmt: skip
+    return rows
 
 
 # --------------------------------------------------------------------------- patrols
@@ -207,9 +263,16 @@ def _valid(year: int, month: int, day: int) -> bool:
 
 
 def build_monthly_report(store: StateStore, site: SiteConfig, label: str, generated_at: datetime | None = None,
-                         routes: Sequence[PatrolRoute] = ()) -> dict[str, Any]:
-    """The month as JSON-ready data; the CSV and HTML are made from it."""
+                         routes: Sequence[PatrolRoute] = (), work_orders: WorkOrderConfig | None = None) -> dict[str, Any]:
+    """The month as JSON-ready data; the CSV and HTML are made from it. `work_orders`:
+    the gateway's work_orders config (categories, teams); none: the defaults."""
     month = month_period(site, label)
+    generated_at = generated_at or datetime.now(timezone.utc)
+    config = work_orders or WorkOrderConfig()
+    known = set(config.categories)
+    orders = store.read(lambda db: orders_created_between(db, month.start.isoformat(), month.end.isoformat()))
+    until = min(month.end, generated_at).astimezone(timezone.utc).isoformat()
+    room_buildings = {room.id: b.id for b in site.buildings for room in b.rooms}
     readings = store.read(lambda db: meter_readings(StatisticsReader(db), month.start, month.end))
     groups = device_groups(site)
     meters = [_meter_row(r, site, groups) for r in readings]
@@ -220,19 +283,38 @@ def build_monthly_report(store: StateStore, site: SiteConfig, label: str, genera
     def building_of(a: Alert) -> str:
         return buildings.get(a.subject.split("/")[0], buildings.get(a.subject, "unknown"))
 
+    def category_of(a: Alert) -> str:
+        return category_for_rule(a.rule, known)
+
+    def order_building(o: WorkOrder) -> str:
+        return room_buildings.get(o.room.split(":")[-1], "unknown")
+
     patrol = [a for a in alerts if a.rule in PATROL_RULES]
+    alerts_by = {"building": _alert_stats(alerts, building_of),
+                 "team": _alert_stats(alerts, lambda a: config.team_of(category_of(a))),
+                 "site": _alert_stats(alerts, lambda a: site.id)}
+    orders_by = {"category": _work_order_stats(orders, lambda o: o.category, until),
+                 "building": _work_order_stats(orders, order_building, until),
+                 "team": _work_order_stats(orders, lambda o: config.team_of(o.category), until),
+                 "site": _work_order_stats(orders, lambda o: site.id, until)}
     return {
-        "site": {"id": site.id, "name": site.name or site.id, "timezone": site.timezone},
+        "site": {"id": site.id, "name": site.name or site.id, "timezone": site.timezone, "locale": site.locale},
         "month": month.label,
         "period": {"start": month.start.isoformat(), "end": month.end.isoformat(), "hours": round(month.hours, 3)},
-        "generated_at": (generated_at or datetime.now(timezone.utc)).isoformat(),
+        "generated_at": generated_at.isoformat(),
         "meters": meters,
         "groups": _totals(meters, "group"),
         "buildings": _totals(meters, "building"),
         "site_totals": _totals([{**m, "site": site.id} for m in meters], "site"),
         "alerts_by_rule": _alert_stats(alerts, lambda a: a.rule),
-        "alerts_by_building": _alert_stats(alerts, building_of),
-        "alerts_site": _alert_stats(alerts, lambda a: site.id),
+        "alerts_by_building": alerts_by["building"],
+        "alerts_site": alerts_by["site"],
+        "alerts_by_category": _alert_stats(alerts, category_of),
+        "work_orders_by_category": orders_by["category"],
+        "work_orders_by_building": orders_by["building"],
+        "work_orders_by_team": orders_by["team"],
+        "work_orders_site": orders_by["site"],
+        "supervision": {level: supervision(alerts_by[level], orders_by[level]) for level in ("building", "team", "site")},
         "patrol_alerts_by_route": _alert_stats(patrol, lambda a: _round_key(a)[0]),
         "patrols": patrol_completion(routes, [a for a in every if a.rule in PATROL_RULES], month.label),
         "notes": [
@@ -240,6 +322,10 @@ def build_monthly_report(store: StateStore, site: SiteConfig, label: str, genera
             "in the month; consumption is their difference. A meter with resets > 0 went down during the month "
             "(reset or replaced): check its difference by hand.",
             "Times to acknowledge and resolve are nearest-rank percentiles in minutes; overdue: escalated at least once.",
+            "Repair requests are those created in the month; times to take and to close run from creation, nearest-rank "
+            "percentiles in minutes; overdue: taken or done after its deadline (or still waiting past it). "
+            "Satisfaction: the requesters' ratings (1-5), their mean and the share of 4 and 5. A team is who does "
+            "a category of work (work_orders.teams; a category in no team is its own).",
         ],
     }
 
@@ -254,57 +340,24 @@ def monthly_csv(report: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ r.site.name }}: {{ r.month }}</title>
-<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;margin-bottom:1.5em}
-td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}td:first-child,th:first-child{text-align:left}</style>
-</head><body>
-<h1>{{ r.site.name }}: monthly report {{ r.month }}</h1>
-<p>{{ r.period.start }} to {{ r.period.end }} ({{ r.period.hours }} h)</p>
-{% for title, rows, key in [("Site", r.site_totals, "site"), ("Buildings", r.buildings, "building"),
-                            ("Groups", r.groups, "group")] %}
-<h2>{{ title }}</h2><table><tr><th>{{ key }}</th><th>energy kWh</th><th>water L</th></tr>
-{% for row in rows %}<tr><td>{{ row[key] or "-" }}</td><td>{{ "%.3f"|format(row.energy_kwh) }}</td>
-<td>{{ "%.1f"|format(row.water_litres) }}</td></tr>{% endfor %}</table>
-{% endfor %}
-<h2>Meters</h2><table><tr>{% for f in fields %}<th>{{ f }}</th>{% endfor %}</tr>
-{% for m in r.meters %}<tr>{% for f in fields %}<td>{{ "" if m[f] is none else m[f] }}</td>{% endfor %}</tr>{% endfor %}</table>
-{% for title, rows in [("Alerts by rule", r.alerts_by_rule), ("Alerts by building", r.alerts_by_building),
-                       ("Site", r.alerts_site), ("Patrol alerts by route", r.patrol_alerts_by_route)] %}
-<h2>{{ title }}</h2><table><tr><th></th><th>alerts</th><th>ack median min</th><th>ack p90 min</th>
-<th>resolve median min</th><th>resolve p90 min</th><th>overdue</th></tr>
-{% for a in rows %}<tr><td>{{ a.key }}</td><td>{{ a.alerts }}</td>
-<td>{{ num(a.ack_median_min) }}</td><td>{{ num(a.ack_p90_min) }}</td>
-<td>{{ num(a.resolve_median_min) }}</td><td>{{ num(a.resolve_p90_min) }}</td><td>{{ a.overdue }}</td></tr>{% endfor %}</table>
-{% endfor %}
-<h2>Patrol rounds</h2><table><tr><th>route</th><th>guard</th><th>scheduled</th><th>not completed</th>
-<th>with checkpoint alerts</th><th>completion</th></tr>
-{% for p in r.patrols.routes %}<tr><td>{{ p.route }}</td><td>{{ p.guard }}</td><td>{{ p.rounds_scheduled }}</td>
-<td>{{ p.rounds_not_completed }}</td><td>{{ p.rounds_with_checkpoint_alerts }}</td>
-<td>{{ "" if p.completion is none else "%.0f %%"|format(100 * p.completion) }}</td></tr>{% endfor %}</table>
-<table><tr><th>guard</th><th>scheduled</th><th>not completed</th><th>completion</th></tr>
-{% for g in r.patrols.guards %}<tr><td>{{ g.guard or "-" }}</td><td>{{ g.rounds_scheduled }}</td>
-<td>{{ g.rounds_not_completed }}</td>
-<td>{{ "" if g.completion is none else "%.0f %%"|format(100 * g.completion) }}</td></tr>{% endfor %}</table>
-{% for n in r.notes %}<p><small>{{ n }}</small></p>{% endfor %}
-</body></html>
-"""
+#: Column heads named by a key of the data; the template translates them with `_(key)`.
+_KEY_WORDS = (N_("site"), N_("building"), N_("group"), N_("team"))
 
 
 def monthly_html(report: dict[str, Any]) -> str:
-    from jinja2 import Environment
-
-    env = Environment(autoescape=True)
-    template = env.from_string(_HTML)
-    return template.render(r=report, fields=METER_CSV_FIELDS, num=lambda v: "" if v is None else f"{v:.1f}")
+    """The report as a page (gateway/web/templates/monthly.html) in the site's language
+    (`site.locale`); the CSV for finance keeps its English columns."""
+    template = page_templates(report["site"].get("locale", "en")).get_template("monthly.html")
+    return template.render(r=report, fields=METER_CSV_FIELDS, num=lambda v: "" if v is None else f"{v:.1f}",
+                           share=lambda v: "" if v is None else f"{100 * v:.0f} %")
 
 
 def write_monthly_report(state_db: str | Path, site: SiteConfig, label: str, out_dir: str | Path,
-                         routes: Sequence[PatrolRoute] = ()) -> dict[str, Path]:
+                         routes: Sequence[PatrolRoute] = (), work_orders: WorkOrderConfig | None = None) -> dict[str, Path]:
     """Write month-<label>.csv, .html and .json into `out_dir`; returns the paths by format."""
     store = StateStore(Path(state_db))
     try:
-        report = build_monthly_report(store, site, label, routes=routes)
+        report = build_monthly_report(store, site, label, routes=routes, work_orders=work_orders)
     finally:
         store.close()
     out = Path(out_dir)

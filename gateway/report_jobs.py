@@ -10,13 +10,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
-from gateway import monthly, report, statistics
+from gateway import monthly, report, statistics, workorders
 from gateway.config import GatewayConfig, SmtpSinkConfig, WebhookSinkConfig
 from gateway.historian.points import SeriesUnavailable
 from gateway.notify import SmtpSink, WebhookSink
-from gateway.report_schedule import Made, ReportScheduler, connections, report_mail, webhook_body, work_order_counts
+from gateway.report_schedule import Made, ReportScheduler, connections, report_mail, webhook_body
 from gateway.store import StateStore
 from warden.config import SiteConfig
+from warden.i18n import N_, gettext_for
 
 log = logging.getLogger(__name__)
 
@@ -52,24 +53,36 @@ def daily_report(store: StateStore, history: Any, site: SiteConfig, config: Gate
         "water_litres": sum(t.water_litres for t in totals.values()),
         "devices": [vars(t) for t in sorted(totals.values(), key=lambda t: t.device)],
     }
-    orders = store.read(lambda db: work_order_counts(db, period.start, period.end))
+    orders = store.read(lambda db: workorders.day_counts(db, period.start, period.end))
     if orders is not None:
         data["repair_requests"] = orders
     return data
 
 
 _STATISTICS_HTML = """
-<section id="statistics"><h2>Meters (hourly statistics)</h2>
-<p>Energy from registers {{ "%.1f"|format(s.energy_kwh) }} kWh, of it after hours {{ "%.1f"|format(s.after_hours_kwh) }} kWh;
-water {{ "%.0f"|format(s.water_litres) }} L.</p>
-{% if top %}<table><tr><th>device</th><th>kWh</th><th>after hours kWh</th><th>water L</th><th>on min</th><th>readings</th></tr>
+<section id="statistics"><h2>{{ t.title }}</h2>
+<p>{{ t.summary }}</p>
+{% if top %}<table><tr>{% for h in t.headers %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for d in top %}<tr><td>{{ d.device }}</td><td>{{ "%.2f"|format(d.energy_kwh) }}</td>
 <td>{{ "%.2f"|format(d.after_hours_kwh) }}</td>
 <td>{{ "%.0f"|format(d.water_litres) }}</td><td>{{ "%.0f"|format(d.on_minutes) }}</td><td>{{ d.readings }}</td></tr>{% endfor %}
 </table>{% endif %}
-{% if orders %}<h2>Repair requests</h2><p>opened {{ orders.opened }}, closed {{ orders.closed }}</p>{% endif %}
+{% if t.orders %}<h2>{{ t.orders_title }}</h2><p>{{ t.orders }}</p>{% endif %}
 </section>
 """
+_HEADERS = (N_("device"), N_("kWh"), N_("after hours kWh"), N_("water L"), N_("on min"), N_("readings"))
+
+
+def _statistics_texts(stats: dict[str, Any], orders: dict[str, int] | None, locale: str) -> dict[str, Any]:
+    """The statistics section's words in the report's language."""
+    _ = gettext_for(locale)
+    summary = _("Energy from registers {energy} kWh, of it after hours {after} kWh; water {water} L.").format(
+        energy=f"{stats['energy_kwh']:.1f}", after=f"{stats['after_hours_kwh']:.1f}", water=f"{stats['water_litres']:.0f}")
+    return {
+        "title": _("Meters (hourly statistics)"), "summary": summary, "headers": [_(h) for h in _HEADERS],
+        "orders_title": _("Repair requests"),
+        "orders": _("opened {opened}, closed {closed}, overdue at its end {overdue}").format(**orders) if orders else None,
+    }  # fmt: skip
 
 
 def with_statistics(html: str, data: dict[str, Any]) -> str:
@@ -81,9 +94,9 @@ def with_statistics(html: str, data: dict[str, Any]) -> str:
     if not stats:
         return html
     top = sorted(stats["devices"], key=lambda d: (-d["after_hours_kwh"], -d["energy_kwh"], d["device"]))[:20]
+    texts = _statistics_texts(stats, data.get("repair_requests"), data.get("site", {}).get("locale", "en"))
     section = Environment(autoescape=True).from_string(_STATISTICS_HTML).render(
-        s=stats, top=[d for d in top if d["energy_kwh"] or d["water_litres"] or d["on_minutes"]],
-        orders=data.get("repair_requests"))
+        t=texts, top=[d for d in top if d["energy_kwh"] or d["water_litres"] or d["on_minutes"]])
     end = html.rfind("</body>")
     return html[:end] + section + html[end:] if end >= 0 else html + section
 
@@ -100,7 +113,7 @@ def build_scheduler(config: GatewayConfig, site: SiteConfig, store: StateStore, 
             html = with_statistics(files.html.read_text(encoding="utf-8"), data)
             files.html.write_text(html, encoding="utf-8")
             return Made(kind, label, folder, html, data["summary"])
-        data = monthly.build_monthly_report(store, site, label, routes=config.rules.patrol.routes)
+        data = monthly.build_monthly_report(store, site, label, routes=config.rules.patrol.routes, work_orders=config.work_orders)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"month-{label}.csv").write_text(monthly.monthly_csv(data), encoding="utf-8", newline="")
         html = monthly.monthly_html(data)

@@ -99,21 +99,6 @@ def due(config: ReportSendConfig, zone: Any, day_start: time, now: datetime) -> 
     return out
 
 
-def work_order_counts(db: sqlite3.Connection, start: datetime, end: datetime) -> dict[str, int] | None:
-    """Repair requests opened and closed in [start, end), if the work-order feature's
-    `work_orders` table is there with `created_at`/`closed_at` columns (ISO UTC); else None."""
-    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'work_orders'").fetchone() is None:
-        return None
-    columns = {row[1] for row in db.execute("PRAGMA table_info(work_orders)")}
-    span = (start.isoformat(), end.isoformat())
-    counts: dict[str, int] = {}
-    for name, column in (("opened", "created_at"), ("closed", "closed_at")):
-        if column in columns:
-            sql = f"SELECT count(*) FROM work_orders WHERE {column} >= ? AND {column} < ?"
-            counts[name] = int(db.execute(sql, span).fetchone()[0])
-    return counts or None
-
-
 class ReportScheduler:
     """Makes due reports (`make(kind, label) -> Made`, given by the gateway), archives them
     and delivers them through `senders` (sink name -> callable taking a Made and a key)."""

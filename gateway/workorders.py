@@ -28,7 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import gateway.store as state_store
 from warden.clock import Clock
@@ -77,6 +77,9 @@ class WorkOrderConfig(BaseModel):
     photo_types: list[Literal["image/jpeg", "image/png", "image/webp"]] = Field(
         default_factory=lambda: ["image/jpeg", "image/png", "image/webp"], min_length=1)
     max_photos: int = Field(default=3, ge=0, le=20, description="Photos per work order")
+    teams: dict[Identifier, list[Identifier]] = Field(
+        default_factory=dict, description="Team -> the categories of work it does (the monthly supervision view's "
+        "per-team level); a category in no team is a team of its own")
 
     @field_validator("take_hours", "resolve_hours")
     @classmethod
@@ -84,6 +87,23 @@ class WorkOrderConfig(BaseModel):
         if value > 24 * 365:
             raise ValueError("expected at most a year (8760 h)")
         return value
+
+    @model_validator(mode="after")
+    def _teams_do_known_work(self) -> WorkOrderConfig:
+        """Each team's categories are categories of `categories`, and no category has two teams."""
+        seen: dict[str, str] = {}
+        for team, categories in self.teams.items():
+            for category in categories:
+                if category not in self.categories:
+                    raise ValueError(f"teams.{team}: unknown category {category!r} (known: {', '.join(sorted(self.categories))})")
+                if category in seen:
+                    raise ValueError(f"teams.{team}: category {category!r} is already team {seen[category]!r}'s")
+                seen[category] = team
+        return self
+
+    def team_of(self, category: str) -> str:
+        """The team doing work of `category`: the one listing it in `teams`, else the category itself."""
+        return next((team for team, categories in self.teams.items() if category in categories), category)
 
     def deadlines(self, category: str, priority: str) -> tuple[float, float]:
         """(take hours, resolve hours) for a new order of `category` and `priority`."""
@@ -514,10 +534,7 @@ class WorkOrders:
                 self.notifier.notify(as_alert_change(change))
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        state_store.close_thread_connections(self._local)
 
 
 def _target(order: WorkOrder, action: str) -> WorkOrderState:
@@ -567,6 +584,48 @@ def as_alert_change(change: WorkOrderChange) -> state_store.AlertChange:
         escalation_level=order.escalation_level, escalated_at=order.escalated_at, raised_at=order.created_at,
     )
     return state_store.AlertChange(action=NOTIFIED.get(change.action, "updated"), alert=alert, note=note)
+
+
+def orders_created_between(db: sqlite3.Connection, start: str, end: str) -> list[WorkOrder]:
+    """Orders created in [start, end) (UTC ISO), oldest first, for reports; [] where the
+    state.db has no work-order table yet (a gateway that never started the feature)."""
+    return _orders(db, "created_at >= ? AND created_at < ?", (start, end))
+
+
+def overdue_at(order: WorkOrder, at: datetime) -> bool:
+    """Behind at `at`: not taken by then though its take-by time had passed, or not done by
+    then though its resolve-by time had passed."""
+    def missed(deadline: str, met_at: str | None) -> bool:
+        return datetime.fromisoformat(deadline) <= at and (met_at is None or datetime.fromisoformat(met_at) > at)
+
+    return missed(order.take_by, order.taken_at) or missed(order.resolve_by, order.done_at)
+
+
+def day_counts(db: sqlite3.Connection, start: datetime, end: datetime) -> dict[str, int] | None:
+    """The daily report's repair requests: opened and closed in [start, end), and overdue at
+    `end` (overdue_at); None where the state.db has no work-order table yet."""
+    if not _has_orders(db):
+        return None
+    span = (start.isoformat(), end.isoformat())
+    live = _orders(db, "created_at < ? AND (closed_at IS NULL OR closed_at >= ?)", (span[1], span[0]))
+    return {
+        "opened": sum(1 for o in live if o.created_at >= span[0]),
+        "closed": sum(1 for o in live if o.closed_at is not None and o.closed_at < span[1]),
+        "overdue": sum(1 for o in live if overdue_at(o, end)),
+    }
+
+
+def _has_orders(db: sqlite3.Connection) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'work_orders'").fetchone() is not None
+
+
+def _orders(db: sqlite3.Connection, where: str, params: tuple[str, ...]) -> list[WorkOrder]:
+    """Orders matching `where`, oldest first, on a cursor of our own (the connection is the caller's)."""
+    if not _has_orders(db):
+        return []
+    cursor = db.cursor()
+    cursor.row_factory = sqlite3.Row
+    return [_order_from_row(row) for row in cursor.execute(f"SELECT * FROM work_orders WHERE {where} ORDER BY id", params)]
 
 
 def order_json(order: WorkOrder) -> dict[str, Any]:

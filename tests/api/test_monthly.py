@@ -9,11 +9,13 @@ import io
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.api.conftest import TOKENS, Publisher, Running, gateway_config, start
 from tests.support.receivers import SmtpReceiver, WebhookReceiver
+from warden.clock import ManualClock
 from warden.config import BrokerConfig
 from warden.events import Reading, stable_event_id
 
@@ -129,22 +131,75 @@ def test_report_sinks_must_be_alert_sinks(broker_config: BrokerConfig, tmp_path:
         GatewayConfig.model_validate({**config.model_dump(mode="json"), "report": {"send": {"sinks": ["nowhere"]}}})
 
 
-def test_repair_requests_are_counted_only_where_the_table_exists(tmp_path: Path) -> None:
+def test_the_daily_report_counts_repair_requests_opened_closed_and_overdue(tmp_path: Path) -> None:
     import sqlite3
 
-    from gateway.report_schedule import work_order_counts
+    from gateway.workorders import WorkOrderConfig, WorkOrders, day_counts
 
-    db = sqlite3.connect(tmp_path / "state.db")
     start, end = datetime(2026, 11, 17, 7, tzinfo=timezone.utc), datetime(2026, 11, 18, 7, tzinfo=timezone.utc)
-    assert work_order_counts(db, start, end) is None  # no work orders (the feature is not there): no section
-    db.execute("CREATE TABLE work_orders (id INTEGER PRIMARY KEY, created_at TEXT, closed_at TEXT)")
-    db.executemany("INSERT INTO work_orders (created_at, closed_at) VALUES (?, ?)", [
-        ("2026-11-17T06:59:00+00:00", "2026-11-17T09:00:00+00:00"),  # opened before the day, closed in it
-        ("2026-11-17T10:00:00+00:00", None),                         # opened in the day
-        ("2026-11-18T06:00:00+00:00", "2026-11-18T08:00:00+00:00"),  # opened in it, closed after
-    ])
-    assert work_order_counts(db, start, end) == {"opened": 2, "closed": 1}
-    db.close()
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    assert day_counts(db, start, end) is None  # a state.db without work orders (the feature never ran): no section
+    clock = ManualClock(datetime(2026, 11, 10, 9, tzinfo=timezone.utc))
+    orders = WorkOrders(path, WorkOrderConfig(), "riverside", clock)  # default deadlines: taken in 2 h, done in 24 h
+
+    def at(day: int, hour: int, minute: int = 0) -> None:
+        clock.advance(datetime(2026, 11, day, hour, minute, tzinfo=timezone.utc) - clock.now())
+
+    def new() -> int:
+        return orders.create(room="A-204", text="leak", by="guard").order.id
+
+    try:
+        old = new()  # 11-10, closed 11-11: before the day, counts nowhere
+        orders.act(old, "take", "wu")
+        orders.act(old, "done", "wu")
+        at(11, 9)
+        orders.act(old, "close", "guard", rating=5)
+        at(16, 6)
+        behind = new()  # resolve by 11-17 06:00, still not done at the day's end: overdue
+        at(16, 7)
+        orders.act(behind, "take", "wu")
+        at(16, 20)
+        finished = new()  # taken 21:00 (by 22:00), done 11-17 09:00 (by 11-17 20:00), closed 10:00: closed in the day
+        at(16, 21)
+        orders.act(finished, "take", "wu")
+        at(17, 9)
+        orders.act(finished, "done", "wu")
+        at(17, 10)
+        orders.act(finished, "close", "guard", rating=4)
+        new()  # opened in the day, take by 12:00, never taken: overdue ("untaken" below)
+        at(17, 12)
+        in_time = new()  # opened, taken 13:00 (by 14:00), resolve by 11-18 12:00: not yet overdue
+        at(17, 13)
+        orders.act(in_time, "take", "wu")
+        at(18, 6)
+        late_night = new()  # opened 06:00, done 06:50, closed 08:00, after the day's end: opened only
+        at(18, 6, 30)
+        orders.act(late_night, "take", "wu")
+        at(18, 6, 50)
+        orders.act(late_night, "done", "wu")
+        at(18, 8)
+        orders.act(late_night, "close", "guard", rating=5)
+        # opened: untaken, in_time, late_night; closed: finished; overdue at 07:00 on the 18th: behind, untaken
+        assert day_counts(db, start, end) == {"opened": 3, "closed": 1, "overdue": 2}
+    finally:
+        orders.close()
+        db.close()
+
+
+def test_a_chinese_sites_daily_statistics_and_repair_requests_are_in_chinese() -> None:
+    from gateway.report_jobs import with_statistics
+
+    device = {"device": "em-1", "energy_kwh": 47.5, "after_hours_kwh": 26.0, "water_litres": 0.0, "on_minutes": 600.0, "readings": 96}
+    data = {"site": {"locale": "zh-CN"}, "statistics": {"energy_kwh": 47.5, "after_hours_kwh": 26.0, "water_litres": 1234.0,
+                                                         "devices": [device]},
+            "repair_requests": {"opened": 3, "closed": 1, "overdue": 2}}  # fmt: skip
+    page = with_statistics("<html><body></body></html>", data)
+    # the zh-CN catalogue's texts, filled in by hand
+    assert "电表读数计得用电 47.5 千瓦时，其中非工作时间 26.0 千瓦时；用水 1234 升。" in page
+    assert "<th>设备</th><th>千瓦时</th><th>非工作时间千瓦时</th>" in page
+    assert "<h2>报修</h2><p>新报 3，关闭 1，日终超时 2</p>" in page
+    assert page.endswith("</section></body></html>")
 
 
 def test_the_daily_report_carries_the_days_statistics(server: Running, broker_config: BrokerConfig) -> None:
@@ -159,3 +214,105 @@ def test_the_daily_report_carries_the_days_statistics(server: Running, broker_co
     # 13 h x 2 kWh = 26 kWh.
     assert (data["statistics"]["energy_kwh"], data["statistics"]["after_hours_kwh"]) == (47.5, 26.0)
     assert "Energy from registers 47.5 kWh, of it after hours 26.0 kWh" in page
+
+
+# --------------------------------------------------------------------------- repair requests and supervision
+
+#: 2026-10-31 22:30 UTC = 23:30 Berlin (CET since Oct 25): an order of October, not of November.
+OCTOBER_LAST = datetime(2026, 10, 31, 22, 30, tzinfo=timezone.utc)
+#: 2026-11-17 18:00 UTC = 19:00 Berlin: the first November order.
+T0 = datetime(2026, 11, 17, 18, 0, tzinfo=timezone.utc)
+
+
+def test_the_monthly_report_gives_repair_requests_by_category_and_the_three_level_view(
+    broker_config: BrokerConfig, tmp_path: Path
+) -> None:
+    from rules.alerts import AlertSignal, Severity, SignalAction
+
+    config = gateway_config(broker_config, tmp_path)
+    data = config.model_dump(mode="json")
+    data["work_orders"] = {"teams": {"caretakers": ["plumbing", "general"]}}  # electrical, hvac: teams of their own
+    running = start(type(config).model_validate(data), clock_at=OCTOBER_LAST)
+    clock = running.gateway.clock
+
+    def at(when: datetime) -> None:
+        clock.advance(when - clock.now())  # type: ignore[attr-defined]
+
+    guard, desk, manager = running.client("guard"), running.client("maintenance"), running.client("manager")
+    try:
+        def post(client: Any, path: str, body: dict[str, Any], status: int = 200) -> dict[str, Any]:
+            response = client.post(path, json=body)
+            assert response.status_code == status, response.text
+            return dict(response.json())
+
+        post(guard, "/api/work-orders", {"room": "A-204", "text": "October drip", "category": "plumbing"}, 201)
+        at(T0)
+        o1 = post(guard, "/api/work-orders", {"room": "A-204", "text": "Tap runs", "category": "plumbing"}, 201)["id"]
+        at(T0 + timedelta(minutes=10))
+        o2 = post(guard, "/api/work-orders", {"room": "A-GATE", "text": "Lamp out", "category": "electrical"}, 201)["id"]
+        at(T0 + timedelta(minutes=30))
+        post(desk, f"/api/work-orders/{o1}/take", {})
+        at(T0 + timedelta(hours=2))
+        post(desk, f"/api/work-orders/{o1}/done", {})
+        at(T0 + timedelta(hours=2, minutes=30))
+        post(guard, f"/api/work-orders/{o1}/close", {"rating": 5})
+        at(T0 + timedelta(hours=2, minutes=40))
+        post(desk, f"/api/work-orders/{o2}/take", {})
+        at(T0 + timedelta(hours=3, minutes=10))
+        post(desk, f"/api/work-orders/{o2}/done", {})
+        at(T0 + timedelta(hours=3, minutes=40))
+        post(guard, f"/api/work-orders/{o2}/close", {"rating": 3})
+        post(desk, "/api/work-orders", {"room": "roof", "text": "Gutter blocked"}, 201)  # general, never taken
+        signal = AlertSignal("riverside", "ac_after_hours", "ac-a204", SignalAction.RAISE, T0, Severity.WARNING, "AC on")
+        running.gateway.store.commit_batch([], [signal], {})
+        at(datetime(2026, 11, 18, 7, 0, tzinfo=timezone.utc))  # the report is made now, on the gateway's clock
+        report = manager.get("/api/reports/month/2026-11", params={"format": "json"}).raise_for_status().json()
+        html = manager.get("/api/reports/month/2026-11").raise_for_status().text
+    finally:
+        for c in (guard, desk, manager):
+            c.close()
+        running.api.stop()
+        running.gateway.stop()
+
+    def rows(key: str, *fields: str) -> list[tuple[Any, ...]]:
+        return [tuple(row[f] for f in ("key", *fields)) for row in report[key]]
+
+    fields = ("work_orders", "taken", "take_median_min", "take_p90_min", "closed", "close_median_min", "close_p90_min",
+              "overdue", "ratings", "rating_mean", "satisfied_share")
+    # The October order is not November's. O1 (plumbing, A-204): created 18:00, taken 18:30 (30 min), closed 20:30
+    # (150 min), rated 5; its take-by 20:00 (2 h), resolve-by 18:00 next day: on time. O2 (electrical, A-GATE):
+    # created 18:10, taken 20:40 (150 min, after its take-by 20:10: overdue), closed 21:40 (210 min), rated 3.
+    # O3 (general, "roof": no building of the site): created 21:40, never taken; take-by 23:40 is before the report
+    # (11-18 07:00): overdue. Default deadlines: 2 h to take, 24 h to resolve (normal priority).
+    assert rows("work_orders_by_category", *fields) == [
+        ("electrical", 1, 1, 150, 150, 1, 210, 210, 1, 1, 3, 0.0),
+        ("general", 1, 0, None, None, 0, None, None, 1, 0, None, None),
+        ("plumbing", 1, 1, 30, 30, 1, 150, 150, 0, 1, 5, 1.0),
+    ]
+    # Site: takes [30, 150]: median 90, p90 the 2nd of 2 (nearest rank ceil(1.8) = 2): 150; closes [150, 210]:
+    # median 180, p90 210; ratings 5 and 3: mean 4, one of two is 4-5.
+    assert rows("work_orders_site", *fields) == [("riverside", 3, 2, 90, 150, 2, 180, 210, 2, 2, 4, 0.5)]
+    # Teams: caretakers do plumbing and general (O1, O3); electrical is its own.
+    assert rows("work_orders_by_team", "work_orders", "take_median_min", "overdue", "rating_mean") == [
+        ("caretakers", 2, 30, 1, 5), ("electrical", 1, 150, 1, 3)]
+    assert rows("work_orders_by_building", "work_orders", "overdue") == [("A", 2, 1), ("unknown", 1, 1)]
+    # The AC alert (rule ac_after_hours): category hvac, which no team lists: team hvac; ac-a204 is in building A.
+    assert rows("alerts_by_category", "alerts") == [("hvac", 1)]
+    view = report["supervision"]
+    level = ("alerts", "work_orders", "work_orders_closed", "work_orders_overdue", "satisfied_share")
+    assert [tuple(r[f] for f in ("key", *level)) for r in view["building"]] == [("A", 1, 2, 2, 1, 0.5),
+                                                                             ("unknown", 0, 1, 0, 1, None)]
+    assert [tuple(r[f] for f in ("key", *level)) for r in view["team"]] == [
+        ("caretakers", 0, 2, 1, 1, 1.0), ("electrical", 0, 1, 1, 1, 0.0), ("hvac", 1, 0, 0, 0, None)]
+    assert [tuple(r[f] for f in ("key", *level)) for r in view["site"]] == [("riverside", 1, 3, 2, 2, 0.5)]
+    assert "Repair requests by team" in html and "Per team" in html and "caretakers" in html and "50 %" in html
+
+
+def test_a_team_must_do_known_work(broker_config: BrokerConfig, tmp_path: Path) -> None:
+    from gateway.config import GatewayConfig
+
+    data = gateway_config(broker_config, tmp_path).model_dump(mode="json")
+    with pytest.raises(ValueError, match=r"teams\.crew: unknown category 'plumbng'"):
+        GatewayConfig.model_validate({**data, "work_orders": {"teams": {"crew": ["plumbng"]}}})
+    with pytest.raises(ValueError, match=r"teams\.b: category 'doors' is already team 'a'"):
+        GatewayConfig.model_validate({**data, "work_orders": {"teams": {"a": ["doors"], "b": ["doors"]}}})
