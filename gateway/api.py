@@ -39,6 +39,7 @@ from gateway.service import Gateway
 from gateway.store import Alert, AlertNotFound, AlertStateConflict
 from gateway.web.stream import AlertBroadcaster, sse_events
 from rules.alerts import AlertState, Severity
+from rules.config import ALERT_RULES
 from warden import names
 from warden.events import EARLIEST_TIME
 from warden.i18n import N_, gettext_for, localise, pick_locale, site_names
@@ -319,6 +320,7 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
         state: list[AlertState] | None = Query(default=None, description="Repeat for several, e.g. state=open&state=acknowledged"),
         severity: list[Severity] | None = Query(default=None),
         subject: str | None = None,
+        room: str | None = Query(default=None, description="Alerts about this room: its id, or a device in it, as subject or detail"),
         since: datetime | None = Query(default=None, description="Alerts still open at or after this instant (ISO 8601 with zone)"),
         until: datetime | None = Query(default=None, description="Alerts opened before this instant"),
         limit: int = Query(default=500, ge=1, le=5000),
@@ -334,9 +336,11 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
         _in_range(since, "since")
         _in_range(until, "until")
         one_state = state[0] if state and len(state) == 1 else None
-        narrow = not (state and len(state) > 1) and severity is None and subject is None and since is None and until is None
+        narrow = not (state and len(state) > 1) and severity is None and subject is None and since is None and until is None \
+            and room is None
         alerts = store.alerts(site=site, rule=rule, state=one_state, limit=limit if narrow else 1_000_000)
-        picked = [a for a in alerts if _matches(a, state, severity, subject, *bounds)
+        in_room = _room_subjects(gateway, room)
+        picked = [a for a in alerts if _matches(a, state, severity, subject, *bounds) and _in_room(a, in_room)
                   and principal.sees_alert(a.rule, a.subject, routes)]
         return with_links(picked[:limit], locale)
 
@@ -469,6 +473,21 @@ def _matches(a: Alert, states: list[AlertState] | None, severities: list[Severit
         and (until is None or a.opened_at < until)
         and (since is None or a.resolved_at is None or a.resolved_at >= since)
     )
+
+
+def _room_subjects(gateway: Gateway, room: str | None) -> frozenset[str] | None:
+    """The ids an alert about `room` names: the room and the devices the site lists in it (None: no filter)."""
+    if room is None:
+        return None
+    devices = [d for b in gateway.site.buildings for r in b.rooms if r.id == room for d in r.devices]
+    return frozenset([room, *devices])
+
+
+def _in_room(a: Alert, subjects: frozenset[str] | None) -> bool:
+    """The alert's subject, or the room or device its details name, is one of `subjects`."""
+    if subjects is None:
+        return True
+    return a.subject in subjects or str(a.details.get("room", "")) in subjects or str(a.details.get("device", "")) in subjects
 
 
 # --------------------------------------------------------------------------- devices
@@ -673,13 +692,15 @@ def _statistics_and_archive(app: FastAPI, gateway: Gateway) -> None:
     @app.get("/api/reports/month/{month}", dependencies=[require(auth.REPORTS_READ, cookie=True)], tags=["reports"],
              responses={200: {"content": {"text/html": {}, "application/json": {}, "text/csv": {}}}})
     def monthly_report(month: str, format: Literal["html", "json", "csv"] = "html") -> Response:  # noqa: A002
-        """The monthly report (meters' start and end registers per meter and group, alert
-        response times per rule, building and site), from the statistics."""
+        """The monthly report (meters' start and end registers per meter and group, alert and
+        repair-request response times and satisfaction, the view per building, team and
+        site), from the statistics."""
         try:
             monthly.parse_month(month)
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
-        data = monthly.build_monthly_report(gateway.store, gateway.site, month, routes=gateway.config.rules.patrol.routes)
+        data = monthly.build_monthly_report(gateway.store, gateway.site, month, routes=gateway.config.rules.patrol.routes,
+                                            work_orders=gateway.config.work_orders, generated_at=gateway.clock.now())
         if format == "json":
             return JSONResponse(data)
         if format == "csv":
@@ -687,6 +708,19 @@ def _statistics_and_archive(app: FastAPI, gateway: Gateway) -> None:
             return Response(monthly.monthly_csv(data), media_type="text/csv; charset=utf-8",
                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
         return HTMLResponse(monthly.monthly_html(data))
+
+    @app.get("/api/energy/waste", dependencies=[require(auth.REPORTS_READ)], tags=["reports"])
+    def energy_waste() -> dict[str, Any]:
+        """Energy wasted after hours by building (kWh and cost, as the morning report counts it):
+        `today` from local midnight and `week` from Monday 00:00 local, both to now; with names."""
+        from gateway.report import waste_so_far
+
+        site = gateway.site
+        spans = waste_so_far(gateway.store.alerts(site=site.id, limit=1_000_000), site, gateway.clock.now())
+        for span in spans.values():
+            for row in span["by_building"]:
+                row["name"] = names.name_or_id(names.building_name(site, row["building"]), row["building"])
+        return spans
 
     @app.get("/api/reports/archive", dependencies=[require(auth.REPORTS_READ, cookie=True)], tags=["reports"])
     def report_archive() -> list[dict[str, str]]:
@@ -735,6 +769,7 @@ def _dashboard(app: FastAPI, gateway: Gateway) -> None:
             "site": gateway.site, "tonight": night.isoformat(), "nights": [n.isoformat() for n in nights],
             "public_read": request.app.state.auth.public_read, "lang": locale, "_": _page_gettext(locale),
             "strings": json.dumps(dashboard_strings(locale), ensure_ascii=False),
+            "rules": sorted(ALERT_RULES), "rooms": [(r.id, names.label(r.name, r.id)) for b in gateway.site.buildings for r in b.rooms],
         })
         response.headers["Content-Language"] = locale
         response.headers["Content-Security-Policy"] = DASHBOARD_CSP
@@ -793,6 +828,11 @@ DASHBOARD_STRINGS = (
     N_("Could not load the dashboard: {error}"), N_("open"), N_("acknowledged"), N_("resolved"), N_("info"),
     N_("warning"), N_("critical"), N_("ok"), N_("silent"), N_("offline"), N_("unknown"), N_("pending"),
     N_("visited"), N_("late"), N_("missed"), N_("early"), N_("due"),
+    # issue 19: last seen in words, the devices' chart, the energy view, the report archive
+    N_("never"), N_("just now"), N_("{n} min ago"), N_("{n} days ago"), N_("{h} h {m} min ago"), N_("{h} h ago"),
+    N_("last seen"), N_("no data"), N_("{quantity}, hourly mean: {low} to {high} {unit}"), N_("max"),
+    N_("(no building)"), N_("Total"), N_("daily report"), N_("monthly report"), N_("made {when}"),
+    N_("Work order"), N_("Work order #{id}"),
 )
 
 

@@ -35,9 +35,10 @@ from jinja2 import TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from gateway.config import WebhookSinkConfig
-from gateway.delivery import DeliveryError, change_document, safe_target
+from gateway.delivery import DeliveryError, change_document, note_text, safe_target
 from gateway.store import AlertChange
 from warden.config import ConfigError
+from warden.i18n import Names, localise
 
 #: The JSON body each preset's bot takes, as a template (string leaves are Jinja2).
 PRESET_BODIES: dict[str, dict[str, Any]] = {
@@ -72,22 +73,25 @@ def feishu_sign(secret: str, timestamp_s: int) -> str:
     return base64.b64encode(digest).decode()
 
 
-def change_line(change: AlertChange) -> str:
-    """One change as a person reads it: severity, what happened, the alert's message
-    (which names rooms and devices), then the ids an integrator needs."""
+def change_line(change: AlertChange, locale: str = "en", names: Names | None = None) -> str:
+    """One change as a person reads it: severity, what happened, the alert's message in the
+    site's language (naming rooms and devices), then the ids an integrator needs."""
     alert = change.alert
-    head = f"[{alert.severity.upper()}] {_ACTIONS.get(change.action, change.action)}: {alert.message}"
+    message = localise(alert.message, alert.message_id, alert.params, locale, names)
+    head = f"[{alert.severity.upper()}] {_ACTIONS.get(change.action, change.action)}: {message}"
     tail = f"{alert.rule} · {alert.subject} · #{alert.id} · {alert.site}"
-    note = f"\n{change.note}" if change.note and change.note != alert.message else ""  # an opening's note is its message
+    note = f"\n{note_text(change, locale, names)}" if change.note and change.note != alert.message else ""  # an opening's note is its message
     return f"{head}{note}\n{tail}"
 
 
-def template_context(changes: list[AlertChange]) -> dict[str, Any]:
-    """What a body template may use."""
+def template_context(changes: list[AlertChange], locale: str = "en", names: Names | None = None) -> dict[str, Any]:
+    """What a body template may use; `text` and `title` in `locale`."""
     documents = [change_document(c) for c in changes]
-    title = changes[0].alert.message if len(changes) == 1 else f"warden: {len(changes)} alert changes"
+    first = changes[0].alert
+    title = localise(first.message, first.message_id, first.params, locale, names) if len(changes) == 1 \
+        else f"warden: {len(changes)} alert changes"
     context: dict[str, Any] = {
-        "text": "\n\n".join(change_line(c) for c in changes),
+        "text": "\n\n".join(change_line(c, locale, names) for c in changes),
         "title": title,
         "changes": documents,
     }
@@ -134,7 +138,9 @@ class BotSink:
     """A webhook whose body is a template (a preset's or the config's), signed when the
     bot asks for it. `now` is the wall clock (unix seconds), for the signatures."""
 
-    def __init__(self, name: str, config: WebhookSinkConfig, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, name: str, config: WebhookSinkConfig, now: Callable[[], float] = time.time, locale: str = "en",
+                 names: Names | None = None) -> None:
+        """`locale`, `names`: the site's, so the group reads its alerts in its language, by names."""
         key = f"alerts.sinks.{name}"
         if config.secret is not None and config.preset not in SIGNING_PRESETS:
             raise ConfigError(f"{key}.secret: only a dingtalk or feishu bot signs (preset is {config.preset!r})")
@@ -147,11 +153,12 @@ class BotSink:
         self.per_minute = config.max_per_minute or PRESET_PER_MINUTE.get(config.preset or "")
         self.template = BodyTemplate(body, f"{key}.body")
         self.now = now
+        self.locale, self.names = locale, names
         self._client = httpx.Client(timeout=config.timeout_seconds, follow_redirects=False)
 
     def request(self, changes: list[AlertChange]) -> tuple[str, bytes]:
         """The URL and body for `changes` (one message), signed as the preset wants."""
-        document = self.template.render(template_context(changes))
+        document = self.template.render(template_context(changes, self.locale, self.names))
         url = self.config.url
         secret = self.config.secret
         if secret is not None and self.config.preset == "dingtalk":

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.store import AlertChange
+from warden.i18n import Message, Names, say
 
 
 class DeliveryError(Exception):
@@ -25,7 +26,15 @@ class DeliveryError(Exception):
 def change_document(change: AlertChange) -> dict[str, Any]:
     """The change as JSON-ready data: what machine-facing sinks send, and what the
     outbox keeps (the alert as it was at the change, not as it is at delivery)."""
-    return {"change": change.action, "note": change.note, "alert": json.loads(json.dumps(asdict(change.alert), default=str))}
+    document = {"change": change.action, "note": change.note, "alert": json.loads(json.dumps(asdict(change.alert), default=str))}
+    if isinstance(change.note, Message):  # so a change read back from the outbox is told in any language
+        document["note_message"] = {"id": change.note.id, "params": change.note.params}
+    return document
+
+
+def note_text(change: AlertChange, locale: str = "en", names: Names | None = None) -> str:
+    """The change's note in `locale` where a message made it (an escalation's), else as written."""
+    return say(change.note, locale, names) if isinstance(change.note, Message) else change.note
 
 
 def safe_target(url: str) -> str:

@@ -21,9 +21,19 @@ from typing import TYPE_CHECKING, Callable
 from gateway.config import EscalationConfig
 from gateway.store import Alert, Escalation
 from rules.alerts import AlertState
+from warden.i18n import N_, Message
 
 if TYPE_CHECKING:
     from gateway.workorders import WorkOrder
+
+
+#: Why an alert or a repair request went up the ladder: message ids (warden/locales) whose
+#: English is the text the history and the notifications always carried.
+NOT_ACKNOWLEDGED = N_("not acknowledged within {minutes} min: escalated to level {level}")
+NOT_RESOLVED = N_("not resolved within {hours} h of acknowledgement: escalated to level {level}")
+NOT_TAKEN = N_("not taken within {hours} h: escalated to level {level}")
+NOT_DONE = N_("not done within {hours} h: escalated to level {level}")
+_TEMPLATES = {"taken": NOT_TAKEN, "done": NOT_DONE}
 
 
 class EscalationPolicy:
@@ -38,12 +48,11 @@ class EscalationPolicy:
         if alert.state is AlertState.OPEN and ack_minutes is not None:
             since = _latest(alert.raised_at or alert.opened_at, alert.escalated_at)
             if now >= since + timedelta(minutes=ack_minutes):
-                return Escalation("not_acknowledged", f"not acknowledged within {_minutes(ack_minutes)} min: escalated to level {alert.escalation_level + 1}")
+                return Escalation("not_acknowledged", Message(NOT_ACKNOWLEDGED, minutes=_minutes(ack_minutes), level=alert.escalation_level + 1))
         if alert.state is AlertState.ACKNOWLEDGED and response_hours is not None and alert.acknowledged_at:
             since = _latest(alert.acknowledged_at, alert.escalated_at)
             if now >= since + timedelta(hours=response_hours):
-                return Escalation("not_resolved", f"not resolved within {_minutes(response_hours)} h of acknowledgement: "
-                                  f"escalated to level {alert.escalation_level + 1}")
+                return Escalation("not_resolved", Message(NOT_RESOLVED, hours=_minutes(response_hours), level=alert.escalation_level + 1))
         return None
 
     def due_work_order(self, order: WorkOrder, now: datetime) -> Escalation | None:
@@ -55,21 +64,36 @@ class EscalationPolicy:
         if not self.config.enabled or order.escalation_level >= self.config.top_level:
             return None
         if order.state in UNTAKEN:
-            deadline, hours, reason, what = order.take_by, order.take_hours, "not_taken", "taken"
+            hours, reason, what = order.take_hours, "not_taken", "taken"
         elif order.state in ACTIVE:
-            deadline, hours, reason, what = order.resolve_by, order.resolve_hours, "not_resolved", "done"
+            hours, reason, what = order.resolve_hours, "not_resolved", "done"
         else:
             return None
-        due = datetime.fromisoformat(deadline)
+        due = datetime.fromisoformat(str(deadline_of(order)))
         if order.escalated_at and datetime.fromisoformat(order.escalated_at) >= due:  # escalated for this deadline
             due = datetime.fromisoformat(order.escalated_at) + timedelta(hours=hours)
         if now < due:
             return None
-        return Escalation(reason, f"not {what} within {_minutes(hours)} h: escalated to level {order.escalation_level + 1}")
+        return Escalation(reason, Message(_TEMPLATES[what], hours=_minutes(hours), level=order.escalation_level + 1))
 
     def decider(self, now: datetime) -> Callable[[Alert], Escalation | None]:
         """`due` at a fixed `now`, in the shape StateStore.escalate takes."""
         return lambda alert: self.due(alert, now)
+
+
+def deadline_of(order: WorkOrder) -> str | None:
+    """The deadline an order runs against: `take_by` until someone takes it, then `resolve_by`;
+    None once nobody has to act (done, closed, cancelled)."""
+    from gateway.workorders import ACTIVE, UNTAKEN
+
+    return order.take_by if order.state in UNTAKEN else order.resolve_by if order.state in ACTIVE else None
+
+
+def overdue(order: WorkOrder, now: datetime) -> bool:
+    """Past the deadline it runs against now (escalated or not): what the overdue gauge
+    counts. (The daily report judges a past instant from the order's times: workorders.overdue_at.)"""
+    deadline = deadline_of(order)
+    return deadline is not None and now >= datetime.fromisoformat(deadline)
 
 
 def _latest(first: str, second: str | None) -> datetime:

@@ -1,4 +1,6 @@
 """The gateway's metrics, in one Prometheus registry per gateway (served at /metrics).
+Gauges of state (open alerts, silent devices, agents online, overdue repair requests) are
+read from their sources at scrape time; docs/deployment.md lists them.
 
 `counts()` flattens the counters into a plain dict (e.g. {"stored_reading": 12,
 "rejected_not_json": 1}) for the health endpoint, the demo summary and tests that wait
@@ -62,6 +64,24 @@ class _StateGauges:
         ]
 
 
+class _OverdueWorkOrders:
+    """Repair requests past the deadline they run against (not taken by `take_by`, not done by
+    `resolve_by`), by category, read at scrape time. Every configured category is exported,
+    0 included, so a dashboard's sum and alert rules see the series before the first is late."""
+
+    def __init__(self, overdue: Callable[[], Iterable[str]], categories: Iterable[str]) -> None:
+        self._overdue = overdue
+        self._categories = sorted(categories)
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        counts = Tally(self._overdue())
+        family = GaugeMetricFamily(f"{_PREFIX}overdue_work_orders", "Open repair requests past their take or resolve deadline, by category",
+                                   labels=["category"])
+        for category in sorted(set(self._categories) | set(counts)):
+            family.add_metric([category], counts.get(category, 0))
+        return [family]
+
+
 class GatewayMetrics:
     def __init__(self, queue_depth: Callable[[], int], historian_stats: Callable[[], dict[str, float]]) -> None:
         self.registry = CollectorRegistry()
@@ -84,6 +104,10 @@ class GatewayMetrics:
     def watch_state(self, open_alerts: Callable[[], Iterable[OpenAlert]], agents: Callable[[], dict[str, str]]) -> None:
         """Export the state gauges (open alerts, silent devices, agents online) from these sources."""
         self.registry.register(_StateGauges(open_alerts, agents))
+
+    def watch_work_orders(self, overdue: Callable[[], Iterable[str]], categories: Iterable[str] = ()) -> None:
+        """Export the overdue repair requests gauge: `overdue()` gives the category of each overdue order."""
+        self.registry.register(_OverdueWorkOrders(overdue, categories))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

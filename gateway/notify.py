@@ -48,11 +48,11 @@ import paho.mqtt.client as mqtt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.config import AlertsConfig, DeliveryConfig, RouteConfig, SmtpSinkConfig, WebhookSinkConfig
-from gateway.delivery import DeliveryError, change_document, safe_target
-from gateway.store import Alert, AlertChange, StateStore, thread_connection
+from gateway.delivery import DeliveryError, change_document, note_text, safe_target
+from gateway.store import Alert, AlertChange, StateStore, close_thread_connections, thread_connection
 from rules.alerts import AlertState, Severity
 from warden import topics
-from warden.i18n import N_, Names, gettext_for, localise, site_names
+from warden.i18n import N_, Message, Names, gettext_for, localise, site_names
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,9 @@ def change_from_document(document: dict[str, Any]) -> AlertChange:
     known = Alert.__dataclass_fields__  # a row written by another release may differ
     alert = {name: value for name, value in document["alert"].items() if name in known}
     alert["state"] = AlertState(alert["state"])
-    return AlertChange(document["change"], Alert(**alert), document["note"])
+    said = document.get("note_message")
+    note = Message(said["id"], **said["params"]) if said else document["note"]
+    return AlertChange(document["change"], Alert(**alert), note)
 
 
 # --------------------------------------------------------------------------- routing
@@ -329,11 +331,8 @@ class Outbox:
         return int(self._db.execute("SELECT COUNT(*) FROM notification_outbox WHERE sink = ?", (sink,)).fetchone()[0])
 
     def close_thread(self) -> None:
-        """Close the calling thread's connection (a sink thread on its way out)."""
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            self._local.db = None
-            db.close()
+        """Close the calling thread's connection (a sink thread on its way out), and those of threads that ended."""
+        close_thread_connections(self._local)
 
     def close(self) -> None:
         """Close the calling thread's connection; each sink thread closes its own on its
@@ -678,7 +677,7 @@ def mail_body(change: AlertChange, locale: str = "en", names: Names | None = Non
         localise(alert.message, alert.message_id, alert.params, locale, names),
         *([ending] if ending and ending != alert.message else []),
         "",
-        _("Change:     {action}").format(action=_(change.action)) + (f" - {change.note}" if change.note else ""),
+        _("Change:     {action}").format(action=_(change.action)) + (f" - {note_text(change, locale, names)}" if change.note else ""),
         _("Alert:      #{id} {rule} / {subject} at {site}").format(
             id=alert.id, rule=alert.rule, subject=alert.subject, site=alert.site),
         _("State:      {state}, severity {severity}, escalation level {level}").format(
@@ -714,10 +713,11 @@ def build_notifier(
 
     for name, sink_config in config.sinks.items():
         sink: WebhookSink | SmtpSink | bots.BotSink
+        locale, names = getattr(site, "locale", "en"), site_names(site) if site is not None else None
         if isinstance(sink_config, WebhookSinkConfig):
-            sink = bots.BotSink(name, sink_config) if bots.is_bot(sink_config) else WebhookSink(name, sink_config)
+            sink = bots.BotSink(name, sink_config, locale=locale, names=names) if bots.is_bot(sink_config) else WebhookSink(name, sink_config)
         else:
-            sink = SmtpSink(name, sink_config, getattr(site, "locale", "en"), site_names(site) if site is not None else None)
+            sink = SmtpSink(name, sink_config, locale, names)
         level = config.sink_level(name)
         routes.append((Route.from_config(sink_config, level), QueuedSink(sink, sink_config, metrics, outbox)))
         log.info("notification sink", extra={"sink": name, "type": sink_config.type, "target": sink.target, "from_level": level,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -42,6 +43,8 @@ from rules.water import MeterSample, meter_spans
 from warden.config import SiteConfig
 from warden.events import PatrolTap, TapSource
 from warden.i18n import N_, Message, gettext_for, is_english, local_text, localise, name_table, say, site_names
+
+log = logging.getLogger(__name__)
 
 #: The report's day starts (and the previous one ends) at this local time unless
 #: `report.day_start` says otherwise: a report read at 08:00 covers everything since the
@@ -405,6 +408,21 @@ def _energy(alerts: Sequence[Alert], site: SiteConfig, period: Period) -> dict[s
         "by_room": rooms,
         "episodes": items,
     }
+
+
+def waste_so_far(alerts: Sequence[Alert], site: SiteConfig, now: datetime) -> dict[str, dict[str, Any]]:
+    """Energy wasted after hours by building, counted as the morning report counts it (each
+    alert's kWh and cost, its share inside the span): `today` from local midnight to `now`,
+    `week` from Monday 00:00 local to `now`. For the dashboard's energy view."""
+    local = now.astimezone(site.zone).date()
+    spans = {"today": local, "week": local - timedelta(days=local.weekday())}
+    out: dict[str, dict[str, Any]] = {}
+    for key, first in spans.items():
+        start = local_instant(site.zone, first, time(0))
+        energy = _energy(alerts, site, Period(first, start, max(now, start), site.zone, time(0), site.locale))
+        out[key] = {"start": start.isoformat(), "end": now.isoformat(), "currency": energy["currency"],
+                    "total_kwh": energy["total_kwh"], "total_cost": energy["total_cost"], "by_building": energy["by_building"]}
+    return out
 
 
 def _bands(site: SiteConfig) -> dict[str, float]:
@@ -817,31 +835,75 @@ def _alert_json(a: Alert) -> dict[str, Any]:
 # --------------------------------------------------------------------------- rendering
 
 
+#: Fonts with Chinese glyphs the chart looks for, best first, and where Debian's packages put
+#: them (fonts-wqy-microhei is the one deploy/Dockerfile and .ci/run install).
+CJK_FONTS = {
+    "WenQuanYi Micro Hei": "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "Noto Sans CJK SC": "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "WenQuanYi Zen Hei": "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+}
+#: Latin letters and digits come from matplotlib's own font, so the chart looks the same with or without a CJK font.
+CHART_LATIN_FONT = "DejaVu Sans"
+
+
+@lru_cache(maxsize=1)
+def chart_fonts() -> tuple[str, ...]:
+    """The chart's font families: DejaVu Sans, then (glyph by glyph fallback) the first CJK
+    font matplotlib's font manager knows, registering a packaged file it has not indexed yet
+    (installed after its cache was built). Without one, Chinese labels would be boxes: said
+    once in the log, and the chart is still drawn."""
+    from matplotlib import font_manager
+
+    known = {entry.name for entry in font_manager.fontManager.ttflist}
+    for family, path in CJK_FONTS.items():
+        if family not in known and Path(path).exists():
+            font_manager.fontManager.addfont(path)
+            known = {entry.name for entry in font_manager.fontManager.ttflist}
+        if family in known:
+            return (CHART_LATIN_FONT, family)
+    log.warning("no CJK font for the energy chart: Chinese labels will not render",
+                extra={"looked_for": sorted(CJK_FONTS), "hint": "apt-get install fonts-wqy-microhei"})
+    return (CHART_LATIN_FONT,)
+
+
 def energy_chart_svg(report: dict[str, Any]) -> str | None:
-    """Horizontal bars of kWh wasted per room, split by circuit kind; None when nothing
-    was wasted."""
+    """Horizontal bars of kWh wasted per room, split by circuit kind, labelled in the site's
+    locale (names, not ids, outside English); None when nothing was wasted."""
     rooms = [r for r in report["energy"]["by_room"] if r["kwh"] > 0]
     if not rooms:
         return None
-    from matplotlib import rcParams
-    from matplotlib.figure import Figure  # no pyplot: no global state, safe in API threads
+    from matplotlib import rc_context, rcParams
 
     rcParams["svg.hashsalt"] = "warden"  # stable ids: the same report gives the same file
-    labels = [f"{r['building']} / {r['room']}" if r["building"] else r["room"] for r in rooms]
+    with rc_context({"font.family": list(chart_fonts())}):  # per call: no other figure changes
+        return _draw_energy_chart(report, rooms)
+
+
+def _draw_energy_chart(report: dict[str, Any], rooms: list[dict[str, Any]]) -> str:
+    from matplotlib.figure import Figure  # no pyplot: no global state, safe in API threads
+
+    locale = report.get("site", {}).get("locale", "en")
+    names = report.get("site", {}).get("names", {})
+    _ = gettext_for(locale)
+
+    def name(key: str) -> str:
+        return key if is_english(locale) else str(names.get(key, key))  # as render_html: English keeps ids
+
+    labels = [f"{name(r['building'])} / {name(r['room'])}" if r["building"] else name(r["room"]) for r in rooms]
     kinds = [k["kind"] for k in report["energy"]["by_kind"]]
     figure = Figure(figsize=(6.4, 0.9 + 0.45 * len(rooms)), layout="constrained")
     axes = figure.add_subplot()
     left = [0.0] * len(rooms)
     for kind in kinds:
         values = [float(r.get("kinds", {}).get(kind, 0.0)) for r in rooms]
-        axes.barh(labels, values, left=left, color=_KIND_COLOURS.get(kind, "#555555"), label=KIND_LABELS.get(kind, kind))
+        axes.barh(labels, values, left=left, color=_KIND_COLOURS.get(kind, "#555555"), label=_(KIND_LABELS.get(kind, kind)))
         left = [a + b for a, b in zip(left, values)]
     currency = report["energy"]["currency"]
     for y, r in enumerate(rooms):
         axes.annotate(f"{r['kwh']:.2f} kWh, {r['cost']:.2f} {currency}", (left[y], y), xytext=(3, 0),
                       textcoords="offset points", va="center", fontsize=8)
     axes.invert_yaxis()
-    axes.set_xlabel("kWh wasted after hours, by circuit kind")
+    axes.set_xlabel(_("kWh wasted after hours, by circuit kind"))
     axes.margins(x=0.35)
     axes.legend(loc="lower right", fontsize=8, frameon=False)
     axes.spines[["top", "right"]].set_visible(False)
@@ -857,7 +919,7 @@ def render_html(report: dict[str, Any], chart_svg: str | None = None) -> str:
     names = report["site"].get("names", {})
     period = Period(date.fromisoformat(report["day"]), datetime.fromisoformat(p["start"]), datetime.fromisoformat(p["end"]),
                     zone, time.fromisoformat(p["day_start"]), locale)
-    return _templates(locale).get_template("report.html").render(
+    return page_templates(locale).get_template("report.html").render(
         r=report, chart_svg=chart_svg, when=lambda value, fmt="%H:%M": when(value, period, fmt),
         local=lambda value, fmt="%H:%M": _local(value, zone, fmt, locale), kinds=KIND_LABELS, lang=locale,
         name=lambda key: key if is_english(locale) else names.get(key, key),  # English keeps ids (its tests, integrators)
@@ -865,7 +927,7 @@ def render_html(report: dict[str, Any], chart_svg: str | None = None) -> str:
 
 
 @lru_cache(maxsize=None)
-def _templates(locale: str = "en") -> Any:
+def page_templates(locale: str = "en") -> Any:
     """The report's templates with `_()` translating into `locale` (jinja2.ext.i18n, new style)."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 

@@ -10,6 +10,7 @@ missing=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing+=(fonts-wqy-microhei)  # the zh-CN energy chart's glyphs
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""

@@ -245,6 +245,22 @@ def test_a_zh_cn_site_gets_a_chinese_report_with_names(tmp_path: Path) -> None:
     assert render_csv(report).splitlines()[0] == "栏目,楼栋,房间,对象,指标,数值,单位,状态,开始时间,备注"
 
 
+def test_a_zh_cn_site_gets_a_chinese_monthly_report_and_finance_keeps_its_csv_columns(tmp_path: Path) -> None:
+    from gateway.monthly import build_monthly_report, monthly_csv, monthly_html
+
+    store = StateStore(tmp_path / "state.db")
+    try:
+        report = build_monthly_report(store, ZH_SITE, "2026-11")
+    finally:
+        store.close()
+    page = monthly_html(report)
+    assert '<html lang="zh-CN">' in page
+    assert "<h1>华夏中学：2026-11 月报</h1>" in page  # "%(site)s: monthly report %(month)s"
+    assert "<h2>三级督查</h2>" in page and "<h3>按班组</h3>" in page and "<h2>报修（按类别）</h2>" in page
+    assert "monthly report" not in page and "Supervision" not in page
+    assert monthly_csv(report).splitlines()[0].startswith("month,building,room,group,device,")  # finance: as documented
+
+
 # --------------------------------------------------------------------------- mail
 
 

@@ -144,7 +144,6 @@ def _plain(value: Any) -> Any:
 #: Parameters that name something of the site, and how a name is looked up for them.
 NAMED_PARAMS = ("room", "building", "device", "door", "route", "checkpoint", "agent")
 
-Names = Callable[[str, str], str]  # (kind, id) -> display name
 
 
 def render(message_id: str, params: Mapping[str, Any], locale: str, names: Names | None = None) -> str:
@@ -177,38 +176,9 @@ def template_fields(template: str) -> set[str]:
 
 # --------------------------------------------------------------------------- names
 
-
-def display_name(obj: Any) -> str:
-    """What people read for a building, room, device, door, checkpoint or route: its
-    `name` when it has one (any Unicode), else its id. The one place names are read, so
-    models that gain a `name` field later are shown by it without other changes."""
-    return str(getattr(obj, "name", "") or getattr(obj, "id", "") or getattr(obj, "tag", "") or obj)
-
-
-def site_names(site: Any, rules: Any = None) -> Names:
-    """A lookup of display names: the site's buildings, rooms and the devices a room names
-    (`device_names`), and, given the rules' settings, doors (`rules.doors.doors`), patrol
-    routes and their checkpoints (`rules.patrol.routes`)."""
-    table: dict[str, str] = {}
-    for building in getattr(site, "buildings", []) or []:
-        table.setdefault(str(building.id), display_name(building))
-        for room in getattr(building, "rooms", []) or []:
-            table.setdefault(str(room.id), display_name(room))
-            for device, name in (getattr(room, "device_names", None) or {}).items():  # warden/names.py
-                table.setdefault(str(device), name or str(device))
-    doors = getattr(getattr(rules, "doors", None), "doors", None) or {}
-    for door, settings in doors.items():
-        table.setdefault(str(door), getattr(settings, "name", "") or str(door))
-    for route in getattr(getattr(rules, "patrol", None), "routes", None) or []:
-        table.setdefault(str(route.id), display_name(route))
-        for checkpoint in route.checkpoints:
-            table.setdefault(str(checkpoint.tag), getattr(checkpoint, "name", "") or str(checkpoint.tag))
-
-    def lookup(kind: str, value: str) -> str:
-        return table.get(value, value)
-
-    return lookup
-
+# Display names (what is looked up and how a label reads) are warden/names.py's; the
+# lookup is re-exported here, where messages and reports have always imported it.
+from warden.names import Names, display_name, name_table, site_names  # noqa: E402, F401
 
 # --------------------------------------------------------------------------- formatting
 
@@ -286,18 +256,6 @@ def say(text: str, locale: str, names: Names | None = None) -> str:
     if isinstance(text, Message):
         return render(text.id, text.params, locale, names)
     return gettext_for(locale)(text) if text else text
-
-
-def name_table(site: Any) -> dict[str, str]:
-    """Ids with a display name different from the id, as JSON-ready data (for a report or a page)."""
-    lookup = site_names(site)
-    table: dict[str, str] = {}
-    for building in getattr(site, "buildings", []) or []:
-        for item in (building, *(getattr(building, "rooms", []) or [])):
-            name = lookup("", str(item.id))
-            if name != str(item.id):
-                table[str(item.id)] = name
-    return table
 
 
 #: strftime formats the screens use -> CLDR skeletons, so other locales get their own order and words.

@@ -5,15 +5,23 @@ Ids stay ASCII identifiers; a building, room, device (Room.device_names), door
 (DoorOverride.name), checkpoint or route may also have a name in any script. Messages and
 screens show `label()`: the name with the id in brackets, or the bare id when no name was
 given, so a site without names reads as before.
+
+The one owner of display names: the labels below, and the lookup by id that messages,
+reports and the API use (`site_names`, `name_table`; warden.i18n re-exports them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
-if TYPE_CHECKING:  # names are read from the config's models; the kernel imports none here at run time
-    from warden.config import PatrolRoute, SiteConfig
+#: warden.config's SiteConfig and PatrolRoute, read by attribute and not imported, not even
+#: for typing: warden.config imports warden.i18n, which re-exports this module's lookup.
+SiteConfig = Any
+PatrolRoute = Any
+
+
+Names = Callable[[str, str], str]  # (kind, id) -> display name
 
 
 class Named(Protocol):
@@ -83,3 +91,50 @@ def checkpoint_name(route: PatrolRoute, tag: str) -> str:
 
 def checkpoint_label(route: PatrolRoute, tag: str) -> str:
     return label(checkpoint_name(route, tag), tag)
+
+
+# --------------------------------------------------------------------------- lookup by id
+
+
+def display_name(obj: Any) -> str:
+    """What people read for a building, room, device, door, checkpoint or route: its
+    `name` when it has one (any Unicode), else its id. The one place names are read, so
+    models that gain a `name` field later are shown by it without other changes."""
+    return str(getattr(obj, "name", "") or getattr(obj, "id", "") or getattr(obj, "tag", "") or obj)
+
+
+def site_names(site: Any, rules: Any = None) -> Names:
+    """A lookup of display names: the site's buildings, rooms and the devices a room names
+    (`device_names`), and, given the rules' settings, doors (`rules.doors.doors`), patrol
+    routes and their checkpoints (`rules.patrol.routes`)."""
+    table: dict[str, str] = {}
+    for building in getattr(site, "buildings", []) or []:
+        table.setdefault(str(building.id), display_name(building))
+        for room in getattr(building, "rooms", []) or []:
+            table.setdefault(str(room.id), display_name(room))
+            for device, name in (getattr(room, "device_names", None) or {}).items():
+                table.setdefault(str(device), name or str(device))
+    doors = getattr(getattr(rules, "doors", None), "doors", None) or {}
+    for door, settings in doors.items():
+        table.setdefault(str(door), getattr(settings, "name", "") or str(door))
+    for route in getattr(getattr(rules, "patrol", None), "routes", None) or []:
+        table.setdefault(str(route.id), display_name(route))
+        for checkpoint in route.checkpoints:
+            table.setdefault(str(checkpoint.tag), getattr(checkpoint, "name", "") or str(checkpoint.tag))
+
+    def lookup(kind: str, value: str) -> str:
+        return table.get(value, value)
+
+    return lookup
+
+
+def name_table(site: Any) -> dict[str, str]:
+    """Ids with a display name different from the id, as JSON-ready data (for a report or a page)."""
+    lookup = site_names(site)
+    table: dict[str, str] = {}
+    for building in getattr(site, "buildings", []) or []:
+        for item in (building, *(getattr(building, "rooms", []) or [])):
+            name = lookup("", str(item.id))
+            if name != str(item.id):
+                table[str(item.id)] = name
+    return table

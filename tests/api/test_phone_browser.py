@@ -7,7 +7,7 @@ device was last seen in words, and a silent device's last seen is its alert's.""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,11 @@ SITE = SiteConfig.model_validate({
 def named(broker_config: BrokerConfig, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Running]:
     """A gateway on the named site; one more guard token whose guard walks no route. Its
     clock stands at EVENING + 12 h, or (indirect parameter) at a time the test ticks itself."""
+    yield from start_named(broker_config, tmp_path, SITE, getattr(request, "param", None))
+
+
+def start_named(broker_config: BrokerConfig, tmp_path: Path, site: SiteConfig, at: datetime | None) -> Iterator[Running]:
+    """`named`'s gateway on `site` (another test module passes a zh-CN copy of SITE)."""
     tokens = [{"name": NAMES[role], "role": role, "sha256": hash_token(secret)} for role, secret in TOKENS.items()]
     tokens[0]["guard"] = "guard-lee"
     tokens.append({"name": "guard-new-phone", "role": "guard", "guard": "guard-new", "sha256": hash_token(LOST_GUARD_TOKEN)})
@@ -53,8 +58,7 @@ def named(broker_config: BrokerConfig, tmp_path: Path, request: pytest.FixtureRe
                "patrol": {"routes": [{**ROUTES[0], "name": "夜间巡逻", "checkpoints": [{"tag": "cp-gate", "name": "东门岗"}, "cp-hall"]},
                                      ROUTES[1]]}},
     )  # fmt: skip
-    at = getattr(request, "param", None)
-    gateway = Gateway(config, SITE, ManualClock(at or EVENING + timedelta(hours=12)), **({"tick_every": None} if at else {}))
+    gateway = Gateway(config, site, ManualClock(at or EVENING + timedelta(hours=12)), **({"tick_every": None} if at else {}))
     gateway.start()
     assert gateway.subscribed.wait(10), "gateway did not subscribe"
     api = ApiServer(create_app(gateway), "127.0.0.1", 0)

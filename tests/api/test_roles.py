@@ -67,6 +67,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/statistics"): READERS,
     ("GET", "/api/reports/month/{month}"): MANAGERS,
     ("GET", "/api/reports/archive"): MANAGERS,
+    ("GET", "/api/energy/waste"): MANAGERS,  # reports:read (issue 19: the dashboard's energy view)
     ("GET", "/api/reports/archive/{kind}/{label}"): MANAGERS,
     ("GET", "/api/config"): {"admin"},
 }

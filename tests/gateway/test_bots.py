@@ -12,6 +12,7 @@ import hmac
 import json
 import subprocess
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote_plus, urlsplit
@@ -23,7 +24,8 @@ from pydantic import ValidationError
 
 from gateway.auth import redacted
 from gateway.bots import BotSink
-from gateway.config import AlertsConfig, WebhookSinkConfig
+from gateway.config import AlertsConfig, EscalationConfig, WebhookSinkConfig
+from gateway.escalation import EscalationPolicy
 from gateway.notify import NotifyMetrics, Outbox, QueuedSink
 from gateway.store import AlertChange, StateStore
 from rules.alerts import AlertSignal, Severity, SignalAction
@@ -42,6 +44,7 @@ from tests.test_gateway_command import write_config
 from warden.clock import ManualClock
 from warden.config import ConfigError
 from warden.events import DoorAction
+from warden.i18n import Message
 
 #: The fixed wall clock of these tests: 2023-11-14 22:13:20.250 UTC as unix seconds.
 NOW = 1_700_000_000.25
@@ -107,6 +110,34 @@ def deliver(receiver: WebhookReceiver, config: WebhookSinkConfig, changes: list[
         dispatcher.stop()
         outbox.close()
     return receiver.received(path)
+
+
+def test_a_chinese_site_s_group_reads_the_alert_and_its_escalation_in_chinese(
+    receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    """The rule's message and an escalation's note in the site's language, by names; the
+    ids stay on the last line. The texts are the zh-CN catalogue's, filled in by hand."""
+    store = StateStore(tmp_path / "state.db", ManualClock(START))
+    burst = Message("Possible burst at {device}: above {limit:g} L/min since {since} (peak {peak:.0f} L/min, {litres:.0f} L)",
+                    device="meter-7", limit=60.0, since="22:05", peak=95.0, litres=570.0)
+    try:
+        [change] = store.commit_batch([], [AlertSignal("riverside", "water_burst", "meter-7", SignalAction.RAISE, START,
+                                                       Severity.CRITICAL, burst)], {})  # fmt: skip
+        [escalated] = store.escalate(EscalationPolicy(EscalationConfig(ack_minutes=10)).decider(START + timedelta(minutes=10)),
+                                     at=START + timedelta(minutes=10))  # fmt: skip
+    finally:
+        store.close()
+    names = {"meter-7": "科学楼水表"}
+    sink = BotSink("bot", sink_config(receiver.url("/hook"), preset="wecom"), now=Clock(NOW), locale="zh-CN",
+                   names=lambda kind, ident: names.get(ident, ident))
+    opened_text = "[CRITICAL] 新告警 opened: 科学楼水表 可能爆管：自 22:05 起流量超过 60 升/分钟（峰值 95 升/分钟，共 570 升）"
+    ids = "water_burst · meter-7 · #1 · riverside"
+    for one, expected in ((change, f"{opened_text}\n{ids}"),
+                          (escalated, f"{opened_text.replace('新告警 opened', '已升级 escalated')}\n10 分钟内未确认：已升级到第 1 级\n{ids}")):
+        sink.send(one)
+        [post] = receiver.received("/hook")[-1:]
+        assert post.json() == {"msgtype": "text", "text": {"content": expected}}
+    sink.close()
 
 
 def test_wecom_gets_its_exact_text_body(receiver: WebhookReceiver, change: AlertChange, tmp_path: Path) -> None:

@@ -55,3 +55,34 @@ def test_a_running_gateway_exports_its_open_alert(broker_config: Any, tmp_path: 
     assert opened[key] == 1
     assert opened[("warden_gateway_silent_devices", ())] == 0
     assert key not in after  # resolved: no longer open
+
+
+def test_overdue_repair_requests_are_counted_by_category(broker_config: Any, tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from gateway.workorders import WorkOrderConfig
+
+    orders = WorkOrderConfig.model_validate({"categories": {"plumbing": {"take_hours": 1, "resolve_hours": 4},
+                                                            "electrical": {"take_hours": 2, "resolve_hours": 8}},
+                                             "priorities": {}})  # fmt: skip
+    config = gateway_config(broker_config, tmp_path, {}).model_copy(update={"work_orders": orders})
+    clock = ManualClock(START)
+    gateway = start_gateway(config, clock)
+    try:
+        # At START: leak (plumbing, take by +1 h), socket (electrical, take by +2 h), tap (plumbing,
+        # taken at once: resolve by +4 h).
+        gateway.work_orders.create(room="A-204", text="leak", by="desk", category="plumbing")
+        gateway.work_orders.create(room="A-204", text="socket", by="desk", category="electrical")
+        tap = gateway.work_orders.create(room="A-204", text="tap", by="desk", category="plumbing").order
+        gateway.work_orders.act(tap.id, "take", "sam")
+        at_start = samples(gateway.metrics.exposition())
+        clock.advance(timedelta(hours=1, minutes=30))  # +1.5 h: only the leak is past its take-by (+1 h)
+        early = samples(gateway.metrics.exposition())
+        clock.advance(timedelta(hours=3))  # +4.5 h: the leak, the socket (+2 h) and the tap (resolve by +4 h)
+        late = samples(gateway.metrics.exposition())
+    finally:
+        gateway.stop()
+    key = "warden_gateway_overdue_work_orders"
+    assert (at_start[(key, (("category", "plumbing"),))], at_start[(key, (("category", "electrical"),))]) == (0, 0)
+    assert (early[(key, (("category", "plumbing"),))], early[(key, (("category", "electrical"),))]) == (1, 0)
+    assert (late[(key, (("category", "plumbing"),))], late[(key, (("category", "electrical"),))]) == (2, 1)

@@ -5,7 +5,6 @@
 "use strict";
 
 (() => {
-  const TOKEN_KEY = "warden.token";
   const body = document.body;
   const zone = body.dataset.timezone;
   const tonight = body.dataset.tonight;
@@ -15,25 +14,12 @@
   let roundsTimer = null;
   let refresher = null;
 
-  const $ = (selector) => document.querySelector(selector);
+  const { $, el, svg, say, token } = window.warden;  // common.js: shared with the work-order page
   // The page carries its words in the site's (or the reader's) locale: issue 19, docs/localisation.md.
   const STRINGS = JSON.parse(document.getElementById("strings")?.textContent || "{}");
   const t = (text, values = {}) => (STRINGS[text] || text).replace(/\{(\w+)\}/g, (_, key) => values[key] ?? "");
   const lang = document.documentElement.lang === "en" ? "en-GB" : document.documentElement.lang;
-  const token = () => sessionStorage.getItem(TOKEN_KEY);
   const can = (permission) => Boolean(me && me.permissions.includes(permission));
-
-  function el(tag, attrs = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs)) {
-      if (key === "class") node.className = value;
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else if (key === "dataset") Object.assign(node.dataset, value);
-      else node.setAttribute(key, value);
-    }
-    for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(child ?? ""));
-    return node;
-  }
 
   function localTime(iso, withDay = true) {
     if (!iso) return "";
@@ -42,16 +28,40 @@
     return new Intl.DateTimeFormat(lang, options).format(new Date(iso));
   }
 
-  // Last seen in words (issue 19): "just now", "25 min ago", "3 h 20 min ago", "12 h ago", "3 days ago".
-  function ago(seconds) {
-    if (seconds === null || seconds === undefined) return "never";
-    if (seconds < 60) return "just now";
-    const minutes = Math.floor(seconds / 60);
-    if (minutes < 60) return `${minutes} min ago`;
-    const hours = Math.floor(minutes / 60);
-    if (hours >= 48) return `${Math.floor(hours / 24)} days ago`;
-    return hours < 10 && minutes % 60 ? `${hours} h ${minutes % 60} min ago` : `${hours} h ago`;
+  // A time with its date (the history reaches back past today): "17 Nov 19:30", "11月17日 19:30".
+  function localDateTime(iso) {
+    if (!iso) return "";
+    return new Intl.DateTimeFormat(lang, { timeZone: zone, day: "numeric", month: "short", hour: "2-digit", minute: "2-digit",
+      hourCycle: "h23" }).format(new Date(iso));
   }
+
+  // The site's UTC offset at `utcMs`, in ms (Intl knows the zone; Date only the browser's).
+  function zoneOffset(utcMs) {
+    const parts = Object.fromEntries(new Intl.DateTimeFormat("en-US", { timeZone: zone, hourCycle: "h23", year: "numeric",
+      month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" })
+      .formatToParts(new Date(utcMs)).map((part) => [part.type, part.value]));
+    return Date.UTC(+parts.year, +parts.month - 1, +parts.day, +parts.hour, +parts.minute, +parts.second) - utcMs;
+  }
+
+  // 00:00 at the site on `day` ("YYYY-MM-DD", plus `addDays`), as a UTC ISO time for the API's since/until.
+  function siteMidnight(day, addDays = 0) {
+    const [y, m, d] = day.split("-").map(Number);
+    const wall = Date.UTC(y, m - 1, d + addDays);
+    return new Date(wall - zoneOffset(wall - zoneOffset(wall))).toISOString();
+  }
+
+  // Last seen in words (issue 19): "just now", "25 min ago", "3 h 20 min ago", "12 h ago", "3 days ago", localised.
+  function ago(seconds) {
+    if (seconds === null || seconds === undefined) return t("never");
+    if (seconds < 60) return t("just now");
+    const minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return t("{n} min ago", { n: minutes });
+    const hours = Math.floor(minutes / 60);
+    if (hours >= 48) return t("{n} days ago", { n: Math.floor(hours / 24) });
+    return hours < 10 && minutes % 60 ? t("{h} h {m} min ago", { h: hours, m: minutes % 60 }) : t("{h} h ago", { h: hours });
+  }
+
+  const number = (value, digits = 1) => new Intl.NumberFormat(lang, { maximumFractionDigits: digits }).format(value);
 
   // A heartbeat counter that holds a unix time (last_seen=1794981300.2) reads as words, not digits.
   function counterText(key, value, checkedAt) {
@@ -62,27 +72,7 @@
 
   const named = (name, id) => (name && name !== id ? `${name} (${id})` : id);
 
-  function say(text) {
-    const box = $("#message");
-    box.textContent = text || "";
-    box.hidden = !text;
-  }
-
-  async function api(path, options = {}) {
-    const headers = { ...(options.headers || {}) };
-    if (token()) headers.Authorization = `Bearer ${token()}`;
-    if (options.body) headers["Content-Type"] = "application/json";
-    const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
-    if (response.status === 401) {
-      showLogin(token() ? t("The gateway refused this token.") : t("Sign in with an API token."));
-      throw new Error("unauthorized");
-    }
-    if (!response.ok) {
-      const detail = (await response.json().catch(() => ({}))).detail || response.statusText;
-      throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
-    }
-    return response.json();
-  }
+  const api = window.warden.makeApi((hadToken) => showLogin(hadToken ? t("The gateway refused this token.") : t("Sign in with an API token.")));
 
   // ------------------------------------------------------------------ sign in
 
@@ -102,7 +92,7 @@
     event.preventDefault();
     const value = $("#token").value.trim();
     if (!value) return;
-    sessionStorage.setItem(TOKEN_KEY, value);
+    window.warden.signIn(value);
     $("#token").value = "";
     say("");
     await start();
@@ -110,7 +100,7 @@
 
   $("#logout").addEventListener("click", async () => {
     await api("/api/session", { method: "DELETE" }).catch(() => {});
-    sessionStorage.removeItem(TOKEN_KEY);
+    window.warden.signOut();
     location.reload();
   });
 
@@ -125,9 +115,9 @@
       actions.append(el("button", { type: "button", class: "resolve", onclick: () => act(alert.id, "resolve") }, t("Resolve")));
     }
     if (alert.work_order_id) {  // the repair request made from it (issue 18)
-      actions.append(el("a", { class: "work-order", href: `/work-orders#${alert.work_order_id}` }, `Work order #${alert.work_order_id}`));
+      actions.append(el("a", { class: "work-order", href: `/work-orders#${alert.work_order_id}` }, t("Work order #{id}", { id: alert.work_order_id })));
     } else if (can("work_orders:create")) {
-      actions.append(el("button", { type: "button", class: "to-work-order", onclick: () => toWorkOrder(alert.id) }, "Work order"));
+      actions.append(el("button", { type: "button", class: "to-work-order", onclick: () => toWorkOrder(alert.id) }, t("Work order")));
     }
     const owner = (alert.acknowledged_by ? t(" by {who}", { who: alert.acknowledged_by }) : "") + (alert.assigned_to ? ` · for ${alert.assigned_to}` : "");
     return el("tr", { dataset: { alertId: alert.id, state: alert.state } },
@@ -237,13 +227,123 @@
 
   async function loadDevices() {
     const devices = await api("/api/devices");
+    const trends = devices.length ? await loadTrends(Date.parse(devices[0].checked_at)).catch(() => new Map()) : new Map();
     $("#devices tbody").replaceChildren(...devices.map((d) => el("tr", { dataset: { device: d.id } },
       el("td", {}, named(d.name, d.id) + (d.agent ? t(" (agent)") : "")),
       el("td", { title: d.room }, d.room_name || d.room),
       el("td", { class: `status-${d.status}` }, t(d.status)),
-      el("td", { class: "last-seen", title: localTime(d.last_seen) }, ago(d.last_seen_seconds_ago)),
+      el("td", { class: "last-seen", title: localTime(d.last_seen), dataset: { label: t("last seen") } }, ago(d.last_seen_seconds_ago)),
+      el("td", { class: "trend" }, sparkline(trends.get(d.id))),
       el("td", { class: "counters" }, Object.entries(d.counters || {}).slice(0, 4)
         .map(([k, v]) => counterText(k, v, Date.parse(d.checked_at))).join(" · ")))));
+  }
+
+  const HOUR = 3600 * 1000;
+  const TREND_HOURS = 24;
+
+  // Each device's hourly means over the last 24 h on the gateway's clock (one /api/statistics call),
+  // of one quantity: power if it has it, else its first series that is not a register.
+  async function loadTrends(now) {
+    const last = Math.floor(now / HOUR) * HOUR;  // the hour under way is the last slot
+    const since = new Date(last - (TREND_HOURS - 1) * HOUR).toISOString();
+    const until = new Date(last + HOUR).toISOString();
+    const rows = await api(`/api/statistics?since=${encodeURIComponent(since)}&until=${encodeURIComponent(until)}`);
+    const bySeries = new Map();
+    for (const row of rows) {
+      if (row.cumulative || row.mean === null) continue;
+      const key = `${row.device}|${row.quantity}|${row.channel || ""}`;
+      if (!bySeries.has(key)) bySeries.set(key, { device: row.device, quantity: row.quantity, unit: row.unit, points: [] });
+      bySeries.get(key).points.push({ slot: Math.round((Date.parse(row.hour) - (last - (TREND_HOURS - 1) * HOUR)) / HOUR), value: row.mean });
+    }
+    const trends = new Map();
+    for (const series of bySeries.values()) {
+      const kept = trends.get(series.device);
+      if (!kept || (series.quantity === "power" && kept.quantity !== "power")) trends.set(series.device, series);
+    }
+    return trends;
+  }
+
+  // An inline SVG line of the hourly means (x: the 24 hour slots, y: min..max), and the latest value.
+  function sparkline(series) {
+    if (!series || !series.points.length) return el("span", { class: "none" }, t("no data"));
+    const width = 96, height = 24;
+    const values = series.points.map((p) => p.value);
+    const lo = Math.min(...values), hi = Math.max(...values);
+    const x = (slot) => (slot / (TREND_HOURS - 1)) * (width - 4) + 2;
+    const y = (value) => (hi === lo ? height / 2 : height - 2 - ((value - lo) / (hi - lo)) * (height - 4));
+    const chart = svg("svg", { class: "spark", width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
+      "data-points": series.points.length, "aria-label": t("{quantity}, hourly mean: {low} to {high} {unit}",
+        { quantity: series.quantity, low: number(lo), high: number(hi), unit: series.unit }) });
+    chart.append(svg("polyline", { points: series.points.map((p) => `${x(p.slot).toFixed(1)},${y(p.value).toFixed(1)}`).join(" ") }));
+    const end = series.points[series.points.length - 1];
+    chart.append(svg("circle", { cx: x(end.slot).toFixed(1), cy: y(end.value).toFixed(1), r: 2 }));
+    return el("span", { class: "spark-wrap", title: chart.getAttribute("aria-label") }, chart,
+      el("small", { class: "spark-max" }, `${t("max")} ${number(hi)} ${series.unit}`));
+  }
+
+  // ------------------------------------------------------------------ alert history
+
+  function historyQuery() {
+    const form = new FormData($("#history-filters"));
+    const query = new URLSearchParams({ limit: "200" });
+    for (const key of ["rule", "room", "severity", "state"]) if (form.get(key)) query.set(key, form.get(key));
+    if (form.get("since")) query.set("since", siteMidnight(form.get("since")));
+    if (form.get("until")) query.set("until", siteMidnight(form.get("until"), 1));  // the whole of the last day
+    return query;
+  }
+
+  async function loadHistory() {
+    const list = await api(`/api/alerts?${historyQuery()}`);
+    $("#history tbody").replaceChildren(...list.map((alert) => el("tr", { dataset: { alertId: alert.id, state: alert.state } },
+      el("td", { class: `sev-${alert.severity}` }, t(alert.severity)),
+      el("td", {}, el("div", { class: "message" }, alert.text || alert.message),
+        alert.end_text && alert.end_text !== alert.text ? el("div", { class: "ending" }, alert.end_text) : "",
+        el("small", {}, `${alert.rule} · ${alert.subject}`)),
+      el("td", { class: "opened" }, localDateTime(alert.opened_at)),
+      el("td", { class: `state state-${alert.state}` }, t(alert.state)))));
+    $("#no-history").hidden = list.length > 0;
+    $("#history-count").textContent = `(${list.length})`;
+  }
+
+  $("#history-filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    loadHistory().catch((error) => { if (error.message !== "unauthorized") say(error.message); });
+  });
+  $("#history-filters").addEventListener("reset", () => setTimeout(() => loadHistory().catch(() => {}), 0));  // after the fields clear
+
+  // ------------------------------------------------------------------ energy, report archive
+
+  async function loadEnergy() {
+    const spans = await api("/api/energy/waste");
+    const rows = new Map();
+    for (const [key, span] of Object.entries(spans)) {
+      for (const b of span.by_building) {
+        if (!rows.has(b.building)) rows.set(b.building, { name: b.name, id: b.building });
+        rows.get(b.building)[key] = b;
+      }
+    }
+    const money = (value, currency) => new Intl.NumberFormat(lang, { style: "currency", currency }).format(value);
+    const cell = (b, currency, key) => el("td", { class: key }, b ? `${number(b.kwh, 2)} kWh · ${money(b.cost, currency)}` : "–");
+    const total = (key) => ({ kwh: spans[key].total_kwh, cost: spans[key].total_cost });
+    const body = [...rows.values()].map((row) => el("tr", { dataset: { building: row.id } },
+      el("td", {}, named(row.name, row.id) || t("(no building)")),
+      cell(row.today, spans.today.currency, "today"), cell(row.week, spans.week.currency, "week")));
+    if (rows.size) {
+      body.push(el("tr", { class: "total", dataset: { building: "" } }, el("td", {}, t("Total")),
+        cell(total("today"), spans.today.currency, "today"), cell(total("week"), spans.week.currency, "week")));
+    }
+    $("#energy tbody").replaceChildren(...body);
+    $("#no-energy").hidden = rows.size > 0;
+  }
+
+  async function loadArchive() {
+    const reports = await api("/api/reports/archive");
+    const kinds = { daily: t("daily report"), monthly: t("monthly report") };
+    $("#archive").replaceChildren(...reports.map((r) => el("li", { dataset: { kind: r.kind, label: r.label } },
+      el("a", { class: "report-link", href: `/api/reports/archive/${encodeURIComponent(r.kind)}/${encodeURIComponent(r.label)}`,
+        target: "_blank", rel: "noopener" }, `${kinds[r.kind] || r.kind} ${r.label}`),
+      el("small", {}, ` ${t("made {when}", { when: localDateTime(r.made_at) })}`))));
+    $("#no-archive").hidden = reports.length > 0;
   }
 
   // ------------------------------------------------------------------ start
@@ -259,15 +359,20 @@
       $("#work-orders-link").hidden = !can("work_orders:read");
       $("#devices-section").hidden = !can("devices:read");
       $("#reports-section").hidden = !can("reports:read");
+      $("#history-section").hidden = !can("alerts:own");
+      $("#energy-section").hidden = !can("reports:read");
+      $("#archive-section").hidden = !can("reports:read");
       const loads = [];
-      if (can("alerts:own")) loads.push(loadAlerts().then(openStream));  // a guard: its post's alerts (issue 18)
+      if (can("alerts:own")) loads.push(loadAlerts().then(openStream), loadHistory());  // a guard: its post's alerts (issue 18)
       if (can("patrols:own")) loads.push(loadRounds());
       if (can("devices:read")) loads.push(loadDevices());
+      if (can("reports:read")) loads.push(loadEnergy(), loadArchive());
       await Promise.all(loads);
       clearInterval(refresher);
       refresher = setInterval(() => {
         if (can("patrols:own")) loadRounds().catch(() => {});
         if (can("devices:read")) loadDevices().catch(() => {});
+        if (can("reports:read")) loadEnergy().catch(() => {});
       }, 30000);
     } catch (error) {
       if (error.message !== "unauthorized") say(t("Could not load the dashboard: {error}", { error: error.message }));

@@ -6,28 +6,14 @@
 "use strict";
 
 (() => {
-  const TOKEN_KEY = "warden.token";
   const OPEN = ["new", "taken", "in_progress", "waiting", "reopened"];
   const zone = document.body.dataset.timezone;
   const photoMax = Number(document.body.dataset.photoMaxBytes);
   let me = null;
   let people = [];
 
-  const $ = (selector) => document.querySelector(selector);
-  const token = () => sessionStorage.getItem(TOKEN_KEY);
+  const { $, el, say, token } = window.warden;  // common.js
   const can = (permission) => Boolean(me && me.permissions.includes(permission));
-
-  function el(tag, attrs = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs)) {
-      if (key === "class") node.className = value;
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else if (key === "dataset") Object.assign(node.dataset, value);
-      else node.setAttribute(key, value);
-    }
-    for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(child ?? ""));
-    return node;
-  }
 
   function localTime(iso) {
     if (!iso) return "";
@@ -35,26 +21,7 @@
       hour: "2-digit", minute: "2-digit", hourCycle: "h23" }).format(new Date(iso));
   }
 
-  function say(text) {
-    $("#message").textContent = text || "";
-    $("#message").hidden = !text;
-  }
-
-  async function api(path, options = {}) {
-    const headers = { ...(options.headers || {}) };
-    if (token()) headers.Authorization = `Bearer ${token()}`;
-    if (options.body && !headers["Content-Type"]) headers["Content-Type"] = "application/json";
-    const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
-    if (response.status === 401) {
-      showLogin(token() ? "The gateway refused this token." : "Sign in with an API token.");
-      throw new Error("unauthorized");
-    }
-    if (!response.ok) {
-      const detail = (await response.json().catch(() => ({}))).detail || response.statusText;
-      throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
-    }
-    return response.json();
-  }
+  const api = window.warden.makeApi((hadToken) => showLogin(hadToken ? "The gateway refused this token." : "Sign in with an API token."));
 
   const post = (path, body) => api(path, { method: "POST", body: JSON.stringify(body || {}) });
 
@@ -72,7 +39,7 @@
     event.preventDefault();
     const value = $("#token").value.trim();
     if (!value) return;
-    sessionStorage.setItem(TOKEN_KEY, value);
+    window.warden.signIn(value);
     $("#token").value = "";
     say("");
     await start();
@@ -80,7 +47,7 @@
 
   $("#logout").addEventListener("click", async () => {
     await api("/api/session", { method: "DELETE" }).catch(() => {});
-    sessionStorage.removeItem(TOKEN_KEY);
+    window.warden.signOut();
     location.hash = "";
     location.reload();
   });

@@ -1,0 +1,71 @@
+// What the dashboard and the work-order page share (one owner for each helper): building DOM
+// nodes, the token in this tab's sessionStorage, the status line, and fetching the API with
+// the token as a Bearer header. Loaded before each page's own script (both `defer`, so in order).
+"use strict";
+
+window.warden = (() => {
+  const TOKEN_KEY = "warden.token";
+
+  const $ = (selector) => document.querySelector(selector);
+  const token = () => sessionStorage.getItem(TOKEN_KEY);
+
+  /** A new element: attributes (class, on<event>, dataset, others as attributes) and children (nodes or text). */
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs)) {
+      if (key === "class") node.className = value;
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else if (key === "dataset") Object.assign(node.dataset, value);
+      else node.setAttribute(key, value);
+    }
+    for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(child ?? ""));
+    return node;
+  }
+
+  /** An SVG element (sparklines): attributes only. */
+  function svg(tag, attrs = {}) {
+    const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+    return node;
+  }
+
+  /** The status line (#message): shown with `text`, hidden without. */
+  function say(text) {
+    const box = $("#message");
+    box.textContent = text || "";
+    box.hidden = !text;
+  }
+
+  function signIn(value) {
+    sessionStorage.setItem(TOKEN_KEY, value);
+  }
+
+  function signOut() {
+    sessionStorage.removeItem(TOKEN_KEY);
+  }
+
+  /**
+   * A fetcher of the API for one page. `onUnauthorized(hadToken)` runs on a 401 (the page shows
+   * its sign-in form); the call then throws Error("unauthorized"). Other errors throw the
+   * gateway's one-line `detail`. A body is sent as JSON unless the caller names its type.
+   */
+  function makeApi(onUnauthorized) {
+    return async function api(path, options = {}) {
+      const headers = { ...(options.headers || {}) };
+      if (token()) headers.Authorization = `Bearer ${token()}`;
+      if (options.body && !headers["Content-Type"]) headers["Content-Type"] = "application/json";
+      const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
+      if (response.status === 401) {
+        onUnauthorized(Boolean(token()));
+        throw new Error("unauthorized");
+      }
+      if (!response.ok) {
+        const detail = (await response.json().catch(() => ({}))).detail || response.statusText;
+        throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+      }
+      return response.json();
+    };
+  }
+
+  return { $, el, svg, say, token, signIn, signOut, makeApi };
+})();
