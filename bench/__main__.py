@@ -25,6 +25,8 @@ BENCHMARKS = [
     ("scaling: gateway ingest, 100 to 10 000 devices", ["bench.ingest", "--batch", "100", "--devices", "100", "1000", "10000"]),
     ("scaling: agent footprint, 50 devices", ["bench.agent_footprint", "--devices", "50", "--seconds", "20"]),
     ("scaling: agent footprint, 500 devices", ["bench.agent_footprint", "--devices", "500", "--seconds", "20"]),
+    ("restart: 10 000 devices' rule state, snapshot and journal at their limits", ["bench.restart", "--devices", "10000"]),
+    ("catch-up: an hour of 10 000 devices drained while live data flows", ["bench.catch_up"]),
 ]
 
 
