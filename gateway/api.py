@@ -37,12 +37,13 @@ from gateway.config import ApiConfig
 from gateway.historian.points import SeriesUnavailable
 from gateway.service import Gateway
 from gateway.store import Alert, AlertNotFound, AlertStateConflict
+from gateway.web.pages import page_gettext, page_locale, page_strings
 from gateway.web.stream import AlertBroadcaster, sse_events
 from rules.alerts import AlertState, Severity
 from rules.config import ALERT_RULES
 from warden import names
 from warden.events import EARLIEST_TIME
-from warden.i18n import N_, gettext_for, localise, pick_locale, site_names
+from warden.i18n import N_, localise, pick_locale, site_names
 
 log = logging.getLogger(__name__)
 
@@ -763,11 +764,10 @@ def _dashboard(app: FastAPI, gateway: Gateway) -> None:
         in the site's locale (a kiosk's Accept-Language may pick another shipped one)."""
         night = current_night(gateway)
         nights = [night - timedelta(days=i) for i in range(7)]
-        locale = pick_locale(request.headers.get("accept-language"), gateway.site.locale) if \
-            request.app.state.auth.public_read else gateway.site.locale
+        locale = page_locale(request, gateway.site.locale)
         response = templates.TemplateResponse(request, "dashboard.html", {
             "site": gateway.site, "tonight": night.isoformat(), "nights": [n.isoformat() for n in nights],
-            "public_read": request.app.state.auth.public_read, "lang": locale, "_": _page_gettext(locale),
+            "public_read": request.app.state.auth.public_read, "lang": locale, "_": page_gettext(locale),
             "strings": json.dumps(dashboard_strings(locale), ensure_ascii=False),
             "rules": sorted(ALERT_RULES), "rooms": [(r.id, names.label(r.name, r.id)) for b in gateway.site.buildings for r in b.rooms],
         })
@@ -810,16 +810,6 @@ class ApiServer:
         self._thread.join(timeout=10)
 
 
-def _page_gettext(locale: str) -> Any:
-    """`_` for a page template: translate, then fill `%(name)s` fields (as jinja2's i18n does)."""
-    gettext = gettext_for(locale)
-
-    def translate(text: str, **values: Any) -> str:
-        return gettext(text) % values if values else gettext(text)
-
-    return translate
-
-
 #: What dashboard.js shows (its `t(...)`), translated into the page so the script needs no catalogue.
 DASHBOARD_STRINGS = (
     N_("The gateway refused this token."), N_("Sign in with an API token."), N_("Acknowledge"), N_("Resolve"),
@@ -838,5 +828,4 @@ DASHBOARD_STRINGS = (
 
 def dashboard_strings(locale: str) -> dict[str, str]:
     """The words the dashboard's script shows, in `locale` (read from the page, not fetched)."""
-    gettext = gettext_for(locale)
-    return {text: gettext(text).replace("</", "<\\/") for text in DASHBOARD_STRINGS}  # safe inside <script>
+    return page_strings(DASHBOARD_STRINGS, locale)

@@ -9,6 +9,7 @@ see answers 404, as if it did not exist.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict
 from typing import Any, Literal
@@ -23,6 +24,7 @@ from gateway import auth
 from gateway.auth import ROLE_PERMISSIONS, Principal, require
 from gateway.service import Gateway
 from gateway.store import AlertNotFound, AlertStateConflict
+from gateway.web.pages import page_gettext, page_locale, page_strings
 from gateway.workorders import (
     PRIORITIES,
     Priority,
@@ -35,7 +37,9 @@ from gateway.workorders import (
     order_json,
     priority_for_severity,
 )
+from warden import names
 from warden.events import Identifier
+from warden.i18n import N_
 
 log = logging.getLogger(__name__)
 
@@ -268,13 +272,37 @@ def register(app: FastAPI, gateway: Gateway, templates: Jinja2Templates, csp: st
 
     @app.get("/work-orders", response_class=HTMLResponse, include_in_schema=False)
     def work_orders_page(request: Request) -> HTMLResponse:
-        """List, detail and create form (one page, phone-sized); holds no data."""
-        rooms = [r.id for b in gateway.site.buildings for r in b.rooms]
+        """List, detail and create form (one page, phone-sized); holds no data. Its words are
+        in the site's locale, chosen as the dashboard's (gateway/web/pages.py)."""
+        locale = page_locale(request, gateway.site.locale)
+        rooms = [(r.id, names.label(r.name, r.id)) for b in gateway.site.buildings for r in b.rooms]
         response = templates.TemplateResponse(request, "workorders.html", {
             "site": gateway.site, "rooms": rooms, "categories": sorted(orders.config.categories), "priorities": PRIORITIES,
-            "photo_max_bytes": orders.config.photo_max_bytes, "photo_types": orders.config.photo_types})
+            "photo_max_bytes": orders.config.photo_max_bytes, "photo_types": orders.config.photo_types,
+            "lang": locale, "_": page_gettext(locale),
+            "strings": json.dumps(page_strings(WORK_ORDER_STRINGS, locale), ensure_ascii=False)})
+        response.headers["Content-Language"] = locale
         response.headers["Content-Security-Policy"] = csp
         return response
+
+
+#: What workorders.js shows (its `t(...)`), translated into the page as the dashboard's are.
+#: States, priorities and the default categories are ids the API keeps; only their display is translated.
+WORK_ORDER_STRINGS = (
+    N_("The gateway refused this token."), N_("Sign in with an API token."),
+    N_("new"), N_("taken"), N_("in progress"), N_("waiting"), N_("reopened"), N_("done"), N_("closed"),
+    N_("low"), N_("normal"), N_("high"), N_("urgent"),
+    N_("general"), N_("plumbing"), N_("electrical"), N_("hvac"), N_("doors"), N_("devices"), N_("cleaning"),
+    N_("take by {when}"), N_("done by {when}"), N_("owner {name}"), N_("nobody yet"),
+    N_("The photo is larger than {bytes} bytes."), N_("Could not report: {error}"),
+    N_("Take"), N_("Start work"), N_("Wait for parts"), N_("Done"), N_("Reopen"), N_("Hand over"), N_("Assign"),
+    N_("Category"), N_("Reported"), N_("{when} by {who}"), N_("Owner"), N_("Take by"), N_("Done by"),
+    N_("Escalated"), N_("level {n}"), N_("From alert"), N_("Rating"), N_("photo {id}"),
+    # the history's steps (gateway/workorders.py records them by these ids)
+    N_("created"), N_("take"), N_("start"), N_("wait"), N_("close"), N_("reopen"), N_("hand over"), N_("assign"),
+    N_("note"), N_("photo"), N_("escalated"), N_(" to {who}"),
+    N_("Could not {action}: {error}"), N_("Could not upload: {error}"), N_("Could not load: {error}"),
+)
 
 
 def work_order_links(gateway: Gateway, alert_ids: list[int]) -> dict[int, int]:

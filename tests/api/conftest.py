@@ -108,8 +108,10 @@ class Running:
         return httpx.Client(base_url=self.url, headers=auth_headers(role), timeout=10)
 
 
-def start(config: GatewayConfig, clock_at: datetime = EVENING + timedelta(hours=12), **kwargs: Any) -> Running:
-    gateway = Gateway(config, SITE, ManualClock(clock_at), **kwargs)
+def start(config: GatewayConfig, clock_at: datetime = EVENING + timedelta(hours=12), site: SiteConfig = SITE,
+          **kwargs: Any) -> Running:
+    """A gateway on `site` (the API tests' site by default) with its API on a free port, clock fixed at `clock_at`."""
+    gateway = Gateway(config, site, ManualClock(clock_at), **kwargs)
     gateway.start()
     assert gateway.subscribed.wait(10), "gateway did not subscribe"
     api = ApiServer(create_app(gateway), "127.0.0.1", 0)

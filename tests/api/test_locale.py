@@ -6,18 +6,14 @@ in a real headless Chromium."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from gateway.api import ApiServer, create_app
 from gateway.auth import hash_token
-from gateway.service import Gateway
-from tests.api.conftest import EVENING, NAMES, ROUTES, SITE, TOKENS, Publisher, Running, left_on
+from tests.api.conftest import NAMES, ROUTES, SITE, TOKENS, Publisher, Running, left_on, start
 from tests.api.test_dashboard_browser import CHROMIUM_ARGS, _chromium
 from tests.support.gateway_config import local_gateway_config
-from warden.clock import ManualClock
 from warden.config import BrokerConfig, SiteConfig
 
 #: The API tests' site, in Chinese: the same ids (so conftest's publishers and readings
@@ -50,14 +46,10 @@ def zh_running(broker_config: BrokerConfig, tmp_path: Path) -> Iterator[Running]
         api={"host": "127.0.0.1", "port": 0, "tokens": tokens, "public_read": True},
         rules={"ac_after_hours": {"standby_watts": 60, "grace_minutes": 15}, "patrol": {"routes": ROUTES}},
     )  # fmt: skip
-    gateway = Gateway(config, ZH_SITE, ManualClock(EVENING + timedelta(hours=12)))
-    gateway.start()
-    assert gateway.subscribed.wait(10), "gateway did not subscribe"
-    api = ApiServer(create_app(gateway), "127.0.0.1", 0)
-    api.start()
-    yield Running(gateway, api)
-    api.stop()
-    gateway.stop()
+    server = start(config, site=ZH_SITE)
+    yield server
+    server.api.stop()
+    server.gateway.stop()
 
 
 def _left_on(running: Running, publisher: Publisher) -> None:

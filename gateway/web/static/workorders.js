@@ -13,15 +13,31 @@
   let people = [];
 
   const { $, el, say, token } = window.warden;  // common.js
+  // The page carries its words in the site's (or a kiosk reader's) locale, as the dashboard's
+  // does (gateway/workorders_api.py: WORK_ORDER_STRINGS; docs/localisation.md).
+  const STRINGS = JSON.parse(document.getElementById("strings")?.textContent || "{}");
+  const t = (text, values = {}) => (STRINGS[text] || text).replace(/\{(\w+)\}/g, (_, key) => values[key] ?? "");
+  const lang = document.documentElement.lang === "en" ? "en-GB" : document.documentElement.lang;
   const can = (permission) => Boolean(me && me.permissions.includes(permission));
+  // Rooms by name where the site gives one: the report form's list holds id -> label.
+  const ROOMS = new Map([...document.querySelectorAll("#rooms option")].map((o) => [o.value, o.textContent || o.value]));
+  const room = (id) => ROOMS.get(id) || id;
+  // Ids the API keeps (states, steps, categories, priorities) shown in words: "in_progress" -> t("in progress");
+  // an id the table lacks (a site's own category) shows as it is.
+  const word = (id) => {
+    const text = String(id).replace(/_/g, " ");
+    return text in STRINGS ? t(text) : String(id);
+  };
+  // An action's path ("hand-over", "notes") as the history's step word ("hand over", "note").
+  const actionWord = (action) => word(action === "notes" ? "note" : action.replace(/-/g, " "));
 
   function localTime(iso) {
     if (!iso) return "";
-    return new Intl.DateTimeFormat("en-GB", { timeZone: zone, weekday: "short", day: "2-digit", month: "short",
+    return new Intl.DateTimeFormat(lang, { timeZone: zone, weekday: "short", day: "2-digit", month: "short",
       hour: "2-digit", minute: "2-digit", hourCycle: "h23" }).format(new Date(iso));
   }
 
-  const api = window.warden.makeApi((hadToken) => showLogin(hadToken ? "The gateway refused this token." : "Sign in with an API token."));
+  const api = window.warden.makeApi((hadToken) => showLogin(t(hadToken ? "The gateway refused this token." : "Sign in with an API token.")));
 
   const post = (path, body) => api(path, { method: "POST", body: JSON.stringify(body || {}) });
 
@@ -73,14 +89,14 @@
   }
 
   function stateTag(order) {
-    return el("span", { class: `wo-state wo-state-${order.state}` }, order.state.replace("_", " "));
+    return el("span", { class: `wo-state wo-state-${order.state}` }, word(order.state));
   }
 
   function deadline(order) {
     if (!OPEN.includes(order.state)) return "";
     const untaken = order.state === "new" || order.state === "reopened";
     const due = untaken ? order.take_by : order.resolve_by;
-    return `${untaken ? "take by" : "done by"} ${localTime(due)}`;
+    return t(untaken ? "take by {when}" : "done by {when}", { when: localTime(due) });
   }
 
   async function loadList() {
@@ -91,10 +107,11 @@
     const now = Date.now();
     $("#orders").replaceChildren(...orders.map((o) => el("li", { dataset: { orderId: o.id, state: o.state } },
       el("a", { href: `#${o.id}` },
-        el("div", { class: "line" }, el("strong", {}, `#${o.id} ${o.room}`), stateTag(o)),
+        el("div", { class: "line" }, el("strong", {}, `#${o.id} ${room(o.room)}`), stateTag(o)),
         el("div", {}, o.text),
         el("small", { class: OPEN.includes(o.state) && Date.parse(o.state === "new" ? o.take_by : o.resolve_by) < now ? "overdue" : "" },
-          `${o.category} · ${o.priority} · ${o.owner ? "owner " + o.owner : "nobody yet"} · ${deadline(o)}`)))));
+          `${word(o.category)} · ${word(o.priority)} · ${o.owner ? t("owner {name}", { name: o.owner }) : t("nobody yet")}`
+          + ` · ${deadline(o)}`)))));
     $("#no-orders").hidden = orders.length > 0;
     $("#order-count").textContent = orders.length ? `(${orders.length})` : "";
   }
@@ -106,7 +123,7 @@
   $("#new-order").addEventListener("submit", async (event) => {
     event.preventDefault();
     const file = $("#new-photo").files[0];
-    if (file && file.size > photoMax) { say(`The photo is larger than ${photoMax} bytes.`); return; }
+    if (file && file.size > photoMax) { say(t("The photo is larger than {bytes} bytes.", { bytes: photoMax })); return; }
     const button = $("#report");
     button.disabled = true;
     try {
@@ -118,7 +135,7 @@
       $("#new-order").reset();
       location.hash = `#${order.id}`;
     } catch (error) {
-      if (error.message !== "unauthorized") say(`Could not report: ${error.message}`);
+      if (error.message !== "unauthorized") say(t("Could not report: {error}", { error: error.message }));
     } finally {
       button.disabled = false;
     }
@@ -137,7 +154,7 @@
     const worker = can("work_orders:work");
     const buttons = [];
     const step = (action, label) => buttons.push(el("button", { type: "button", class: `wo-${action}`,
-      onclick: () => act(order.id, action) }, label));
+      onclick: () => act(order.id, action) }, t(label)));
     if (worker && ["new", "reopened"].includes(order.state) && (!order.owner || mine)) step("take", "Take");
     if ((mine || forOthers) && ["taken", "waiting"].includes(order.state)) step("start", "Start work");
     if ((mine || forOthers) && ["taken", "in_progress"].includes(order.state)) step("wait", "Wait for parts");
@@ -149,33 +166,34 @@
   async function loadDetail(id) {
     const order = await api(`/api/work-orders/${id}`);
     show("detail");
-    $("#detail-title").replaceChildren(`#${order.id} ${order.room} `, stateTag(order));
+    $("#detail-title").replaceChildren(`#${order.id} ${room(order.room)} `, stateTag(order));
     $("#detail-text").textContent = order.text;
     const facts = [
-      ["Category", `${order.category}, ${order.priority}`], ["Reported", `${localTime(order.created_at)} by ${order.requested_by}`],
-      ["Owner", order.owner || "nobody yet"], ["Take by", localTime(order.take_by)], ["Done by", localTime(order.resolve_by)],
+      ["Category", `${word(order.category)}, ${word(order.priority)}`],
+      ["Reported", t("{when} by {who}", { when: localTime(order.created_at), who: order.requested_by })],
+      ["Owner", order.owner || t("nobody yet")], ["Take by", localTime(order.take_by)], ["Done by", localTime(order.resolve_by)],
     ];
-    if (order.escalation_level) facts.push(["Escalated", `level ${order.escalation_level}`]);
+    if (order.escalation_level) facts.push(["Escalated", t("level {n}", { n: order.escalation_level })]);
     if (order.alert_id) facts.push(["From alert", `#${order.alert_id}`]);
     if (order.rating) facts.push(["Rating", `${order.rating}/5${order.rating_comment ? " - " + order.rating_comment : ""}`]);
-    $("#detail-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+    $("#detail-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, t(k)), el("dd", {}, v)]));
     $("#detail-actions").replaceChildren(...actionsFor(order));
 
     const open = OPEN.includes(order.state);
     const handOver = open && ((order.owner === me.name && can("work_orders:work")) || can("work_orders:assign"));
     $("#hand-over").hidden = !handOver;
     $("#hand-over").dataset.action = order.owner === me.name ? "hand-over" : "assign";
-    $("#hand-over-button").textContent = order.owner === me.name ? "Hand over" : "Assign";
+    $("#hand-over-button").textContent = t(order.owner === me.name ? "Hand over" : "Assign");
     if (handOver) {
       $("#hand-over-to").replaceChildren(...people.filter((p) => p.takes_work_orders && p.name !== order.owner)
         .map((p) => el("option", { value: p.name }, `${p.name} (${p.role})`)));
     }
     $("#closing").hidden = !(order.state === "done" && (order.requested_by === me.name || can("work_orders:assign")));
     $("#add-photo").hidden = !(open && (order.requested_by === me.name || order.owner === me.name));
-    $("#detail-photos").replaceChildren(...order.photos.map((p) => el("img", { src: p.url, alt: `photo ${p.id}`, loading: "lazy" })));
+    $("#detail-photos").replaceChildren(...order.photos.map((p) => el("img", { src: p.url, alt: t("photo {id}", { id: p.id }), loading: "lazy" })));
     $("#detail-history").replaceChildren(...order.history.map((h) => el("li", {},
-      `${localTime(h.at)} ${h.who}: ${h.action.replace("_", " ")}`,
-      h.details && h.details.to ? ` to ${h.details.to}` : "",
+      `${localTime(h.at)} ${h.who}: ${word(h.action)}`,
+      h.details && h.details.to ? t(" to {who}", { who: h.details.to }) : "",
       h.details && h.details.rating ? ` (${h.details.rating}/5)` : "",
       h.note ? ` - ${h.note}` : "")));
     $("#detail-view").dataset.orderId = order.id;
@@ -188,7 +206,7 @@
       await post(`/api/work-orders/${id}/${action}`, body);
       await loadDetail(id);
     } catch (error) {
-      if (error.message !== "unauthorized") say(`Could not ${action.replace("-", " ")}: ${error.message}`);
+      if (error.message !== "unauthorized") say(t("Could not {action}: {error}", { action: actionWord(action), error: error.message }));
     }
   }
 
@@ -220,7 +238,7 @@
       await upload(current(), file);
       await loadDetail(current());
     } catch (error) {
-      if (error.message !== "unauthorized") say(`Could not upload: ${error.message}`);
+      if (error.message !== "unauthorized") say(t("Could not upload: {error}", { error: error.message }));
     }
   });
 
@@ -229,7 +247,7 @@
   async function start() {
     try {
       me = await api("/api/me");
-      if (!token() || !can("work_orders:read")) { showLogin("Sign in with an API token."); return; }
+      if (!token() || !can("work_orders:read")) { showLogin(t("Sign in with an API token.")); return; }
       $("#login").hidden = true;
       $("#who").hidden = false;
       $("#who-name").textContent = `${me.name} (${me.role})`;
@@ -239,7 +257,7 @@
       people = await api("/api/people");
       await route();
     } catch (error) {
-      if (error.message !== "unauthorized") say(`Could not load: ${error.message}`);
+      if (error.message !== "unauthorized") say(t("Could not load: {error}", { error: error.message }));
     }
   }
 
