@@ -89,6 +89,7 @@ _ADDED_HISTORY_COLUMNS = {
 _PERSON_SAID = {
     ("acknowledged", False): N_("acknowledged by {who}"), ("acknowledged", True): N_("acknowledged by {who}: {note}"),
     ("resolved", False): N_("resolved by {who}"), ("resolved", True): N_("resolved by {who}: {note}"),
+    ("assigned", False): N_("assigned to {to} by {who}"), ("assigned", True): N_("assigned to {to} by {who}: {note}"),
 }
 
 
@@ -389,29 +390,19 @@ class StateStore:
     def assign(self, alert_id: int, to: str, by: str, note: str | None = None, at: datetime | None = None) -> AlertChange:
         """Name the person a live alert is for (a dispatcher's decision, kept in its history);
         acknowledging stays theirs to do. The change's action is `assigned`."""
-        when = (at or self._clock_now()).astimezone(timezone.utc).isoformat()
+        when = self._stamp(at)
         db = self._db
         with _transaction(db):
-            row = db.execute("SELECT state FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-            if row is None:
-                raise AlertNotFound(alert_id)
-            if row["state"] == AlertState.RESOLVED:
-                raise AlertStateConflict(f"alert {alert_id} is already resolved")
+            _live_state(db, alert_id)
             db.execute("UPDATE alerts SET assigned_to = ?, assigned_at = ? WHERE id = ?", (to, when, alert_id))
-            message = f"assigned to {to} by {by}" + (f": {note}" if note else "")
-            change = self._record(db, alert_id, when, "assigned", message, json.dumps({"by": by, "to": to}, sort_keys=True))
-            self._changed(db, [change])
-            return change
+            return self._person_said(db, alert_id, when, "assigned", by, note, {"by": by, "to": to}, to=to)
 
     def _person_action(self, alert_id: int, action: str, by: str, note: str | None, at: datetime | None) -> AlertChange:
-        when = (at or self._clock_now()).astimezone(timezone.utc).isoformat()
+        when = self._stamp(at)
         db = self._db
         with _transaction(db):
-            row = db.execute("SELECT state FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-            if row is None:
-                raise AlertNotFound(alert_id)
-            if row["state"] == AlertState.RESOLVED or row["state"] == action:
-                raise AlertStateConflict(f"alert {alert_id} is already {row['state']}")
+            if _live_state(db, alert_id) == action:
+                raise AlertStateConflict(f"alert {alert_id} is already {action}")
             if action == "acknowledged":
                 db.execute(
                     "UPDATE alerts SET state = 'acknowledged', acknowledged_by = ?, acknowledged_at = ?, note = COALESCE(?, note), updated_at = ? WHERE id = ?",
@@ -422,12 +413,21 @@ class StateStore:
                     "UPDATE alerts SET state = 'resolved', resolved_at = ?, note = COALESCE(?, note), updated_at = ? WHERE id = ?",
                     (when, note, when, alert_id),
                 )
-            message = _PERSON_SAID[(action, bool(note))]
-            said = (message, json.dumps({"who": by, "note": note or ""}, sort_keys=True, ensure_ascii=False))
-            text = message.format(who=by, note=note or "")
-            change = self._record(db, alert_id, when, action, text, json.dumps({"by": by}), said)
-            self._changed(db, [change])
-            return change
+            return self._person_said(db, alert_id, when, action, by, note, {"by": by})
+
+    def _person_said(self, db: sqlite3.Connection, alert_id: int, when: str, action: str, by: str, note: str | None,
+                     details: dict[str, str], **more: str) -> AlertChange:
+        """Record what a person did, as a message id and parameters (_PERSON_SAID), and tell the listeners."""
+        message = _PERSON_SAID[(action, bool(note))]
+        params = {"who": by, "note": note or "", **more}
+        said = (message, json.dumps(params, sort_keys=True, ensure_ascii=False))
+        change = self._record(db, alert_id, when, action, message.format(**params), json.dumps(details, sort_keys=True), said)
+        self._changed(db, [change])
+        return change
+
+    def _stamp(self, at: datetime | None) -> str:
+        """`at`, or now on the gateway's clock, as the UTC ISO text the tables keep."""
+        return (at or self._clock_now()).astimezone(timezone.utc).isoformat()
 
     def _changed(self, db: sqlite3.Connection, changes: list[AlertChange]) -> None:
         if changes and self.on_alert_changes is not None:
@@ -456,7 +456,7 @@ class StateStore:
         the one decided on, so a level fires once, whatever the races and restarts."""
         if not any(decide(alert) for alert in self.alerts_live()):
             return []  # the usual case: no write lock taken
-        when = (at or self._clock_now()).astimezone(timezone.utc).isoformat()
+        when = self._stamp(at)
         db = self._db
         changes: list[AlertChange] = []
         with _transaction(db):
@@ -529,6 +529,17 @@ class StateStore:
 
     def close(self) -> None:
         close_thread_connections(self._local)
+
+
+def _live_state(db: sqlite3.Connection, alert_id: int) -> str:
+    """The alert's state, for a person's action on it: none if there is no such alert, and
+    none on a resolved one."""
+    row = db.execute("SELECT state FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+    if row is None:
+        raise AlertNotFound(alert_id)
+    if row["state"] == AlertState.RESOLVED:
+        raise AlertStateConflict(f"alert {alert_id} is already resolved")
+    return str(row["state"])
 
 
 class _transaction:

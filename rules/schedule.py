@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from warden.calendar import Season, plan_day
+from warden.calendar import DayPlan, Season, plan_day
 from warden.config import SiteConfig, WeeklyWindow
 from warden.i18n import Message
 
@@ -66,18 +66,22 @@ class _Where:
     season: Season | None = None
 
 
-def _day_off(site: SiteConfig, schedule_name: str, day: date, where: _Where) -> bool:
+def _plan(site: SiteConfig, schedule_name: str, day: date, where: _Where) -> DayPlan | None:
+    """What the calendar makes of `day` for this schedule and room; None outside the season."""
     if where.season is not None and not where.season.contains(day):
-        return True
-    return plan_day(site.calendar, site.holidays, day, schedule_name, building=where.building, room=where.room).off
+        return None
+    return plan_day(site.calendar, site.holidays, day, schedule_name, building=where.building, room=where.room)
+
+
+def _day_off(site: SiteConfig, schedule_name: str, day: date, where: _Where) -> bool:
+    plan = _plan(site, schedule_name, day, where)
+    return plan is None or plan.off
 
 
 def _day_windows(site: SiteConfig, schedule_name: str, day: date, where: _Where) -> list[tuple[WeeklyWindow, int]]:
     """The windows that start on local `day`, with the weekday the day follows."""
-    if where.season is not None and not where.season.contains(day):
-        return []
-    plan = plan_day(site.calendar, site.holidays, day, schedule_name, building=where.building, room=where.room)
-    if plan.off or plan.schedule is None:
+    plan = _plan(site, schedule_name, day, where)
+    if plan is None or plan.off or plan.schedule is None:
         return []
     return [(w, plan.weekday) for w in _windows(site, plan.schedule) if plan.weekday in w.days]
 

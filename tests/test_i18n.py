@@ -291,8 +291,11 @@ def test_a_person_s_action_is_kept_as_an_id_and_parameters_too(tmp_path: Path) -
     wet = Message("Water detected by {device} since {time}", device="wet-1", time="03:12")
     store.commit_batch([], [AlertSignal("huaxia", "water_wet", "wet-1", SignalAction.RAISE, at, message=wet)], None)
     [alert] = store.alerts()
+    store.assign(alert.id, "wang-shifu", "dispatcher-li", at=at + timedelta(minutes=2))
     store.acknowledge(alert.id, "wang-shifu", "关了阀门", at=at + timedelta(minutes=5))
-    step = store.alert_history(alert.id)[-1]
+    assigned, step = store.alert_history(alert.id)[-2:]
     store.close()
     assert step["message"] == "acknowledged by wang-shifu: 关了阀门"
     assert render(step["message_id"], step["params"], "zh-CN") == "wang-shifu 已认领：关了阀门"
+    assert assigned["message"] == "assigned to wang-shifu by dispatcher-li"
+    assert render(assigned["message_id"], assigned["params"], "zh-CN") == "dispatcher-li 指派给 wang-shifu"

@@ -36,12 +36,27 @@ window.warden = (() => {
     box.hidden = !text;
   }
 
-  function signIn(value) {
-    sessionStorage.setItem(TOKEN_KEY, value);
-  }
-
-  function signOut() {
-    sessionStorage.removeItem(TOKEN_KEY);
+  /**
+   * The header's sign-in form and sign-out button: a token entered is kept for this tab and
+   * `start()` runs again; signing out ends the server session too, then the page reloads
+   * without its fragment (the work-order page keeps its view there).
+   */
+  function bindSession(api, start) {
+    $("#login").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const value = $("#token").value.trim();
+      if (!value) return;
+      sessionStorage.setItem(TOKEN_KEY, value);
+      $("#token").value = "";
+      say("");
+      await start();
+    });
+    $("#logout").addEventListener("click", async () => {
+      await api("/api/session", { method: "DELETE" }).catch(() => {});
+      sessionStorage.removeItem(TOKEN_KEY);
+      if (location.hash) location.hash = "";
+      location.reload();
+    });
   }
 
   /**
@@ -67,5 +82,5 @@ window.warden = (() => {
     };
   }
 
-  return { $, el, svg, say, token, signIn, signOut, makeApi };
+  return { $, el, svg, say, token, bindSession, makeApi };
 })();

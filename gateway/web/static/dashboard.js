@@ -88,21 +88,7 @@
     $("#who-name").textContent = me && me.name ? `${me.name} (${me.role})` : "";
   }
 
-  $("#login").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const value = $("#token").value.trim();
-    if (!value) return;
-    window.warden.signIn(value);
-    $("#token").value = "";
-    say("");
-    await start();
-  });
-
-  $("#logout").addEventListener("click", async () => {
-    await api("/api/session", { method: "DELETE" }).catch(() => {});
-    window.warden.signOut();
-    location.reload();
-  });
+  window.warden.bindSession(api, start);  // start: declared below (hoisted)
 
   // ------------------------------------------------------------------ alerts
 

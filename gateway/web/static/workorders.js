@@ -51,22 +51,7 @@
     if (text) say(text);
   }
 
-  $("#login").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const value = $("#token").value.trim();
-    if (!value) return;
-    window.warden.signIn(value);
-    $("#token").value = "";
-    say("");
-    await start();
-  });
-
-  $("#logout").addEventListener("click", async () => {
-    await api("/api/session", { method: "DELETE" }).catch(() => {});
-    window.warden.signOut();
-    location.hash = "";
-    location.reload();
-  });
+  window.warden.bindSession(api, start);  // start: declared below (hoisted)
 
   // ------------------------------------------------------------------ views
 
