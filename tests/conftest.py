@@ -13,6 +13,7 @@ from simulators.broker import MosquittoBroker, find_mosquitto
 from tests.support import descriptors
 from tests.support.mqtt import clear_retained
 from tests.support.nights import night  # noqa: F401  (a session fixture: the end-to-end nights, played once)
+from tests.support.receivers import WebhookReceiver
 from warden.config import BrokerConfig
 
 # Property tests are judged on their examples, not on a 200 ms wall-clock budget per
@@ -44,6 +45,14 @@ def broker_config(mosquitto: MosquittoBroker) -> Iterator[BrokerConfig]:
     config = BrokerConfig(host=mosquitto.host, port=mosquitto.port)
     yield config
     clear_retained(config)
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """A real HTTP server that records what webhooks and bots post to it."""
+    server = WebhookReceiver()
+    yield server
+    server.close()
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -42,17 +41,9 @@ def publish_day(running: Running, broker: BrokerConfig) -> None:
         publisher.close()
 
 
-@pytest.fixture
-def server(broker_config: BrokerConfig, tmp_path: Path) -> Iterator[Running]:
-    running = start(gateway_config(broker_config, tmp_path))
-    yield running
-    running.api.stop()
-    running.gateway.stop()
-
-
-def test_the_monthly_csv_gives_each_meters_register_difference(server: Running, broker_config: BrokerConfig) -> None:
-    publish_day(server, broker_config)
-    with server.client("manager") as client:
+def test_the_monthly_csv_gives_each_meters_register_difference(running: Running, broker_config: BrokerConfig) -> None:
+    publish_day(running, broker_config)
+    with running.client("manager") as client:
         response = client.get("/api/reports/month/2026-11", params={"format": "csv"}).raise_for_status()
         html = client.get("/api/reports/month/2026-11").raise_for_status().text
         bad = client.get("/api/reports/month/2026-13")
@@ -65,9 +56,9 @@ def test_the_monthly_csv_gives_each_meters_register_difference(server: Running, 
     assert bad.status_code == 422 and "YYYY-MM" in bad.json()["detail"]
 
 
-def test_statistics_by_hour_and_by_local_day(server: Running, broker_config: BrokerConfig) -> None:
-    publish_day(server, broker_config)
-    with server.client("maintenance") as client:
+def test_statistics_by_hour_and_by_local_day(running: Running, broker_config: BrokerConfig) -> None:
+    publish_day(running, broker_config)
+    with running.client("maintenance") as client:
         params = {"since": "2026-11-17T07:00:00Z", "until": "2026-11-17T09:00:00Z", "device": "ac-a204"}
         hours = client.get("/api/statistics", params=params).raise_for_status().json()
         days = client.get("/api/statistics", params={**params, "until": "2026-11-18T08:00:00Z", "period": "day"}).json()
@@ -202,9 +193,9 @@ def test_a_chinese_sites_daily_statistics_and_repair_requests_are_in_chinese() -
     assert page.endswith("</section></body></html>")
 
 
-def test_the_daily_report_carries_the_days_statistics(server: Running, broker_config: BrokerConfig) -> None:
-    publish_day(server, broker_config)
-    with server.client("manager") as client:
+def test_the_daily_report_carries_the_days_statistics(running: Running, broker_config: BrokerConfig) -> None:
+    publish_day(running, broker_config)
+    with running.client("manager") as client:
         data = client.get("/api/reports/2026-11-17", params={"format": "json"}).raise_for_status().json()
         page = client.get("/api/reports/2026-11-17").raise_for_status().text
     # The day: 11-17 08:00 to 11-18 08:00 Berlin = 07:00 to 07:00 UTC, readings k = 0..95 (k = 96 is the next day's).

@@ -5,7 +5,6 @@ every route over real HTTP."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -103,14 +102,6 @@ def call(client: httpx.Client, method: str, path: str, role: str, alert_id: int)
     return client.request(method, url, headers=headers, json=json_body).status_code
 
 
-@pytest.fixture
-def server(broker_config: BrokerConfig, tmp_path: Path) -> Iterator[Running]:
-    running = start(gateway_config(broker_config, tmp_path))
-    yield running
-    running.api.stop()
-    running.gateway.stop()
-
-
 def seed_alert(running: Running) -> int:
     from datetime import datetime, timezone
 
@@ -123,15 +114,15 @@ def seed_alert(running: Running) -> int:
     return change.alert.id
 
 
-def test_every_route_has_a_decision(server: Running) -> None:
-    app = server.api.app
+def test_every_route_has_a_decision(running: Running) -> None:
+    app = running.api.app
     assert app_routes(app) == set(EXPECTED), "add the new route to EXPECTED with the roles it allows"
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_each_role_against_every_route(server: Running, role: str) -> None:
-    alert_id = seed_alert(server)
-    with httpx.Client(base_url=server.url, timeout=10) as client:
+def test_each_role_against_every_route(running: Running, role: str) -> None:
+    alert_id = seed_alert(running)
+    with httpx.Client(base_url=running.url, timeout=10) as client:
         for (method, path), allowed in sorted(EXPECTED.items()):
             status = call(client, method, path, role, alert_id)
             if role in allowed:
@@ -194,20 +185,20 @@ def test_a_wrong_token_is_refused_not_taken_as_anonymous(broker_config: BrokerCo
         running.gateway.stop()
 
 
-def test_a_guard_sees_only_the_routes_they_walk(server: Running) -> None:
-    guard = server.client("guard")
+def test_a_guard_sees_only_the_routes_they_walk(running: Running) -> None:
+    guard = running.client("guard")
     assert [r["id"] for r in guard.get("/api/patrols/routes").raise_for_status().json()] == ["north"]
-    assert [r["id"] for r in server.client("manager").get("/api/patrols/routes").json()] == ["north", "south"]
+    assert [r["id"] for r in running.client("manager").get("/api/patrols/routes").json()] == ["north", "south"]
     me = guard.get("/api/me").raise_for_status().json()
     # issue 18: a guard also sees and acknowledges its post's alerts and reports faults
     assert (me["name"], me["role"], me["permissions"]) == (NAMES["guard"], "guard", [
         "alerts:ack", "alerts:own", "patrols:own", "work_orders:create", "work_orders:read"])
 
 
-def test_tokens_are_never_logged(server: Running, caplog: pytest.LogCaptureFixture) -> None:
+def test_tokens_are_never_logged(running: Running, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    alert_id = seed_alert(server)
-    with httpx.Client(base_url=server.url, timeout=10) as client:
+    alert_id = seed_alert(running)
+    with httpx.Client(base_url=running.url, timeout=10) as client:
         for role in ROLES:
             for (method, path) in EXPECTED:
                 call(client, method, path, role, alert_id)
@@ -217,12 +208,12 @@ def test_tokens_are_never_logged(server: Running, caplog: pytest.LogCaptureFixtu
         assert secret not in caplog.text
 
 
-def test_cors_is_closed_by_default(server: Running) -> None:
-    response = httpx.options(f"{server.url}/api/alerts", headers={
+def test_cors_is_closed_by_default(running: Running) -> None:
+    response = httpx.options(f"{running.url}/api/alerts", headers={
         "Origin": "https://evil.example", "Access-Control-Request-Method": "GET",
         "Access-Control-Request-Headers": "authorization"})
     assert "access-control-allow-origin" not in response.headers
-    response = httpx.get(f"{server.url}/api/alerts", headers={"Origin": "https://evil.example", **auth_headers("manager")})
+    response = httpx.get(f"{running.url}/api/alerts", headers={"Origin": "https://evil.example", **auth_headers("manager")})
     assert "access-control-allow-origin" not in response.headers
 
 
@@ -241,14 +232,14 @@ def test_cors_for_configured_origins(broker_config: BrokerConfig, tmp_path: Path
         running.gateway.stop()
 
 
-def test_the_config_holds_no_secret_and_the_admin_view_hides_hashes(server: Running) -> None:
-    config = server.client("admin").get("/api/config").raise_for_status().json()
+def test_the_config_holds_no_secret_and_the_admin_view_hides_hashes(running: Running) -> None:
+    config = running.client("admin").get("/api/config").raise_for_status().json()
     assert {t["name"] for t in config["api"]["tokens"]} == set(NAMES.values())
     text = str(config)
     assert "sha256" not in text and not any(secret in text for secret in TOKENS.values())
 
 
-def test_app_factory_registers_its_stream_once_per_app(server: Running) -> None:
-    listeners = len(server.gateway.alert_listeners)
-    create_app(server.gateway)
-    assert len(server.gateway.alert_listeners) == listeners + 1
+def test_app_factory_registers_its_stream_once_per_app(running: Running) -> None:
+    listeners = len(running.gateway.alert_listeners)
+    create_app(running.gateway)
+    assert len(running.gateway.alert_listeners) == listeners + 1

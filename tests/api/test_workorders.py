@@ -41,13 +41,6 @@ def png(width: int = 1, height: int = 1) -> bytes:
 
 
 @pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    server = WebhookReceiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def desk(broker_config: BrokerConfig, tmp_path: Path, receiver: WebhookReceiver) -> Iterator[Running]:
     """The API's gateway with a second maintenance person and a second guard, a three-level
     ladder of webhooks (/desk, /manager, /director), photos up to 4096 bytes, and escalation

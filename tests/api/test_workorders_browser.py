@@ -15,7 +15,7 @@ import pytest
 from tests.api.conftest import NAMES, TOKENS, Running, gateway_config, start
 from tests.api.test_dashboard_browser import CHROMIUM_ARGS, _chromium
 from tests.api.test_locale import ZH_SITE
-from tests.api.test_workorders import GUARD, NOW, PLUMBER, PLUMBER_TOKEN, desk, leak, png, receiver  # noqa: F401 - fixtures
+from tests.api.test_workorders import GUARD, NOW, PLUMBER, PLUMBER_TOKEN, desk, leak, png  # noqa: F401 - fixtures
 from warden.config import BrokerConfig
 
 PHONE = {"width": 390, "height": 844}

@@ -38,13 +38,6 @@ from warden.config import ConfigError, load_config
 from warden.events import DoorAction
 
 
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    server = WebhookReceiver()
-    yield server
-    server.close()
-
-
 def ladder(receiver: WebhookReceiver, **escalation: object) -> dict[str, object]:
     """Three levels, one webhook each: /desk (first responders), /manager, /director."""
     return {

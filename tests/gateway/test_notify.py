@@ -45,13 +45,6 @@ SECRET_PASSWORD = "s3cret-smtp-password"
 
 
 @pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    server = WebhookReceiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def change(tmp_path: Path) -> AlertChange:
     """A real alert, as the store hands it to the notifier."""
     store = StateStore(tmp_path / "state.db", ManualClock(START))
