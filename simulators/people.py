@@ -158,14 +158,16 @@ def expected_orders(scenario: ScenarioWithPeople) -> dict[str, dict[str, Any]]:
     return orders
 
 
-def png_photo() -> bytes:
-    """A tiny valid PNG (signature, IHDR, IDAT, IEND): the phone's photo of the fault."""
+def png(width: int = 1, height: int = 1) -> bytes:
+    """A valid PNG of red pixels, made from the format's definition (signature, IHDR, IDAT,
+    IEND): the phone's photo of the fault, and the tests' uploads."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00\x1f\x6f\xbf")) + chunk(b"IEND", b""))
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
 # --------------------------------------------------------------------------- playing
@@ -218,7 +220,7 @@ class PeoplePlayer:
                     "priority": action.priority or "normal"}
             order = _ok(client.post("/api/work-orders", json=body), action)
             if action.photo:
-                _ok(client.post(f"/api/work-orders/{order['id']}/photos", content=png_photo(),
+                _ok(client.post(f"/api/work-orders/{order['id']}/photos", content=png(),
                                 headers={"Content-Type": "image/png"}), action)
             return order
         if action.do == "from_alert":

@@ -6,8 +6,6 @@ every expected time below is that instant plus hours written out."""
 
 from __future__ import annotations
 
-import struct
-import zlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,6 +16,7 @@ import pytest
 
 from gateway.auth import hash_token
 from rules.alerts import AlertSignal, Severity, SignalAction
+from simulators.people import png
 from tests.api.conftest import NAMES, TOKENS, Running, gateway_config, start
 from tests.support.receivers import WebhookReceiver
 from warden.clock import ManualClock
@@ -29,15 +28,6 @@ PLUMBER_TOKEN = "wdn_test-plumber-0123456789abcdefghijklmnopqrs"
 GUARD2 = "guard-kim-phone"
 GUARD2_TOKEN = "wdn_test-guard2-0123456789abcdefghijklmnopqrstu"
 GUARD, DESK, MANAGER = NAMES["guard"], NAMES["maintenance"], NAMES["manager"]
-
-
-def png(width: int = 1, height: int = 1) -> bytes:
-    """A valid PNG, made here from the format's definition (signature, IHDR, IDAT, IEND)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
 @pytest.fixture
