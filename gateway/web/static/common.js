@@ -9,6 +9,16 @@ window.warden = (() => {
   const $ = (selector) => document.querySelector(selector);
   const token = () => sessionStorage.getItem(TOKEN_KEY);
 
+  // A page carries its words in the site's (or the reader's) locale, as a JSON table in
+  // #strings (gateway/web/pages.py; docs/localisation.md), so no script needs a catalogue.
+  const STRINGS = JSON.parse(document.getElementById("strings")?.textContent || "{}");
+  /** `text` in the page's language, its {fields} filled from `values`. */
+  const t = (text, values = {}) => (STRINGS[text] || text).replace(/\{(\w+)\}/g, (_, key) => values[key] ?? "");
+  /** Whether the page's table has `text` (a word the page knows, not a site's own id). */
+  const known = (text) => text in STRINGS;
+  /** The page's language for Intl formats (English dates as in en-GB). */
+  const lang = document.documentElement.lang === "en" ? "en-GB" : document.documentElement.lang;
+
   /** A new element: attributes (class, on<event>, dataset, others as attributes) and children (nodes or text). */
   function el(tag, attrs = {}, ...children) {
     const node = document.createElement(tag);
@@ -82,5 +92,5 @@ window.warden = (() => {
     };
   }
 
-  return { $, el, svg, say, token, bindSession, makeApi };
+  return { $, el, svg, say, token, t, known, lang, bindSession, makeApi };
 })();

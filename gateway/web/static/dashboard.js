@@ -14,11 +14,7 @@
   let roundsTimer = null;
   let refresher = null;
 
-  const { $, el, svg, say, token } = window.warden;  // common.js: shared with the work-order page
-  // The page carries its words in the site's (or the reader's) locale: issue 19, docs/localisation.md.
-  const STRINGS = JSON.parse(document.getElementById("strings")?.textContent || "{}");
-  const t = (text, values = {}) => (STRINGS[text] || text).replace(/\{(\w+)\}/g, (_, key) => values[key] ?? "");
-  const lang = document.documentElement.lang === "en" ? "en-GB" : document.documentElement.lang;
+  const { $, el, svg, say, token, t, lang } = window.warden;  // common.js: shared with the work-order page
   const can = (permission) => Boolean(me && me.permissions.includes(permission));
 
   function localTime(iso, withDay = true) {

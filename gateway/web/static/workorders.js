@@ -12,12 +12,8 @@
   let me = null;
   let people = [];
 
-  const { $, el, say, token } = window.warden;  // common.js
-  // The page carries its words in the site's (or a kiosk reader's) locale, as the dashboard's
-  // does (gateway/workorders_api.py: WORK_ORDER_STRINGS; docs/localisation.md).
-  const STRINGS = JSON.parse(document.getElementById("strings")?.textContent || "{}");
-  const t = (text, values = {}) => (STRINGS[text] || text).replace(/\{(\w+)\}/g, (_, key) => values[key] ?? "");
-  const lang = document.documentElement.lang === "en" ? "en-GB" : document.documentElement.lang;
+  // common.js; the page's words: gateway/workorders_api.py WORK_ORDER_STRINGS
+  const { $, el, say, token, t, known, lang } = window.warden;
   const can = (permission) => Boolean(me && me.permissions.includes(permission));
   // Rooms by name where the site gives one: the report form's list holds id -> label.
   const ROOMS = new Map([...document.querySelectorAll("#rooms option")].map((o) => [o.value, o.textContent || o.value]));
@@ -26,7 +22,7 @@
   // an id the table lacks (a site's own category) shows as it is.
   const word = (id) => {
     const text = String(id).replace(/_/g, " ");
-    return text in STRINGS ? t(text) : String(id);
+    return known(text) ? t(text) : String(id);
   };
   // An action's path ("hand-over", "notes") as the history's step word ("hand over", "note").
   const actionWord = (action) => word(action === "notes" ? "note" : action.replace(/-/g, " "));
