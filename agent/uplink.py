@@ -24,13 +24,16 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import paho.mqtt.client as mqtt
 
 from agent.outbox import Outbox, QueuedEvent
 from warden.acks import decode_ack
 from warden.events import Event, InvalidPayload, decode_events, encode_events
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +133,7 @@ class UplinkPublisher:
         """The broker's PUBACKs: they free the window; with acks off they also delete,
         everything acknowledged so far in one transaction (one disk sync)."""
         settled: list[int] = []
-        while True:
-            try:
-                mid = self._acks.get_nowait()
-            except queue.Empty:
-                break
+        for mid in _drained(self._acks):
             if mid in self._inflight:
                 settled += self._inflight.pop(mid)
             else:
@@ -145,11 +144,7 @@ class UplinkPublisher:
     def _drain_confirms(self) -> None:
         """The gateway's confirmations: delete what they name, in one transaction."""
         seqs: list[int] = []
-        while True:
-            try:
-                ids = self._confirms.get_nowait()
-            except queue.Empty:
-                break
+        for ids in _drained(self._confirms):
             for event_id in ids:
                 seqs += self._unconfirmed.pop(event_id, ())
         if seqs:
@@ -249,3 +244,12 @@ class UplinkPublisher:
             batch.append(row)
             size += len(row.body) + 1
         return batch
+
+
+def _drained(waiting: queue.Queue[T]) -> Iterator[T]:
+    """What `waiting` holds now, taken without blocking."""
+    while True:
+        try:
+            yield waiting.get_nowait()
+        except queue.Empty:
+            return
