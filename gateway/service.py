@@ -39,6 +39,7 @@ from gateway.rule_inputs import AcceptedMessage, feed, journal_entry, replay
 from gateway.store import AlertChange, DeadLetter, StateStore
 from gateway.workorders import WorkOrders
 from rules.alerts import AlertSignal
+from rules.config import RulesConfig
 from rules.engine import RuleEngine
 from warden import topics
 from warden.clock import Clock, SystemClock
@@ -109,6 +110,8 @@ class Gateway:
         self.config = config
         self.tick_every = config.rules.tick_seconds if tick_every == "config" else tick_every
         self.site = site
+        #: Every site this gateway serves, by id (issue 21: several per process; the API reads this).
+        self.sites: dict[str, SiteConfig] = {site.id: site}
         self.clock = clock or SystemClock()
         self.store = StateStore(config.state_db, clock=self.clock, dead_letters=config.dead_letters)  # people and escalation act on this clock
         self.store.read(statistics.create_schema)  # hourly statistics live in state.db, committed with each batch
@@ -195,6 +198,10 @@ class Gateway:
         log.info("gateway stopped", extra={name: int(n) for name, n in self.counts().items()})  # counters count
         self.store.close()
         self.work_orders.close()
+
+    def rules_for(self, site_id: str) -> RulesConfig:
+        """The rules configuration a site is judged by (its routes, rooms and thresholds)."""
+        return self.config.rules
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block until `predicate()` holds after a processed batch (for tests and the demo)."""

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import settings
 
 from simulators.broker import MosquittoBroker, find_mosquitto
+from simulators.postgres import PostgresServer, find_postgres_bin
 from tests.support import descriptors
 from tests.support.mqtt import clear_retained
 from tests.support.nights import night  # noqa: F401  (a session fixture: the end-to-end nights, played once)
@@ -37,6 +38,24 @@ def private_mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
     broker = MosquittoBroker(workdir=tmp_path / "mosquitto")
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL cluster (initdb on a free loopback port), started once per test run."""
+    if find_postgres_bin() is None:
+        pytest.fail("PostgreSQL is not installed (apt-get install postgresql); the tests need a real server")
+    server = PostgresServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresServer]:
+    """A cluster of the test's own, for tests that stop, restart or crash it."""
+    server = PostgresServer()
+    yield server
+    server.close()
 
 
 @pytest.fixture
