@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need: Mosquitto (the MQTT broker the tests
-# start), PostgreSQL (tests start throwaway clusters with initdb), VictoriaMetrics (a server that speaks the InfluxDB v2 write API) and Chromium
+# start), PostgreSQL (tests start throwaway clusters with initdb), VictoriaMetrics (a
+# server that speaks the InfluxDB v2 write API) and Chromium
 # (the dashboard's browser test drives Debian's build through Playwright; Playwright's
 # own browser download is never used).
 # Does nothing when they are already there; needs root (or sudo) otherwise.
