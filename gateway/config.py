@@ -73,6 +73,8 @@ class ApiToken(StrictModel):
     guard: Identifier | None = Field(default=None, description="role guard: the badge whose routes they see")
     routes: list[Identifier] = Field(default_factory=list, description="role guard: routes they walk")
     locale: str | None = Field(default=None, description="Language of what they read, e.g. 'zh-CN'; default: the site's")
+    sites: list[Identifier] = Field(default_factory=list,
+                                    description="Sites they may see and act on (issue 21); none: every site of the gateway")
 
     @field_validator("locale")
     @classmethod
@@ -333,9 +335,32 @@ class ReportConfig(StrictModel):
 
 
 
+class SiteEntry(StrictModel):
+    """One site a gateway serves (issue 21): its file, and the rules it is judged by."""
+
+    site_file: ConfigPath
+    rules: RulesConfig | None = Field(default=None, description="This site's rules; default: the gateway's top-level rules:")
+
+
+class PartitionConfig(StrictModel):
+    """Keep only the sites whose stable hash falls in partition `index` of `count` (gateway/sites.py)."""
+
+    count: int = Field(ge=1, le=10_000)
+    index: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _index_below_count(self) -> PartitionConfig:
+        if self.index >= self.count:
+            raise ValueError(f"index: {self.index} is not below count {self.count} (partitions are 0 to {self.count - 1})")
+        return self
+
+
 class GatewayConfig(StrictModel):
     id: Identifier = "gateway"
-    site_file: ConfigPath
+    site_file: ConfigPath | None = Field(default=None, description="The one site served; or sites:, or site_dir:")
+    sites: list[SiteEntry] | None = Field(default=None, min_length=1, description="Several sites, each with its rules")
+    site_dir: ConfigPath | None = Field(default=None, description="Every *.yaml, *.yml, *.toml site file in this folder")
+    partition: PartitionConfig | None = None
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     historian: HistorianConfig = Field(default_factory=lambda: SqliteHistorianConfig(type="sqlite"))
     state_db: ConfigPath = Path("data/state.db")
@@ -352,6 +377,14 @@ class GatewayConfig(StrictModel):
     report: ReportConfig = Field(default_factory=ReportConfig)
     statistics: StatisticsConfig = Field(default_factory=StatisticsConfig)
     work_orders: WorkOrderConfig = Field(default_factory=WorkOrderConfig)
+
+    @model_validator(mode="after")
+    def _one_way_to_name_sites(self) -> GatewayConfig:
+        given = [key for key in ("site_file", "sites", "site_dir") if getattr(self, key) is not None]
+        if len(given) != 1:
+            detail = "none is given" if not given else f"{' and '.join(given)} are given"
+            raise ValueError(f"site_file, sites, site_dir: give exactly one ({detail})")
+        return self
 
     @model_validator(mode="after")
     def _report_sinks(self) -> GatewayConfig:

@@ -355,12 +355,14 @@ class WriteStub:
         self.respond = respond
         self.accepted: list[str] = []
         self.requests = 0
+        self.paths: list[str] = []  # each request's path, without its query
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
                 stub.requests += 1
+                stub.paths.append(self.path.split("?", 1)[0])
                 status, answer, headers = stub.respond(body)
                 payload = json.dumps(answer).encode() if answer else b""
                 self.send_response(status)
@@ -548,3 +550,19 @@ def test_readings_of_two_fields_told_apart_by_channel_both_reach_influxdb_with_t
         Sample("power_value", labels(site, *office, "meter-101", unit="W", channel="aux"), 40.0, T0_MS),
         Sample("power_value", labels(site, *office, "meter-101", unit="W"), 812.5, T0_MS),
     ]  # two series at one time: neither overwrites the other
+
+
+
+def test_a_url_with_a_path_prefix_is_kept_as_a_cluster_insert_node_needs(site: SiteConfig, spool: Path) -> None:
+    """A VictoriaMetrics cluster takes writes at http://<vminsert>:8480/insert/<tenant>/influx
+    (docs/scale.md), a reverse proxy under a path of its own: the prefix must be kept."""
+    stub = WriteStub(lambda body: (204, None, {}))
+    historian = InfluxHistorian(config(f"{stub.url}/insert/0/influx", spool, flush_interval_ms=60_000), site)
+    try:
+        historian.write(readings(site.id, "meter-101", T0, 4))
+        assert historian.flush(timeout=15)
+    finally:
+        historian.close()
+        stub.close()
+    assert stub.paths == ["/insert/0/influx/api/v2/write"]
+    assert len(stub.accepted) == 4
