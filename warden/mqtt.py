@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 import ssl  # paho imports it anyway (itself, and through urllib.request): lazy here saves nothing
 import threading
+import weakref
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from warden.config import BrokerConfig
 
@@ -28,15 +31,17 @@ def make_client(
     """A configured, not yet connected client.
 
     `persistent_session` keeps the broker-side session (subscriptions and queued QoS 1
-    messages) across disconnects; it needs a stable `client_id`.
+    messages) across disconnects; it needs a stable `client_id`. Under MQTT 5 a session
+    lasts only as long as the Session Expiry Interval the client asks for (0, the default,
+    ends it at the disconnect): `connect_async` asks for `session_expiry_hours`.
     """
-    client = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        clean_session=not persistent_session,
-        protocol=mqtt.MQTTv311,
-        manual_ack=manual_ack,
-    )
+    if broker.protocol == "5":
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+        _persistent_v5[client] = persistent_session
+    else:
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                             clean_session=not persistent_session, protocol=mqtt.MQTTv311, manual_ack=manual_ack)
     if broker.username is not None:
         client.username_pw_set(broker.username, broker.password)
     if broker.tls_ca_file is not None:
@@ -52,10 +57,28 @@ def client_id_for(broker: BrokerConfig, fallback: str) -> str:
     return broker.username if broker.username else fallback
 
 
+#: MQTT 5 clients made by make_client, and whether their session is to be kept.
+_persistent_v5: weakref.WeakKeyDictionary[mqtt.Client, bool] = weakref.WeakKeyDictionary()
+
+
 def connect_async(client: mqtt.Client, broker: BrokerConfig) -> None:
     """Start connecting in paho's network thread; an unreachable broker is retried, not fatal."""
-    client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_seconds)
+    persistent = _persistent_v5.get(client)
+    if persistent is None:  # MQTT 3.1.1: the session's fate was set by clean_session
+        client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_seconds)
+    else:
+        client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_seconds,
+                             clean_start=not persistent, properties=session_properties(broker, persistent))
     client.loop_start()
+
+
+def session_properties(broker: BrokerConfig, persistent: bool) -> Properties:
+    """MQTT 5 CONNECT properties: a persistent session outlives the connection by
+    `session_expiry_hours`, kept on every reconnect (paho resends these properties)."""
+    properties = Properties(PacketTypes.CONNECT)
+    if persistent:
+        properties.SessionExpiryInterval = int(broker.session_expiry_hours * 3600)
+    return properties
 
 
 class ConnectionFlag:
