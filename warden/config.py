@@ -62,6 +62,12 @@ class BrokerConfig(StrictModel):
     tls_ca_file: ConfigPath | None = None
     reconnect_min_seconds: float = Field(default=1.0, gt=0, description="First reconnect delay; doubles per failure")
     reconnect_max_seconds: float = Field(default=30.0, gt=0, description="Cap of the reconnect delay")
+    protocol: Literal["3.1.1", "5"] = Field(default="3.1.1", description="MQTT version; 5 for EMQX clusters and MQTT 5 brokers")
+    session_expiry_hours: float = Field(
+        default=168, gt=0, le=24 * 365,
+        description="MQTT 5 only: how long the broker keeps a persistent session (and its queued messages) "
+        "while the client is away; under 3.1.1 the broker's own setting decides",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> BrokerConfig:
