@@ -22,11 +22,13 @@ BENCHMARKS = [
     ("end-to-end acknowledgement: agent footprint, acks on vs off", ["bench.agent_footprint", "--ack-cost", "--devices", "200", "--seconds", "20"]),
     ("simulator speed and scaling", ["bench.simulator"]),
     ("statistics: bytes per reading, reports, ingest cost", ["bench.statistics"]),
+    ("the cross-site overview, 50 sites", ["bench.overview"]),
     ("scaling: gateway ingest, 100 to 10 000 devices", ["bench.ingest", "--batch", "100", "--devices", "100", "1000", "10000"]),
     ("scaling: agent footprint, 50 devices", ["bench.agent_footprint", "--devices", "50", "--seconds", "20"]),
     ("scaling: agent footprint, 500 devices", ["bench.agent_footprint", "--devices", "500", "--seconds", "20"]),
     ("restart: 10 000 devices' rule state, snapshot and journal at their limits", ["bench.restart", "--devices", "10000"]),
     ("catch-up: an hour of 10 000 devices drained while live data flows", ["bench.catch_up"]),
+    ("district: 50 sites x 6 devices, edge brokers, 2 partitions + standbys, SQLite vs PostgreSQL", ["bench.district", "--devices", "6"]),
 ]
 
 

@@ -107,7 +107,8 @@ def month_of_statistics(devices: int, path: Path) -> StateStore:
     store = StateStore(path)
     store.read(statistics.create_schema)
     hour0 = statistics.hour_index(T0)
-    keys = [(f"meter-{d:05d}", "energy", "kWh", "", 1) if d % 2 == 0 else (f"meter-{d:05d}", "power", "W", "", 0)
+    keys = [("campus", f"meter-{d:05d}", "energy", "kWh", "", 1) if d % 2 == 0
+            else ("campus", f"meter-{d:05d}", "power", "W", "", 0)
             for d in range(devices)]
     ids = store.write(lambda db: statistics._series_ids(db, keys))
     for hour in range(hour0 - 24, hour0 + 31 * 24):

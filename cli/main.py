@@ -1,25 +1,30 @@
-"""The `warden` command: agent, gateway, simulate, demo, report, token."""
+"""The `warden` command: agent, gateway, simulate, demo, district, report, token."""
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
 import socket
 import sys
 import threading
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
 
 from gateway.config import GatewayConfig
+from rules.config import RulesConfig
 from warden.config import BrokerConfig, ConfigError, SiteConfig, load_config
 from warden.i18n import gettext_for, local_text
 from warden.logs import ExpectedFaults, configure_logging
 from warden.process import clock_from, stop_on_signal
+
+if TYPE_CHECKING:
+    from gateway.lease import Lease
 
 log = logging.getLogger(__name__)
 app = typer.Typer(help="warden: facilities and safety-patrol monitoring.", no_args_is_help=True, add_completion=False)
@@ -74,26 +79,47 @@ def gateway(
     """Run the gateway: ingest events, store them, run the rules, serve the API."""
     from gateway.api import ApiServer, create_app
     from gateway.service import Gateway
+    from gateway.sites import load_sites
 
     stop = stop_on_signal()
     configure_logging(log_level)
     with _config_errors():
         gateway_config = load_config(config, GatewayConfig)
-        site = load_config(gateway_config.site_file, SiteConfig)
+        sites = load_sites(gateway_config, config)  # the partition's sites, each with its rules
         clock = clock_from(sim_clock)
+    lease = _wait_for_lease(gateway_config, stop)  # a standby: before the rule state and the MQTT session
+    if stop.is_set():  # stopped while a standby
+        if lease is not None:
+            lease.release()
+        return
     # Before the broker sees this gateway's client id: a second gateway on a taken port
     # would otherwise take over the running one's MQTT session before dying.
     _check_port_free(gateway_config.api.host, gateway_config.api.port)
-    _warn_guards_without_routes(gateway_config)
+    _warn_guards_without_routes(gateway_config, sites)
     with _config_errors():  # what only the gateway can check, e.g. a bot sink's body template
-        service = Gateway(gateway_config, site, clock)
+        service = Gateway(gateway_config, sites, clock)
+        app = create_app(service)  # checks each token's sites against the gateway's (a ConfigError names the key)
     service.start()
-    api = ApiServer(create_app(service), gateway_config.api.host, gateway_config.api.port)
+    api = ApiServer(app, gateway_config.api.host, gateway_config.api.port)
     api.start()
     console.print(f"dashboard on {api.url}/ (API at {api.url}/api/alerts, docs at {api.url}/docs)", highlight=False)
     stop.wait()
     api.stop()
     service.stop()
+    if lease is not None:
+        lease.release()
+
+
+def _wait_for_lease(config: GatewayConfig, stop: threading.Event) -> Lease | None:
+    """With a `lease:` section, the held gateway.lease.Lease (None without one); losing it
+    later ends the process with exit code 3 (gateway/lease.py explains the fencing)."""
+    if config.lease is None:
+        return None
+    from gateway.lease import Lease, fence_and_exit, lease_name
+
+    lease = Lease(config.lease, lease_name(config), on_lost=fence_and_exit)
+    lease.acquire(stop)
+    return lease
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -108,13 +134,18 @@ def _check_port_free(host: str, port: int) -> None:
         _fail(f"api: cannot listen on {host}:{port}: {exc.strerror or exc} (is another gateway running?)")
 
 
-def _warn_guards_without_routes(config: GatewayConfig) -> None:
+def _warn_guards_without_routes(
+    config: GatewayConfig, sites: list[tuple[SiteConfig, RulesConfig]] | None = None
+) -> None:
     """A guard token sees the routes it lists and those naming its guard: with neither, its
-    board is empty, which looks like a quiet night rather than a config mistake."""
-    routes = config.rules.patrol.routes
+    board is empty, which looks like a quiet night rather than a config mistake. `sites`: the
+    sites served with their rules (issue 21): a token looks at the routes of the sites it may
+    see; none given: the top-level rules'."""
     for token in config.api.tokens:
         if token.role != "guard":
             continue
+        seen = [rules for site, rules in sites if not token.sites or site.id in token.sites] if sites else [config.rules]
+        routes = [route for rules in seen for route in rules.patrol.routes]  # token.sites empty: every site
         if not any(r.id in token.routes or (token.guard is not None and r.guard == token.guard) for r in routes):
             log.warning(
                 "guard token sees no patrol route: no route names its guard, nor is one listed in its routes",
@@ -332,10 +363,88 @@ def _hours_minutes(span: timedelta) -> str:
 
 
 @app.command()
+def district(
+    sites: Annotated[int, typer.Option(help="Schools in the district, each a site of its own")] = 6,
+    devices: Annotated[int, typer.Option(help="Devices per site")] = 30,
+    partitions: Annotated[int, typer.Option(help="Gateway partitions (sites split by a hash of their id)")] = 2,
+    edges: Annotated[Optional[int], typer.Option(help="Edge brokers the campuses share (default: one per site, at most 8)")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder for the generated installation, data and alerts")] = Path("out/district"),
+    seed: Annotated[int, typer.Option(help="Random seed")] = 1,
+    short: Annotated[bool, typer.Option("--short", help="The benchmark's 4.5-hour night instead of 12 hours")] = False,
+    postgres: Annotated[bool, typer.Option(
+        "--postgres", help="Keep each partition's state in PostgreSQL (a throwaway cluster, simulators/postgres.py)",
+    )] = False,
+    compare: Annotated[bool, typer.Option(
+        "--compare", help="Play the same night twice, state in SQLite then in PostgreSQL, and print the ratios",
+    )] = False,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures and verdicts here")] = None,
+    log_level: LogLevel = "WARNING",
+) -> None:
+    """Run a simulated district of many sites end to end (edge brokers bridged to a central
+    one, partitioned gateways) and check each site's alerts against its ground truth.
+    Exits 1 if any site differs."""
+    from cli.district import play, postgres_databases, prepare
+    from simulators.postgres import PostgresServer
+
+    configure_logging(log_level, libraries=logging.CRITICAL + 1)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a clean stop: the brokers and standbys it started end too
+    say = lambda text: console.print(text, highlight=False)  # noqa: E731
+    prepared = prepare(sites, devices, edges=edges, seed=seed, short=short, progress=say)
+    states = ["sqlite", "postgresql"] if compare else ["postgresql" if postgres else "sqlite"]
+    server = PostgresServer() if "postgresql" in states else None
+    results = []
+    try:
+        for state in states:
+            state_dbs = postgres_databases(server.dsn, partitions) if server is not None and state == "postgresql" else None
+            folder = out / state if compare else out
+            lease_dsn = server.dsn if state_dbs is not None else None  # and a standby per partition
+            results.append(play(prepared, folder, partitions=partitions, state_dbs=state_dbs, lease_dsn=lease_dsn, progress=say))
+    finally:
+        if server is not None:
+            server.close()
+    for result in results:
+        _print_district(result)
+    document: dict[str, Any] = {"runs": [r.as_dict() for r in results]}
+    if compare:
+        sqlite, pg = results
+        document["postgresql_over_sqlite"] = {
+            "readings_per_s": pg.readings_per_s / sqlite.readings_per_s,
+            "p99_ms": pg.latency_ms(0.99) / max(sqlite.latency_ms(0.99), 1e-9),
+        }
+        typer.echo(f"PostgreSQL over SQLite: readings/s x{document['postgresql_over_sqlite']['readings_per_s']:.2f}, "
+                   f"alert latency p99 x{document['postgresql_over_sqlite']['p99_ms']:.2f}")  # fmt: skip
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(document, indent=2) + "\n")
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+def _print_district(result: Any) -> None:
+    """Each site's alerts and verdict, then the district's figures (cli/district.py DistrictResult)."""
+    for verdict in result.verdicts:
+        found = ", ".join(f"{rule} {subject}" for rule, subject in verdict.found) or "none"
+        outcome = "matches" if verdict.ok else (
+            f"DIFFERS: missing {verdict.missing or 'none'}, false pages {verdict.false_pages or 'none'}, "
+            f"values off {verdict.mismatches}"
+        )
+        typer.echo(f"{verdict.site} ({verdict.zone}, partition {verdict.partition}): "
+                   f"{len(verdict.found)} alerts, {len(verdict.expected)} expected, {outcome}; found: {found}")  # fmt: skip
+    typer.echo(
+        f"district: {result.sites} sites x {result.devices} devices, {result.partitions} partitions, {result.edges} edge brokers, "
+        f"{result.state} state: {result.readings} events in {result.seconds:.1f} s ({result.readings_per_s:.0f}/s), "
+        f"alert latency p50 {result.latency_ms(0.5):.0f} ms, p99 {result.latency_ms(0.99):.0f} ms "
+        f"(opened by an event p99 {result.latency_ms(0.99, 'event'):.0f} ms, by a tick {result.latency_ms(0.99, 'tick'):.0f} ms); "
+        + ("every site matches its ground truth" if result.ok else "SOME SITES DIFFER FROM THEIR GROUND TRUTH")
+    )
+
+
+@app.command()
 def report(
     night: Annotated[Optional[str], typer.Option("--day", "--night", help="The day, by its date: YYYY-MM-DD (--night: the former name)")] = None,
     month: Annotated[Optional[str], typer.Option("--month", help="Instead of a day: the monthly report of YYYY-MM (meter readings CSV, HTML)")] = None,
-    state_db: Annotated[Optional[Path], typer.Option(help="The gateway's state database (default: from --config)")] = None,
+    state_db: Annotated[Optional[str], typer.Option(
+        help="The gateway's state database: a file or a postgresql:// URL (default: from --config)")] = None,
     site: Annotated[Optional[Path], typer.Option(help="Site config file (default: from --config)")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Gateway config: state DB, historian, site, routes")] = None,
     historian: Annotated[Optional[Path], typer.Option(help="SQLite historian file (default: from --config)")] = None,
@@ -350,7 +459,7 @@ def report(
     from gateway.report import report_period, write_morning_report
 
     gateway_config, site_config = _report_configs(config, site)
-    state_db = state_db or (gateway_config.state_db if gateway_config else None)
+    state_db = _state_db_option(state_db) or (gateway_config.state_db if gateway_config else None)
     if month is not None:
         return _month_report(state_db, site_config, month, out, gateway_config.rules.patrol.routes if gateway_config else (),
                              gateway_config.work_orders if gateway_config else None)
@@ -372,7 +481,7 @@ def report(
         _fail(f"--day/--night: {exc}")
     if state_db is None:
         _fail("--state-db: required (or give --config)")
-    if not state_db.exists():
+    if isinstance(state_db, Path) and not state_db.exists():
         _fail(f"--state-db: {state_db} does not exist")
     if historian is not None and not historian.exists():
         _fail(f"--historian: {historian} does not exist")
@@ -389,7 +498,14 @@ def report(
     console.print(f"{written} alert{'' if written == 1 else 's'} written to {out}; report: {files.html}")
 
 
-def _month_report(state_db: Path | None, site: SiteConfig, month: str, out: Path, routes: Any = (), work_orders: Any = None) -> None:
+def _state_db_option(value: str | None) -> str | Path | None:
+    """`--state-db`: a postgresql:// URL as given, anything else a file path."""
+    from gateway.db import is_postgres_url
+
+    return value if value is None or is_postgres_url(value) else Path(value)
+
+
+def _month_report(state_db: str | Path | None, site: SiteConfig, month: str, out: Path, routes: Any = (), work_orders: Any = None) -> None:
     """`warden report --month`: the month's meter readings (CSV for finance), HTML and JSON."""
     from gateway.monthly import parse_month, write_monthly_report
 
@@ -397,7 +513,7 @@ def _month_report(state_db: Path | None, site: SiteConfig, month: str, out: Path
         parse_month(month)
     except ValueError as exc:
         _fail(f"--{exc}")
-    if state_db is None or not state_db.exists():
+    if state_db is None or (isinstance(state_db, Path) and not state_db.exists()):
         _fail(f"--state-db: {state_db or 'required (or give --config)'}{' does not exist' if state_db else ''}")
     paths = write_monthly_report(state_db, site, month, out, routes, work_orders)
     console.print(f"monthly report {month} written: {paths['csv']}, {paths['html']}")
@@ -417,6 +533,7 @@ def token(
     name: Annotated[str, typer.Option(help="Who will hold it, e.g. facilities-desk")],
     role: Annotated[str, typer.Option(help="guard, maintenance, manager or admin")],
     guard: Annotated[Optional[str], typer.Option(help="role guard: the guard's badge id")] = None,
+    site: Annotated[Optional[list[str]], typer.Option(help="A site it may see (repeat for several); none: every site")] = None,
 ) -> None:
     """Make an API token: prints the secret once, and the config entry holding its hash."""
     import yaml
@@ -430,7 +547,8 @@ def token(
     if role == "guard" and not guard:
         _fail("--guard: a guard token needs the guard's badge id (their routes are the ones they see)")
     secret = new_token()
-    entry = {"name": name, "role": role, "sha256": hash_token(secret), **({"guard": guard} if guard else {})}
+    entry = {"name": name, "role": role, "sha256": hash_token(secret), **({"guard": guard} if guard else {}),
+             **({"sites": site} if site else {})}  # issue 21: tokens scoped to sites
     try:
         ApiToken.model_validate(entry)
     except ValidationError as exc:

@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -37,7 +37,7 @@ from gateway.config import ApiConfig
 from gateway.historian.points import SeriesUnavailable
 from gateway.service import Gateway
 from gateway.store import Alert, AlertNotFound, AlertStateConflict
-from gateway.web.pages import page_gettext, page_locale, page_strings
+from gateway.web.pages import page_gettext, page_locale, page_site, page_strings
 from gateway.web.stream import AlertBroadcaster, sse_events
 from rules.alerts import AlertState, Severity
 from rules.config import ALERT_RULES
@@ -48,6 +48,9 @@ from warden.i18n import N_, localise, pick_locale, site_names
 log = logging.getLogger(__name__)
 
 WEB = Path(__file__).parent / "web"
+#: The `site` query parameter (issue 21), for lists and for endpoints of one site.
+_SITE_LIST = "Only this site's; none: every site the token sees"
+_SITE_ONE = "The site (id); may be left out when the token sees one site"
 #: How much of a dead letter's payload GET /api/dead-letters shows.
 DEAD_LETTER_PREVIEW_BYTES = 1024
 
@@ -63,10 +66,16 @@ def create_app(gateway: Gateway, config: ApiConfig | None = None) -> FastAPI:
     app = FastAPI(title="warden gateway", version="1", description="Alerts, devices, patrols, reports. Auth: docs/api.md",
                   docs_url=None, redoc_url=None)  # served below from the installed package, not a CDN
     app.state.auth = Authenticator(config)
+    partitioned = getattr(gateway.config, "partition", None) is not None
+    auth.check_token_sites(config, list(gateway.sites), partitioned=partitioned)
     app.state.site_locale = gateway.site.locale
+    app.state.site_locales = {site_id: site.locale for site_id, site in gateway.sites.items()}
     if app.state.auth.public_read and config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("API reads need no token", extra={"host": config.host, "tokens": len(config.tokens),
                                                       "hint": "set api.public_read: false (docs/api.md)"})
+    if len(gateway.sites) > 1:  # per-site gauges beside the totals (issue 21)
+        gateway.metrics.watch_sites(list(gateway.sites),
+                                    lambda: [(a.site, a.severity, a.rule) for a in gateway.store.alerts_live()])
     app.state.broadcaster = broadcaster = AlertBroadcaster()
     gateway.alert_listeners.append(broadcaster.publish)
     if config.cors_origins:  # closed unless origins are named
@@ -78,6 +87,7 @@ def create_app(gateway: Gateway, config: ApiConfig | None = None) -> FastAPI:
     _error_bodies(app)
     _offline_docs(app)
     _monitoring(app, gateway, config)
+    _sites(app, gateway)
     _alerts(app, gateway, broadcaster)
     _devices(app, gateway)
     _patrols(app, gateway)
@@ -287,11 +297,95 @@ def _monitoring(app: FastAPI, gateway: Gateway, config: ApiConfig) -> None:
         if principal is None:
             permissions = sorted(auth.PUBLIC_READ_PERMISSIONS) if public else []
             return {"name": None, "role": None, "permissions": permissions, "public_read": public}
-        visible = principal.visible_routes(gateway.config.rules.patrol.routes)
+        sites = auth.visible_sites(principal, list(gateway.sites))
+        visible = principal.visible_routes(r for s in sites for r in gateway.rules_for(s).patrol.routes)
         # A guard's board explains itself when no route is theirs (None: every route).
         routes = sorted(visible) if visible is not None else None
         return {"name": principal.name, "role": principal.role, "permissions": sorted(principal.permissions), "public_read": public,
-                "guard": principal.guard, "patrol_routes": routes}
+                "guard": principal.guard, "patrol_routes": routes, "sites": sites}
+
+
+# --------------------------------------------------------------------------- sites (issue 21)
+
+
+def _one_site(gateway: Gateway, principal: Principal, site: str | None) -> str:
+    """The site an endpoint of one site answers for (gateway/auth.py: one_site)."""
+    return auth.one_site(principal, list(gateway.sites), site)
+
+
+def _routes_of(gateway: Gateway, site_id: str) -> list[Any]:
+    """Site `site_id`'s patrol routes (none for a site this gateway does not serve)."""
+    return list(gateway.rules_for(site_id).patrol.routes) if site_id in gateway.sites else []
+
+
+def _names_of(gateway: Gateway, site_id: str) -> Any:
+    """The names alert texts use for site `site_id` (the first site's for an unknown one)."""
+    site = gateway.sites.get(site_id, gateway.site)
+    return site_names(site, gateway.rules_for(site.id))
+
+
+def _config_for(gateway: Gateway, site_id: str) -> Any:
+    """The gateway config with site `site_id`'s rules, for code that reads config.rules."""
+    rules = gateway.rules_for(site_id)
+    return gateway.config if rules is gateway.config.rules else gateway.config.model_copy(update={"rules": rules})
+
+
+def _sites(app: FastAPI, gateway: Gateway) -> None:
+    @app.get("/api/sites", tags=["sites"])
+    def list_sites(request: Request, principal: Principal | None = Depends(auth.caller)) -> list[dict[str, Any]]:
+        """The sites this token may see, in the gateway's order (anonymous on a kiosk: all)."""
+        if principal is None:
+            if not request.app.state.auth.public_read:
+                raise HTTPException(status_code=401, detail="a token is required",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            principal = auth.ANONYMOUS_READER
+        return [_site_json(gateway.sites[s]) for s in auth.visible_sites(principal, list(gateway.sites))]
+
+    @app.get("/api/overview", tags=["sites"])
+    def overview(principal: Principal = require(auth.REPORTS_READ)) -> list[dict[str, Any]]:
+        """Per site the token sees: open (and acknowledged) alerts by severity, energy wasted
+        after hours today (as GET /api/energy/waste), last night's patrol compliance (the
+        checkpoints judged so far and those visited on time, as the patrol board shows them)
+        and the devices silent now (as GET /api/devices says). The alerts are read once for
+        every site (bench/overview.py: a few queries per site cost 200 ms at 50 sites on PostgreSQL)."""
+        recent: dict[str, list[Alert]] = {}
+        for alert in gateway.store.alerts_recent(gateway.clock.now() - _OVERVIEW_ALERT_DAYS):
+            recent.setdefault(alert.site, []).append(alert)
+        return [_site_overview(gateway, s, recent.get(s, [])) for s in auth.visible_sites(principal, list(gateway.sites))]
+
+
+def _site_json(site: Any) -> dict[str, Any]:
+    return {"id": site.id, "name": site.name or site.id, "timezone": site.timezone, "locale": site.locale}
+
+
+#: How far back the overview reads resolved alerts: this week's waste counts alerts since Monday 00:00 local
+#: (at most 7 days and a zone's offset ago), with a day to spare.
+_OVERVIEW_ALERT_DAYS = timedelta(days=9)
+
+
+def _site_overview(gateway: Gateway, site_id: str, recent: list[Alert]) -> dict[str, Any]:
+    """One row of GET /api/overview; `recent`: the site's unresolved alerts and those resolved
+    in the last _OVERVIEW_ALERT_DAYS (store.alerts_recent)."""
+    unresolved = [a for a in recent if a.state in (AlertState.OPEN, AlertState.ACKNOWLEDGED)]
+    by_severity = {severity.value: sum(1 for a in unresolved if a.severity == severity) for severity in Severity}
+    today = _waste(gateway, site_id, recent)["today"]
+    local_today = gateway.clock.now().astimezone(gateway.sites[site_id].zone).date()
+    night = local_today - timedelta(days=1)  # last night began yesterday evening
+    start, end = _night_bounds(gateway, night, site_id)
+    rounds = [rnd for rnd in _site_rounds(gateway, site_id) if start <= datetime.fromisoformat(str(rnd["starts_at"])) < end]
+    checkpoints = [c for rnd in rounds for c in rnd["checkpoints"]]
+    due = [c for c in checkpoints if c["state"] != "pending"]
+    on_time = sum(1 for c in due if c["state"] == "visited")
+    watched = {a.subject for a in unresolved if a.rule in _SILENT_RULES}
+    silent = [d for d in _view_ids(gateway, site_id) if d in watched]  # as _device_views' status says
+    return {
+        **_site_json(gateway.sites[site_id]),
+        "open_alerts": {"total": len(unresolved), **by_severity},
+        "waste_today": {"kwh": today["total_kwh"], "cost": today["total_cost"], "currency": today["currency"]},
+        "patrols": {"night": night.isoformat(), "checkpoints_due": len(due), "checkpoints_on_time": on_time,
+                    "compliance": round(on_time / len(due), 3) if due else None},
+        "silent_devices": {"count": len(silent), "devices": silent},
+    }
 
 
 # --------------------------------------------------------------------------- alerts
@@ -299,24 +393,27 @@ def _monitoring(app: FastAPI, gateway: Gateway, config: ApiConfig) -> None:
 
 def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> None:
     store = gateway.store
-    routes = gateway.config.rules.patrol.routes
 
     def visible_alert(alert_id: int, principal: Principal) -> Alert:
-        """The alert if the caller may see it (a guard: its post's), else 404."""
+        """The alert if the caller may see it (its sites; a guard: its post's), else 404."""
         alert = store.alert(alert_id)
-        if alert is None or not principal.sees_alert(alert.rule, alert.subject, routes):
+        if alert is None or not sees(principal, alert):
             raise HTTPException(status_code=404, detail=f"no alert {alert_id}")
         return alert
+
+    def sees(principal: Principal, alert: Alert) -> bool:
+        routes = _routes_of(gateway, alert.site)
+        return principal.sees_site(alert.site) and principal.sees_alert(alert.rule, alert.subject, routes)
 
     def with_links(alerts: list[Alert], locale: str = "en") -> list[dict[str, Any]]:
         """The alerts as JSON in `locale`, each with the repair request made from it, if any."""
         links = gateway.work_orders.by_alerts([a.id for a in alerts])
-        names = site_names(gateway.site, gateway.config.rules)
-        return [{**_alert_json(a, locale, names), "work_order_id": links.get(a.id)} for a in alerts]
+        names = {site: _names_of(gateway, site) for site in {a.site for a in alerts}}
+        return [{**_alert_json(a, locale, names[a.site]), "work_order_id": links.get(a.id)} for a in alerts]
 
     @app.get("/api/alerts", tags=["alerts"])
     def list_alerts(
-        site: str | None = None,
+        site: str | None = Query(default=None, description=_SITE_LIST),
         rule: str | None = None,
         state: list[AlertState] | None = Query(default=None, description="Repeat for several, e.g. state=open&state=acknowledged"),
         severity: list[Severity] | None = Query(default=None),
@@ -336,13 +433,16 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
         bounds = [_utc_iso(since, "since"), _utc_iso(until, "until")]
         _in_range(since, "since")
         _in_range(until, "until")
+        sites = auth.sites_asked(principal, list(gateway.sites), site)
+        every_site = site is None and len(sites) == len(gateway.sites)
         one_state = state[0] if state and len(state) == 1 else None
         narrow = not (state and len(state) > 1) and severity is None and subject is None and since is None and until is None \
-            and room is None
-        alerts = store.alerts(site=site, rule=rule, state=one_state, limit=limit if narrow else 1_000_000)
-        in_room = _room_subjects(gateway, room)
+            and room is None and (every_site or len(sites) == 1)
+        alerts = store.alerts(site=None if every_site or len(sites) > 1 else sites[0], rule=rule, state=one_state,
+                              limit=limit if narrow else 1_000_000)
+        in_room = _room_subjects(gateway, room, sites)
         picked = [a for a in alerts if _matches(a, state, severity, subject, *bounds) and _in_room(a, in_room)
-                  and principal.sees_alert(a.rule, a.subject, routes)]
+                  and (every_site or a.site in sites) and sees(principal, a)]
         return with_links(picked[:limit], locale)
 
     @app.get("/api/alerts/stream", tags=["alerts"],
@@ -355,8 +455,8 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
         subscriber = broadcaster.subscribe(request.headers.get("last-event-id"))
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         frames = sse_events(broadcaster, subscriber)
-        if not principal.can(auth.ALERTS_READ):
-            frames = _of_post(frames, principal, routes)
+        if not principal.can(auth.ALERTS_READ) or principal.sites:
+            frames = _of_post(frames, principal, lambda site: _routes_of(gateway, site))
         return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
 
     @app.post("/api/session", tags=["auth"])
@@ -383,7 +483,7 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
     def alert_detail(alert_id: int, principal: Principal = require(auth.ALERTS_OWN),
                      locale: str = Depends(reader_locale)) -> dict[str, Any]:
         alert = visible_alert(alert_id, principal)
-        names = site_names(gateway.site, gateway.config.rules)
+        names = _names_of(gateway, alert.site)
         history = [{**step, "text": localise(step["message"], step["message_id"], step["params"], locale, names)}
                    for step in store.alert_history(alert_id)]
         return {**with_links([alert], locale)[0], "history": history}
@@ -393,24 +493,30 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
                     principal: Principal = require(auth.ALERTS_ACK)) -> dict[str, Any]:
         """Take ownership of an open alert (first-responder ownership); 409 if it is not open.
         A guard acknowledges the alerts of its post, a manager any."""
-        visible_alert(alert_id, principal)
-        return _person_action(gateway.acknowledge, alert_id, principal, body, gateway.site)
+        alert = visible_alert(alert_id, principal)
+        site = gateway.sites.get(alert.site, gateway.site)
+        return _person_action(gateway.acknowledge, alert_id, principal, body, site)
 
     @app.post("/api/alerts/{alert_id}/resolve", tags=["alerts"])
     def resolve(alert_id: int, body: PersonAction = Body(default_factory=PersonAction),
                 principal: Principal = require(auth.ALERTS_WRITE)) -> dict[str, Any]:
         """Close an alert, e.g. after a repair; the note says what was done. 409 if resolved."""
-        return _person_action(gateway.resolve, alert_id, principal, body, gateway.site)
+        alert = visible_alert(alert_id, principal)
+        site = gateway.sites.get(alert.site, gateway.site)
+        return _person_action(gateway.resolve, alert_id, principal, body, site)
 
 
-async def _of_post(frames: AsyncIterator[str], principal: Principal, routes: Any) -> AsyncIterator[str]:
+async def _of_post(frames: AsyncIterator[str], principal: Principal,
+                   routes: Callable[[str], Any]) -> AsyncIterator[str]:
     """The frames of an alert stream, without the `alert` events of alerts the caller may
-    not see (a guard: other posts'); keep-alives, resets and bye pass."""
+    not see (another site's; a guard: other posts'); keep-alives, resets and bye pass.
+    `routes`: a site's patrol routes."""
     async for frame in frames:
         head, found, data = frame.partition("\nevent: alert\ndata: ")
         if found:
             alert = json.loads(data)["alert"]
-            if not principal.sees_alert(alert["rule"], alert["subject"], routes):
+            site = str(alert.get("site", ""))
+            if not principal.sees_site(site) or not principal.sees_alert(alert["rule"], alert["subject"], routes(site)):
                 continue
         yield frame
 
@@ -440,10 +546,12 @@ def _alert_json(alert: Alert, locale: str = "en", names: Any = None) -> dict[str
 
 def reader_locale(request: Request, principal: Principal | None = Depends(auth.caller)) -> str:
     """Who reads, in which language: the token's locale, else (anonymous, e.g. a kiosk) the
-    browser's Accept-Language among the shipped ones, else the site's."""
+    browser's Accept-Language among the shipped ones, else the site's (of several: the
+    first the token sees)."""
     site_locale: str = request.app.state.site_locale
     if principal is not None and not principal.anonymous:
-        return principal.locale or site_locale
+        locales: dict[str, str] = request.app.state.site_locales
+        return principal.locale or next((loc for s, loc in locales.items() if principal.sees_site(s)), site_locale)
     return pick_locale(request.headers.get("accept-language"), site_locale)
 
 
@@ -476,11 +584,11 @@ def _matches(a: Alert, states: list[AlertState] | None, severities: list[Severit
     )
 
 
-def _room_subjects(gateway: Gateway, room: str | None) -> frozenset[str] | None:
-    """The ids an alert about `room` names: the room and the devices the site lists in it (None: no filter)."""
+def _room_subjects(gateway: Gateway, room: str | None, sites: list[str]) -> frozenset[str] | None:
+    """The ids an alert about `room` names: the room and the devices `sites` list in it (None: no filter)."""
     if room is None:
         return None
-    devices = [d for b in gateway.site.buildings for r in b.rooms if r.id == room for d in r.devices]
+    devices = [d for s in sites for b in gateway.sites[s].buildings for r in b.rooms if r.id == room for d in r.devices]
     return frozenset([room, *devices])
 
 
@@ -495,28 +603,36 @@ def _in_room(a: Alert, subjects: frozenset[str] | None) -> bool:
 
 
 def _devices(app: FastAPI, gateway: Gateway) -> None:
-    @app.get("/api/devices", dependencies=[require(auth.DEVICES_READ)], tags=["devices"])
-    def list_devices() -> list[dict[str, Any]]:
+    @app.get("/api/devices", tags=["devices"])
+    def list_devices(site: str | None = Query(default=None, description=_SITE_ONE),
+                     principal: Principal = require(auth.DEVICES_READ)) -> list[dict[str, Any]]:
         """Every device the site lists or the gateway heard, and the agents: status
         (ok, silent, offline, unknown), last seen, event counts and heartbeat counters."""
-        return _device_views(gateway)
+        return _device_views(gateway, _one_site(gateway, principal, site))
 
-    @app.get("/api/devices/{device}", dependencies=[require(auth.DEVICES_READ)], tags=["devices"])
-    def device_detail(device: str) -> dict[str, Any]:
-        found = next((d for d in _device_views(gateway) if d["id"] == device), None)
+    @app.get("/api/devices/{device}", tags=["devices"])
+    def device_detail(device: str, site: str | None = Query(default=None, description=_SITE_ONE),
+                      principal: Principal = require(auth.DEVICES_READ)) -> dict[str, Any]:
+        views = _device_views(gateway, _one_site(gateway, principal, site))
+        found = next((d for d in views if d["id"] == device), None)
         if found is None:
             raise HTTPException(status_code=404, detail=f"no device {device}")
         return found
 
-    @app.get("/api/devices/{device}/series", dependencies=[require(auth.DEVICES_READ)], tags=["devices"])
+    @app.get("/api/devices/{device}/series", tags=["devices"])
     def device_series(
         device: str,
+        site: str | None = Query(default=None, description=_SITE_ONE),
+        principal: Principal = require(auth.DEVICES_READ),
         measurement: str | None = Query(default=None, description="power, energy, flow, volume, door, patrol_tap, device_status, ..."),
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = Query(default=1000, ge=1, le=10_000),
     ) -> list[dict[str, Any]]:
         """The latest points of a device from the historian, oldest first (default: 24 h)."""
+        site_id = _one_site(gateway, principal, site)
+        if len(gateway.sites) > 1 and device not in _site_devices(gateway, site_id):
+            raise HTTPException(status_code=404, detail=f"no device {device}")
         series = getattr(gateway.historian, "series", None)
         if series is None:
             raise HTTPException(status_code=501, detail=(
@@ -527,22 +643,25 @@ def _devices(app: FastAPI, gateway: Gateway) -> None:
             _in_range(value, name)
         start = since or gateway.clock.now() - timedelta(hours=24)
         try:
-            points = series(device, measurement, start, until, limit)
+            points = series(device, measurement, start, until, limit, **_one_sites(gateway, site_id))
         except SeriesUnavailable as exc:
             raise HTTPException(status_code=501, detail=str(exc)) from None
         return [{"time": p.time.isoformat(), "measurement": p.measurement, "tags": p.tags, "fields": p.fields} for p in points]
 
 
-def _device_views(gateway: Gateway) -> list[dict[str, Any]]:
-    seen = gateway.devices.snapshot()
-    silent = {a.subject: a for rule in ("deadman", "deadman_agent") for state in (AlertState.OPEN, AlertState.ACKNOWLEDGED)
-              for a in gateway.store.alerts(site=gateway.site.id, rule=rule, state=state, limit=10_000)}
-    listed = {d: (b.id, r.id) for b in gateway.site.buildings for r in b.rooms for d in r.devices}
-    agents = {key.split("/", 1)[1]: state for key, state in gateway.agents.items() if key.startswith(f"{gateway.site.id}/")}
+def _device_views(gateway: Gateway, site_id: str) -> list[dict[str, Any]]:
+    """The devices of one site. With several sites a device heard but listed by no site
+    counts only if the registry says it is this site's."""
+    site = gateway.sites[site_id]
+    seen = _site_seen(gateway, site_id)
+    silent = {a.subject: a for rule in _SILENT_RULES for state in (AlertState.OPEN, AlertState.ACKNOWLEDGED)
+              for a in gateway.store.alerts(site=site_id, rule=rule, state=state, limit=10_000)}
+    listed = {d: (b.id, r.id) for b in site.buildings for r in b.rooms for d in r.devices}
+    agents = _site_agents(gateway, site_id)
     views = []
-    site, now = gateway.site, gateway.clock.now()
-    for device_id in sorted(set(listed) | set(seen) | set(agents)):
-        info = seen.get(device_id) or _from_history(gateway, device_id)
+    now = gateway.clock.now()
+    for device_id in _view_ids(gateway, site_id, seen):
+        info = seen.get(device_id) or _from_history(gateway, device_id, site_id)
         building, room = listed.get(device_id, ("", ""))
         alert = silent.get(device_id)
         state = agents.get(device_id) or (info or {}).get("state")
@@ -564,14 +683,48 @@ def _device_views(gateway: Gateway) -> list[dict[str, Any]]:
     return views
 
 
-def _from_history(gateway: Gateway, device: str) -> dict[str, Any] | None:
+#: The rules whose unresolved alert makes a device "silent" in GET /api/devices.
+_SILENT_RULES = ("deadman", "deadman_agent")
+
+
+def _site_agents(gateway: Gateway, site_id: str) -> dict[str, Any]:
+    return {key.split("/", 1)[1]: state for key, state in gateway.agents.items() if key.startswith(f"{site_id}/")}
+
+
+def _view_ids(gateway: Gateway, site_id: str, seen: dict[str, Any] | None = None) -> list[str]:
+    """The devices GET /api/devices lists for a site: those its file lists, those heard, its agents."""
+    listed = _site_devices(gateway, site_id)
+    return sorted(listed | set(_site_seen(gateway, site_id) if seen is None else seen) | set(_site_agents(gateway, site_id)))
+
+
+def _one_sites(gateway: Gateway, site_id: str) -> dict[str, str]:
+    """The historian's series() argument keeping one site's device: sites repeat device ids
+    (gateway/historian: sqlite, influx). None on a one-site gateway, whatever its historian."""
+    return {"site": site_id} if len(gateway.sites) > 1 else {}
+
+
+def _site_devices(gateway: Gateway, site_id: str) -> set[str]:
+    """The devices site `site_id` lists."""
+    return {d for b in gateway.sites[site_id].buildings for r in b.rooms for d in r.devices}
+
+
+def _site_seen(gateway: Gateway, site_id: str) -> dict[str, dict[str, Any]]:
+    """What the registry heard of site `site_id`'s devices: everything on a one-site gateway;
+    with several, what it heard at that site (its entries are by site and device)."""
+    if len(gateway.sites) == 1:
+        return gateway.devices.snapshot()
+    return gateway.devices.snapshot(site_id)  # by (site, device): sites repeat device ids
+
+
+def _from_history(gateway: Gateway, device: str, site_id: str) -> dict[str, Any] | None:
     """Last seen of a device the gateway has not heard since it started, from the
-    historian (one indexed query), so a restart does not make every device 'unknown'."""
+    historian (one indexed query), so a restart does not make every device 'unknown'.
+    Sites repeat device ids: with several, the site's own device's."""
     series = getattr(gateway.historian, "series", None)
     if series is None:
         return None
     try:
-        points = series(device, None, None, None, 1)
+        points = series(device, None, None, None, 1, **_one_sites(gateway, site_id))
     except Exception:  # noqa: BLE001 - a busy historian must not break the device list
         log.warning("historian lookup failed", extra={"device": device}, exc_info=True)
         return None
@@ -584,11 +737,11 @@ def _from_history(gateway: Gateway, device: str) -> dict[str, Any] | None:
 
 
 def _patrols(app: FastAPI, gateway: Gateway) -> None:
-    routes = gateway.config.rules.patrol.routes
-
     @app.get("/api/patrols/routes", tags=["patrols"])
-    def patrol_routes(principal: Principal = require(auth.PATROLS_OWN)) -> list[dict[str, Any]]:
+    def patrol_routes(site: str | None = Query(default=None, description=_SITE_ONE),
+                      principal: Principal = require(auth.PATROLS_OWN)) -> list[dict[str, Any]]:
         """The configured routes; a guard sees only the routes they walk."""
+        routes = _routes_of(gateway, _one_site(gateway, principal, site))
         visible = principal.visible_routes(routes)
         return [
             {"id": r.id, "guard": r.guard, "rounds": [f"{t:%H:%M}" for t in r.rounds], "days": sorted(r.days),
@@ -599,22 +752,25 @@ def _patrols(app: FastAPI, gateway: Gateway) -> None:
     @app.get("/api/patrols/rounds", tags=["patrols"])
     def patrol_rounds(
         night: str | None = Query(default=None, description="YYYY-MM-DD (the date the night starts on) or 'tonight'; none: every round followed"),
+        site: str | None = Query(default=None, description=_SITE_ONE),
         principal: Principal = require(auth.PATROLS_OWN),
     ) -> list[dict[str, Any]]:
         """Rounds being followed, each checkpoint visited, late, missed or pending."""
+        site_id = _one_site(gateway, principal, site)
+        routes = _routes_of(gateway, site_id)
         visible = principal.visible_routes(routes)
         guards = {r.id: r.guard for r in routes}
-        rounds = [{**rnd, "guard": guards.get(str(rnd["route"]))} for rnd in gateway.patrol_rounds
+        rounds = [{**rnd, "guard": guards.get(str(rnd["route"]))} for rnd in _site_rounds(gateway, site_id)
                   if visible is None or rnd["route"] in visible]
         if night is not None:
-            start, end = _night_bounds(gateway, _parse_night(gateway, night))
+            start, end = _night_bounds(gateway, _parse_night(gateway, night, site_id), site_id)
             rounds = [rnd for rnd in rounds if start <= datetime.fromisoformat(str(rnd["starts_at"])) < end]
         return rounds
 
 
-def _parse_night(gateway: Gateway, night: str) -> date:
+def _parse_night(gateway: Gateway, night: str, site_id: str | None = None) -> date:
     if night == "tonight":
-        return current_night(gateway)
+        return current_night(gateway, site_id)
     try:
         day = date.fromisoformat(night)
     except ValueError:
@@ -623,35 +779,50 @@ def _parse_night(gateway: Gateway, night: str) -> date:
     return day
 
 
-def current_night(gateway: Gateway) -> date:
+def current_night(gateway: Gateway, site_id: str | None = None) -> date:
     """The night under way or just ended: before noon local it is the one that began yesterday."""
-    local = gateway.clock.now().astimezone(gateway.site.zone)
+    site = gateway.sites[site_id] if site_id is not None else gateway.site
+    local = gateway.clock.now().astimezone(site.zone)
     return local.date() - timedelta(days=1) if local.hour < 12 else local.date()
 
 
-def _night_bounds(gateway: Gateway, night: date) -> tuple[datetime, datetime]:
+def _night_bounds(gateway: Gateway, night: date, site_id: str | None = None) -> tuple[datetime, datetime]:
     from gateway.report import night_bounds
 
-    return night_bounds(gateway.site, night)
+    return night_bounds(gateway.sites[site_id] if site_id is not None else gateway.site, night)
+
+
+def _site_rounds(gateway: Gateway, site_id: str) -> list[dict[str, Any]]:
+    """The rounds the rules follow at site `site_id`: on a one-site gateway all of them; with
+    several, those the round marks as the site's (`site`), else those of the site's routes."""
+    if len(gateway.sites) == 1:
+        return list(gateway.patrol_rounds)
+    routes = {r.id for r in _routes_of(gateway, site_id)}
+    return [rnd for rnd in gateway.patrol_rounds if rnd.get("site", site_id) == site_id and rnd["route"] in routes]
 
 
 # --------------------------------------------------------------------------- reports, config
 
 
 def _reports_and_admin(app: FastAPI, gateway: Gateway) -> None:
-    @app.get("/api/reports/{night}", dependencies=[require(auth.REPORTS_READ, cookie=True)], tags=["reports"],
+    @app.get("/api/reports/{night}", tags=["reports"],
              responses={200: {"content": {"text/html": {}, "application/json": {}, "text/csv": {}}}})
-    def morning_report(night: date, format: Literal["html", "json", "csv"] = "html") -> Response:  # noqa: A002
+    def morning_report(night: date, format: Literal["html", "json", "csv"] = "html",  # noqa: A002
+                       site: str | None = Query(default=None, description=_SITE_ONE),
+                       principal: Principal = require(auth.REPORTS_READ, cookie=True)) -> Response:
         """The morning report of the day `night` (the path keeps its former name): from
         `report.day_start` (08:00 local by default) on that date to the same time the next day."""
         from gateway import report as reports
         from gateway.report_jobs import daily_report, with_statistics
 
+        site_id = _one_site(gateway, principal, site)
+        config = _config_for(gateway, site_id)
         try:
-            data = daily_report(gateway.store, _report_history(gateway), gateway.site, gateway.config, night)  # + statistics
+            history = _report_history(gateway, site_id)
+            data = daily_report(gateway.store, history, gateway.sites[site_id], config, night)  # + statistics
         except ValueError as exc:  # a date out of the range a report can cover
             raise HTTPException(status_code=422, detail=str(exc)) from None
-        name = f"morning-report-{gateway.site.id}-{night.isoformat()}"
+        name = f"morning-report-{site_id}-{night.isoformat()}"
         if format == "json":
             return Response(reports.render_json(data), media_type="application/json")
         if format == "csv":
@@ -669,30 +840,37 @@ def _reports_and_admin(app: FastAPI, gateway: Gateway) -> None:
 def _statistics_and_archive(app: FastAPI, gateway: Gateway) -> None:
     from gateway import monthly, report_schedule, statistics
 
-    @app.get("/api/statistics", dependencies=[require(auth.DEVICES_READ)], tags=["statistics"])
+    @app.get("/api/statistics", tags=["statistics"])
     def hourly_statistics(
         since: datetime, until: datetime, device: list[str] | None = Query(default=None),
         quantity: str | None = None, period: Literal["hour", "day"] = "hour",
+        site: str | None = Query(default=None, description=_SITE_ONE),
+        principal: Principal = require(auth.DEVICES_READ),
     ) -> list[dict[str, Any]]:
         """Hourly (or local-day) statistics per series in [since, until): count, min, max,
-        mean, on-samples and first/last value (registers), kept forever (docs/storage.md)."""
+        mean, on-samples and first/last value (registers), kept forever (docs/storage.md).
+        With several sites, only the devices the site lists."""
         for name, value in (("since", since), ("until", until)):
             _utc_iso(value, name)
             _in_range(value, name)
         if until - since > timedelta(days=400):
             raise HTTPException(status_code=422, detail="until: at most 400 days after since")
+        site_id = _one_site(gateway, principal, site)
+        devices = device  # the series are keyed by site (sites repeat device ids): the reader keeps this site's
 
         def query(db: Any) -> list[dict[str, Any]]:
-            reader = statistics.StatisticsReader(db)
+            reader = statistics.StatisticsReader(db, site_id)
             if period == "day":
-                return statistics.daily(reader, gateway.site, since, until, device, quantity)
-            return [statistics.hour_json(r) for r in reader.hours(since, until, device, quantity)]
+                return statistics.daily(reader, gateway.sites[site_id], since, until, devices, quantity)
+            return [statistics.hour_json(r) for r in reader.hours(since, until, devices, quantity)]
 
         return gateway.store.read(query)  # type: ignore[no-any-return]
 
-    @app.get("/api/reports/month/{month}", dependencies=[require(auth.REPORTS_READ, cookie=True)], tags=["reports"],
+    @app.get("/api/reports/month/{month}", tags=["reports"],
              responses={200: {"content": {"text/html": {}, "application/json": {}, "text/csv": {}}}})
-    def monthly_report(month: str, format: Literal["html", "json", "csv"] = "html") -> Response:  # noqa: A002
+    def monthly_report(month: str, format: Literal["html", "json", "csv"] = "html",  # noqa: A002
+                       site: str | None = Query(default=None, description=_SITE_ONE),
+                       principal: Principal = require(auth.REPORTS_READ, cookie=True)) -> Response:
         """The monthly report (meters' start and end registers per meter and group, alert and
         repair-request response times and satisfaction, the view per building, team and
         site), from the statistics."""
@@ -700,49 +878,64 @@ def _statistics_and_archive(app: FastAPI, gateway: Gateway) -> None:
             monthly.parse_month(month)
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
-        data = monthly.build_monthly_report(gateway.store, gateway.site, month, routes=gateway.config.rules.patrol.routes,
-                                            work_orders=gateway.config.work_orders, generated_at=gateway.clock.now())
+        site_id = _one_site(gateway, principal, site)
+        data = monthly.build_monthly_report(gateway.store, gateway.sites[site_id], month,
+                                            routes=_routes_of(gateway, site_id), work_orders=gateway.config.work_orders, generated_at=gateway.clock.now())
         if format == "json":
             return JSONResponse(data)
         if format == "csv":
-            name = f"meters-{gateway.site.id}-{data['month']}.csv"
+            name = f"meters-{site_id}-{data['month']}.csv"
             return Response(monthly.monthly_csv(data), media_type="text/csv; charset=utf-8",
                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
         return HTMLResponse(monthly.monthly_html(data))
 
-    @app.get("/api/energy/waste", dependencies=[require(auth.REPORTS_READ)], tags=["reports"])
-    def energy_waste() -> dict[str, Any]:
+    @app.get("/api/energy/waste", tags=["reports"])
+    def energy_waste(site: str | None = Query(default=None, description=_SITE_ONE),
+                     principal: Principal = require(auth.REPORTS_READ)) -> dict[str, Any]:
         """Energy wasted after hours by building (kWh and cost, as the morning report counts it):
         `today` from local midnight and `week` from Monday 00:00 local, both to now; with names."""
-        from gateway.report import waste_so_far
+        return _waste(gateway, _one_site(gateway, principal, site))
 
-        site = gateway.site
-        spans = waste_so_far(gateway.store.alerts(site=site.id, limit=1_000_000), site, gateway.clock.now())
-        for span in spans.values():
-            for row in span["by_building"]:
-                row["name"] = names.name_or_id(names.building_name(site, row["building"]), row["building"])
-        return spans
+    only = gateway.site.id if len(gateway.sites) == 1 else None  # whose reports an archive from before sites holds
 
-    @app.get("/api/reports/archive", dependencies=[require(auth.REPORTS_READ, cookie=True)], tags=["reports"])
-    def report_archive() -> list[dict[str, str]]:
-        """Reports made on the schedule (report.send), newest first."""
-        return gateway.store.read(report_schedule.archive_list)  # type: ignore[no-any-return]
+    @app.get("/api/reports/archive", tags=["reports"])
+    def report_archive(site: str | None = Query(default=None, description="One site's reports (default: every site seen)"),
+                       principal: Principal = require(auth.REPORTS_READ, cookie=True)) -> list[dict[str, str]]:
+        """Reports made on the schedule (report.send), newest first: those of the sites the token sees."""
+        sites = auth.sites_asked(principal, list(gateway.sites), site)
+        return gateway.store.read(lambda db: report_schedule.archive_list(db, sites, only))  # type: ignore[no-any-return]
 
-    @app.get("/api/reports/archive/{kind}/{label}", dependencies=[require(auth.REPORTS_READ, cookie=True)],
-             tags=["reports"], response_class=HTMLResponse)
-    def archived_report(kind: Literal["daily", "monthly"], label: str) -> HTMLResponse:
-        """An archived report's HTML, as it was sent."""
-        folder = gateway.store.read(lambda db: report_schedule.archive_folder(db, kind, label))
+    @app.get("/api/reports/archive/{kind}/{label}", tags=["reports"], response_class=HTMLResponse)
+    def archived_report(kind: Literal["daily", "monthly"], label: str,
+                        site: str | None = Query(default=None, description=_SITE_ONE),
+                        principal: Principal = require(auth.REPORTS_READ, cookie=True)) -> HTMLResponse:
+        """An archived report's HTML, as it was sent (a site's own report, for the tokens that see the site)."""
+        site_id = _one_site(gateway, principal, site)
+        folder = gateway.store.read(lambda db: report_schedule.archive_folder(db, kind, label, site_id, only))
         page = report_schedule.archived_html(folder, kind) if folder is not None else None
         if page is None or not page.exists():
             raise HTTPException(status_code=404, detail=f"no archived {kind} report {label}")
         return HTMLResponse(page.read_text(encoding="utf-8"))
 
 
-def _report_history(gateway: Gateway) -> Any:
+def _report_history(gateway: Gateway, site_id: str) -> Any:
     from gateway.report_jobs import report_history
 
-    return report_history(gateway.config, gateway.historian, gateway.site)
+    return report_history(gateway.config, gateway.historian, gateway.sites[site_id])
+
+
+def _waste(gateway: Gateway, site_id: str, alerts: list[Alert] | None = None) -> dict[str, Any]:
+    """GET /api/energy/waste of one site (the overview shows its `today`); `alerts`: the site's
+    alerts of this week, already read (default: every alert of the site)."""
+    from gateway.report import waste_so_far
+
+    site = gateway.sites[site_id]
+    alerts = gateway.store.alerts(site=site_id, limit=1_000_000) if alerts is None else alerts
+    spans = waste_so_far(alerts, site, gateway.clock.now())
+    for span in spans.values():
+        for row in span["by_building"]:
+            row["name"] = names.name_or_id(names.building_name(site, row["building"]), row["building"])
+    return spans
 
 
 # --------------------------------------------------------------------------- dashboard
@@ -759,17 +952,20 @@ def _dashboard(app: FastAPI, gateway: Gateway) -> None:
     workorders_api.register(app, gateway, templates, DASHBOARD_CSP)  # issue 18: work orders, duty alerts
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def dashboard(request: Request) -> HTMLResponse:
+    def dashboard(request: Request, site: str | None = None) -> HTMLResponse:
         """The page holds no data: the script fetches it with the browser's token. Its words are
-        in the site's locale (a kiosk's Accept-Language may pick another shipped one)."""
-        night = current_night(gateway)
+        in the site's locale (a kiosk's Accept-Language may pick another shipped one). `site`:
+        the site it shows (issue 21; default the first); the script offers the token's sites."""
+        shown = page_site(gateway.sites, site)
+        night = current_night(gateway, shown.id)
         nights = [night - timedelta(days=i) for i in range(7)]
-        locale = page_locale(request, gateway.site.locale)
+        locale = page_locale(request, shown.locale)
         response = templates.TemplateResponse(request, "dashboard.html", {
-            "site": gateway.site, "tonight": night.isoformat(), "nights": [n.isoformat() for n in nights],
+            "site": shown, "tonight": night.isoformat(), "nights": [n.isoformat() for n in nights],
             "public_read": request.app.state.auth.public_read, "lang": locale, "_": page_gettext(locale),
-            "strings": json.dumps(dashboard_strings(locale), ensure_ascii=False),
-            "rules": sorted(ALERT_RULES), "rooms": [(r.id, names.label(r.name, r.id)) for b in gateway.site.buildings for r in b.rooms],
+            "strings": json.dumps(dashboard_strings(locale), ensure_ascii=False), "site_count": len(gateway.sites),
+            "rules": sorted(ALERT_RULES),
+            "rooms": [(r.id, names.label(r.name, r.id)) for b in shown.buildings for r in b.rooms],
         })
         response.headers["Content-Language"] = locale
         response.headers["Content-Security-Policy"] = DASHBOARD_CSP
@@ -823,6 +1019,9 @@ DASHBOARD_STRINGS = (
     N_("last seen"), N_("no data"), N_("{quantity}, hourly mean: {low} to {high} {unit}"), N_("max"),
     N_("(no building)"), N_("Total"), N_("daily report"), N_("monthly report"), N_("made {when}"),
     N_("Work order"), N_("Work order #{id}"),
+    # issue 21: the site picker and the overview of every site
+    N_("All sites"), N_("Open alerts"), N_("Energy wasted today"), N_("Patrols last night"), N_("Silent devices"),
+    N_("{on_time} of {due} checkpoints on time"),
 )
 
 

@@ -16,7 +16,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from gateway.config import ApiConfig, ApiToken
-from warden.config import PatrolRoute
+from warden.config import ConfigError, PatrolRoute
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class Principal:
     guard: str | None = None
     routes: tuple[str, ...] = ()
     locale: str | None = None  # the token's, if it names one (issue 19); else the site's
+    sites: tuple[str, ...] = ()  # the sites it may see (issue 21); empty: every site of the gateway
 
     @property
     def anonymous(self) -> bool:
@@ -101,6 +102,10 @@ class Principal:
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions
+
+    def sees_site(self, site_id: str) -> bool:
+        """Whether this caller may see (and act on) the data of site `site_id`."""
+        return not self.sites or site_id in self.sites
 
     def visible_routes(self, routes: Iterable[PatrolRoute]) -> set[str] | None:
         """Route ids this caller may see; None: all of them."""
@@ -128,7 +133,8 @@ ANONYMOUS_READER = Principal("anonymous", None, PUBLIC_READ_PERMISSIONS)
 
 
 def _principal(token: ApiToken) -> Principal:
-    return Principal(token.name, token.role, ROLE_PERMISSIONS[token.role], token.guard, tuple(token.routes), token.locale)
+    return Principal(token.name, token.role, ROLE_PERMISSIONS[token.role], token.guard, tuple(token.routes),
+                     token.locale, tuple(token.sites))
 
 
 @dataclass
@@ -214,6 +220,52 @@ def require(permission: str, *, cookie: bool = False):  # type: ignore[no-untype
 
     dependency.permission = permission  # type: ignore[attr-defined]  # for docs and tests
     return Depends(dependency)
+
+
+# --------------------------------------------------------------------------- sites (issue 21)
+
+
+def visible_sites(principal: Principal, served: Sequence[str]) -> list[str]:
+    """The served sites the caller may see, in the gateway's order."""
+    return [site for site in served if principal.sees_site(site)]
+
+
+def sites_asked(principal: Principal, served: Sequence[str], site: str | None) -> list[str]:
+    """The sites a list answers for: the one asked (`site=`), else every site the caller sees.
+    403 for a site outside the caller's scope (named: the caller named it), 404 for one the
+    gateway does not serve."""
+    if site is None:
+        return visible_sites(principal, served)
+    if not principal.sees_site(site):
+        log.info("API call refused", extra={"who": principal.name, "site": site})
+        raise HTTPException(status_code=403, detail=f"site: this token may not see site {site!r}")
+    if site not in served:
+        raise HTTPException(status_code=404, detail=f"site: no site {site!r} on this gateway")
+    return [site]
+
+
+def one_site(principal: Principal, served: Sequence[str], site: str | None) -> str:
+    """The one site an endpoint answers for: `site=`, else the only site the caller sees;
+    400 naming the parameter when it sees several and named none."""
+    sites = sites_asked(principal, served, site)
+    if len(sites) != 1:
+        choices = ", ".join(sites)
+        raise HTTPException(status_code=400, detail=f"site: give one of {choices} (this token sees several sites)")
+    return sites[0]
+
+
+def check_token_sites(config: ApiConfig, served: Sequence[str], partitioned: bool) -> None:
+    """A token naming a site this gateway does not serve is a config error naming the key;
+    on a partitioned gateway only a warning, since another partition serves that site."""
+    for index, token in enumerate(config.tokens):
+        for position, site in enumerate(token.sites):
+            if site in served:
+                continue
+            key = f"api.tokens[{index}].sites[{position}]"
+            if not partitioned:
+                raise ConfigError(f"{key}: no site {site!r} on this gateway (sites: {', '.join(served)})")
+            log.warning("a token names a site another partition serves",
+                        extra={"key": key, "site": site, "token": token.name})
 
 
 def _unauthorized(detail: str) -> HTTPException:

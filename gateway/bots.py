@@ -139,8 +139,9 @@ class BotSink:
     bot asks for it. `now` is the wall clock (unix seconds), for the signatures."""
 
     def __init__(self, name: str, config: WebhookSinkConfig, now: Callable[[], float] = time.time, locale: str = "en",
-                 names: Names | None = None) -> None:
-        """`locale`, `names`: the site's, so the group reads its alerts in its language, by names."""
+                 names: Names | None = None, voices: Callable[[str], tuple[str, Names | None]] | None = None) -> None:
+        """`locale`, `names`: the site's, so the group reads its alerts in its language, by names;
+        `voices`: each site's, on a gateway of several sites (issue 21): a message speaks as its first alert's site."""
         key = f"alerts.sinks.{name}"
         if config.secret is not None and config.preset not in SIGNING_PRESETS:
             raise ConfigError(f"{key}.secret: only a dingtalk or feishu bot signs (preset is {config.preset!r})")
@@ -154,11 +155,13 @@ class BotSink:
         self.template = BodyTemplate(body, f"{key}.body")
         self.now = now
         self.locale, self.names = locale, names
+        self.voices = voices
         self._client = httpx.Client(timeout=config.timeout_seconds, follow_redirects=False)
 
     def request(self, changes: list[AlertChange]) -> tuple[str, bytes]:
         """The URL and body for `changes` (one message), signed as the preset wants."""
-        document = self.template.render(template_context(changes, self.locale, self.names))
+        locale, names = self.voices(changes[0].alert.site) if self.voices is not None else (self.locale, self.names)
+        document = self.template.render(template_context(changes, locale, names))
         url = self.config.url
         secret = self.config.secret
         if secret is not None and self.config.preset == "dingtalk":

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from gateway.db import StateDbTarget
 from gateway.report_schedule import ReportSendConfig
 from gateway.statistics import StatisticsConfig
 from gateway.store import DeadLetterConfig
@@ -355,15 +356,32 @@ class PartitionConfig(StrictModel):
         return self
 
 
+class LeaseConfig(StrictModel):
+    """A standby takes over under this lease (gateway/lease.py): a PostgreSQL advisory lock."""
+
+    dsn: str = Field(repr=False, json_schema_extra=SECRET,
+                     description="postgresql://... (a direct session, not a transaction pooler)")
+    name: Identifier | None = Field(default=None, description="The partition's lease; default: the gateway's id")
+    check_seconds: float = Field(default=1.0, gt=0, le=60, description="How often the holder checks its session")
+
+    @field_validator("dsn")
+    @classmethod
+    def _postgresql(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("expected a postgresql:// URL")
+        return value
+
+
 class GatewayConfig(StrictModel):
     id: Identifier = "gateway"
     site_file: ConfigPath | None = Field(default=None, description="The one site served; or sites:, or site_dir:")
     sites: list[SiteEntry] | None = Field(default=None, min_length=1, description="Several sites, each with its rules")
     site_dir: ConfigPath | None = Field(default=None, description="Every *.yaml, *.yml, *.toml site file in this folder")
     partition: PartitionConfig | None = None
+    lease: LeaseConfig | None = Field(default=None, description="Wait for this lease before serving; absent: no standby")
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     historian: HistorianConfig = Field(default_factory=lambda: SqliteHistorianConfig(type="sqlite"))
-    state_db: ConfigPath = Path("data/state.db")
+    state_db: StateDbTarget = Path("data/state.db")  # a file (SQLite) or a postgresql:// URL (gateway/db.py)
     queue_size: int = Field(default=10_000, ge=1)
     dedup_window_days: float = Field(
         default=14, gt=0,

@@ -30,23 +30,24 @@ class DeviceRegistry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._devices: dict[str, _Device] = {}
+        self._devices: dict[tuple[str, str], _Device] = {}  # by (site, device): two sites may share a device id
 
     def observe(self, events: Iterable[Event], now: datetime | None = None) -> None:
         received = now or datetime.now(timezone.utc)
         with self._lock:
             for event in events:
-                device = self._devices.get(event.device)
+                device = self._devices.get((event.site, event.device))
                 if device is None:
-                    device = self._devices[event.device] = _Device(event.event_time, received)
+                    device = self._devices[(event.site, event.device)] = _Device(event.event_time, received)
                 device.last_seen = max(device.last_seen, event.event_time)
                 device.received_at = received
                 device.events[event.kind] += 1
                 if isinstance(event, DeviceStatus) and (device.state_at is None or event.event_time >= device.state_at):
                     device.state, device.state_at, device.counters = event.state.value, event.event_time, dict(event.counters)
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        """JSON-ready copy: device id -> last_seen, received_at, events, state, counters."""
+    def snapshot(self, site: str | None = None) -> dict[str, dict[str, Any]]:
+        """JSON-ready copy: device id -> last_seen, received_at, events, state, counters;
+        `site`: that site's devices only (a gateway of several sites, issue 21)."""
         with self._lock:
             return {
                 device_id: {
@@ -57,5 +58,6 @@ class DeviceRegistry:
                     "state_at": d.state_at.isoformat() if d.state_at else None,
                     "counters": dict(d.counters),
                 }
-                for device_id, d in self._devices.items()
+                for (device_site, device_id), d in self._devices.items()
+                if site is None or device_site == site
             }

@@ -64,6 +64,32 @@ class _StateGauges:
         ]
 
 
+#: An alert not yet resolved, as the per-site gauges need it: (site, severity, rule).
+SiteAlert = tuple[str, str, str]
+
+
+class _SiteGauges:
+    """Issue 21, a gateway of several sites: open alerts by site and severity, and silent
+    devices by site, at scrape time. Every served site is exported, 0 included."""
+
+    def __init__(self, sites: Iterable[str], open_alerts: Callable[[], Iterable[SiteAlert]]) -> None:
+        self._sites = list(sites)
+        self._open_alerts = open_alerts
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        alerts = list(self._open_alerts())
+        by_site = GaugeMetricFamily(f"{_PREFIX}site_open_alerts", "Alerts open or acknowledged, by site and severity",
+                                    labels=["site", "severity"])
+        silent = GaugeMetricFamily(f"{_PREFIX}site_silent_devices", "Devices with an unresolved no-data alert, by site",
+                                   labels=["site"])
+        counts = Tally((site, severity) for site, severity, _ in alerts)
+        for site in self._sites:
+            for severity in ("info", "warning", "critical"):
+                by_site.add_metric([site, severity], counts[(site, severity)])
+            silent.add_metric([site], sum(1 for s, _, rule in alerts if s == site and rule == deadman.DEVICE))
+        return [by_site, silent]
+
+
 class _OverdueWorkOrders:
     """Repair requests past the deadline they run against (not taken by `take_by`, not done by
     `resolve_by`), by category, read at scrape time. Every configured category is exported,
@@ -108,6 +134,13 @@ class GatewayMetrics:
     def watch_work_orders(self, overdue: Callable[[], Iterable[str]], categories: Iterable[str] = ()) -> None:
         """Export the overdue repair requests gauge: `overdue()` gives the category of each overdue order."""
         self.registry.register(_OverdueWorkOrders(overdue, categories))
+
+    def watch_sites(self, sites: Iterable[str], open_alerts: Callable[[], Iterable[SiteAlert]]) -> None:
+        """Export the per-site gauges (a gateway of several sites); a second call does nothing."""
+        if getattr(self, "_sites_watched", False):
+            return
+        self._sites_watched = True
+        self.registry.register(_SiteGauges(sites, open_alerts))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -270,10 +270,10 @@ def build_monthly_report(store: StateStore, site: SiteConfig, label: str, genera
     generated_at = generated_at or datetime.now(timezone.utc)
     config = work_orders or WorkOrderConfig()
     known = set(config.categories)
-    orders = store.read(lambda db: orders_created_between(db, month.start.isoformat(), month.end.isoformat()))
+    orders = store.read(lambda db: orders_created_between(db, month.start.isoformat(), month.end.isoformat(), site.id))
     until = min(month.end, generated_at).astimezone(timezone.utc).isoformat()
     room_buildings = {room.id: b.id for b in site.buildings for room in b.rooms}
-    readings = store.read(lambda db: meter_readings(StatisticsReader(db), month.start, month.end))
+    readings = store.read(lambda db: meter_readings(StatisticsReader(db, site.id), month.start, month.end))
     groups = device_groups(site)
     meters = [_meter_row(r, site, groups) for r in readings]
     every = store.alerts(site=site.id, limit=10_000_000)
@@ -355,7 +355,7 @@ def monthly_html(report: dict[str, Any]) -> str:
 def write_monthly_report(state_db: str | Path, site: SiteConfig, label: str, out_dir: str | Path,
                          routes: Sequence[PatrolRoute] = (), work_orders: WorkOrderConfig | None = None) -> dict[str, Path]:
     """Write month-<label>.csv, .html and .json into `out_dir`; returns the paths by format."""
-    store = StateStore(Path(state_db))
+    store = StateStore(state_db)  # a file or a postgresql:// URL
     try:
         report = build_monthly_report(store, site, label, routes=routes, work_orders=work_orders)
     finally:

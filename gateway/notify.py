@@ -48,6 +48,7 @@ import paho.mqtt.client as mqtt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.config import AlertsConfig, DeliveryConfig, RouteConfig, SmtpSinkConfig, WebhookSinkConfig
+from gateway.db import dialect, render_schema
 from gateway.delivery import DeliveryError, change_document, note_text, safe_target
 from gateway.store import Alert, AlertChange, StateStore, close_thread_connections, thread_connection
 from rules.alerts import AlertState, Severity
@@ -176,27 +177,28 @@ class Notifier:
 
 # --------------------------------------------------------------------------- outbox
 
+#: Written once for SQLite and PostgreSQL (gateway/db.py render_schema).
 _OUTBOX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS notification_outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {id},
     sink TEXT NOT NULL,
     key TEXT NOT NULL UNIQUE,        -- idempotency key of this change for this sink
     change TEXT NOT NULL,            -- change_document() as JSON
-    created_at REAL NOT NULL,        -- wall clock, unix seconds: expiry counts from here
+    created_at {real} NOT NULL,        -- wall clock, unix seconds: expiry counts from here
     attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL,   -- wall clock, unix seconds
+    next_attempt_at {real} NOT NULL,   -- wall clock, unix seconds
     last_error TEXT);
 CREATE INDEX IF NOT EXISTS notification_outbox_by_sink ON notification_outbox (sink, id);
-CREATE TABLE IF NOT EXISTS notification_drops (sink TEXT PRIMARY KEY, count INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS notification_drops (sink TEXT PRIMARY KEY, count INTEGER NOT NULL) {without_rowid};
 """
 
 #: Deletes a sink's waiting rows beyond the newest ?2, sparing its oldest (the one being
 #: delivered, or next).
 _PRUNE = """
-DELETE FROM notification_outbox WHERE sink = ?1
-  AND id > (SELECT MIN(id) FROM notification_outbox WHERE sink = ?1)
-  AND id <= (SELECT id FROM notification_outbox WHERE sink = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)
-"""
+DELETE FROM notification_outbox WHERE sink = ?
+  AND id > (SELECT MIN(id) FROM notification_outbox WHERE sink = ?)
+  AND id <= (SELECT id FROM notification_outbox WHERE sink = ? ORDER BY id DESC LIMIT 1 OFFSET ?)
+"""  # unnumbered parameters (sink three times, then keep): the same text on PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -218,11 +220,11 @@ class Outbox:
     each sink's thread reads and deletes through its own connection. `now` is the wall
     clock (unix seconds): backoff and expiry are about receivers, not the site's time."""
 
-    def __init__(self, path: Path, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path | str, now: Callable[[], float] = time.time) -> None:
         self.path = path
         self.now = now
         self._local = threading.local()
-        self._db.executescript(_OUTBOX_SCHEMA)
+        self._db.executescript(render_schema(_OUTBOX_SCHEMA, dialect(self._db)))
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -234,10 +236,11 @@ class Outbox:
         now = self.now()
         rows = [(sink, uuid.uuid4().hex, json.dumps(change_document(change)), now, now) for change in changes]
         db.executemany("INSERT INTO notification_outbox (sink, key, change, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?)", rows)
-        dropped = db.execute(_PRUNE, (sink, keep)).rowcount
+        dropped = db.execute(_PRUNE, (sink, sink, sink, keep)).rowcount
         if dropped > 0:
             db.execute(
-                "INSERT INTO notification_drops (sink, count) VALUES (?, ?) ON CONFLICT(sink) DO UPDATE SET count = count + excluded.count",
+                "INSERT INTO notification_drops (sink, count) VALUES (?, ?)"
+                " ON CONFLICT(sink) DO UPDATE SET count = notification_drops.count + excluded.count",
                 (sink, dropped),
             )
 
@@ -292,7 +295,9 @@ class Outbox:
 
     def due_now(self, sink: str) -> None:
         """Make every row of `sink` due: a (re)start tries at once what waited for backoff."""
-        self._db.execute("UPDATE notification_outbox SET next_attempt_at = MIN(next_attempt_at, ?) WHERE sink = ?", (self.now(), sink))
+        now = self.now()  # the earlier of the two, in words both engines know
+        self._db.execute("UPDATE notification_outbox SET next_attempt_at ="
+                         " CASE WHEN next_attempt_at < ? THEN next_attempt_at ELSE ? END WHERE sink = ?", (now, now, sink))
 
     def remove(self, row_id: int) -> None:
         self._db.execute("DELETE FROM notification_outbox WHERE id = ?", (row_id,))
@@ -313,7 +318,7 @@ class Outbox:
 
     def prune(self, sink: str, keep: int) -> int:
         """Bring `sink` within its bound (e.g. after `queue_size` was lowered); how many went."""
-        return int(self._db.execute(_PRUNE, (sink, keep)).rowcount)
+        return int(self._db.execute(_PRUNE, (sink, sink, sink, keep)).rowcount)
 
     def discard_other_sinks(self, sinks: set[str]) -> dict[str, int]:
         """Delete the rows of sinks no longer configured (nothing would deliver them);
@@ -599,12 +604,15 @@ class WebhookSink:
 class SmtpSink:
     """A plain-text mail per change, through an SMTP relay (STARTTLS or implicit TLS)."""
 
-    def __init__(self, name: str, config: SmtpSinkConfig, locale: str = "en", names: Names | None = None) -> None:
-        """`locale`, `names`: the site's, so the people on duty read the mail in their language, by names."""
+    def __init__(self, name: str, config: SmtpSinkConfig, locale: str = "en", names: Names | None = None,
+                 voices: Voices | None = None) -> None:
+        """`locale`, `names`: the site's, so the people on duty read the mail in their language, by names;
+        `voices`: each site's, on a gateway of several sites (issue 21)."""
         self.name = name
         self.config = config
         self.target = f"smtp://{config.host}:{config.port}"
         self.locale, self.names = locale, names
+        self.voices = voices
 
     def send(self, change: AlertChange, key: str | None = None) -> None:
         self.deliver(self.message(change, key))
@@ -649,8 +657,9 @@ class SmtpSink:
             mail["Message-ID"] = f"<{key}@warden>"
         mail["From"] = self.config.sender
         mail["To"] = ", ".join(self.config.to)
-        mail["Subject"] = mail_subject(change, self.config.subject_prefix, self.locale, self.names)
-        mail.set_content(mail_body(change, self.locale, self.names))
+        locale, names = self.voices(change.alert.site) if self.voices is not None else (self.locale, self.names)
+        mail["Subject"] = mail_subject(change, self.config.subject_prefix, locale, names)
+        mail.set_content(mail_body(change, locale, names))
         return mail
 
 
@@ -695,13 +704,28 @@ def mail_body(change: AlertChange, locale: str = "en", names: Names | None = Non
 
 # --------------------------------------------------------------------------- assembly
 
+#: A site's language and display names, by site id: what people read an alert in.
+Voices = Callable[[str], tuple[str, Names | None]]
+
+
+def site_voices(sites: list[Any]) -> Voices:
+    """Each site's locale and names; a site not served speaks as the first one."""
+    by_site = {site.id: (site.locale, site_names(site)) for site in sites}
+    first = by_site[sites[0].id]
+    return lambda site_id: by_site.get(site_id, first)
+
+
 
 def build_notifier(
     config: AlertsConfig, client: mqtt.Client, registry: CollectorRegistry, store: StateStore, site: Any = None
 ) -> Notifier:
     """The MQTT alerts topic (unless disabled) and every configured sink, each routed; the
     webhook and mail sinks deliver from an outbox in `store`'s database, whose rows the
-    store's transactions write with the changes."""
+    store's transactions write with the changes. `site`: a site, or a list of the sites
+    served, each alert then told in its own site's language and names."""
+    sites = site if isinstance(site, list) else None
+    voices = site_voices(sites) if sites and len(sites) > 1 else None
+    site = sites[0] if sites else site
     routes: list[tuple[Route, Sink]] = []
     if config.mqtt.enabled:
         routes.append((Route.from_config(config.mqtt), MqttSink(client)))
@@ -715,9 +739,10 @@ def build_notifier(
         sink: WebhookSink | SmtpSink | bots.BotSink
         locale, names = getattr(site, "locale", "en"), site_names(site) if site is not None else None
         if isinstance(sink_config, WebhookSinkConfig):
-            sink = bots.BotSink(name, sink_config, locale=locale, names=names) if bots.is_bot(sink_config) else WebhookSink(name, sink_config)
+            sink = (bots.BotSink(name, sink_config, locale=locale, names=names, voices=voices)
+                    if bots.is_bot(sink_config) else WebhookSink(name, sink_config))
         else:
-            sink = SmtpSink(name, sink_config, locale, names)
+            sink = SmtpSink(name, sink_config, locale, names, voices)
         level = config.sink_level(name)
         routes.append((Route.from_config(sink_config, level), QueuedSink(sink, sink_config, metrics, outbox)))
         log.info("notification sink", extra={"sink": name, "type": sink_config.type, "target": sink.target, "from_level": level,

@@ -17,6 +17,7 @@ and the day's raw alerts (`alerts.json`, `alerts.csv`). Formats: docs/api.md.
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import logging
@@ -107,13 +108,16 @@ class History(Protocol):
 class SqliteHistory:
     """The SQLite historian's file, read through its own reader (gateway/historian/sqlite.py)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, site: str | None = None) -> None:
+        """`site`: that site's points only (one historian serves a district whose sites repeat device ids)."""
         self.reader = SqliteHistoryReader(path)
+        self.site = site
 
     def points(self, measurement: str, since: datetime, until: datetime) -> list[HistoryPoint]:
         return [
             HistoryPoint(p.time, p.tags["device"], p.measurement, p.tags, p.fields, row)
             for row, p in self.reader.points(measurement, since, until)
+            if self.site is None or p.tags.get("site") == self.site
         ]
 
     def written_by(self, row: int) -> datetime | None:
@@ -127,14 +131,17 @@ class SeriesHistory:
     """Any historian with `series(device, measurement, since, until, limit)`, asked device
     by device (the site's devices): slower, and blind to devices the site does not list."""
 
-    def __init__(self, historian: Any, devices: Iterable[str]) -> None:
-        self.historian, self.devices = historian, sorted(set(devices))
+    def __init__(self, historian: Any, devices: Iterable[str], site: str | None = None) -> None:
+        self.historian, self.devices, self.site = historian, sorted(set(devices)), site
+        #: Sites repeat device ids: asked of the historian where it takes a site (gateway/historian), else filtered here.
+        self._asked = {"site": site} if site is not None and "site" in inspect.signature(historian.series).parameters else {}
 
     def points(self, measurement: str, since: datetime, until: datetime) -> list[HistoryPoint]:
         found = [
             HistoryPoint(p.time, device, p.measurement, dict(p.tags), dict(p.fields))
             for device in self.devices
-            for p in self.historian.series(device, measurement, since, until, 100_000)
+            for p in self.historian.series(device, measurement, since, until, 100_000, **self._asked)
+            if self.site is None or p.tags.get("site", self.site) == self.site
         ]
         return sorted(found, key=lambda p: p.time)
 
@@ -144,11 +151,11 @@ def open_history(historian: Any, site: SiteConfig) -> History | None:
     if historian is None:
         return None
     if isinstance(historian, (str, Path)):
-        return SqliteHistory(historian)
+        return SqliteHistory(historian, site.id)
     if hasattr(historian, "points"):
         return historian  # type: ignore[no-any-return]
     if hasattr(historian, "series"):
-        return SeriesHistory(historian, (d for b in site.buildings for r in b.rooms for d in r.devices))
+        return SeriesHistory(historian, (d for b in site.buildings for r in b.rooms for d in r.devices), site.id)
     return None
 
 
@@ -1060,7 +1067,7 @@ def write_morning_report(
     object with `series()`, or None (alerts only). `rules`: the gateway's rule config, for
     the patrol routes and the water quiet window (defaults otherwise)."""
     when_day = day if isinstance(day, date) else date.fromisoformat(day)
-    store = StateStore(Path(state_db))
+    store = StateStore(state_db)  # a file or a postgresql:// URL
     try:
         report = build_morning_report(store, open_history(historian, site), site, when_day, rules, day_start=day_start)
     finally:

@@ -28,7 +28,7 @@ def report_history(config: GatewayConfig, historian: Any, site: SiteConfig) -> A
     server without Flux, found by asking it for one point."""
     path = getattr(config.historian, "path", None)
     if path is not None:
-        return report.SqliteHistory(path)
+        return report.SqliteHistory(path, site.id)
     history = report.open_history(historian, site)
     if isinstance(history, report.SeriesHistory) and history.devices:
         try:
@@ -46,14 +46,14 @@ def daily_report(store: StateStore, history: Any, site: SiteConfig, config: Gate
     work-order tables exist."""
     data = report.build_morning_report(store, history, site, day, config.rules, day_start=config.report.day_start)
     period = report.report_period(site, day, config.report.day_start)
-    totals = store.read(lambda db: statistics.device_totals(statistics.StatisticsReader(db), site, period.start, period.end))
+    totals = store.read(lambda db: statistics.device_totals(statistics.StatisticsReader(db, site.id), site, period.start, period.end))
     data["statistics"] = {
         "energy_kwh": sum(t.energy_kwh for t in totals.values()),
         "after_hours_kwh": sum(t.after_hours_kwh for t in totals.values()),
         "water_litres": sum(t.water_litres for t in totals.values()),
         "devices": [vars(t) for t in sorted(totals.values(), key=lambda t: t.device)],
     }
-    orders = store.read(lambda db: workorders.day_counts(db, period.start, period.end))
+    orders = store.read(lambda db: workorders.day_counts(db, period.start, period.end, site.id))
     if orders is not None:
         data["repair_requests"] = orders
     return data
@@ -101,9 +101,11 @@ def with_statistics(html: str, data: dict[str, Any]) -> str:
     return html[:end] + section + html[end:] if end >= 0 else html + section
 
 
-def build_scheduler(config: GatewayConfig, site: SiteConfig, store: StateStore, history: Callable[[], Any]) -> ReportScheduler:
+def build_scheduler(config: GatewayConfig, site: SiteConfig, store: StateStore, history: Callable[[], Any],
+                    scoped: bool = False) -> ReportScheduler:
+    """`scoped`: one of several sites' schedulers (issue 21), archiving under a folder of the site's id."""
     send = config.report.send
-    root = Path(send.archive_dir)
+    root = Path(send.archive_dir) / site.id if scoped else Path(send.archive_dir)
 
     def make(kind: str, label: str) -> Made:
         folder = root / kind / label
@@ -133,4 +135,4 @@ def build_scheduler(config: GatewayConfig, site: SiteConfig, store: StateStore, 
                 report_mail(made, site.id, key, c.sender, c.to, c.subject_prefix))
         else:
             log.error("report.send.sinks names no sink of alerts.sinks; reports are archived only", extra={"sink": name})
-    return ReportScheduler(connections(Path(config.state_db)), send, site.id, make, senders)
+    return ReportScheduler(connections(config.state_db), send, site.id, make, senders, scoped)

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from gateway import db as engines
 from warden.config import ConfigPath, StrictModel, wall_time
 from warden.events import Identifier
 
@@ -35,6 +36,7 @@ CREATE TABLE IF NOT EXISTS report_sends (
     PRIMARY KEY (kind, label, sink));
 CREATE TABLE IF NOT EXISTS report_archive (
     kind TEXT NOT NULL, label TEXT NOT NULL, folder TEXT NOT NULL, made_at TEXT NOT NULL,
+    site TEXT NOT NULL DEFAULT '',  -- issue 21: whose report (a school's token reads its own only)
     PRIMARY KEY (kind, label));
 """
 
@@ -65,19 +67,42 @@ class Made:
     summary: dict[str, Any]
 
 
-def create_schema(db: sqlite3.Connection) -> None:
+def create_schema(db: sqlite3.Connection, site: str | None = None) -> None:
+    """The tables; an archive from before issue 21 gets its site column: a label "<site>/<label>"
+    names its site, a plain label is `site`'s (the one site the gateway served; none: '', which
+    only tokens seeing every site read)."""
     db.executescript(SCHEMA)
+    if "site" not in engines.table_columns(db, "report_archive"):
+        _add_site(db, site)
 
 
-def connections(path: Path) -> Callable[[], sqlite3.Connection]:
-    """A connection to `path` per calling thread, with Python's implicit transactions
-    (`with db:` commits one), for the scheduler's own thread."""
+def _add_site(db: sqlite3.Connection, site: str | None) -> None:
+    """Checked again under the write lock, so two processes opening one database do not both migrate."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if "site" not in engines.table_columns(db, "report_archive"):
+            db.execute("ALTER TABLE report_archive ADD COLUMN site TEXT NOT NULL DEFAULT ''")
+            for kind, label in db.execute("SELECT kind, label FROM report_archive").fetchall():
+                owner = label.split("/", 1)[0] if "/" in label else site or ""
+                db.execute("UPDATE report_archive SET site = ? WHERE kind = ? AND label = ?", (owner, kind, label))
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def connections(path: Path | str) -> Callable[[], sqlite3.Connection]:
+    """A connection to `path` (or a postgresql:// URL, gateway/db.py) per calling thread, where
+    `with db:` is one transaction, for the scheduler's own thread."""
     local = threading.local()
 
     def connection() -> sqlite3.Connection:
         db = getattr(local, "db", None)
+        if db is None and engines.is_postgres_url(path):
+            db = local.db = engines.connect(path)
         if db is None:
             db = local.db = sqlite3.connect(path, timeout=30)
+            db.row_factory = sqlite3.Row  # by index as before, and by name (gateway/db.py table_columns)
             db.execute("PRAGMA synchronous=FULL")
         return db
 
@@ -104,9 +129,18 @@ class ReportScheduler:
     and delivers them through `senders` (sink name -> callable taking a Made and a key)."""
 
     def __init__(self, db: Callable[[], sqlite3.Connection], config: ReportSendConfig, site_id: str,
-                 make: Callable[[str, str], Made], senders: dict[str, Callable[[Made, str], None]]) -> None:
+                 make: Callable[[str, str], Made], senders: dict[str, Callable[[Made, str], None]],
+                 scoped: bool = False) -> None:
+        """`scoped`: one of several sites' schedulers sharing the tables (issue 21): its rows'
+        labels are "<site>/<label>", so each site's reports are made and sent once."""
         self.db, self.config, self.site_id, self.make, self.senders = db, config, site_id, make, senders
-        create_schema(db())
+        self._prefix = f"{site_id}/" if scoped else ""
+        create_schema(db(), None if scoped else site_id)
+
+    def _queued(self) -> list[tuple[str, str, str]]:
+        """This scheduler's rows of report_sends, oldest first (the unscoped: labels without a site)."""
+        rows = self.db().execute("SELECT kind, label, sink FROM report_sends ORDER BY created_at").fetchall()
+        return [row for row in rows if (row[1].startswith(self._prefix) if self._prefix else "/" not in row[1])]
 
     def run_due(self, due_now: list[tuple[str, str]], now: datetime) -> list[Made]:
         """Make and archive what is due and not yet archived, queue its sends, and try every
@@ -118,10 +152,11 @@ class ReportScheduler:
             report = self.make(kind, label)
             db = self.db()
             with db:
-                db.execute("INSERT OR REPLACE INTO report_archive (kind, label, folder, made_at) VALUES (?, ?, ?, ?)",
-                           (kind, label, str(report.folder), now.isoformat()))
-                db.executemany("INSERT OR IGNORE INTO report_sends (kind, label, sink, created_at) VALUES (?, ?, ?, ?)",
-                               [(kind, label, sink, now.isoformat()) for sink in self.config.sinks])
+                db.execute("INSERT INTO report_archive (kind, label, folder, made_at, site) VALUES (?, ?, ?, ?, ?)"
+                           " ON CONFLICT (kind, label) DO UPDATE SET folder = excluded.folder, made_at = excluded.made_at",
+                           (kind, self._prefix + label, str(report.folder), now.isoformat(), self.site_id))
+                db.executemany("INSERT INTO report_sends (kind, label, sink, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                               [(kind, self._prefix + label, sink, now.isoformat()) for sink in self.config.sinks])
             log.info("report made", extra={"kind": kind, "label": label, "folder": str(report.folder)})
             made.append(report)
         self.deliver()
@@ -131,7 +166,8 @@ class ReportScheduler:
         """Try each queued send once; how many got through."""
         db = self.db()
         delivered = 0
-        for kind, label, sink in db.execute("SELECT kind, label, sink FROM report_sends ORDER BY created_at").fetchall():
+        for kind, stored, sink in self._queued():
+            label = stored.removeprefix(self._prefix)
             send = self.senders.get(sink)
             folder = self.archived(kind, label)
             if send is None or folder is None:
@@ -142,32 +178,46 @@ class ReportScheduler:
             except Exception as exc:  # noqa: BLE001 - a receiver's failure waits for the next try
                 with db:
                     db.execute("UPDATE report_sends SET attempts = attempts + 1, error = ?"
-                               " WHERE kind = ? AND label = ? AND sink = ?", (str(exc)[:500], kind, label, sink))
+                               " WHERE kind = ? AND label = ? AND sink = ?", (str(exc)[:500], kind, stored, sink))
                 log.warning("report not delivered; retried later",
                             extra={"kind": kind, "label": label, "sink": sink, "error": str(exc)[:200]})
                 continue
             with db:
-                db.execute("DELETE FROM report_sends WHERE kind = ? AND label = ? AND sink = ?", (kind, label, sink))
+                db.execute("DELETE FROM report_sends WHERE kind = ? AND label = ? AND sink = ?", (kind, stored, sink))
             delivered += 1
         return delivered
 
     def archived(self, kind: str, label: str) -> Path | None:
-        row = self.db().execute("SELECT folder FROM report_archive WHERE kind = ? AND label = ?", (kind, label)).fetchone()
+        row = self.db().execute("SELECT folder FROM report_archive WHERE kind = ? AND label = ?",
+                                (kind, self._prefix + label)).fetchone()
         return None if row is None else Path(row[0])
 
     def pending(self) -> int:
-        return int(self.db().execute("SELECT count(*) FROM report_sends").fetchone()[0])
+        return len(self._queued())
 
 
-def archive_list(db: sqlite3.Connection) -> list[dict[str, str]]:
-    create_schema(db)
-    return [{"kind": r[0], "label": r[1], "made_at": r[2]}
-            for r in db.execute("SELECT kind, label, made_at FROM report_archive ORDER BY made_at DESC, label DESC")]
+def archive_list(db: sqlite3.Connection, sites: list[str], only: str | None = None) -> list[dict[str, str]]:
+    """The archived reports of `sites`, newest first, each with its site and its label without the
+    site prefix a scheduler of several sites stores. `only`: the gateway's one site (migrates an old archive)."""
+    create_schema(db, only)
+    rows = db.execute("SELECT kind, label, made_at, site FROM report_archive"
+                      f" WHERE site IN ({_site_list(db)})"
+                      " ORDER BY made_at DESC, label DESC", (json.dumps(sites),))
+    return [{"kind": r[0], "label": r[1].removeprefix(f"{r[3]}/"), "site": r[3], "made_at": r[2]} for r in rows]
 
 
-def archive_folder(db: sqlite3.Connection, kind: str, label: str) -> Path | None:
-    create_schema(db)
-    row = db.execute("SELECT folder FROM report_archive WHERE kind = ? AND label = ?", (kind, label)).fetchone()
+def _site_list(db: sqlite3.Connection) -> str:
+    """The values of one JSON-array parameter, as a subquery, on either engine."""
+    if engines.dialect(db) == "postgres":
+        return "SELECT value FROM jsonb_array_elements_text(?::jsonb) AS value"
+    return "SELECT value FROM json_each(?)"
+
+
+def archive_folder(db: sqlite3.Connection, kind: str, label: str, site: str, only: str | None = None) -> Path | None:
+    """The folder of site `site`'s archived report (stored as `label` or "<site>/<label>")."""
+    create_schema(db, only)
+    row = db.execute("SELECT folder FROM report_archive WHERE kind = ? AND site = ? AND label IN (?, ?)",
+                     (kind, site, label, f"{site}/{label}")).fetchone()
     return None if row is None else Path(row[0])
 
 

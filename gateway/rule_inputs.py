@@ -11,6 +11,10 @@ Payloads are journalled as received (they passed validation once): an entry is a
 header line (tick; each message's topic, payload length and fresh events) followed by
 the payloads' bytes, so the hot path neither re-encodes nor escapes them. Entries of
 earlier releases, all JSON with the payloads as strings, replay as well.
+
+A campus bridge's up/down (warden/v1/_bridge/<site>/state) is a message of the batch too,
+journalled as the fact the rules heard: `{"up": ..., "at": <gateway clock>}`, so a replay
+hears the link change at the time the live rules did.
 """
 
 from __future__ import annotations
@@ -22,8 +26,12 @@ from datetime import datetime
 
 from rules.alerts import AlertSignal
 from rules.engine import RuleEngine
+from rules.sites import SiteRules
 from warden.events import Event, decode_events
-from warden.topics import parse_agent_topic
+from warden.topics import parse_agent_topic, parse_bridge_topic
+
+#: The channel of a campus bridge's state, beside an agent's "events" and "status".
+LINK = "link"
 
 
 @dataclass(frozen=True)
@@ -33,17 +41,36 @@ class AcceptedMessage:
     topic: str
     payload: bytes
     agent: str
-    channel: str  # "events" or "status"
+    channel: str  # "events", "status" or LINK (then agent is "" and the payload a link fact)
     events: list[Event]
     fresh: list[Event]
 
 
-def feed(engine: RuleEngine, messages: Sequence[AcceptedMessage], tick_at: datetime | None) -> list[AlertSignal]:
-    """The batch's order: which agent forwards which device, then the fresh events, then time."""
+def link_message(topic: str, up: bool, at: datetime) -> AcceptedMessage:
+    """A campus bridge's state as the rules hear it: up or down at `at` on the gateway's clock."""
+    payload = json.dumps({"up": up, "at": at.isoformat()}).encode()
+    return AcceptedMessage(topic, payload, "", LINK, [], [])
+
+
+def bridge_up(payload: bytes) -> bool | None:
+    """Mosquitto's bridge notification: b"1" up, b"0" down; None for anything else."""
+    return {b"1": True, b"0": False}.get(payload.strip())
+
+
+def feed(
+    engine: RuleEngine | SiteRules, messages: Sequence[AcceptedMessage], tick_at: datetime | None
+) -> list[AlertSignal]:
+    """The batch's order: which agent forwards which device and the campus links' changes,
+    then the fresh events, then time."""
     for message in messages:
-        if message.channel == "events":
-            for device in {event.device for event in message.events}:
-                engine.learn_agent(device, message.agent)  # one alert, not one per device, if it goes away
+        if message.channel == LINK:
+            fact = json.loads(message.payload)
+            site = parse_bridge_topic(message.topic)
+            assert site is not None, message.topic
+            engine.on_link(bool(fact["up"]), datetime.fromisoformat(fact["at"]), site)
+        elif message.channel == "events":
+            for site, device in {(event.site, event.device) for event in message.events}:
+                engine.learn_agent(device, message.agent, site)  # one alert, not one per device, if it goes away
     signals = [signal for message in messages for event in message.fresh for signal in engine.on_event(event)]
     if tick_at is not None:
         signals += engine.on_tick(tick_at)
@@ -58,7 +85,7 @@ def journal_entry(messages: Sequence[AcceptedMessage], tick_at: datetime | None)
     return b"\n".join([header.encode(), *(m.payload for m in messages)])
 
 
-def replay(engine: RuleEngine, entry: bytes | str) -> None:
+def replay(engine: RuleEngine | SiteRules, entry: bytes | str) -> None:
     """Feed a journalled batch to `engine` again; its signals were committed with it."""
     if isinstance(entry, str):  # an entry of an earlier release: payloads inside the JSON
         document = json.loads(entry)
@@ -83,6 +110,8 @@ def _fresh_positions(message: AcceptedMessage) -> list[int] | None:
 
 
 def _message(topic: str, payload: bytes, fresh: list[int] | None) -> AcceptedMessage:
+    if parse_bridge_topic(topic) is not None:
+        return AcceptedMessage(topic, payload, "", LINK, [], [])
     where = parse_agent_topic(topic)
     if where is None:
         raise ValueError(f"journal holds a message on {topic!r}, which is not an agent topic")

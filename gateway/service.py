@@ -16,8 +16,9 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Literal
 
@@ -35,12 +36,12 @@ from gateway.notify import build_notifier
 from gateway.ownership import DeviceOwners
 from gateway.report_schedule import ReportScheduler
 from gateway.report_schedule import due as report_due
-from gateway.rule_inputs import AcceptedMessage, feed, journal_entry, replay
+from gateway.rule_inputs import AcceptedMessage, bridge_up, feed, journal_entry, link_message, replay
 from gateway.store import AlertChange, DeadLetter, StateStore
 from gateway.workorders import WorkOrders
 from rules.alerts import AlertSignal
 from rules.config import RulesConfig
-from rules.engine import RuleEngine
+from rules.sites import SiteRules
 from warden import topics
 from warden.clock import Clock, SystemClock
 from warden.config import SiteConfig
@@ -93,36 +94,46 @@ class _Decoded:
     items: list[Incoming | _Tick]
     accepted: list[tuple[Incoming, AgentTopic, list[Event]]]
     refused: list[DeadLetter]
+    links: list[AcceptedMessage] = field(default_factory=list)  # campus bridges' up/down (rule_inputs.link_message)
 
 
 class Gateway:
     def __init__(
         self,
         config: GatewayConfig,
-        site: SiteConfig,
+        site: SiteConfig | Sequence[SiteConfig] | Sequence[tuple[SiteConfig, RulesConfig]],
         clock: Clock | None = None,
         historian: Historian | None = None,
         tick_every: float | None | Literal["config"] = "config",
     ) -> None:
         """`tick_every`: real seconds between ticks, by default `rules.tick_seconds`; None:
         time passes in the rules only through tick(), as when a simulation replays a
-        night faster than the pipeline follows it."""
+        night faster than the pipeline follows it. `site`: the site served, or several (issue 21),
+        each alone or with its own rules (gateway/sites.py: load_sites); alone: the top-level rules."""
         self.config = config
         self.tick_every = config.rules.tick_seconds if tick_every == "config" else tick_every
-        self.site = site
-        #: Every site this gateway serves, by id (issue 21: several per process; the API reads this).
-        self.sites: dict[str, SiteConfig] = {site.id: site}
+        served = _served(config, site)
+        #: Every site this gateway serves, by id, in configured order (the API reads this).
+        self.sites: dict[str, SiteConfig] = {s.id: s for s, _ in served}
+        self._rules: dict[str, RulesConfig] = {s.id: rules for s, rules in served}
+        #: The only site of a single-site gateway; with several, the first (serve requests by self.sites).
+        self.site = served[0][0]
+        site = self.site
+        several = list(self.sites.values()) if len(self.sites) > 1 else None
         self.clock = clock or SystemClock()
         self.store = StateStore(config.state_db, clock=self.clock, dead_letters=config.dead_letters)  # people and escalation act on this clock
-        self.store.read(statistics.create_schema)  # hourly statistics live in state.db, committed with each batch
+        # hourly statistics live in state.db, committed with each batch; rows from before sites are the first site's
+        self.store.read(lambda db: statistics.create_schema(db, site.id))
         self.statistics = statistics.StatisticsWriter(config.statistics.on_watts)
-        self.historian = historian or open_historian(config.historian, site)
+        self.historian = historian or open_historian(config.historian, several or site)
         #: Where the history ended at the last commit (None: the historian has no positions).
         self._history_position = self.store.historian_position() or self.historian.position()
         self._discard_uncommitted_history()
         self.metrics = GatewayMetrics(lambda: self._queue.qsize(), self.historian.stats)
         self.store.on_dead_letters_pruned = self.metrics.dead_letters_pruned.inc
-        self.owners = DeviceOwners(config.rules.deadman)  # which agent may speak for which device
+        #: Which agent may speak for which device, per site: two sites may both have an "ac-1".
+        self._owners = {site_id: DeviceOwners(rules.deadman) for site_id, rules in self._rules.items()}
+        self.owners = self._owners[site.id]
         self._next_snapshot = 0.0  # monotonic time; the first batch snapshots
         self._journal_events = 0
         self.engine = self._committed_rules()
@@ -143,10 +154,12 @@ class Gateway:
         self.patrol_rounds: list[dict[str, object]] = self.engine.rounds_state()
         self._threads: list[threading.Thread] = []
         self.alert_listeners: list[Callable[[AlertChange], None]] = []
-        self.notifier = build_notifier(config.alerts, self.client, self.metrics.registry, self.store, site)  # outbox in state.db
+        self.notifier = build_notifier(config.alerts, self.client, self.metrics.registry, self.store,
+                                       several or site)  # outbox in state.db; each alert told in its site's language
         self.metrics.watch_state(lambda: [(a.severity, a.rule, a.subject) for a in self.store.alerts_live()], lambda: dict(self.agents))
         self.escalation = EscalationPolicy(config.alerts.escalation)
-        self.work_orders = WorkOrders(config.state_db, config.work_orders, site.id, self.clock, self.notifier)  # issue 18
+        self.work_orders = WorkOrders(config.state_db, config.work_orders, site.id, self.clock, self.notifier,  # issue 18
+                                      site_of_room=self._site_of_room)
         self.metrics.watch_work_orders(lambda: [o.category for o in self.work_orders.open_orders() if overdue(o, self.clock.now())],
                                        config.work_orders.categories)
         self.escalation_checked_at: datetime | None = None  # gateway clock of the last escalation check
@@ -157,7 +170,9 @@ class Gateway:
         #: Writes each batch's history while the worker runs the rules (see _process).
         self._historian_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-historian")
         send = config.report.send
-        self.reports = None if send.daily_at is None and send.monthly_at is None else self._report_scheduler()
+        #: Each site's daily and monthly reports, made in its own zone.
+        self.site_reports = {} if send.daily_at is None and send.monthly_at is None else self._report_schedulers()
+        self.reports = self.site_reports.get(site.id)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -174,14 +189,15 @@ class Gateway:
         for name, target in threads:
             if name == "ticker" and self.tick_every is None:
                 continue
-            if name == "reports" and self.reports is None:
+            if name == "reports" and not self.site_reports:
                 continue
             if name == "retention" and not hasattr(self.historian, "prune"):
                 continue  # InfluxDB keeps what its bucket's retention says
             thread = threading.Thread(target=target, name=f"gateway-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        log.info("gateway started", extra={"site": self.site.id, "historian": self.config.historian.type})
+        log.info("gateway started",
+                 extra={"site": self.site.id, "sites": list(self.sites), "historian": self.config.historian.type})
 
     def stop(self) -> None:
         self._stop.set()
@@ -201,7 +217,11 @@ class Gateway:
 
     def rules_for(self, site_id: str) -> RulesConfig:
         """The rules configuration a site is judged by (its routes, rooms and thresholds)."""
-        return self.config.rules
+        return self._rules[site_id]
+
+    def _site_of_room(self, room: str) -> str | None:
+        """The first served site with a room of this id (a work order's site)."""
+        return next((s.id for s in self.sites.values() for b in s.buildings for r in b.rooms if r.id == room), None)
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block until `predicate()` holds after a processed batch (for tests and the demo)."""
@@ -221,8 +241,10 @@ class Gateway:
             log.error("broker refused connection", extra={"reason": str(reason_code)})
             return
         self._marker = self.catch_up.connected()
-        site = self.site.id
-        client.subscribe([(topics.site_events(site), 1), (topics.site_status(site), 1), (self._sync_topic, 1)])
+        # Only the served sites' topics: gateways of other sites or partitions share the broker.
+        served = [(topic, 1) for site in self.sites for topic in (topics.site_events(site), topics.site_status(site))]
+        served += [(topics.bridge_state_topic(site), 1) for site in self.sites]  # campus bridges, if any (retained)
+        client.subscribe([*served, (self._sync_topic, 1)])
         self.link.connected()
 
     def _on_subscribe(self, client: mqtt.Client, *args: object) -> None:
@@ -270,13 +292,26 @@ class Gateway:
             return None
         accepted: list[tuple[Incoming, AgentTopic, list[Event]]] = []
         refused: list[DeadLetter] = []
+        links: list[AcceptedMessage] = []
         for item in items:
-            if isinstance(item, Incoming):
+            if isinstance(item, Incoming) and (site := topics.parse_bridge_topic(item.topic)) is not None:
+                links += self._link_fact(item, site)
+            elif isinstance(item, Incoming):
                 outcome, letters = self._accept(item)
                 refused += letters
                 if outcome is not None:
                     accepted.append(outcome)
-        return _Decoded(items, accepted, refused)
+        return _Decoded(items, accepted, refused, links)
+
+    def _link_fact(self, item: Incoming, site: str) -> list[AcceptedMessage]:
+        """A campus bridge's state, stamped on the gateway's clock as it arrives (the retained
+        copy at each reconnect is a repeat the rules ignore)."""
+        up = bridge_up(item.payload)
+        if up is None:
+            log.warning("ignored a bridge state that is neither 1 nor 0", extra={"topic": item.topic, "bytes": len(item.payload)})
+            return []
+        log.info("campus link", extra={"site": site, "state": "up" if up else "down"})
+        return [link_message(item.topic, up, self.clock.now())]
 
     def _process_until_done(self, batch: _Decoded) -> None:
         """Retry a batch whose storage failed instead of acknowledging and losing it."""
@@ -315,10 +350,10 @@ class Gateway:
             log.warning("discarded history of a batch that was never committed; the broker redelivers it",
                         extra={"points": discarded, "position": position})  # fmt: skip
 
-    def _committed_rules(self) -> RuleEngine:
-        """The rule engine as of the last committed batch: the last snapshot with the
+    def _committed_rules(self) -> SiteRules:
+        """The rules as of the last committed batch: the last snapshot with the
         journal since replayed onto it (timers carry on across restarts)."""
-        engine = RuleEngine(self.site, self.config.rules)
+        engine = SiteRules([(self.sites[site_id], rules) for site_id, rules in self._rules.items()])
         engine.restore(self.store.rule_snapshot())
         journal = self.store.rule_journal()
         for entry in journal:
@@ -337,7 +372,7 @@ class Gateway:
         # the GIL, so they overlap on two cores. It is done before this batch commits; if
         # it failed, the whole batch is retried.
         history = self._historian_writer.submit(self._write_history, fresh)
-        messages = _with_fresh(accepted, fresh)
+        messages = [*decoded.links, *_with_fresh(accepted, fresh)]
         ticks = [item for item in batch if isinstance(item, _Tick)]
         tick_at = max(t.at or self._rule_time() for t in ticks) if ticks else None
         with self.metrics.rules_seconds.time():
@@ -411,9 +446,10 @@ class Gateway:
                 raise InvalidPayload(f"topic {item.topic!r} is not warden/v1/<site>/<agent>/<channel>", "bad_topic")
             events = decode_events(item.payload)
             for event in events:
-                if event.site != where.site or event.site != self.site.id:
+                if event.site != where.site or event.site not in self.sites:
+                    served = ", ".join(map(repr, self.sites))
                     raise InvalidPayload(f"event {event.id}: site {event.site!r} does not match topic site {where.site!r} "
-                                         f"/ gateway site {self.site.id!r}", "site_mismatch")
+                                         f"/ gateway site(s) {served}", "site_mismatch")
         except InvalidPayload as exc:
             return None, [DeadLetter(item.topic, item.payload, exc.reason, exc.code)]
         refusals = [(event, self._refusal(event, where.agent)) for event in events]
@@ -434,7 +470,7 @@ class Gateway:
             return too_far_ahead(event)
         if is_too_old(event):
             return too_old(event)
-        owner = self.owners.owner(agent, event.device)
+        owner = self._owners[event.site].owner(agent, event.device)
         if owner is not None:
             return InvalidPayload(f"event {event.id}: device {event.device!r} is served by agent {owner!r}, not {agent!r}", "not_owner")
         return None
@@ -536,21 +572,34 @@ class Gateway:
                 self._tick_pending.set()
                 self._queue.put(_Tick())
 
-    def _report_scheduler(self) -> ReportScheduler:
-        from gateway.report_jobs import build_scheduler, report_history  # the renderers: only when reports are scheduled
+    def _report_schedulers(self) -> dict[str, ReportScheduler]:
+        """A scheduler per site, each judged by its own rules; several share the tables, scoped."""
+        from gateway.report_jobs import build_scheduler  # the renderers: only when reports are scheduled
 
-        return build_scheduler(self.config, self.site, self.store, lambda: report_history(self.config, self.historian, self.site))
+        scoped = len(self.sites) > 1
+        schedulers = {}
+        for site in self.sites.values():
+            config = self.config.model_copy(update={"rules": self._rules[site.id]})
+            schedulers[site.id] = build_scheduler(config, site, self.store, self._history_of(config, site), scoped)
+        return schedulers
+
+    def _history_of(self, config: GatewayConfig, site: SiteConfig) -> Callable[[], object]:
+        """The report history of one site, opened when a report is made."""
+        from gateway.report_jobs import report_history
+
+        return lambda: report_history(config, self.historian, site)
 
     def _report_loop(self) -> None:
-        """Daily and monthly reports when due on the gateway's clock (gateway/report_schedule.py)."""
+        """Daily and monthly reports when due on the gateway's clock (gateway/report_schedule.py),
+        each site's in its own zone."""
         send = self.config.report.send
         while True:
-            if self.reports is not None:
-                now = self.clock.now()
+            now = self.clock.now()
+            for site_id, reports in self.site_reports.items():
                 try:
-                    self.reports.run_due(report_due(send, self.site.zone, self.config.report.day_start, now), now)
+                    reports.run_due(report_due(send, self.sites[site_id].zone, self.config.report.day_start, now), now)
                 except Exception:
-                    log.exception("making or sending a scheduled report failed; retried later")
+                    log.exception("making or sending a scheduled report failed; retried later", extra={"site": site_id})
             if self._stop.wait(send.retry_seconds):
                 return
 
@@ -638,6 +687,20 @@ class BrokerLink:
         if self.state == "connected":
             log.warning("lost the MQTT broker connection; reconnecting", extra={**self.where, "reason": reason})
             self.state = "lost"
+
+
+def _served(
+    config: GatewayConfig, site: SiteConfig | Sequence[SiteConfig] | Sequence[tuple[SiteConfig, RulesConfig]]
+) -> list[tuple[SiteConfig, RulesConfig]]:
+    """Each site served with its rules (a site given alone: the top-level rules); ids unique."""
+    given = [site] if isinstance(site, SiteConfig) else list(site)
+    served = [item if isinstance(item, tuple) else (item, config.rules) for item in given]
+    if not served:
+        raise ValueError("site: a gateway serves at least one site")
+    ids = [s.id for s, _ in served]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"site: each site served once, got {ids}")
+    return served
 
 
 def _with_fresh(accepted: list[tuple[Incoming, AgentTopic, list[Event]]], fresh: list[Event]) -> list[AcceptedMessage]:

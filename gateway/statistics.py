@@ -6,8 +6,9 @@ transaction as its seen event ids (gateway/store.py commit_batch), so a re-sent 
 dropped by those ids before the batch, is never counted twice, and a batch whose commit
 failed leaves no partial counts. Late data lands in its own hour (an upsert).
 
-One row per (series, hour), about 91 bytes (docs/storage.md). A series is one device,
-quantity, unit, channel and whether it is a cumulative register. Kept per hour:
+One row per (series, hour), about 91 bytes (docs/storage.md). A series is one site, device,
+quantity, unit, channel and whether it is a cumulative register: the sites of a district repeat
+device ids (two schools' `meter-main`), so every reader is bound to one site. Kept per hour:
 
 - `n`, `total`, `lo`, `hi`: reading count, sum, min and max (mean = total / n);
 - `on_n`: readings of power above `on_watts` (on-minutes = 60 * on_n / n: the share of
@@ -19,13 +20,14 @@ quantity, unit, channel and whether it is a cumulative register. Kept per hour:
   min/max/mean and on-minutes, never integrated kWh.
 
 Days are derived (hours grouped by local date, so a DST day has 23 or 25 hours).
+
+On SQLite or PostgreSQL, as the state database is (gateway/db.py); the upsert differs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -33,6 +35,7 @@ from typing import Any
 
 from pydantic import Field
 
+from gateway.db import Connection, dialect, render_schema, table_columns
 from rules.schedule import ScheduleSpans
 from rules.water import sample_value
 from warden.config import SiteConfig, StrictModel
@@ -60,19 +63,21 @@ class StatisticsConfig(StrictModel):
     prune_every_seconds: float = Field(default=60.0, gt=0, description="Real seconds between pruning passes")
 
 
+#: Written once for both engines (gateway/db.py render_schema).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS statistics_series (
-    id INTEGER PRIMARY KEY, device TEXT NOT NULL, quantity TEXT NOT NULL, unit TEXT NOT NULL,
-    channel TEXT NOT NULL, cumulative INTEGER NOT NULL, UNIQUE (device, quantity, unit, channel, cumulative));
+    id {rowid}, site TEXT NOT NULL, device TEXT NOT NULL, quantity TEXT NOT NULL, unit TEXT NOT NULL,
+    channel TEXT NOT NULL, cumulative INTEGER NOT NULL, UNIQUE (site, device, quantity, unit, channel, cumulative));
 CREATE TABLE IF NOT EXISTS statistics_hour (
-    series INTEGER NOT NULL, hour INTEGER NOT NULL,        -- hours since the Unix epoch, UTC
-    n INTEGER NOT NULL, total REAL NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL, on_n INTEGER NOT NULL,
-    first_us INTEGER NOT NULL, first REAL NOT NULL, last_us INTEGER NOT NULL, last REAL NOT NULL,  -- µs since the epoch
-    PRIMARY KEY (series, hour)) WITHOUT ROWID;
+    series {int} NOT NULL, hour {int} NOT NULL,        -- hours since the Unix epoch, UTC
+    n {int} NOT NULL, total {real} NOT NULL, lo {real} NOT NULL, hi {real} NOT NULL, on_n {int} NOT NULL,
+    first_us {int} NOT NULL, first {real} NOT NULL,  -- µs since the epoch
+    last_us {int} NOT NULL, last {real} NOT NULL,
+    PRIMARY KEY (series, hour)) {without_rowid};
 """
 
 #: One statement per batch (see gateway/store.py _bulk). SET expressions read the old row.
-_UPSERT = """
+_UPSERT_SQLITE = """
 INSERT INTO statistics_hour (series, hour, n, total, lo, hi, on_n, first_us, first, last_us, last)
 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6,
        value ->> 7, value ->> 8, value ->> 9, value ->> 10
@@ -86,9 +91,67 @@ ON CONFLICT (series, hour) DO UPDATE SET
     last_us = max(last_us, excluded.last_us)
 """
 
+#: The same on PostgreSQL: the old row is named by its table, SQLite's two-argument min/max are least/greatest.
+_UPSERT_POSTGRES = """
+INSERT INTO statistics_hour AS old (series, hour, n, total, lo, hi, on_n, first_us, first, last_us, last)
+SELECT (value ->> 0)::bigint, (value ->> 1)::bigint, (value ->> 2)::bigint, (value ->> 3)::float8,
+       (value ->> 4)::float8, (value ->> 5)::float8, (value ->> 6)::bigint, (value ->> 7)::bigint, (value ->> 8)::float8,
+       (value ->> 9)::bigint, (value ->> 10)::float8
+FROM jsonb_array_elements(?::jsonb) AS value
+ON CONFLICT (series, hour) DO UPDATE SET
+    n = old.n + excluded.n, total = old.total + excluded.total,
+    lo = least(old.lo, excluded.lo), hi = greatest(old.hi, excluded.hi), on_n = old.on_n + excluded.on_n,
+    first = CASE WHEN excluded.first_us < old.first_us THEN excluded.first ELSE old.first END,
+    first_us = least(old.first_us, excluded.first_us),
+    last = CASE WHEN excluded.last_us >= old.last_us THEN excluded.last ELSE old.last END,
+    last_us = greatest(old.last_us, excluded.last_us)
+"""
 
-def create_schema(db: sqlite3.Connection) -> None:
-    db.executescript(SCHEMA)
+
+#: SQLite cannot change a table's UNIQUE constraint in place: the series table is rebuilt, ids kept.
+_SITE_MIGRATION_SQLITE = (
+    "CREATE TABLE statistics_series_by_site (id INTEGER PRIMARY KEY, site TEXT NOT NULL, device TEXT NOT NULL,"
+    " quantity TEXT NOT NULL, unit TEXT NOT NULL, channel TEXT NOT NULL, cumulative INTEGER NOT NULL,"
+    " UNIQUE (site, device, quantity, unit, channel, cumulative))",
+    "INSERT INTO statistics_series_by_site (id, site, device, quantity, unit, channel, cumulative)"
+    " SELECT id, ?, device, quantity, unit, channel, cumulative FROM statistics_series",
+    "DROP TABLE statistics_series",
+    "ALTER TABLE statistics_series_by_site RENAME TO statistics_series",
+)
+
+
+def create_schema(db: Connection, site: str | None = None) -> None:
+    """The statistics tables, and a series table from before issue 21 (keyed without the site)
+    given a site column: its rows are `site`'s, the one site the gateway served then."""
+    db.executescript(render_schema(SCHEMA, dialect(db)))
+    if "site" not in table_columns(db, "statistics_series"):
+        if site is None:
+            raise ValueError("the statistics tables predate sites: open them once with the gateway's site")
+        _add_site(db, site)
+
+
+def _add_site(db: Connection, site: str) -> None:
+    """Checked again under the write lock, so two processes opening one database do not both migrate."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if "site" not in table_columns(db, "statistics_series"):
+            if dialect(db) == "postgres":
+                unique = [r[0] for r in db.execute(
+                    "SELECT conname FROM pg_constraint WHERE conrelid = 'statistics_series'::regclass AND contype = 'u'")]
+                db.execute("ALTER TABLE statistics_series ADD COLUMN site TEXT NOT NULL DEFAULT ''")
+                db.execute("UPDATE statistics_series SET site = ?", (site,))
+                db.execute("ALTER TABLE statistics_series ALTER COLUMN site DROP DEFAULT")
+                for name in unique:
+                    db.execute(f'ALTER TABLE statistics_series DROP CONSTRAINT "{name}"')
+                db.execute("ALTER TABLE statistics_series ADD UNIQUE (site, device, quantity, unit, channel, cumulative)")
+            else:
+                for statement in _SITE_MIGRATION_SQLITE:
+                    db.execute(statement, (site,) if "?" in statement else ())
+            log.info("statistics series given their site", extra={"site": site})
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def epoch_us(when: datetime) -> int:
@@ -108,7 +171,7 @@ def hour_index(when: datetime) -> int:
 # --------------------------------------------------------------------------- writing
 
 
-SeriesKey = tuple[str, str, str, str, int]  # device, quantity, unit, channel ("" for none), cumulative
+SeriesKey = tuple[str, str, str, str, str, int]  # site, device, quantity, unit, channel ("" for none), cumulative
 
 
 def fold(events: Iterable[Event], on_watts: float) -> dict[tuple[SeriesKey, int], list[Any]]:
@@ -123,10 +186,10 @@ def fold(events: Iterable[Event], on_watts: float) -> dict[tuple[SeriesKey, int]
         # Exact: an event time has microseconds, and 2**53 µs is year 2255.
         us = round(event.event_time.timestamp() * 1e6)
         value = event.value
-        key = (event.device, event.quantity, event.unit, event.channel, event.cumulative, us // HOUR_US)
+        key = (event.site, event.device, event.quantity, event.unit, event.channel, event.cumulative, us // HOUR_US)
         row = acc.get(key)
         if row is None:
-            acc[key] = [1, value, value, value, int(key[1] is power and value > on_watts), us, value, us, value]
+            acc[key] = [1, value, value, value, int(key[2] is power and value > on_watts), us, value, us, value]
             continue
         row[0] += 1
         row[1] += value
@@ -134,13 +197,13 @@ def fold(events: Iterable[Event], on_watts: float) -> dict[tuple[SeriesKey, int]
             row[2] = value
         elif value > row[3]:
             row[3] = value
-        if key[1] is power and value > on_watts:
+        if key[2] is power and value > on_watts:
             row[4] += 1
         if us < row[5]:
             row[5], row[6] = us, value
         elif us >= row[7]:
             row[7], row[8] = us, value
-    return {((d, q.value, u, c or "", int(k)), h): row for (d, q, u, c, k, h), row in acc.items()}
+    return {((s, d, q.value, u, c or "", int(k)), h): row for (s, d, q, u, c, k, h), row in acc.items()}
 
 
 class StatisticsWriter:
@@ -154,7 +217,7 @@ class StatisticsWriter:
         self.on_watts = on_watts
         self._ids: dict[SeriesKey, int] = {}
 
-    def prepare(self, write: Callable[[Callable[[sqlite3.Connection], Any]], Any], events: Iterable[Event]) -> str | None:
+    def prepare(self, write: Callable[[Callable[[Connection], Any]], Any], events: Iterable[Event]) -> str | None:
         """The JSON parameter of `apply`, or None without readings. `write` runs a function
         in a write transaction of the state database (StateStore.write)."""
         folded = fold(events, self.on_watts)
@@ -167,17 +230,17 @@ class StatisticsWriter:
         return json.dumps([[ids[series], hour, *row] for (series, hour), row in folded.items()])
 
 
-def _series_ids(db: sqlite3.Connection, keys: Sequence[SeriesKey]) -> dict[SeriesKey, int]:
-    db.executemany("INSERT OR IGNORE INTO statistics_series (device, quantity, unit, channel, cumulative)"
-                   " VALUES (?, ?, ?, ?, ?)", keys)
-    return {key: int(db.execute("SELECT id FROM statistics_series WHERE device = ? AND quantity = ? AND unit = ?"
-                                " AND channel = ? AND cumulative = ?", key).fetchone()[0]) for key in keys}
+def _series_ids(db: Connection, keys: Sequence[SeriesKey]) -> dict[SeriesKey, int]:
+    db.executemany("INSERT INTO statistics_series (site, device, quantity, unit, channel, cumulative)"
+                   " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", keys)
+    return {key: int(db.execute("SELECT id FROM statistics_series WHERE site = ? AND device = ? AND quantity = ?"
+                                " AND unit = ? AND channel = ? AND cumulative = ?", key).fetchone()[0]) for key in keys}
 
 
-def apply(db: sqlite3.Connection, prepared: str | None) -> None:
+def apply(db: Connection, prepared: str | None) -> None:
     """Add a batch's statistics (from StatisticsWriter.prepare) inside the caller's transaction."""
     if prepared is not None:
-        db.execute(_UPSERT, (prepared,))
+        db.execute(_UPSERT_POSTGRES if dialect(db) == "postgres" else _UPSERT_SQLITE, (prepared,))
 
 
 # --------------------------------------------------------------------------- reading
@@ -220,14 +283,20 @@ def in_litres(value: float, unit: str) -> float | None:
 
 
 class StatisticsReader:
-    """Queries over the statistics of one state database (a connection the caller owns)."""
+    """Queries over one site's statistics in a state database (a connection the caller owns):
+    bound to the site, since sites repeat device ids."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Connection, site: str) -> None:
         self.db = db
-        create_schema(db)  # a state database from before statistics: empty tables, not errors
+        self.site = site
+        #: The series ids of one JSON-array parameter, as a subquery.
+        self._ids_in = ("SELECT value::bigint FROM jsonb_array_elements_text(?::jsonb) AS value"
+                        if dialect(db) == "postgres" else "SELECT value FROM json_each(?)")
+        create_schema(db, site)  # a state database from before statistics: empty tables, not errors
 
     def series(self, devices: Sequence[str] | None = None, quantity: str | None = None) -> dict[int, Series]:
-        sql, args = "SELECT id, device, quantity, unit, channel, cumulative FROM statistics_series WHERE 1", []
+        sql = "SELECT id, device, quantity, unit, channel, cumulative FROM statistics_series WHERE site = ?"
+        args: list[Any] = [self.site]
         if quantity is not None:
             sql += " AND quantity = ?"
             args.append(quantity)
@@ -243,7 +312,7 @@ class StatisticsReader:
         known = self.series(devices, quantity)
         rows = self.db.execute(  # one primary-key range per series: never a scan of every hour ever kept
             "SELECT series, hour, n, total, lo, hi, on_n, first, last FROM statistics_hour"
-            " WHERE series IN (SELECT value FROM json_each(?)) AND hour >= ? AND hour < ? ORDER BY series, hour",
+            f" WHERE series IN ({self._ids_in}) AND hour >= ? AND hour < ? ORDER BY series, hour",
             (json.dumps(sorted(known)), _ceil_hour(since), _ceil_hour(until)),
         )
         return [HourRow(known[r[0]], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
@@ -278,8 +347,9 @@ class StatisticsReader:
         rows = self.db.execute(
             "SELECT series, count(*) FROM (SELECT series, first, last,"
             " lag(last) OVER (PARTITION BY series ORDER BY hour) AS before FROM statistics_hour"
-            " WHERE hour >= ? AND hour < ? AND series IN (SELECT id FROM statistics_series WHERE cumulative = 1))"
-            " WHERE last < first OR first < before GROUP BY series", (_ceil_hour(since), _ceil_hour(until)),
+            " WHERE hour >= ? AND hour < ?"
+            " AND series IN (SELECT id FROM statistics_series WHERE site = ? AND cumulative = 1)) AS hours"
+            " WHERE last < first OR first < before GROUP BY series", (_ceil_hour(since), _ceil_hour(until), self.site),
         )
         return {r[0]: r[1] for r in rows}
 
@@ -336,6 +406,7 @@ class DeviceDay:
 def device_totals(reader: StatisticsReader, site: SiteConfig, since: datetime, until: datetime) -> dict[str, DeviceDay]:
     """Energy (register differences per hour), after-hours energy (hours whose middle the
     device's room schedule leaves unoccupied), water, on-minutes and reading counts."""
+    _same_site(reader, site)
     rows = reader.hours(since, until)
     before = reader.register_at({r.series.id for r in rows if r.series.cumulative}, since)
     spans = ScheduleSpans(site)
@@ -366,6 +437,7 @@ def device_totals(reader: StatisticsReader, site: SiteConfig, since: datetime, u
 def daily(reader: StatisticsReader, site: SiteConfig, since: datetime, until: datetime,
           devices: Sequence[str] | None = None, quantity: str | None = None) -> list[dict[str, Any]]:
     """Hour rows folded per series and local date (a DST day has 23 or 25 hours)."""
+    _same_site(reader, site)
     zone = site.zone
     days: dict[tuple[int, date], dict[str, Any]] = {}
     for row in reader.hours(since, until, devices, quantity):
@@ -383,6 +455,12 @@ def daily(reader: StatisticsReader, site: SiteConfig, since: datetime, until: da
     for d in days.values():
         d["mean"] = d["total"] / d["n"] if d["n"] else None
     return list(days.values())
+
+
+def _same_site(reader: StatisticsReader, site: SiteConfig) -> None:
+    """A site's schedules judged against another site's meters would be silently wrong."""
+    if reader.site != site.id:
+        raise ValueError(f"statistics of site {reader.site!r} read with the site file of {site.id!r}")
 
 
 def hour_json(row: HourRow) -> dict[str, Any]:

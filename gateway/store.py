@@ -5,6 +5,10 @@ One batch of ingested events is committed in one transaction (seen ids, alert ch
 rule state), so after `kill -9` the store is as it was after the last whole batch,
 and the broker redelivers the rest (they were not acknowledged yet).
 
+The database is a SQLite file (a path, the default) or PostgreSQL (a `postgresql://`
+URL): gateway/db.py gives both one connection surface; the SQL that differs is kept here
+per engine (`_SQL`).
+
 The rule state is a snapshot plus a journal: a batch commits either a new snapshot of
 every rule (which empties the journal) or just its own inputs, appended to the journal.
 A snapshot grows with the site (4 MB for 10 000 devices), a journal entry only with the
@@ -15,7 +19,6 @@ are rebuilt by replaying the journal onto the snapshot (gateway/service.py).
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -25,21 +28,24 @@ from typing import Any, Callable, Iterable
 
 from pydantic import Field
 
+from gateway import db as engines
+from gateway.db import Connection, Dialect
 from rules.alerts import AlertChangeKind, AlertSignal, AlertState, SignalAction
 from warden.clock import Clock
 from warden.config import StrictModel
 from warden.i18n import N_, Message
 
+#: Written once for both engines (gateway/db.py render_schema fills the type words).
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS seen_events (id TEXT PRIMARY KEY) WITHOUT ROWID;  -- one b-tree, not two
-CREATE TABLE IF NOT EXISTS seen_events_previous (id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seen_events (id TEXT PRIMARY KEY) {without_rowid};  -- one b-tree, not two
+CREATE TABLE IF NOT EXISTS seen_events_previous (id TEXT PRIMARY KEY) {without_rowid};
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL,
-    topic TEXT NOT NULL, payload BLOB NOT NULL, size INTEGER NOT NULL, reason TEXT NOT NULL,
+    id {id}, received_at TEXT NOT NULL,
+    topic TEXT NOT NULL, payload {blob} NOT NULL, size INTEGER NOT NULL, reason TEXT NOT NULL,
     code TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS alerts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {id},
     site TEXT NOT NULL, rule TEXT NOT NULL, subject TEXT NOT NULL,
     state TEXT NOT NULL, severity TEXT NOT NULL, message TEXT NOT NULL,
     details TEXT NOT NULL, count INTEGER NOT NULL,
@@ -48,18 +54,42 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE UNIQUE INDEX IF NOT EXISTS one_live_alert_per_key
     ON alerts (site, rule, subject) WHERE state != 'resolved';
 CREATE TABLE IF NOT EXISTS alert_history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, alert_id INTEGER NOT NULL REFERENCES alerts(id),
+    id {id}, alert_id {int} NOT NULL REFERENCES alerts(id),
     at TEXT NOT NULL, action TEXT NOT NULL, state TEXT NOT NULL, message TEXT NOT NULL, details TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rule_state (id INTEGER PRIMARY KEY CHECK (id = 1), snapshot TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS rule_journal (batch INTEGER PRIMARY KEY, entry BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS rule_journal (batch {rowid}, entry {blob} NOT NULL);
 """
 
-#: Which of a batch's ids (a JSON array) were seen before, as a JSON array.
-_SEEN_AMONG = """
+#: The statements that differ between the engines, by engine then purpose.
+_SQL: dict[Dialect, dict[str, str]] = {
+    "sqlite": {
+        # which of a batch's ids (a JSON array) were seen before, as a JSON array
+        "seen_among": """
 SELECT json_group_array(batch.value) FROM json_each(?) AS batch
 WHERE EXISTS (SELECT 1 FROM seen_events WHERE id = batch.value)
    OR EXISTS (SELECT 1 FROM seen_events_previous WHERE id = batch.value)
-"""
+""",
+        "mark_seen": "INSERT OR IGNORE INTO seen_events (id) SELECT value FROM json_each(?)",
+        "new_generation": "CREATE TABLE seen_events (id TEXT PRIMARY KEY) WITHOUT ROWID",
+        "kept_bytes": "MIN(size, ?)",
+        "merge_details": "json_patch(details, ?)",
+    },
+    "postgres": {
+        "seen_among": """
+SELECT coalesce(json_agg(batch.value), '[]')::text FROM jsonb_array_elements_text(?::jsonb) AS batch(value)
+WHERE EXISTS (SELECT 1 FROM seen_events WHERE id = batch.value)
+   OR EXISTS (SELECT 1 FROM seen_events_previous WHERE id = batch.value)
+""",
+        "mark_seen": "INSERT INTO seen_events (id) SELECT value FROM jsonb_array_elements_text(?::jsonb) AS value"
+                     " ON CONFLICT DO NOTHING",
+        # the renamed table keeps its primary key's name, which the new one needs
+        "new_generation": "ALTER TABLE seen_events_previous RENAME CONSTRAINT seen_events_pkey"
+                          " TO seen_events_previous_pkey; CREATE TABLE seen_events (id TEXT PRIMARY KEY)",
+        "kept_bytes": "LEAST(size, ?)",
+        # a shallow merge: rules' details are flat (json_patch's nested merge is never needed)
+        "merge_details": "(details::jsonb || ?::jsonb)::text",
+    },
+}
 
 #: Columns added after the first release; _migrate adds them to an existing database.
 #: raised_at is the gateway's clock when the alert opened (opened_at is event time).
@@ -177,20 +207,16 @@ class Escalation:
 #: cycle), and while any other connection to the same file is open SQLite keeps even a closed connection's
 #: descriptor (POSIX locks are per process, closing it would drop the others' locks): one connection left
 #: open kept every API thread's descriptor for that file.
-_opened: weakref.WeakKeyDictionary[threading.local, list[tuple[threading.Thread, sqlite3.Connection]]] = weakref.WeakKeyDictionary()
+_opened: weakref.WeakKeyDictionary[threading.local, list[tuple[threading.Thread, Connection]]] = weakref.WeakKeyDictionary()
 _opened_lock = threading.Lock()
 
 
-def thread_connection(local: threading.local, path: str | Path) -> sqlite3.Connection:
-    """This thread's connection to `path` (WAL, synchronous=FULL, autocommit), opened on first use.
-    Opening one closes those of threads that have ended since (see _opened)."""
+def thread_connection(local: threading.local, path: str | Path) -> Connection:
+    """This thread's connection to `path` (a file: WAL, synchronous=FULL; or a postgresql:// URL;
+    autocommit), opened on first use. Opening one closes those of threads that have ended since (see _opened)."""
     db = getattr(local, "db", None)
     if db is None:
-        # check_same_thread off: a finished thread's connection is closed by another thread (never used by two)
-        db = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
+        db = engines.connect(path)
         local.db = db
         with _opened_lock:
             owned = _opened.setdefault(local, [])
@@ -216,27 +242,32 @@ def close_thread_connections(local: threading.local) -> None:
 
 
 class StateStore:
-    def __init__(self, path: Path, clock: Clock | None = None, dead_letters: DeadLetterConfig | None = None) -> None:
-        """`clock`: the gateway's, for times people and escalation act on (default: wall clock).
-        `dead_letters`: how many refused messages, and how many of their bytes, are kept."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path | str, clock: Clock | None = None, dead_letters: DeadLetterConfig | None = None) -> None:
+        """`path`: the SQLite file, or a postgresql:// URL. `clock`: the gateway's, for times people and
+        escalation act on (default: wall clock). `dead_letters`: how many refused messages, and how many of
+        their bytes, are kept."""
+        self.kind: Dialect = "postgres" if engines.is_postgres_url(path) else "sqlite"
+        if self.kind == "sqlite":
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._sql = _SQL[self.kind]
         self.clock = clock
         self.dead_letter_limits = dead_letters or DeadLetterConfig()
         #: Called with the number of dead letters a committed batch pruned (for metrics).
         self.on_dead_letters_pruned: Callable[[int], None] | None = None
         #: Called inside each transaction that changed alerts, with its connection and the
         #: changes, so what they cause commits with them (gateway/notify.py's outbox).
-        self.on_alert_changes: Callable[[sqlite3.Connection, list[AlertChange]], None] | None = None
+        self.on_alert_changes: Callable[[Connection, list[AlertChange]], None] | None = None
         self._local = threading.local()
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(engines.render_schema(_SCHEMA, self.kind))
         _migrate(self._db)
 
     def _clock_now(self) -> datetime:
         return self.clock.now() if self.clock is not None else datetime.now(timezone.utc)
 
     @property
-    def _db(self) -> sqlite3.Connection:
+    def _db(self) -> Connection:
         """One connection per thread: the ingest worker writes while the API reads."""
         return thread_connection(self._local, self.path)
 
@@ -245,7 +276,7 @@ class StateStore:
     def unseen(self, ids: Iterable[str]) -> set[str]:
         """The ids not seen before. One statement for the whole batch (see _bulk)."""
         ids = list(ids)
-        row = self._db.execute(_SEEN_AMONG, (_bulk(ids),)).fetchone()
+        row = self._db.execute(self._sql["seen_among"], (_bulk(ids),)).fetchone()
         return set(ids).difference(json.loads(row[0]))
 
     def forget_old_event_ids(self, window: timedelta) -> bool:
@@ -262,7 +293,7 @@ class StateStore:
             if row is not None:
                 db.execute("DROP TABLE seen_events_previous")
                 db.execute("ALTER TABLE seen_events RENAME TO seen_events_previous")
-                db.execute("CREATE TABLE seen_events (id TEXT PRIMARY KEY) WITHOUT ROWID")
+                db.execute(self._sql["new_generation"])
             _set_meta(db, "seen_events_since", now.isoformat())
         return row is not None
 
@@ -274,7 +305,7 @@ class StateStore:
         dead_letters: Iterable[DeadLetter] = (),
         journal_entry: bytes | None = None,
         historian_position: str | None = None,
-        also: Callable[[sqlite3.Connection], None] | None = None,
+        also: Callable[[Connection], None] | None = None,
     ) -> list[AlertChange]:
         """Mark events seen, keep refused messages, apply alert signals and save rule
         state, all or nothing. The rule state is either `rule_snapshot` (all rules after
@@ -287,9 +318,12 @@ class StateStore:
         db = self._db
         changes: list[AlertChange] = []
         letters = [(now, d.topic, d.payload[:DEAD_LETTER_KEEP_BYTES], len(d.payload), d.reason, d.code) for d in dead_letters]
+        if letters and self.kind == "postgres":  # its text cannot hold NUL, which a refused payload may put in a reason
+            letters = [(at, _no_nul(topic), payload, size, _no_nul(reason), _no_nul(code))
+                       for at, topic, payload, size, reason, code in letters]
         pruned = 0
         with _transaction(db):
-            db.execute("INSERT OR IGNORE INTO seen_events (id) SELECT value FROM json_each(?)", (_bulk(list(event_ids)),))
+            db.execute(self._sql["mark_seen"], (_bulk(list(event_ids)),))
             if letters:
                 db.executemany("INSERT INTO dead_letters (received_at, topic, payload, size, reason, code) VALUES (?, ?, ?, ?, ?, ?)", letters)
                 pruned = self._prune_dead_letters(db)
@@ -314,14 +348,15 @@ class StateStore:
             self.on_dead_letters_pruned(pruned)
         return changes
 
-    def _prune_dead_letters(self, db: sqlite3.Connection) -> int:
+    def _prune_dead_letters(self, db: Connection) -> int:
         """Drop the oldest dead letters beyond the count and the kept-bytes bound; how many.
         Kept bytes come from the `size` column (min(size, DEAD_LETTER_KEEP_BYTES)), so no
         payload is read."""
         limits = self.dead_letter_limits
         cut = db.execute(
-            "SELECT id FROM (SELECT id, ROW_NUMBER() OVER newest AS n, SUM(MIN(size, ?)) OVER newest AS kept "
-            "FROM dead_letters WINDOW newest AS (ORDER BY id DESC)) WHERE n > ? OR kept > ? ORDER BY id DESC LIMIT 1",
+            f"SELECT id FROM (SELECT id, ROW_NUMBER() OVER newest AS n, SUM({self._sql['kept_bytes']}) OVER newest AS kept"
+            " FROM dead_letters WINDOW newest AS (ORDER BY id DESC)) AS ranked"
+            " WHERE n > ? OR kept > ? ORDER BY id DESC LIMIT 1",
             (DEAD_LETTER_KEEP_BYTES, limits.max_count, limits.max_bytes),
         ).fetchone()
         if cut is None:
@@ -345,7 +380,7 @@ class StateStore:
 
     # ------------------------------------------------------------------ alert lifecycle
 
-    def _apply(self, db: sqlite3.Connection, signal: AlertSignal) -> AlertChange | None:
+    def _apply(self, db: Connection, signal: AlertSignal) -> AlertChange | None:
         live = db.execute(
             "SELECT id, severity FROM alerts WHERE site = ? AND rule = ? AND subject = ? AND state != 'resolved'", signal.key
         ).fetchone()
@@ -356,9 +391,9 @@ class StateStore:
             alert_id = db.execute(
                 "INSERT INTO alerts (site, rule, subject, state, severity, message, details, count, opened_at, updated_at,"
                 " raised_at,"
-                " message_id, params) VALUES (?, ?, ?, 'open', ?, ?, ?, 1, ?, ?, ?, ?, ?)",
+                " message_id, params) VALUES (?, ?, ?, 'open', ?, ?, ?, 1, ?, ?, ?, ?, ?) RETURNING id",
                 (*signal.key, signal.severity, signal.message, details, at, at, self._clock_now().isoformat(), *said),
-            ).lastrowid
+            ).fetchone()[0]
             return self._record(db, alert_id, at, "opened", signal.message, details, said)
         if live is None:
             return None  # an update or resolve for an alert that is not open: nothing to do
@@ -368,7 +403,7 @@ class StateStore:
             # ending's details are added to the facts (final totals win) rather than replacing them.
             db.execute(
                 "UPDATE alerts SET state = 'resolved', end_message = ?, end_message_id = ?, end_params = ?,"
-                " details = json_patch(details, ?), updated_at = ?, resolved_at = ? WHERE id = ?",
+                f" details = {self._sql['merge_details']}, updated_at = ?, resolved_at = ? WHERE id = ?",
                 (signal.message, *said, details, at, at, alert_id),
             )
             return self._record(db, alert_id, at, "resolved", signal.message, details, said)
@@ -415,7 +450,7 @@ class StateStore:
                 )
             return self._person_said(db, alert_id, when, action, by, note, {"by": by})
 
-    def _person_said(self, db: sqlite3.Connection, alert_id: int, when: str, action: str, by: str, note: str | None,
+    def _person_said(self, db: Connection, alert_id: int, when: str, action: str, by: str, note: str | None,
                      details: dict[str, str], **more: str) -> AlertChange:
         """Record what a person did, as a message id and parameters (_PERSON_SAID), and tell the listeners."""
         message = _PERSON_SAID[(action, bool(note))]
@@ -429,12 +464,12 @@ class StateStore:
         """`at`, or now on the gateway's clock, as the UTC ISO text the tables keep."""
         return (at or self._clock_now()).astimezone(timezone.utc).isoformat()
 
-    def _changed(self, db: sqlite3.Connection, changes: list[AlertChange]) -> None:
+    def _changed(self, db: Connection, changes: list[AlertChange]) -> None:
         if changes and self.on_alert_changes is not None:
             self.on_alert_changes(db, changes)
 
     def _record(
-        self, db: sqlite3.Connection, alert_id: int, at: str, action: str, message: str, details: str,
+        self, db: Connection, alert_id: int, at: str, action: str, message: str, details: str,
         said: tuple[str, str] = ("", "{}"),
     ) -> AlertChange:
         """A lifecycle step worth keeping in the alert's history (updates only refresh the row);
@@ -489,6 +524,14 @@ class StateStore:
         rows = self._db.execute(f"SELECT * FROM alerts {where} ORDER BY opened_at DESC, id DESC LIMIT ?", (*params, limit))
         return [_alert_from_row(row) for row in rows]
 
+    def alerts_recent(self, cutoff: datetime) -> list[Alert]:
+        """Every site's unresolved alerts and those resolved or updated at or after `cutoff`, in one
+        query (the cross-site overview reads this once, not a few queries per site)."""
+        stamp = cutoff.astimezone(timezone.utc).isoformat()  # the tables keep UTC ISO text
+        rows = self._db.execute("SELECT * FROM alerts WHERE state != 'resolved' OR resolved_at >= ? OR updated_at >= ?"
+                                " ORDER BY opened_at DESC, id DESC", (stamp, stamp))
+        return [_alert_from_row(row) for row in rows]
+
     def alerts_live(self) -> list[Alert]:
         """Open and acknowledged alerts, oldest first."""
         return [_alert_from_row(row) for row in self._db.execute("SELECT * FROM alerts WHERE state != 'resolved' ORDER BY id")]
@@ -497,7 +540,7 @@ class StateStore:
         row = self._db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
         return _alert_from_row(row) if row else None
 
-    def _alert(self, db: sqlite3.Connection, alert_id: int) -> Alert:
+    def _alert(self, db: Connection, alert_id: int) -> Alert:
         return _alert_from_row(db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone())
 
     def alert_history(self, alert_id: int) -> list[dict[str, Any]]:
@@ -516,14 +559,14 @@ class StateStore:
             raise ValueError(f"unknown table {table!r}")
         return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
-    def write(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+    def write(self, work: Callable[[Connection], Any]) -> Any:
         """Run `work` on this thread's connection in one write transaction (tables other
         modules own in this file, e.g. gateway/statistics.py)."""
         db = self._db
         with _transaction(db):
             return work(db)
 
-    def read(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+    def read(self, work: Callable[[Connection], Any]) -> Any:
         """Run `work` on this thread's connection, for queries of tables other modules own."""
         return work(self._db)
 
@@ -531,7 +574,7 @@ class StateStore:
         close_thread_connections(self._local)
 
 
-def _live_state(db: sqlite3.Connection, alert_id: int) -> str:
+def _live_state(db: Connection, alert_id: int) -> str:
     """The alert's state, for a person's action on it: none if there is no such alert, and
     none on a resolved one."""
     row = db.execute("SELECT state FROM alerts WHERE id = ?", (alert_id,)).fetchone()
@@ -543,7 +586,9 @@ def _live_state(db: sqlite3.Connection, alert_id: int) -> str:
 
 
 class _transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    """A write transaction (BEGIN IMMEDIATE: on PostgreSQL, serialised as on SQLite, see gateway/db.py)."""
+
+    def __init__(self, db: Connection) -> None:
         self.db = db
 
     def __enter__(self) -> None:
@@ -553,12 +598,12 @@ class _transaction:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-def _migrate(db: sqlite3.Connection) -> None:
+def _migrate(db: Connection) -> None:
     """Bring a database from an older release up to date: add the alert columns it lacks
     and drop the seen ids' arrival time, which nothing read (checked again under the
     write lock, so two processes opening one file do not both migrate)."""
     def columns(table: str) -> set[str]:
-        return {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+        return engines.table_columns(db, table)
 
     def missing() -> list[tuple[str, str, str]]:
         added = (("alerts", _ADDED_ALERT_COLUMNS), ("alert_history", _ADDED_HISTORY_COLUMNS))
@@ -580,7 +625,7 @@ def _migrate(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE {table} DROP COLUMN received_at")
 
 
-def _alert_from_row(row: sqlite3.Row) -> Alert:
+def _alert_from_row(row: Any) -> Alert:
     values = dict(row)
     values["details"] = json.loads(values["details"])
     values["state"] = AlertState(values["state"])
@@ -589,8 +634,14 @@ def _alert_from_row(row: sqlite3.Row) -> Alert:
     return Alert(**values)
 
 
-def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+def _set_meta(db: Connection, key: str, value: str) -> None:
     db.execute("INSERT INTO store_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+
+def _no_nul(text: str) -> str:
+    """`text` with each NUL written as the four characters \\x00 (PostgreSQL text refuses NUL;
+    a batch refused for it would be retried for ever)."""
+    return text.replace("\x00", "\\x00")
 
 
 def _bulk(values: list[Any]) -> str:

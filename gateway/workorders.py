@@ -31,7 +31,9 @@ from typing import Any, Callable, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import gateway.store as state_store
+from gateway import db as engines
 from warden.clock import Clock
+from warden.documents import ConfigError
 from warden.events import Identifier
 
 log = logging.getLogger(__name__)
@@ -209,30 +211,43 @@ class Photo:
     added_at: str
 
 
+#: Written once for both engines (gateway/db.py render_schema; `{{}}` is a literal `{}`).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS work_orders (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {id},
     site TEXT NOT NULL, room TEXT NOT NULL, category TEXT NOT NULL, priority TEXT NOT NULL, text TEXT NOT NULL,
     state TEXT NOT NULL, requested_by TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
     owner TEXT, taken_at TEXT, done_at TEXT, closed_at TEXT,
-    take_hours REAL NOT NULL, resolve_hours REAL NOT NULL, take_by TEXT NOT NULL, resolve_by TEXT NOT NULL,
+    take_hours {real} NOT NULL, resolve_hours {real} NOT NULL, take_by TEXT NOT NULL, resolve_by TEXT NOT NULL,
     escalation_level INTEGER NOT NULL DEFAULT 0, escalated_at TEXT,
-    alert_id INTEGER REFERENCES alerts(id), rating INTEGER CHECK (rating BETWEEN 1 AND 5), rating_comment TEXT);
+    alert_id {int} REFERENCES alerts(id), rating INTEGER CHECK (rating BETWEEN 1 AND 5), rating_comment TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS one_work_order_per_alert ON work_orders (alert_id) WHERE alert_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS work_orders_open ON work_orders (state) WHERE state NOT IN ('done', 'closed');
 CREATE TABLE IF NOT EXISTS work_order_history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, work_order_id INTEGER NOT NULL REFERENCES work_orders(id),
+    id {id}, work_order_id {int} NOT NULL REFERENCES work_orders(id),
     at TEXT NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL, from_state TEXT, to_state TEXT NOT NULL,
-    note TEXT NOT NULL DEFAULT '', details TEXT NOT NULL DEFAULT '{}');
+    note TEXT NOT NULL DEFAULT '', details TEXT NOT NULL DEFAULT '{{}}');
 CREATE INDEX IF NOT EXISTS work_order_history_by_order ON work_order_history (work_order_id, id);
+CREATE TABLE IF NOT EXISTS work_order_photos (
+    id {id}, work_order_id {int} NOT NULL REFERENCES work_orders(id),
+    content_type TEXT NOT NULL, size INTEGER NOT NULL, path TEXT NOT NULL, added_by TEXT NOT NULL, added_at TEXT NOT NULL);
+"""
+
+#: The history is append-only, enforced by the database (each engine's trigger syntax).
+_APPEND_ONLY: dict[engines.Dialect, str] = {
+    "sqlite": """
 CREATE TRIGGER IF NOT EXISTS work_order_history_no_update BEFORE UPDATE ON work_order_history
     BEGIN SELECT RAISE(ABORT, 'work_order_history is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS work_order_history_no_delete BEFORE DELETE ON work_order_history
     BEGIN SELECT RAISE(ABORT, 'work_order_history is append-only'); END;
-CREATE TABLE IF NOT EXISTS work_order_photos (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, work_order_id INTEGER NOT NULL REFERENCES work_orders(id),
-    content_type TEXT NOT NULL, size INTEGER NOT NULL, path TEXT NOT NULL, added_by TEXT NOT NULL, added_at TEXT NOT NULL);
-"""
+""",
+    "postgres": """
+CREATE OR REPLACE FUNCTION work_order_history_append_only() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN RAISE EXCEPTION 'work_order_history is append-only'; END $$;
+CREATE OR REPLACE TRIGGER work_order_history_append_only BEFORE UPDATE OR DELETE ON work_order_history
+    FOR EACH STATEMENT EXECUTE FUNCTION work_order_history_append_only();
+""",
+}
 
 #: First bytes of each accepted photo type: the declared type must match the content.
 _MAGIC: dict[str, Callable[[bytes], bool]] = {
@@ -275,15 +290,21 @@ class WorkOrders:
     """The work-order store and state machine, in the gateway's state.db."""
 
     def __init__(self, path: Path, config: WorkOrderConfig, site: str, clock: Clock | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, site_of_room: Callable[[str], str | None] | None = None) -> None:
+        """`site`: the site of an order whose room no site names; `site_of_room`: which
+        served site a room is in (issue 21: a gateway of several sites)."""
         self.path = path
         self.config = config
         self.site = site
+        self.site_of_room = site_of_room or (lambda room: None)
         self.clock = clock
         self.notifier = notifier
-        self.photo_dir = config.photo_dir or path.parent / "work-order-photos"
+        if config.photo_dir is None and engines.is_postgres_url(path):
+            raise ConfigError("work_orders.photo_dir: required when state_db is a PostgreSQL URL (photos are files, not rows)")
+        self.photo_dir = config.photo_dir or Path(path).parent / "work-order-photos"
         self._local = threading.local()
-        self._db.executescript(_SCHEMA)  # idempotent: an older state.db gains the tables
+        kind = engines.dialect(self._db)
+        self._db.executescript(engines.render_schema(_SCHEMA, kind) + _APPEND_ONLY[kind])  # idempotent: an older state.db gains them
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -295,13 +316,15 @@ class WorkOrders:
     # ------------------------------------------------------------------ create
 
     def create(self, *, room: str, text: str, by: str, category: str = "general", priority: str = "normal",
-               alert_id: int | None = None) -> WorkOrderChange:
-        """A new request; its deadlines are fixed now. 409 (conflict) if the alert has one already."""
+               alert_id: int | None = None, site: str | None = None) -> WorkOrderChange:
+        """A new request; its deadlines are fixed now. 409 (conflict) if the alert has one already.
+        `site`: the order's site; by default the room's (a room id two sites share: give it)."""
         if category not in self.config.categories:
             raise ValueError(f"category: unknown {category!r} (known: {', '.join(sorted(self.config.categories))})")
         if priority not in PRIORITIES:
             raise ValueError(f"priority: expected one of {', '.join(PRIORITIES)}")
         take_hours, resolve_hours = self.config.deadlines(category, priority)
+        order_site = site or self.site_of_room(room) or self.site
         now = self._now()
         at = now.isoformat()
         db = self._db
@@ -312,10 +335,11 @@ class WorkOrders:
                     raise WorkOrderConflict(f"alert {alert_id} already has work order {taken[0]}")
             order_id = db.execute(
                 "INSERT INTO work_orders (site, room, category, priority, text, state, requested_by, created_at, updated_at,"
-                " take_hours, resolve_hours, take_by, resolve_by, alert_id) VALUES (?, ?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.site, room, category, priority, text, by, at, at, take_hours, resolve_hours,
+                " take_hours, resolve_hours, take_by, resolve_by, alert_id) VALUES (?, ?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, ?, ?)"
+                " RETURNING id",
+                (order_site, room, category, priority, text, by, at, at, take_hours, resolve_hours,
                  (now + timedelta(hours=take_hours)).isoformat(), (now + timedelta(hours=resolve_hours)).isoformat(), alert_id),
-            ).lastrowid
+            ).fetchone()[0]
             assert order_id is not None
             change = self._record(db, order_id, "created", by, None, at, "", {"alert_id": alert_id} if alert_id else {})
             self._notify_in(db, [change])
@@ -438,8 +462,8 @@ class WorkOrders:
             if count >= self.config.max_photos:
                 raise WorkOrderConflict(f"work order {order_id} has {count} photos already (work_orders.max_photos)")
             photo_id = db.execute(
-                "INSERT INTO work_order_photos (work_order_id, content_type, size, path, added_by, added_at) VALUES (?, ?, ?, '', ?, ?)",
-                (order_id, content_type, len(content), by, at)).lastrowid
+                "INSERT INTO work_order_photos (work_order_id, content_type, size, path, added_by, added_at) VALUES (?, ?, ?, '', ?, ?)"
+                " RETURNING id", (order_id, content_type, len(content), by, at)).fetchone()[0]
             name = f"{order_id}-{photo_id}{_SUFFIX[content_type]}"
             temporary = self.photo_dir / (name + ".part")
             temporary.write_bytes(content)
@@ -487,7 +511,9 @@ class WorkOrders:
 
     def by_alerts(self, alert_ids: list[int]) -> dict[int, int]:
         """alert id -> its work order's id, for those of `alert_ids` that have one (one query)."""
-        rows = self._db.execute("SELECT alert_id, id FROM work_orders WHERE alert_id IN (SELECT value FROM json_each(?))",
+        ids = "SELECT value::bigint FROM jsonb_array_elements_text(?::jsonb) AS value" if engines.dialect(self._db) == "postgres" \
+            else "SELECT value FROM json_each(?)"
+        rows = self._db.execute(f"SELECT alert_id, id FROM work_orders WHERE alert_id IN ({ids})",
                                 (json.dumps(alert_ids),))
         return {int(row[0]): int(row[1]) for row in rows}
 
@@ -586,9 +612,12 @@ def as_alert_change(change: WorkOrderChange) -> state_store.AlertChange:
     return state_store.AlertChange(action=NOTIFIED.get(change.action, "updated"), alert=alert, note=note)
 
 
-def orders_created_between(db: sqlite3.Connection, start: str, end: str) -> list[WorkOrder]:
+def orders_created_between(db: sqlite3.Connection, start: str, end: str, site: str | None = None) -> list[WorkOrder]:
     """Orders created in [start, end) (UTC ISO), oldest first, for reports; [] where the
-    state.db has no work-order table yet (a gateway that never started the feature)."""
+    state.db has no work-order table yet (a gateway that never started the feature).
+    `site`: that site's only (a district's schools share one table and repeat room ids)."""
+    if site is not None:
+        return _orders(db, "created_at >= ? AND created_at < ? AND site = ?", (start, end, site))
     return _orders(db, "created_at >= ? AND created_at < ?", (start, end))
 
 
@@ -601,13 +630,14 @@ def overdue_at(order: WorkOrder, at: datetime) -> bool:
     return missed(order.take_by, order.taken_at) or missed(order.resolve_by, order.done_at)
 
 
-def day_counts(db: sqlite3.Connection, start: datetime, end: datetime) -> dict[str, int] | None:
+def day_counts(db: sqlite3.Connection, start: datetime, end: datetime, site: str | None = None) -> dict[str, int] | None:
     """The daily report's repair requests: opened and closed in [start, end), and overdue at
-    `end` (overdue_at); None where the state.db has no work-order table yet."""
+    `end` (overdue_at); None where the state.db has no work-order table yet. `site`: that site's only."""
     if not _has_orders(db):
         return None
     span = (start.isoformat(), end.isoformat())
     live = _orders(db, "created_at < ? AND (closed_at IS NULL OR closed_at >= ?)", (span[1], span[0]))
+    live = [o for o in live if site is None or o.site == site]
     return {
         "opened": sum(1 for o in live if o.created_at >= span[0]),
         "closed": sum(1 for o in live if o.closed_at is not None and o.closed_at < span[1]),
@@ -616,13 +646,15 @@ def day_counts(db: sqlite3.Connection, start: datetime, end: datetime) -> dict[s
 
 
 def _has_orders(db: sqlite3.Connection) -> bool:
-    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'work_orders'").fetchone() is not None
+    return engines.has_table(db, "work_orders")
 
 
 def _orders(db: sqlite3.Connection, where: str, params: tuple[str, ...]) -> list[WorkOrder]:
     """Orders matching `where`, oldest first, on a cursor of our own (the connection is the caller's)."""
     if not _has_orders(db):
         return []
+    if engines.dialect(db) == "postgres":  # its rows are by name already
+        return [_order_from_row(row) for row in db.execute(f"SELECT * FROM work_orders WHERE {where} ORDER BY id", params)]
     cursor = db.cursor()
     cursor.row_factory = sqlite3.Row
     return [_order_from_row(row) for row in cursor.execute(f"SELECT * FROM work_orders WHERE {where} ORDER BY id", params)]

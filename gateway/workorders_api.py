@@ -24,7 +24,7 @@ from gateway import auth
 from gateway.auth import ROLE_PERMISSIONS, Principal, require
 from gateway.service import Gateway
 from gateway.store import AlertNotFound, AlertStateConflict
-from gateway.web.pages import page_gettext, page_locale, page_strings
+from gateway.web.pages import page_gettext, page_locale, page_site, page_strings
 from gateway.workorders import (
     PRIORITIES,
     Priority,
@@ -55,6 +55,8 @@ class NewWorkOrder(BaseModel):
     text: str = Field(min_length=1, max_length=2000)
     category: str = Field(default="general", max_length=64)
     priority: Priority = "normal"
+    site: Identifier | None = Field(default=None,
+                                    description="The site (issue 21); may be left out when the token sees one site")
 
 
 class FromAlert(BaseModel):
@@ -95,10 +97,22 @@ ROUTE_ERRORS: dict[str, dict[int, str]] = {
 def register(app: FastAPI, gateway: Gateway, templates: Jinja2Templates, csp: str) -> None:
     """Add the work-order and duty routes and the /work-orders page to `app`."""
     orders = gateway.work_orders
-    routes = gateway.config.rules.patrol.routes
 
-    def people() -> dict[str, str]:
-        return {token.name: token.role for token in gateway.config.api.tokens}
+    def routes(site_id: str) -> list[Any]:
+        return list(gateway.rules_for(site_id).patrol.routes) if site_id in gateway.sites else []
+
+    def visible_alert(alert_id: int, principal: Principal) -> Any:
+        """The alert if the caller may see it (its sites; a guard: its post's), else 404."""
+        alert = gateway.store.alert(alert_id)
+        if alert is None or not (principal.sees_site(alert.site)
+                                 and principal.sees_alert(alert.rule, alert.subject, routes(alert.site))):
+            raise HTTPException(status_code=404, detail=f"no alert {alert_id}")
+        return alert
+
+    def people(principal: Principal) -> dict[str, str]:
+        """Token name -> role, of the people who share a site with `principal` (issue 21)."""
+        return {token.name: token.role for token in gateway.config.api.tokens
+                if not token.sites or any(principal.sees_site(site) for site in token.sites)}
 
     def visible(order_id: int, principal: Principal) -> WorkOrder:
         try:
@@ -107,12 +121,15 @@ def register(app: FastAPI, gateway: Gateway, templates: Jinja2Templates, csp: st
             raise HTTPException(status_code=404, detail=f"no work order {order_id}") from None
         if not principal.can(auth.WORK_ORDERS_READ_ALL) and principal.name not in (order.requested_by, order.owner):
             raise HTTPException(status_code=404, detail=f"no work order {order_id}")
+        if not principal.sees_site(order.site):  # another site's: as if it did not exist
+            raise HTTPException(status_code=404, detail=f"no work order {order_id}")
         return order
 
-    def named(to: str, permission: str, what: str) -> None:
-        role = people().get(to)
+    def named(to: str, permission: str, what: str, principal: Principal) -> None:
+        known = people(principal)
+        role = known.get(to)
         if role is None:
-            raise HTTPException(status_code=422, detail=f"to: no person {to!r} (names of the API tokens: {', '.join(sorted(people()))})")
+            raise HTTPException(status_code=422, detail=f"to: no person {to!r} (names of the API tokens: {', '.join(sorted(known))})")
         if permission not in ROLE_PERMISSIONS[role]:
             raise HTTPException(status_code=422, detail=f"to: {to} ({role}) cannot {what}")
 
@@ -141,19 +158,25 @@ def register(app: FastAPI, gateway: Gateway, templates: Jinja2Templates, csp: st
         state: list[WorkOrderState] | None = Query(default=None, description="Repeat for several; none: all"),
         mine: bool = Query(default=False, description="Only those I requested or own"),
         limit: int = Query(default=500, ge=1, le=5000),
+        site: str | None = Query(default=None, description="Only this site's; none: every site the token sees"),
         principal: Principal = require(auth.WORK_ORDERS_READ),
     ) -> list[dict[str, Any]]:
         """Newest first. Without work_orders:read_all (a guard), only the caller's own requests
         and the orders they own."""
         person = principal.name if mine or not principal.can(auth.WORK_ORDERS_READ_ALL) else None
-        return [order_json(o) for o in orders.search(state=[s.value for s in state or []], person=person, limit=limit)]
+        sites = set(auth.sites_asked(principal, list(gateway.sites), site))
+        every = site is None and len(sites) == len(gateway.sites)
+        found = orders.search(state=[s.value for s in state or []], person=person, limit=limit if every else 1_000_000)
+        return [order_json(o) for o in found if every or o.site in sites][:limit]
 
     @app.post("/api/work-orders", status_code=201, tags=tags)
     def create_work_order(body: NewWorkOrder, principal: Principal = require(auth.WORK_ORDERS_CREATE)) -> dict[str, Any]:
         """Report a fault. Deadlines to take and to finish it follow from category and
         priority (work_orders in the gateway config) and are fixed on the order now."""
+        site = auth.one_site(principal, list(gateway.sites), body.site)
         try:
-            change = orders.create(room=body.room, text=body.text, by=principal.name, category=body.category, priority=body.priority)
+            change = orders.create(room=body.room, text=body.text, by=principal.name, category=body.category,
+                                   priority=body.priority, site=site)
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
         return detail(change.order)
@@ -197,13 +220,13 @@ def register(app: FastAPI, gateway: Gateway, templates: Jinja2Templates, csp: st
     @app.post("/api/work-orders/{order_id}/hand-over", tags=tags)
     def hand_over(order_id: int, body: HandOver, principal: Principal = require(auth.WORK_ORDERS_WORK)) -> dict[str, Any]:
         """The owner names who owns it from now on (first-responder ownership ends only so)."""
-        named(body.to, auth.WORK_ORDERS_WORK, "take work orders")
+        named(body.to, auth.WORK_ORDERS_WORK, "take work orders", principal)
         return step(order_id, "hand_over", principal, body.note, to=body.to)
 
     @app.post("/api/work-orders/{order_id}/assign", tags=tags)
     def assign_work_order(order_id: int, body: HandOver, principal: Principal = require(auth.WORK_ORDERS_ASSIGN)) -> dict[str, Any]:
         """A manager gives the order to a named person (an untaken one becomes taken by them)."""
-        named(body.to, auth.WORK_ORDERS_WORK, "take work orders")
+        named(body.to, auth.WORK_ORDERS_WORK, "take work orders", principal)
         return step(order_id, "assign", principal, body.note, to=body.to)
 
     @app.post("/api/work-orders/{order_id}/close", tags=tags)
@@ -237,15 +260,14 @@ def register(app: FastAPI, gateway: Gateway, templates: Jinja2Templates, csp: st
                               principal: Principal = require(auth.WORK_ORDERS_CREATE)) -> dict[str, Any]:
         """One click from an alert: room from the alert's device, category from its rule,
         priority from its severity; the two stay linked (alert_id here, work_order_id on the alert)."""
-        alert = gateway.store.alert(alert_id)
-        if alert is None or not principal.sees_alert(alert.rule, alert.subject, routes):
-            raise HTTPException(status_code=404, detail=f"no alert {alert_id}")
-        rooms = {d: r.id for b in gateway.site.buildings for r in b.rooms for d in r.devices}
+        alert = visible_alert(alert_id, principal)
+        site = gateway.sites.get(alert.site, gateway.site)
+        rooms = {d: r.id for b in site.buildings for r in b.rooms for d in r.devices}
         priority = body.priority or priority_for_severity(alert.severity)
         category = body.category or category_for_rule(alert.rule, set(orders.config.categories))
         try:
             change = orders.create(room=rooms.get(alert.subject, alert.subject), text=body.text or alert.message, by=principal.name,
-                                   category=category, priority=priority, alert_id=alert_id)
+                                   category=category, priority=priority, alert_id=alert_id, site=alert.site)
         except WorkOrderConflict as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from None
         except ValueError as exc:
@@ -255,7 +277,8 @@ def register(app: FastAPI, gateway: Gateway, templates: Jinja2Templates, csp: st
     @app.post("/api/alerts/{alert_id}/assign", tags=["alerts"])
     def assign_alert(alert_id: int, body: AlertAssignment, principal: Principal = require(auth.ALERTS_ASSIGN)) -> dict[str, Any]:
         """Name the person on duty an alert is for (they acknowledge it themselves)."""
-        named(body.to, auth.ALERTS_ACK, "acknowledge alerts")
+        named(body.to, auth.ALERTS_ACK, "acknowledge alerts", principal)
+        visible_alert(alert_id, principal)
         try:
             change = gateway.assign(alert_id, body.to, principal.name, body.note)
         except AlertNotFound:
@@ -266,18 +289,22 @@ def register(app: FastAPI, gateway: Gateway, templates: Jinja2Templates, csp: st
 
     @app.get("/api/people", tags=["auth"])
     def list_people(principal: Principal = require(auth.WORK_ORDERS_READ)) -> list[dict[str, Any]]:
-        """Who can be named in a hand-over or an assignment: the API tokens' names and roles."""
+        """Who can be named in a hand-over or an assignment: the API tokens' names and roles
+        (on a gateway of several sites, of the people who share a site with the caller)."""
         return [{"name": name, "role": role, "takes_work_orders": auth.WORK_ORDERS_WORK in ROLE_PERMISSIONS[role],
-                 "acknowledges_alerts": auth.ALERTS_ACK in ROLE_PERMISSIONS[role]} for name, role in sorted(people().items())]
+                 "acknowledges_alerts": auth.ALERTS_ACK in ROLE_PERMISSIONS[role]}
+                for name, role in sorted(people(principal).items())]
 
     @app.get("/work-orders", response_class=HTMLResponse, include_in_schema=False)
-    def work_orders_page(request: Request) -> HTMLResponse:
+    def work_orders_page(request: Request, site: str | None = None) -> HTMLResponse:
         """List, detail and create form (one page, phone-sized); holds no data. Its words are
-        in the site's locale, chosen as the dashboard's (gateway/web/pages.py)."""
-        locale = page_locale(request, gateway.site.locale)
-        rooms = [(r.id, names.label(r.name, r.id)) for b in gateway.site.buildings for r in b.rooms]
+        in the site's locale, chosen as the dashboard's (gateway/web/pages.py); `site` as the dashboard's."""
+        shown = page_site(gateway.sites, site)
+        locale = page_locale(request, shown.locale)
+        rooms = [(r.id, names.label(r.name, r.id)) for b in shown.buildings for r in b.rooms]
         response = templates.TemplateResponse(request, "workorders.html", {
-            "site": gateway.site, "rooms": rooms, "categories": sorted(orders.config.categories), "priorities": PRIORITIES,
+            "site": shown, "rooms": rooms, "site_count": len(gateway.sites),
+            "categories": sorted(orders.config.categories), "priorities": PRIORITIES,
             "photo_max_bytes": orders.config.photo_max_bytes, "photo_types": orders.config.photo_types,
             "lang": locale, "_": page_gettext(locale),
             "strings": json.dumps(page_strings(WORK_ORDER_STRINGS, locale), ensure_ascii=False)})

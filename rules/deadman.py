@@ -9,6 +9,12 @@ device's newest event, so late or replayed data never makes a device look silent
 Events do not name their agent. The mapping comes from the configuration (`agents`), or
 from the gateway, which knows each event's agent from its MQTT topic (`learn_agent`).
 Devices with no known agent are held back while any agent with no known devices is offline.
+
+A campus behind a bridged broker (deploy/bridge/) can lose its WAN link while its agents
+work on and its broker holds their data. The gateway feeds the bridge's up/down facts
+(`on_link`, on its own clock): while the link is down, silence that began after the cut is
+not judged; once it is back, such silence counts from the link's return, so the backlog has
+time to arrive. The cut itself is one `site_link_down` warning once it outlasts a grace.
 See docs/rules.md#deadman.
 """
 
@@ -31,10 +37,11 @@ SNAPSHOT_VERSION = 1
 
 DEVICE = "deadman"
 AGENT = "deadman_agent"
+LINK = "site_link_down"
 
 
 #: The alert rules this family emits (rules/config.py: ALERT_RULES).
-RULE_NAMES = (DEVICE, AGENT)
+RULE_NAMES = (DEVICE, AGENT, LINK)
 
 
 class DeadmanConfig(StrictModel):
@@ -54,6 +61,10 @@ class DeadmanConfig(StrictModel):
         default_factory=dict, description="Per-device minutes; null: not watched"
     )
     agents: dict[Identifier, list[Identifier]] = Field(default_factory=dict, description="Agent id -> its devices")
+    link_down_minutes: float = Field(
+        default=10.0, ge=0, description="A campus bridge down this long raises site_link_down (0: at once); "
+        "a shorter blip pages no one"
+    )
 
 
 @dataclass
@@ -74,13 +85,28 @@ class _Agent:
     offline_seen: datetime | None = None  # event time when its offline status arrived
 
 
+@dataclass
+class _Link:
+    """The site's campus bridge as the gateway last heard it, on the gateway's clock."""
+
+    down_at: datetime | None = None  # start of the latest cut
+    up_at: datetime | None = None  # its end; None while the link is down
+    alert: str = ""  # the cut's site_link_down: "" not raised, "open", "done" (resolved)
+
+    @property
+    def down(self) -> bool:
+        return self.down_at is not None and self.up_at is None
+
+
 class DeadmanRule:
     """One alert per silent device, one per absent agent, never both for the same silence."""
 
     name = "deadman"
     reads = frozenset(EVENT_KINDS)
 
-    def __init__(self, site: SiteConfig, config: DeadmanConfig) -> None:
+    def __init__(self, site: SiteConfig, config: DeadmanConfig, lateness: timedelta = timedelta(0)) -> None:
+        """`lateness`: how far ticks lag the gateway's clock (the rules' allowed lateness),
+        so the link's grace is measured on the clock its facts carry."""
         self._site = site
         self._config = config
         self._kind_minutes = {
@@ -96,13 +122,25 @@ class DeadmanRule:
         self._since: datetime | None = None  # first tick: configured devices never heard count from here
         self._newest: datetime | None = None
         self._offline_grace = timedelta(minutes=config.agent_offline_minutes)
-        self.stats: dict[str, int] = {"agent_status": 0, "held_back": 0}
+        self._link = _Link()  # a site with no bridge never hears of one: judged as always
+        self._link_grace = timedelta(minutes=config.link_down_minutes)
+        self._lateness = lateness
+        self.stats: dict[str, int] = {"agent_status": 0, "held_back": 0, "held_by_link": 0}
 
     def learn_agent(self, device: str, agent: str) -> None:
         """The gateway saw `device`'s events on `agent`'s topic; the configuration wins."""
         if device != agent and device not in self._configured_agent:
             self._learned_agent[device] = agent
             self._agents.setdefault(agent, _Agent())
+
+    def on_link(self, up: bool, at: datetime) -> None:
+        """The campus bridge went up or down at `at` (gateway clock). Repeats (the retained
+        state at each reconnect) change nothing; a new cut forgets the one before."""
+        link = self._link
+        if up and link.down:
+            link.up_at = at
+        elif not up and not link.down:
+            self._link = _Link(down_at=at)
 
     # ----------------------------------------------------------------- Rule protocol
 
@@ -138,7 +176,7 @@ class DeadmanRule:
         for device, minutes in self._config.devices.items():
             if minutes is not None:
                 self._devices.setdefault(device, _Device())
-        signals: list[AlertSignal] = []
+        signals = self._judge_link(now)
         for agent_id in sorted(self._agents):
             agent = self._agents[agent_id]
             agent.silent_at = self._all_silent(agent_id, now)
@@ -153,8 +191,8 @@ class DeadmanRule:
         interval = self._interval(device_id, device)
         if interval is None or device.raised:
             return []
-        deadline = self._anchor(device_id, device) + interval
-        if now < deadline:
+        deadline = self._past_the_cut(self._anchor(device_id, device) + interval, interval)
+        if deadline is None or now < deadline:
             return []
         if self._held_back(device_id):
             self.stats["held_back"] += 1
@@ -246,7 +284,8 @@ class DeadmanRule:
             return None
         shortest = min(i for _, _, i in watched)
         newest = max(self._anchor(d, dev) for d, dev, _ in watched)
-        return newest + shortest if now >= newest + shortest else None
+        silent_at = self._past_the_cut(newest + shortest, shortest)
+        return silent_at if silent_at is not None and now >= silent_at else None
 
     def _offline_due(self, agent: _Agent, now: datetime) -> bool:
         """Offline long enough to say so: a broker restart fires every agent's will, and the
@@ -296,6 +335,53 @@ class DeadmanRule:
         details: dict[str, float | str] = {"agent": agent_id, "reason": reason, "devices": len(devices)}
         return AlertSignal(self._site.id, AGENT, agent_id, action, at, Severity.CRITICAL, message, details)
 
+    # ----------------------------------------------------------------- the campus link
+
+    def _past_the_cut(self, deadline: datetime, interval: timedelta) -> datetime | None:
+        """A silence deadline as the latest link cut leaves it: one due by the cut's start
+        stands (that silence was seen while data could arrive); a later one is not judged
+        while the link is down (None), and once it is back counts from the return."""
+        link = self._link
+        if link.down_at is None or deadline <= link.down_at:
+            return deadline
+        if link.up_at is None:
+            self.stats["held_by_link"] += 1
+            return None
+        return max(deadline, link.up_at + interval)
+
+    def _judge_link(self, now: datetime) -> list[AlertSignal]:
+        """One warning per cut that outlasts the grace, resolved when the link is back. Ticks
+        lag the clock by the lateness; the grace is measured on the clock."""
+        link = self._link
+        if link.down_at is None or link.alert == "done":
+            return []
+        due = link.down_at + self._link_grace
+        signals: list[AlertSignal] = []
+        # Down: due once the clock (ticks + lateness) passes the grace. Back before a tick
+        # saw it due (a catch-up): still said, if the cut outlasted the grace.
+        outlasted = now + self._lateness >= due if link.up_at is None else link.up_at >= due
+        if not link.alert and outlasted:
+            link.alert = "open"
+            message = Message("Link to site {site} down since {time}: its data waits at the campus", site=self._site.id,
+                              time=wall_clock(self._site, link.down_at, ref=due))
+            signals.append(self._link_signal(SignalAction.RAISE, due, message))
+        if link.alert == "open" and link.up_at is not None:
+            link.alert = "done"
+            minutes = (link.up_at - link.down_at).total_seconds() / 60
+            message = Message("Link to site {site} back at {time} after {silence}", site=self._site.id,
+                              time=wall_clock(self._site, link.up_at, ref=link.up_at), silence=_duration(minutes))
+            signals.append(self._link_signal(SignalAction.RESOLVE, link.up_at, message))
+        return signals
+
+    def _link_signal(self, action: SignalAction, at: datetime, message: str) -> AlertSignal:
+        link = self._link
+        assert link.down_at is not None
+        details: dict[str, float | str] = {"down_at": link.down_at.isoformat()}
+        if link.up_at is not None:
+            details["up_at"] = link.up_at.isoformat()
+            details["minutes"] = round((link.up_at - link.down_at).total_seconds() / 60, 2)
+        return AlertSignal(self._site.id, LINK, self._site.id, action, at, Severity.WARNING, message, details)
+
     def _has_devices(self, agent_id: str) -> bool:
         return agent_id in self._config.agents or agent_id in self._learned_agent.values()
 
@@ -309,6 +395,7 @@ class DeadmanRule:
             "devices": state.dump(self._devices),
             "agents": state.dump(self._agents),
             "learned_agents": dict(self._learned_agent),
+            "link": state.dump(self._link),
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -319,6 +406,7 @@ class DeadmanRule:
         self._agents = {agent: _Agent() for agent in self._config.agents}
         self._agents.update({a: state.load(_Agent, s) for a, s in snapshot["agents"].items()})
         self._learned_agent = {}
+        self._link = state.load(_Link, snapshot["link"]) if snapshot.get("link") else _Link()  # older: none
         for device, agent in snapshot.get("learned_agents", {}).items():
             self.learn_agent(device, agent)
 

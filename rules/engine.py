@@ -42,7 +42,7 @@ def build_rules(site: SiteConfig, config: RulesConfig) -> tuple[StatefulRule, ..
         (config.water.enabled, lambda: WaterRule(site, config.water, lateness)),
         (config.doors.enabled, lambda: DoorsRule(site, config.doors)),
         (config.patrol.enabled, lambda: PatrolRule(site, config.patrol, lateness)),
-        (config.deadman.enabled, lambda: DeadmanRule(site, config.deadman)),
+        (config.deadman.enabled, lambda: DeadmanRule(site, config.deadman, lateness)),
         (config.cold_room.enabled and bool(config.cold_room.rooms), lambda: ColdRoomRule(site, config.cold_room)),
     ]
     return tuple(build() for enabled, build in candidates if enabled)
@@ -77,12 +77,25 @@ class RuleEngine:
         """Signals caused by time passing; `now` is aware UTC."""
         return self._each(lambda rule: rule.on_tick(now))
 
-    def learn_agent(self, device: str, agent: str) -> None:
-        """Tell the rules which agent forwards `device` (the gateway knows it from the topic)."""
+    def learn_agent(self, device: str, agent: str, site: str | None = None) -> None:
+        """Tell the rules which agent forwards `device` (the gateway knows it from the topic);
+        a device of another `site` is not this site's to learn."""
+        if site is not None and site != self.site.id:
+            return
         for rule in self.rules:
             learn = getattr(rule, "learn_agent", None)
             if learn is not None:
                 learn(device, agent)
+
+    def on_link(self, up: bool, at: datetime, site: str | None = None) -> None:
+        """The site's campus bridge went up or down at `at` (the gateway's clock); rules that
+        weigh silence (rules/deadman.py) hear it. Another `site`'s link is not this site's."""
+        if site is not None and site != self.site.id:
+            return
+        for rule in self.rules:
+            on_link = getattr(rule, "on_link", None)
+            if on_link is not None:
+                on_link(up, at)
 
     def rounds_state(self) -> list[dict[str, Any]]:
         """Patrol rounds being followed and each checkpoint's state, for the API."""

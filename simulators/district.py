@@ -48,12 +48,18 @@ def district_scenario(
     start: datetime = DISTRICT_START,
     hours: float = DISTRICT_HOURS,
     step_seconds: float = 60.0,
+    prefix: str = "",
+    site: dict[str, Any] | None = None,
+    agent: str = "agent-district",
 ) -> Scenario:
-    """A generated district; its `expected` is left to what its incidents imply."""
-    rng = device_rng(seed, "district", buildings, rooms)
+    """A generated district; its `expected` is left to what its incidents imply.
+    `prefix` starts every building id (so device ids stay unique across the sites of
+    simulators/sites.py) and seeds the incidents apart; `site` overrides keys of the site
+    (id, name, timezone, schedules, calendar)."""
+    rng = device_rng(seed, "district", buildings, rooms, *([prefix] if prefix else []))
     site_buildings, devices, routes, guards = [], [], [], []
     for b in range(buildings):
-        building = f"b{b:03d}"
+        building = f"{prefix}b{b:03d}"
         room_list = []
         for r in range(rooms):
             room = f"{building}-r{r:03d}"
@@ -70,7 +76,7 @@ def district_scenario(
     return Scenario.model_validate({
         "name": f"district-{buildings}x{rooms}",
         "description": f"{buildings} buildings x {rooms} rooms, one device per room",
-        "agent": "agent-district",
+        "agent": agent,
         "start": start,
         "end": end,
         "step_seconds": step_seconds,
@@ -84,7 +90,7 @@ def district_scenario(
                 "entrance": [{"days": "mon-fri", "hours": "06:30-19:00"}],
             },
             "buildings": site_buildings,
-        },
+        } | (site or {}),
         "devices": devices,
         "guards": guards,
         "incidents": incidents,

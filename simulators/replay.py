@@ -50,7 +50,7 @@ from warden.events import DeviceState, DeviceStatus, Event, stable_event_id
 _DEVICE: TypeAdapter[DeviceConfig] = TypeAdapter(DeviceConfig)
 
 
-class _Clock:
+class EmissionClock:
     """The replay's "now": the instant of the emission being handled."""
 
     def __init__(self, start: datetime) -> None:
@@ -81,7 +81,7 @@ class DriverBank:
     agent would read it with. Modbus meters answer through an in-memory bus (`meters`),
     polled by whoever owns the bank."""
 
-    def __init__(self, night: Night, spool: Path, clock: _Clock, emit: Callable[[Event], None]) -> None:
+    def __init__(self, night: Night, spool: Path, clock: EmissionClock, emit: Callable[[Event], None]) -> None:
         self.night = night
         self.clock = clock
         self.site = night.scenario.site.id
@@ -131,7 +131,7 @@ class ProducedEvents:
         if night.modbus_meters:
             raise ValueError(f"polled Modbus meters have no emissions to derive events from: {sorted(night.modbus_meters)}")
         self.events: dict[str, Event] = {}
-        self._clock = _Clock(night.scenario.start_utc)
+        self._clock = EmissionClock(night.scenario.start_utc)
         self._bank = DriverBank(night, spool, self._clock, lambda event: self.events.setdefault(event.id, event))
 
     def add(self, e: Emission) -> None:
@@ -152,7 +152,7 @@ class _Replay:
     def __init__(self, night: Night, spool: Path, tick_seconds: float) -> None:
         scenario = night.scenario
         self.night = night
-        self.clock = _Clock(scenario.start_utc)
+        self.clock = EmissionClock(scenario.start_utc)
         self.site = scenario.site.id
         self.agent = scenario.agent
         self.lateness = timedelta(seconds=scenario.rules.allowed_lateness_seconds)
@@ -274,7 +274,7 @@ class _Response:
 class _Meter:
     """What `ModbusBus` needs of a pymodbus client, answering from the meter's curve."""
 
-    def __init__(self, sim: PowerMeterSim, clock: _Clock) -> None:
+    def __init__(self, sim: PowerMeterSim, clock: EmissionClock) -> None:
         self.sim = sim
         self.clock = clock
         self.state = "clear"  # clear, mute, refuse:<code>

@@ -16,7 +16,7 @@ from rules.alerts import AlertSignal, Severity, SignalAction
 from tests.support.scripts import console_script
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
-SUBCOMMANDS = ["agent", "gateway", "simulate", "demo", "report", "token"]
+SUBCOMMANDS = ["agent", "gateway", "simulate", "demo", "district", "report", "token"]
 
 
 def _command() -> list[str]:

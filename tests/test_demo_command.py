@@ -4,6 +4,7 @@ clock moving, and `--keep-running` leaves a dashboard to look at."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -46,6 +47,10 @@ def test_the_default_demo_is_quiet_and_shows_the_simulated_clock_moving(tmp_path
     assert done.stderr.startswith("school-night:"), done.stderr  # the default night
     # The scenario injects line noise on the patrol reader (faults: every 25 min): counted, summarised once.
     assert re.search(r"The agent dropped and counted \d+ garbled device messages.*patrol-reader-1", done.stderr), done.stderr
+    # ... and it prints the night's alerts, judged against the ground truth (the README's promise)
+    assert "ac_after_hours" in done.stdout and "A-204" in done.stdout
+    assert "match the ground truth" in done.stderr
+    assert json.loads((tmp_path / "ground-truth-check.json").read_text())["ok"] is True
 
 
 def test_keep_running_serves_the_dashboard_until_sigterm(tmp_path: Path) -> None:

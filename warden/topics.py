@@ -47,6 +47,20 @@ def gateway_sync_topic(client_id: str) -> str:
     return f"{ROOT}/_gateway/{client_id}/sync"
 
 
+def bridge_state_topic(site: str) -> str:
+    """A campus bridge's own state (deploy/bridge/edge-bridge.conf `notification_topic`):
+    Mosquitto publishes "1" retained when the bridge connects and leaves "0" as its last will."""
+    return f"{ROOT}/_bridge/{site}/state"
+
+
+def parse_bridge_topic(topic: str) -> str | None:
+    """The site of `warden/v1/_bridge/<site>/state`; None if the topic is not one."""
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:3]) != f"{ROOT}/_bridge" or parts[4] != "state":
+        return None
+    return parts[3] if _IDENTIFIER.fullmatch(parts[3]) else None
+
+
 @dataclass(frozen=True)
 class AgentTopic:
     site: str

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from gateway.config import HistorianConfig, InfluxHistorianConfig, SqliteHistorianConfig
-from gateway.historian.points import Point, event_point, event_points
-from warden.config import SiteConfig
+from gateway.historian.points import Point, Sites, event_point, event_points
 from warden.events import Event
 
 __all__ = ["Historian", "Point", "event_point", "event_points", "open_historian"]
@@ -53,7 +52,7 @@ class Historian(Protocol):
         ...
 
 
-def open_historian(config: HistorianConfig, site: SiteConfig) -> Historian:
+def open_historian(config: HistorianConfig, site: Sites) -> Historian:
     """Build the historian the gateway config asks for."""
     if isinstance(config, SqliteHistorianConfig):
         from gateway.historian.sqlite import SqliteHistorian

@@ -40,8 +40,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from gateway.config import InfluxHistorianConfig
-from gateway.historian.points import Point, SeriesUnavailable, event_points, to_epoch_ns
-from warden.config import SiteConfig
+from gateway.historian.points import Point, SeriesUnavailable, Sites, event_points, to_epoch_ns
 from warden.events import Event
 
 __all__ = ["RETRYABLE_4XX", "InfluxHistorian", "SpoolFull", "retry_delay_seconds"]
@@ -83,7 +82,7 @@ class SpoolFull(RuntimeError):
 class InfluxHistorian:
     """Durable, ordered, retried-forever writes to one bucket (see the module docstring)."""
 
-    def __init__(self, config: InfluxHistorianConfig, site: SiteConfig) -> None:
+    def __init__(self, config: InfluxHistorianConfig, site: Sites) -> None:
         self._config = config
         self._site = site
         self._spool = _Spool(Path(config.spool_path))
@@ -120,13 +119,13 @@ class InfluxHistorian:
 
     def series(
         self, device: str, measurement: str | None = None, since: datetime | None = None,
-        until: datetime | None = None, limit: int = 1000,
+        until: datetime | None = None, limit: int = 1000, site: str | None = None,
     ) -> list[Point]:
         """The latest `limit` points of a device in [since, until), oldest first, read back
         with a Flux query (the v2 query API: InfluxDB 2.x, 1.8+ with Flux enabled). Raises
         SeriesUnavailable with the server's answer where it does not speak Flux (InfluxDB 3,
         VictoriaMetrics): the API turns that into 501 with the reason."""
-        flux = _series_flux(self._config.bucket, device, measurement, since, until, limit)
+        flux = _series_flux(self._config.bucket, device, measurement, since, until, limit, site)
         try:
             tables = self._client.query_api().query(flux, org=self._config.org)
         except ApiException as exc:
@@ -518,9 +517,12 @@ def _flux_time(value: datetime | None, default: str) -> str:
 
 
 def _series_flux(bucket: str, device: str, measurement: str | None, since: datetime | None,
-                 until: datetime | None, limit: int) -> str:
-    """One device's points, one row per point (fields pivoted into columns), newest `limit`."""
+                 until: datetime | None, limit: int, site: str | None = None) -> str:
+    """One device's points, one row per point (fields pivoted into columns), newest `limit`;
+    `site`: that site's device only (sites repeat device ids)."""
     where = f"r.device == {_flux_string(device)}"
+    if site is not None:
+        where += f" and r.site == {_flux_string(site)}"
     if measurement is not None:
         where += f" and r._measurement == {_flux_string(measurement)}"
     return (

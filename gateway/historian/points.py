@@ -8,7 +8,7 @@ values (card numbers, guard ids, tag ids, event ids) is a field, never a tag.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
 
@@ -59,18 +59,25 @@ def event_point(event: Event, location: DeviceLocation | None) -> Point:
     return Point(measurement, tags, fields, event.event_time, event.id)
 
 
-def event_points(events: Iterable[Event], site: SiteConfig) -> list[Point]:
+#: The site, or sites (issue 21), whose devices a historian places in buildings and rooms.
+Sites = SiteConfig | Sequence[SiteConfig]
+
+
+def event_points(events: Iterable[Event], site: Sites) -> list[Point]:
     """Map events of `site`; devices of another site are not looked up in this one."""
     return [event_point(event, location) for event, location in located(events, site)]
 
 
-def located(events: Iterable[Event], site: SiteConfig) -> Iterable[tuple[Event, DeviceLocation | None]]:
-    """Each event with its device's place in `site` (None: unknown, or another site)."""
-    locations: dict[str, DeviceLocation | None] = {}
+def located(events: Iterable[Event], site: Sites) -> Iterable[tuple[Event, DeviceLocation | None]]:
+    """Each event with its device's place in its site (None: unknown, or a site not served)."""
+    sites = {site.id: site} if isinstance(site, SiteConfig) else {s.id: s for s in site}
+    locations: dict[tuple[str, str], DeviceLocation | None] = {}
     for event in events:
-        if event.device not in locations:
-            locations[event.device] = site.locate(event.device)
-        yield event, locations[event.device] if event.site == site.id else None
+        key = (event.site, event.device)
+        if key not in locations:
+            served = sites.get(event.site)
+            locations[key] = None if served is None else served.locate(event.device)
+        yield event, locations[key]
 
 
 def place(location: DeviceLocation | None) -> tuple[str, str]:

@@ -25,8 +25,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from gateway.historian.points import Point, from_epoch_ns, located, place, point_parts, to_epoch_ns
-from warden.config import DeviceLocation, SiteConfig
+from gateway.historian.points import Point, Sites, from_epoch_ns, located, place, point_parts, to_epoch_ns
+from warden.config import DeviceLocation
 from warden.events import Event
 
 #: Files made before compact rows (one row per point, text columns); still read and written.
@@ -105,7 +105,7 @@ MIN_SQLITE = (3, 38, 0)
 class SqliteHistorian:
     """Points in one SQLite table (WAL mode), in write order."""
 
-    def __init__(self, path: str | Path, site: SiteConfig) -> None:
+    def __init__(self, path: str | Path, site: Sites) -> None:
         self._path = Path(path)
         self._site = site
         self._lock = threading.Lock()
@@ -213,9 +213,14 @@ class SqliteHistorian:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 1000,
+        site: str | None = None,
     ) -> list[Point]:
-        """The latest `limit` points of a device in [since, until), oldest first."""
+        """The latest `limit` points of a device in [since, until), oldest first. `site`: that
+        site's device only (the sites of a district repeat device ids)."""
         where, args = ["device = ?"], [device]
+        if site is not None:
+            where.append("site = ?")
+            args.append(site)
         if measurement is not None:
             where.append("measurement = ?")
             args.append(measurement)

@@ -6,11 +6,12 @@ both use these; neither imports the other's page."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 
+from warden.config import SiteConfig
 from warden.i18n import gettext_for, pick_locale
 
 
@@ -36,3 +37,13 @@ def page_strings(texts: Iterable[str], locale: str) -> dict[str, str]:
     """msgid -> its translation in `locale`, for a page's strings table (read, not fetched)."""
     gettext = gettext_for(locale)
     return {text: gettext(text).replace("</", "<\\/") for text in texts}  # safe inside <script>
+
+
+def page_site(sites: Mapping[str, SiteConfig], site: str | None) -> SiteConfig:
+    """The site a page shows (its `?site=`; default the gateway's first). A page holds no data,
+    only the site's names and zone; the data comes with the token, scoped to its sites."""
+    if site is None:
+        return next(iter(sites.values()))
+    if site not in sites:
+        raise HTTPException(status_code=404, detail=f"site: no site {site!r} on this gateway")
+    return sites[site]

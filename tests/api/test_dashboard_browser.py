@@ -9,32 +9,14 @@ from collections.abc import Iterator
 import pytest
 
 from tests.api.conftest import NAMES, TOKENS, Publisher, Running, left_on
-from tests.support.scripts import find_program
-
-#: Overrides where Chromium is looked for (e.g. a build outside PATH).
-CHROMIUM_ENV = "WARDEN_CHROMIUM"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
-
-
-def _chromium() -> str:
-    found = find_program(CHROMIUM_ENV, "chromium", "chromium-browser")
-    if found is None or not found.exists():
-        pytest.fail(
-            f"chromium not found {'at ' + str(found) if found else 'on PATH'} (set {CHROMIUM_ENV} to its path); "
-            "install it with `apt-get install chromium`, or scripts/install-system-packages.sh",
-            pytrace=False,
-        )
-    return str(found)
+from tests.support.browser import CHROMIUM_ARGS, chromium_path
 
 
 @pytest.fixture
 def page(running: Running) -> Iterator[object]:
     playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' installs playwright")
     with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page()
             page.set_default_timeout(15_000)

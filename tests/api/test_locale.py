@@ -12,7 +12,7 @@ import pytest
 
 from gateway.auth import hash_token
 from tests.api.conftest import NAMES, ROUTES, SITE, TOKENS, Publisher, Running, left_on, start
-from tests.api.test_dashboard_browser import CHROMIUM_ARGS, _chromium
+from tests.support.browser import CHROMIUM_ARGS, chromium_path
 from tests.support.gateway_config import local_gateway_config
 from warden.config import BrokerConfig, SiteConfig
 
@@ -83,7 +83,7 @@ def test_the_dashboard_of_a_zh_cn_site_is_in_chinese(zh_running: Running, publis
 
     _left_on(zh_running, publisher)
     with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(locale="zh-CN")
             page.set_default_timeout(15_000)

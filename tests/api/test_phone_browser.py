@@ -18,13 +18,12 @@ from gateway.auth import hash_token
 from gateway.service import Gateway
 from rules.alerts import AlertSignal, Severity, SignalAction
 from tests.api.conftest import EVENING, NAMES, ROUTES, TOKENS, Publisher, Running, left_on
-from tests.api.test_dashboard_browser import CHROMIUM_ARGS, _chromium
+from tests.support.browser import PHONE, signed_in_pages
 from tests.support.gateway_config import local_gateway_config
 from warden.clock import ManualClock
 from warden.config import BrokerConfig, SiteConfig
 from warden.events import DeviceState, DeviceStatus, stable_event_id
 
-PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 900}
 ROLES = ["guard", "maintenance", "manager", "admin"]
 LOST_GUARD_TOKEN = "wdn_test-lost-guard-0123456789abcdefghijklmnopq"
@@ -72,27 +71,8 @@ def start_named(broker_config: BrokerConfig, tmp_path: Path, site: SiteConfig, a
 @pytest.fixture
 def browser(named: Running) -> Iterator[Callable[..., Any]]:
     """browser(secret, viewport) -> a page of a new context, signed in with `secret`."""
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' installs playwright")
-    errors: list[str] = []
-    with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
-
-        def open_page(secret: str, viewport: dict[str, int]) -> Any:
-            mobile = viewport == PHONE
-            context = chromium.new_context(viewport=viewport, is_mobile=mobile, has_touch=mobile, device_scale_factor=2 if mobile else 1)
-            page = context.new_page()
-            page.set_default_timeout(15_000)
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(named.url + "/")
-            page.fill("#token", secret)
-            page.click("#login button[type=submit]")
-            return page
-
-        try:
-            yield open_page
-            assert not errors, f"JavaScript errors on the page: {errors}"
-        finally:
-            chromium.close()
+    with signed_in_pages(named.url) as open_page:
+        yield open_page
 
 
 def assert_fits(page: Any) -> int:

@@ -69,6 +69,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/energy/waste"): MANAGERS,  # reports:read (issue 19: the dashboard's energy view)
     ("GET", "/api/reports/archive/{kind}/{label}"): MANAGERS,
     ("GET", "/api/config"): {"admin"},
+    ("GET", "/api/sites"): TOKENED,  # issue 21: the sites the token sees
+    ("GET", "/api/overview"): MANAGERS,  # reports:read, per site
 }
 
 SAFE = {"GET", "HEAD", "OPTIONS"}

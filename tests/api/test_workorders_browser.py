@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 
 from tests.api.conftest import NAMES, TOKENS, Running, gateway_config, start
-from tests.api.test_dashboard_browser import CHROMIUM_ARGS, _chromium
 from tests.api.test_locale import ZH_SITE
 from tests.api.test_workorders import GUARD, NOW, PLUMBER, PLUMBER_TOKEN, desk, leak, png  # noqa: F401 - fixtures
+from tests.support.browser import PHONE, signed_in_pages
 from warden.config import BrokerConfig
 
-PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 SECRETS = {**TOKENS, PLUMBER: PLUMBER_TOKEN}
 
@@ -45,27 +44,8 @@ def zh_phone(zh_desk: Running) -> Iterator[Callable[[str], Any]]:
 
 
 def _phones(desk: Running) -> Iterator[Callable[[str], Any]]:  # noqa: F811
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' installs playwright")
-    errors: list[str] = []
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
-
-        def open_phone(who: str, path: str = "/work-orders", viewport: dict[str, int] = PHONE) -> Any:
-            mobile = viewport == PHONE
-            context = browser.new_context(viewport=viewport, is_mobile=mobile, has_touch=mobile, device_scale_factor=2 if mobile else 1)
-            page = context.new_page()
-            page.set_default_timeout(15_000)
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(desk.url + path)
-            page.fill("#token", SECRETS[who])
-            page.click("#login button[type=submit]")
-            return page
-
-        try:
-            yield open_phone
-            assert not errors, f"JavaScript errors on the page: {errors}"
-        finally:
-            browser.close()
+    with signed_in_pages(desk.url) as open_page:
+        yield lambda who, path="/work-orders", viewport=PHONE: open_page(SECRETS[who], viewport, path)
 
 
 def tap(page: Any, locator: Any) -> None:

@@ -7,7 +7,9 @@ rig and how time is handled):
 broker restart, historian (VictoriaMetrics) outage, gateway kill -9 and restart, agent
 kill -9 and restart, serial port unplugged and back; and for end-to-end acknowledgement
 (issue 17): the broker killed with its persistence lost, the broker replaced by a fresh
-one, and the agent publishing before the gateway's first start.
+one, and the agent publishing before the gateway's first start; and for a standby
+(issue 21, tests/faults/standby.py, events published by hand): the partition's gateway
+killed with its standby waiting, and PostgreSQL restarted under a holder and a standby.
 
 After each: every event the devices produced is stored exactly once, and the alerts
 equal the scenario's ground truth. The table is printed when the module finishes
@@ -27,12 +29,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 from simulators.broker import MosquittoBroker
+from simulators.postgres import PostgresServer
 from tests.faults.drill import SCENARIO, SPEED, WAIT, Drill, Row, Step
+from tests.faults.standby import LeasedGateway, Partition, event_counts, judge, seconds_until_stored_grows
+from tests.support.receivers import WebhookReceiver
 from tests.support.wait import wait_for
 
 SEEDS = [int(s) for s in os.environ.get("WARDEN_FAULT_SEEDS", "1").split(",")]
@@ -296,3 +301,112 @@ def test_every_produced_event_is_stored_once_and_the_alerts_are_the_ground_truth
     assert row.stored == row.produced > 0
     assert check.ok, check.as_dict()  # every alert opened during the night, withdrawn ones included
     assert not [n for n in row.notes if n.startswith("not settled")], row.notes  # the outbox or spool did not drain
+
+
+# --------------------------------------------------------------------------- a standby (issue 21)
+# Two real gateway processes under one lease (tests/faults/standby.py); the ground truth is
+# arithmetic on the events published by hand, phase by phase.
+
+
+def standby_row(fault: str, partition: Partition, serving: LeasedGateway, notes: list[str], pages: str) -> Row:
+    """`pages`: the doors first forced from just before the fault on (the scenario's pages, not the fault's)."""
+    check, facts = judge(partition, serving)
+    produced, stored, lost, duplicates = event_counts(partition)
+    row = Row(fault, 1, produced=produced, stored=stored, lost=lost, duplicates=duplicates, check=check,
+              alerts_expected=len(check.expected), alerts_found=len(check.found), notes=notes,
+              pages_during_fault=[pages])  # fmt: skip
+    if facts["repeats"]:
+        row.notes.append(f"{facts['repeats']} page(s) delivered again under the same idempotency key")
+    RESULTS.append(row)
+    assert not facts["counts_wrong"], facts  # each forced door's alert counted every `forced` published, once
+    # One page per alert: one idempotency key per door's `opened`.
+    assert set(facts["notified"].values()) == {1} and len(facts["notified"]) == len(check.expected), facts
+    return row
+
+
+@pytest.mark.parametrize("state", ["sqlite", "postgresql"])
+def test_a_killed_gateways_standby_takes_over_losing_and_repeating_nothing(
+    state: Literal["sqlite", "postgresql"], tmp_path: Path, private_mosquitto: MosquittoBroker,
+    private_postgres: PostgresServer, receiver: WebhookReceiver,
+) -> None:
+    partition = Partition(tmp_path, private_mosquitto, private_postgres, receiver, state)
+    try:
+        holder = partition.start("holder")
+        holder.wait_serving()
+        standby = partition.start("standby")
+        wait_for(standby.waiting, timeout=WAIT, what="the standby waiting for the lease")
+        # 1: 600 readings, doors d01-d04 forced; all stored and paged before the fault.
+        partition.publish(range(0, 600), ["d01", "d02", "d03", "d04"])
+        partition.wait_stored()
+        wait_for(lambda: len(partition.opened_deliveries()) == 4, timeout=WAIT, what="the first four pages")
+        # 2: the holder hangs (SIGSTOP: its lease session stays up), so what the broker delivers
+        # meanwhile, 600 readings, d05-d08 forced and d01 a second time, is held unstored; then kill -9.
+        holder.process.send_signal(signal.SIGSTOP)
+        partition.publish(range(600, 1200), ["d05", "d06", "d07", "d08", "d01"])
+        in_flight = len(partition.published.ids() - set(partition.stored()))
+        assert in_flight == 600 + 5  # all of phase 2
+        assert holder.kill() == -9
+        killed = real_time.monotonic()
+        # 3: while the standby takes over: 600 readings, d09-d12 forced and d05 a second time.
+        partition.publish(range(1200, 1800), ["d09", "d10", "d11", "d12", "d05"])
+        takeover = seconds_until_stored_grows(partition, killed)
+        standby.wait_serving()
+        partition.wait_stored()
+        wait_for(lambda: len(partition.opened_deliveries()) == 12, timeout=WAIT, what="a page for every forced door")
+        assert partition.holders() == 1
+        notes = [f"hung, then killed with {in_flight} events delivered and not stored; "
+                 f"the standby stored its first event {takeover:.1f} s after the kill"]  # fmt: skip
+        fault = "gateway kill -9, standby takes over" + (", state in PostgreSQL" if state == "postgresql" else "")
+        row = standby_row(fault, partition, standby, notes, "door_forced d05-d12")
+    finally:
+        partition.close()
+    # Published: 3 x 600 readings + (4 + 5 + 5) door events = 1814, each stored once.
+    assert (row.produced, row.stored, row.lost, row.duplicates) == (1814, 1814, 0, 0), row
+    # Doors d01-d12 forced: 12 alerts, d01 and d05 updated (count 2), not opened again.
+    assert row.check is not None and row.check.ok and row.alerts_found == 12, row.check
+    assert takeover < 15, takeover  # check_seconds 0.5: a retry, the 1.5 s grace, a gateway start; seconds, not minutes
+
+
+@pytest.mark.parametrize("state", ["sqlite", "postgresql"])
+def test_a_postgresql_restart_leaves_exactly_one_holder_and_the_work_resumes(
+    state: Literal["sqlite", "postgresql"], tmp_path: Path, private_mosquitto: MosquittoBroker,
+    private_postgres: PostgresServer, receiver: WebhookReceiver,
+) -> None:
+    partition = Partition(tmp_path, private_mosquitto, private_postgres, receiver, state)
+    try:
+        holder = partition.start("holder")
+        holder.wait_serving()
+        standby = partition.start("standby")
+        wait_for(standby.waiting, timeout=WAIT, what="the standby waiting for the lease")
+        # 1: 400 readings, d01-d03 forced.
+        partition.publish(range(0, 400), ["d01", "d02", "d03"])
+        partition.wait_stored()
+        # 2: 400 readings and d04 forced, then PostgreSQL restarted (its sessions end).
+        partition.publish(range(400, 800), ["d04"])
+        started = real_time.monotonic()
+        private_postgres.restart()
+        assert holder.process.wait(timeout=WAIT) == 3, holder.log()[-2000:]  # fenced: it lost the lease
+        assert "lease lost" in holder.log()
+        again = partition.start("holder-restarted")  # as systemd's Restart=always does
+        wait_for(lambda: standby.holds() or again.holds(), timeout=WAIT, what="a new holder of the lease")
+        new, other = (standby, again) if standby.holds() else (again, standby)
+        new.wait_serving()
+        resumed = real_time.monotonic() - started
+        wait_for(other.waiting, timeout=WAIT, what="the other one waiting as a standby")
+        # 3: 400 readings, d05 forced and d01 a second time.
+        partition.publish(range(800, 1200), ["d05", "d01"])
+        partition.wait_stored()
+        wait_for(lambda: len(partition.opened_deliveries()) == 5, timeout=WAIT, what="a page for every forced door")
+        assert partition.holders() == 1 and not other.holds() and other.process.poll() is None
+        notes = [f"the holder exited with 3; the {'standby' if new is standby else 'restarted holder'} held the lease "
+                 f"and served {resumed:.1f} s after the restart began"]  # fmt: skip
+        fault = "PostgreSQL restart under a holder and a standby" + (", state in it" if state == "postgresql" else "")
+        row = standby_row(fault, partition, new, notes, "door_forced d04-d05")
+        other.process.terminate()  # systemctl stop: a waiting standby leaves at once, cleanly
+        assert other.process.wait(timeout=15) == 0
+    finally:
+        partition.close()
+    # Published: 3 x 400 readings + (3 + 1 + 2) door events = 1206, each stored once.
+    assert (row.produced, row.stored, row.lost, row.duplicates) == (1206, 1206, 0, 0), row
+    # Doors d01-d05 forced: 5 alerts, d01 updated (count 2).
+    assert row.check is not None and row.check.ok and row.alerts_found == 5, row.check

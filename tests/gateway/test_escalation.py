@@ -300,7 +300,7 @@ def test_an_existing_database_gains_the_escalation_columns(tmp_path: Path, clock
 
 def test_alert_rule_names_match_the_rules() -> None:
     emitted = {
-        *ac_after_hours.AFTER_HOURS_RULES.values(), deadman.DEVICE, deadman.AGENT,
+        *ac_after_hours.AFTER_HOURS_RULES.values(), deadman.DEVICE, deadman.AGENT, deadman.LINK,
         doors.HELD_OPEN, doors.FORCED, doors.AFTER_HOURS, doors.DENIED,
         patrol.ROUND, patrol.CHECKPOINT, patrol.SILENCE, patrol.UPLOAD,
         water.NIGHT_FLOW, water.CONTINUOUS_FLOW, water.BURST, water.WET, *cold_room.RULE_NAMES,

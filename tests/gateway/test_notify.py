@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from gateway import db as engines
 from gateway.config import SmtpSinkConfig, WebhookSinkConfig
 from gateway.notify import Notifier, NotifyMetrics, Outbox, QueuedSink, Route, SmtpSink, WebhookSink, safe_target
 from gateway.store import Alert, AlertChange, StateStore
@@ -35,6 +35,7 @@ from tests.gateway.alerting import (
 )
 from tests.support.mqtt import Collector
 from tests.support.receivers import SmtpReceiver, WebhookReceiver, self_signed_certificate
+from tests.support.state_db import state_db  # noqa: F401  (the fixture: once per engine)
 from tests.support.wait import wait_for
 from warden.clock import ManualClock
 from warden.events import DoorAction
@@ -62,8 +63,9 @@ def counts(registry: CollectorRegistry) -> dict[str, float]:
 
 
 @pytest.fixture
-def outbox(tmp_path: Path) -> Iterator[Outbox]:
-    box = Outbox(tmp_path / "outbox.db")
+def outbox(state_db: str | Path) -> Iterator[Outbox]:
+    """On SQLite and on PostgreSQL (tests/support/state_db.py)."""
+    box = Outbox(state_db)
     yield box
     box.close()
 
@@ -300,8 +302,9 @@ def test_gateway_routes_changes_to_mqtt_webhook_and_mail(broker_config, tmp_path
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    state = StateStore(tmp_path / "state.db", ManualClock(START))
+def store(state_db: str | Path) -> Iterator[StateStore]:
+    """On SQLite and on PostgreSQL (tests/support/state_db.py): the outbox is beside the alerts."""
+    state = StateStore(state_db, ManualClock(START))
     yield state
     state.close()
 
@@ -467,7 +470,7 @@ def test_drops_are_counted_with_their_transaction(store: StateStore, change: Ale
     """A batch whose commit fails is retried: what its rolled-back transaction pruned was
     not pruned, and is not counted."""
     outbox = Outbox(store.path)
-    db = sqlite3.connect(store.path, isolation_level=None)
+    db = engines.connect(store.path)  # a connection of its own, in autocommit: the transaction is this test's
     try:
         outbox.put("ops", [change, change], keep=1)  # oldest + 1 waiting: nothing dropped
         db.execute("BEGIN IMMEDIATE")

@@ -22,6 +22,7 @@ from gateway.service import Gateway
 from gateway.store import StateStore
 from tests.support.gateway_config import local_gateway_config
 from tests.support.scripts import console_script
+from tests.support.state_db import state_db  # noqa: F401  (the fixture: once per engine)
 from warden import topics
 from warden.clock import ManualClock
 from warden.config import BrokerConfig, SiteConfig
@@ -55,8 +56,9 @@ def water_increment(k: int) -> float:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    s = StateStore(tmp_path / "state.db")
+def store(state_db: str | Path) -> Iterator[StateStore]:
+    """The state database, once on SQLite and once on PostgreSQL (tests/support/state_db.py)."""
+    s = StateStore(state_db)
     s.read(statistics.create_schema)
     yield s
     s.close()
@@ -111,9 +113,9 @@ def test_a_dst_day_has_25_hours_of_statistics(store: StateStore) -> None:
     day = datetime(2026, 10, 25, tzinfo=SITE.zone)
     since, until = day.astimezone(timezone.utc), (day + timedelta(days=1)).astimezone(timezone.utc)
     assert (since.hour, until.hour) == (22, 23)  # 10-24 22:00 UTC to 10-25 23:00 UTC: 25 hours
-    days = store.read(lambda db: statistics.daily(statistics.StatisticsReader(db), SITE, since, until, ["em-1"]))
+    days = store.read(lambda db: statistics.daily(statistics.StatisticsReader(db, SITE.id), SITE, since, until, ["em-1"]))
     assert [(d["day"], d["hours"], d["n"]) for d in days] == [("2026-10-25", 25, 100)]  # 4 readings an hour
-    totals = store.read(lambda db: statistics.device_totals(statistics.StatisticsReader(db), SITE, since, until))
+    totals = store.read(lambda db: statistics.device_totals(statistics.StatisticsReader(db, SITE.id), SITE, since, until))
     assert totals["em-1"].energy_kwh == 25.0  # 1 kWh an hour (0.25 every 15 min) for 25 h
     assert totals["em-1"].after_hours_kwh == 25.0  # a Sunday: the office schedule never runs
 
@@ -122,7 +124,7 @@ def test_after_hours_energy_uses_the_room_schedule(store: StateStore) -> None:
     october(store)
     day = datetime(2026, 10, 27, tzinfo=SITE.zone)  # a Tuesday, CET (UTC+1)
     since, until = day.astimezone(timezone.utc), (day + timedelta(days=1)).astimezone(timezone.utc)
-    totals = store.read(lambda db: statistics.device_totals(statistics.StatisticsReader(db), SITE, since, until))
+    totals = store.read(lambda db: statistics.device_totals(statistics.StatisticsReader(db, SITE.id), SITE, since, until))
     # 24 kWh in 24 h; the office runs 08:00-18:00 local: 10 scheduled hours, 14 after hours.
     assert (totals["em-1"].energy_kwh, totals["em-1"].after_hours_kwh) == (24.0, 14.0)
 
@@ -133,7 +135,7 @@ def test_late_data_updates_its_hour(store: StateStore) -> None:
                    reading("t-1", ten + timedelta(minutes=40), "temperature", 22.0, "°C")])
     commit(store, [reading("t-1", ten + timedelta(minutes=5), "temperature", 18.0, "°C"),  # late: an earlier time
                    reading("t-1", ten + timedelta(hours=1), "temperature", 30.0, "°C")])  # the next hour
-    rows = store.read(lambda db: statistics.StatisticsReader(db).hours(ten, ten + timedelta(hours=2), ["t-1"]))
+    rows = store.read(lambda db: statistics.StatisticsReader(db, SITE.id).hours(ten, ten + timedelta(hours=2), ["t-1"]))
     first, second = (statistics.hour_json(r) for r in rows)
     # 10:00 hour: 20, 22, then 18 late -> n 3, min 18, max 22, mean (18 + 20 + 22) / 3 = 20, first the 10:05 one.
     assert (first["n"], first["min"], first["max"], first["mean"]) == (3, 18.0, 22.0, 20.0)
@@ -145,7 +147,7 @@ def test_on_minutes_count_the_share_of_samples_above_standby(store: StateStore) 
     ten = datetime(2026, 11, 3, 10, tzinfo=timezone.utc)
     watts = [900.0] * 9 + [5.0] * 3  # 12 samples, every 5 min: 9 on
     commit(store, [reading("em-2", ten + timedelta(minutes=5 * i), "power", w, "W") for i, w in enumerate(watts)])
-    totals = store.read(lambda db: statistics.device_totals(statistics.StatisticsReader(db), SITE, ten, ten + timedelta(hours=1)))
+    totals = store.read(lambda db: statistics.device_totals(statistics.StatisticsReader(db, SITE.id), SITE, ten, ten + timedelta(hours=1)))
     assert totals["em-2"].on_minutes == 45.0  # 60 min * 9 / 12
     assert totals["em-2"].readings == 12
 
@@ -161,7 +163,7 @@ def test_a_batch_that_fails_to_commit_counts_nothing(store: StateStore) -> None:
 
     with pytest.raises(RuntimeError):
         store.commit_batch([e.id for e in events], [], None, also=apply_then_fail)
-    assert store.read(lambda db: statistics.StatisticsReader(db).hours(ten, ten + timedelta(hours=1))) == []
+    assert store.read(lambda db: statistics.StatisticsReader(db, SITE.id).hours(ten, ten + timedelta(hours=1))) == []
     assert store.unseen([events[0].id]) == {events[0].id}  # neither the id: the redelivery counts once
 
 
@@ -220,7 +222,7 @@ def test_the_gateway_counts_a_resent_reading_once(broker_config: BrokerConfig, t
         publisher.loop_stop()
         gateway.stop()
     store = StateStore(config.state_db)
-    rows = store.read(lambda db: statistics.StatisticsReader(db).hours(ten, ten + timedelta(hours=1), ["em-1"]))
+    rows = store.read(lambda db: statistics.StatisticsReader(db, SITE.id).hours(ten, ten + timedelta(hours=1), ["em-1"]))
     store.close()
     # Three distinct readings at 10:00 (100), 10:15 (115), 10:30 (130): the copy of 10:30 is not counted.
     assert [(r.n, r.first, r.last, r.lo, r.hi) for r in rows] == [(3, 100.0, 130.0, 100.0, 130.0)]

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from gateway import db as engines
 from gateway.config import EscalationConfig, GatewayConfig
 from gateway.escalation import EscalationPolicy
 from gateway.store import StateStore
 from gateway.workorders import WorkOrderConfig, WorkOrderConflict, WorkOrderForbidden, WorkOrders
+from tests.support.state_db import state_db  # noqa: F401  (the fixture: once per engine)
 from warden.clock import ManualClock
 from warden.config import ConfigError, load_config
 
@@ -38,9 +40,10 @@ PATHS = {
 
 
 @pytest.fixture
-def orders(tmp_path: Path) -> WorkOrders:
-    StateStore(tmp_path / "state.db")  # the alerts the orders may refer to
-    return WorkOrders(tmp_path / "state.db", WorkOrderConfig(), "riverside", ManualClock(T0))
+def orders(state_db: str | Path, tmp_path: Path) -> WorkOrders:
+    """On SQLite and on PostgreSQL (tests/support/state_db.py)."""
+    StateStore(state_db)  # the alerts the orders may refer to
+    return WorkOrders(state_db, WorkOrderConfig(photo_dir=tmp_path / "photos"), "riverside", ManualClock(T0))
 
 
 def walk(orders: WorkOrders, state: str) -> int:
@@ -85,12 +88,12 @@ def test_the_first_to_take_owns_it_until_handing_over(orders: WorkOrders) -> Non
         orders.act(order_id, "close", "guard")  # the requester rates
 
 
-def test_history_is_append_only(orders: WorkOrders, tmp_path: Path) -> None:
+def test_history_is_append_only(orders: WorkOrders, state_db: str | Path) -> None:
     order_id = walk(orders, "done")
-    db = sqlite3.connect(tmp_path / "state.db")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+    db = engines.connect(state_db)  # a connection of its own, as another program's
+    with pytest.raises(Exception, match="append-only"):  # sqlite3.DatabaseError or psycopg's RaiseException
         db.execute("UPDATE work_order_history SET who = 'someone else'")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+    with pytest.raises(Exception, match="append-only"):
         db.execute("DELETE FROM work_order_history")
     db.close()
     assert [h["action"] for h in orders.history(order_id)] == ["created", "take", "done"]

@@ -18,6 +18,7 @@ class TcpProxy:
         self.port = int(self._server.getsockname()[1])
         self._flowing = threading.Event()
         self._flowing.set()
+        self._refusing = threading.Event()  # set: a route that is down (`refuse()`)
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -27,7 +28,13 @@ class TcpProxy:
         self._flowing.clear()
 
     def resume(self) -> None:
+        self._refusing.clear()
         self._flowing.set()
+
+    def refuse(self) -> None:
+        """Until `resume()`, close every new connection at once, as a route that is down:
+        a client's reconnect attempts fail (and it backs off) instead of waiting in the relay."""
+        self._refusing.set()
 
     def sever(self) -> None:
         """Drop every current connection without passing on what it holds, as a network
@@ -49,6 +56,9 @@ class TcpProxy:
         while not self._closed.is_set():
             try:
                 client, _ = self._server.accept()
+                if self._refusing.is_set():
+                    client.close()
+                    continue
                 upstream = socket.create_connection(self.target)
             except OSError:
                 return

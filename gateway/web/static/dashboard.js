@@ -13,6 +13,11 @@
   let stream = null;
   let roundsTimer = null;
   let refresher = null;
+  // Issue 21: the site every view shows (`?site=`) when the token sees several; null: the
+  // token's one site (the API defaults to it), or the overview of all its sites.
+  let scope = null;
+  let overview = false;
+  const siteNames = new Map();  // id -> name, to say whose alert it is in the overview
 
   const { $, el, svg, say, token, t, lang } = window.warden;  // common.js: shared with the work-order page
   const can = (permission) => Boolean(me && me.permissions.includes(permission));
@@ -68,6 +73,14 @@
 
   const named = (name, id) => (name && name !== id ? `${name} (${id})` : id);
 
+  /** `path` for the site shown: with `site=` when the token sees several sites. */
+  function scoped(path) {
+    if (!scope) return path;
+    return `${path}${path.includes("?") ? "&" : "?"}site=${encodeURIComponent(scope)}`;
+  }
+
+  const money = (value, currency) => new Intl.NumberFormat(lang, { style: "currency", currency }).format(value);
+
   const api = window.warden.makeApi((hadToken) => showLogin(hadToken ? t("The gateway refused this token.") : t("Sign in with an API token.")));
 
   // ------------------------------------------------------------------ sign in
@@ -104,7 +117,8 @@
     const owner = (alert.acknowledged_by ? t(" by {who}", { who: alert.acknowledged_by }) : "") + (alert.assigned_to ? ` · for ${alert.assigned_to}` : "");
     return el("tr", { dataset: { alertId: alert.id, state: alert.state } },
       el("td", { class: `sev-${alert.severity}` }, t(alert.severity)),
-      el("td", {}, el("div", { class: "message" }, alert.text || alert.message), el("small", {}, `${alert.rule} · ${alert.subject}`)),
+      el("td", {}, el("div", { class: "message" }, alert.text || alert.message),
+        el("small", {}, `${overview && siteNames.has(alert.site) ? `${siteNames.get(alert.site)} · ` : ""}${alert.rule} · ${alert.subject}`)),
       el("td", {}, localTime(alert.opened_at)),
       el("td", { class: `state state-${alert.state}` }, t(alert.state) + owner),
       actions);
@@ -120,6 +134,7 @@
   }
 
   function upsert(alert) {
+    if (scope && alert.site && alert.site !== scope) return;  // the stream carries every site the token sees
     if (alert.work_order_id === undefined) alert.work_order_id = alerts.get(alert.id)?.work_order_id;  // the stream omits it
     if (alert.state === "resolved") alerts.delete(alert.id);
     else if (alert.text === undefined) {  // from the stream: the API words it in this reader's locale
@@ -130,7 +145,7 @@
   }
 
   async function loadAlerts() {
-    const list = await api("/api/alerts?state=open&state=acknowledged&limit=500");
+    const list = await api(scoped("/api/alerts?state=open&state=acknowledged&limit=500"));
     alerts.clear();
     for (const alert of list) alerts.set(alert.id, alert);
     renderAlerts();
@@ -193,7 +208,7 @@
   }
 
   async function loadRounds() {
-    const rounds = await api(`/api/patrols/rounds?night=${encodeURIComponent(tonight)}`);
+    const rounds = await api(scoped(`/api/patrols/rounds?night=${encodeURIComponent(tonight)}`));
     $("#rounds").replaceChildren(...rounds.map((round) => el("div", { class: "round", dataset: { round: round.round } },
       el("div", { class: "title" }, `${named(round.route_name, round.route)} ${round.start}`, round.guard ? ` · ${round.guard}` : "",
         round.started ? "" : t(" · not started")),
@@ -208,7 +223,7 @@
   }
 
   async function loadDevices() {
-    const devices = await api("/api/devices");
+    const devices = await api(scoped("/api/devices"));
     const trends = devices.length ? await loadTrends(Date.parse(devices[0].checked_at)).catch(() => new Map()) : new Map();
     $("#devices tbody").replaceChildren(...devices.map((d) => el("tr", { dataset: { device: d.id } },
       el("td", {}, named(d.name, d.id) + (d.agent ? t(" (agent)") : "")),
@@ -229,7 +244,7 @@
     const last = Math.floor(now / HOUR) * HOUR;  // the hour under way is the last slot
     const since = new Date(last - (TREND_HOURS - 1) * HOUR).toISOString();
     const until = new Date(last + HOUR).toISOString();
-    const rows = await api(`/api/statistics?since=${encodeURIComponent(since)}&until=${encodeURIComponent(until)}`);
+    const rows = await api(scoped(`/api/statistics?since=${encodeURIComponent(since)}&until=${encodeURIComponent(until)}`));
     const bySeries = new Map();
     for (const row of rows) {
       if (row.cumulative || row.mean === null) continue;
@@ -275,7 +290,7 @@
   }
 
   async function loadHistory() {
-    const list = await api(`/api/alerts?${historyQuery()}`);
+    const list = await api(scoped(`/api/alerts?${historyQuery()}`));
     $("#history tbody").replaceChildren(...list.map((alert) => el("tr", { dataset: { alertId: alert.id, state: alert.state } },
       el("td", { class: `sev-${alert.severity}` }, t(alert.severity)),
       el("td", {}, el("div", { class: "message" }, alert.text || alert.message),
@@ -296,7 +311,7 @@
   // ------------------------------------------------------------------ energy, report archive
 
   async function loadEnergy() {
-    const spans = await api("/api/energy/waste");
+    const spans = await api(scoped("/api/energy/waste"));
     const rows = new Map();
     for (const [key, span] of Object.entries(spans)) {
       for (const b of span.by_building) {
@@ -304,7 +319,6 @@
         rows.get(b.building)[key] = b;
       }
     }
-    const money = (value, currency) => new Intl.NumberFormat(lang, { style: "currency", currency }).format(value);
     const cell = (b, currency, key) => el("td", { class: key }, b ? `${number(b.kwh, 2)} kWh · ${money(b.cost, currency)}` : "–");
     const total = (key) => ({ kwh: spans[key].total_kwh, cost: spans[key].total_cost });
     const body = [...rows.values()].map((row) => el("tr", { dataset: { building: row.id } },
@@ -319,13 +333,52 @@
   }
 
   async function loadArchive() {
-    const reports = await api("/api/reports/archive");
+    const reports = await api(scoped("/api/reports/archive"));
     const kinds = { daily: t("daily report"), monthly: t("monthly report") };
     $("#archive").replaceChildren(...reports.map((r) => el("li", { dataset: { kind: r.kind, label: r.label } },
-      el("a", { class: "report-link", href: `/api/reports/archive/${encodeURIComponent(r.kind)}/${encodeURIComponent(r.label)}`,
+      el("a", { class: "report-link", href: scoped(`/api/reports/archive/${encodeURIComponent(r.kind)}/${encodeURIComponent(r.label)}`),
         target: "_blank", rel: "noopener" }, `${kinds[r.kind] || r.kind} ${r.label}`),
       el("small", {}, ` ${t("made {when}", { when: localDateTime(r.made_at) })}`))));
     $("#no-archive").hidden = reports.length > 0;
+  }
+
+  // ------------------------------------------------------------------ sites (issue 21)
+
+  // The picker (only for a token that sees several sites) and the view it asks for: a site
+  // (`?site=`: the page reloads, its names and zone are that site's) or the overview of all.
+  // False: the page reloads for the token's one site.
+  function pickSite(sites) {
+    const asked = new URLSearchParams(location.search).get("site");
+    if (sites.length === 1) {
+      if (sites[0].id !== body.dataset.site) { location.replace(`/?site=${encodeURIComponent(sites[0].id)}`); return false; }
+      return true;
+    }
+    for (const site of sites) siteNames.set(site.id, site.name);
+    scope = sites.some((site) => site.id === asked) ? asked : null;
+    overview = scope === null;
+    const picker = $("#site-picker");
+    picker.replaceChildren(el("option", { value: "" }, t("All sites")),
+      ...sites.map((site) => el("option", { value: site.id }, site.name)));
+    picker.value = scope || "";
+    picker.onchange = () => { location.search = picker.value ? `?site=${encodeURIComponent(picker.value)}` : ""; };
+    $("#site-picker-label").hidden = sites.length < 2;
+    return true;
+  }
+
+  async function loadOverview() {
+    const rows = await api("/api/overview");
+    $("#overview tbody").replaceChildren(...rows.map((row) => {
+      const a = row.open_alerts, p = row.patrols, w = row.waste_today;
+      const severities = ["critical", "warning", "info"].filter((s) => a[s]).map((s) => `${t(s)} ${a[s]}`).join(" · ");
+      return el("tr", { dataset: { site: row.id } },
+        el("td", { class: "site" }, el("a", { href: `/?site=${encodeURIComponent(row.id)}` }, row.name)),
+        el("td", { class: "alerts", dataset: { label: t("Open alerts") } }, `${a.total}${severities ? ` (${severities})` : ""}`),
+        el("td", { class: "waste", dataset: { label: t("Energy wasted today") } }, `${number(w.kwh, 2)} kWh · ${money(w.cost, w.currency)}`),
+        el("td", { class: "patrols", dataset: { label: t("Patrols last night") } }, p.checkpoints_due
+          ? t("{on_time} of {due} checkpoints on time", { on_time: p.checkpoints_on_time, due: p.checkpoints_due }) : "–"),
+        el("td", { class: "silent", dataset: { label: t("Silent devices") }, title: row.silent_devices.devices.join(", ") },
+          String(row.silent_devices.count)));
+    }));
   }
 
   // ------------------------------------------------------------------ start
@@ -337,6 +390,18 @@
       if (!token() && !me.permissions.length) { showLogin(t("Sign in with an API token.")); return; }
       if (!token()) $("#login").hidden = false;  // public read: sign in only to act
       if (token()) await api("/api/session", { method: "POST" });
+      if (!pickSite(await api("/api/sites"))) return;
+      if (overview) {  // every site the token sees: one row each, and their open alerts
+        $("#overview-section").hidden = !can("reports:read");
+        $("#alerts-section").hidden = !can("alerts:own");
+        $("#work-orders-link").hidden = !can("work_orders:read");
+        for (const id of ["#patrols-section", "#devices-section", "#reports-section", "#history-section", "#energy-section",
+          "#archive-section"]) $(id).hidden = true;
+        await Promise.all([can("reports:read") ? loadOverview() : null, can("alerts:own") ? loadAlerts().then(openStream) : null]);
+        clearInterval(refresher);
+        refresher = setInterval(() => { if (can("reports:read")) loadOverview().catch(() => {}); }, 30000);
+        return;
+      }
       $("#alerts-section").hidden = !can("alerts:own");
       $("#work-orders-link").hidden = !can("work_orders:read");
       $("#devices-section").hidden = !can("devices:read");

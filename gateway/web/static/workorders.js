@@ -111,6 +111,7 @@
       const order = await post("/api/work-orders", {
         room: $("#new-room").value.trim(), text: $("#new-text").value.trim(),
         category: $("#new-category").value, priority: $("#new-priority").value,
+        ...(document.body.dataset.site ? { site: document.body.dataset.site } : {}),  // a gateway of several sites (issue 21)
       });
       if (file) await upload(order.id, file);
       $("#new-order").reset();
@@ -229,6 +230,11 @@
     try {
       me = await api("/api/me");
       if (!token() || !can("work_orders:read")) { showLogin(t("Sign in with an API token.")); return; }
+      const site = document.body.dataset.site;  // a gateway of several sites (issue 21): the page of one of the token's
+      if (site && me.sites && !me.sites.includes(site)) {
+        location.replace(`/work-orders?site=${encodeURIComponent(me.sites[0])}${location.hash}`);
+        return;
+      }
       $("#login").hidden = true;
       $("#who").hidden = false;
       $("#who-name").textContent = `${me.name} (${me.role})`;
