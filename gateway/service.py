@@ -146,6 +146,8 @@ class Gateway:
         self.flag = ConnectionFlag()
         self.subscribed = threading.Event()  # set once the broker confirmed the subscriptions
         self.agents: dict[str, str] = {}  # "site/agent" -> last availability state
+        #: Each bridged campus's link as last heard (state, gateway time); sites without a bridge: absent.
+        self.campus_links: dict[str, dict[str, str]] = {}
         self._queue: queue.Queue[Incoming | _Tick] = queue.Queue(maxsize=config.queue_size)
         self._stop = threading.Event()
         self._progress = threading.Condition()
@@ -311,6 +313,7 @@ class Gateway:
             log.warning("ignored a bridge state that is neither 1 nor 0", extra={"topic": item.topic, "bytes": len(item.payload)})
             return []
         log.info("campus link", extra={"site": site, "state": "up" if up else "down"})
+        self.campus_links[site] = {"state": "up" if up else "down", "heard_at": self.clock.now().isoformat()}
         return [link_message(item.topic, up, self.clock.now())]
 
     def _process_until_done(self, batch: _Decoded) -> None:
@@ -652,6 +655,7 @@ class Gateway:
             "metrics": self.counts(),
             "historian": self.historian.stats(),
             "agents": dict(self.agents),
+            "campus_links": dict(self.campus_links),  # "campus unreachable" vs "agents offline"
             "last_tick": self.last_tick.isoformat() if self.last_tick else None,  # rule time the rules last reached
         }
 
