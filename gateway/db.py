@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 import psycopg
 from pydantic import BeforeValidator, ValidationInfo
 
-from warden.documents import ConfigError, in_config_folder
+from warden.documents import in_config_folder
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -65,14 +65,6 @@ def render_schema(schema: str, kind: Dialect) -> str:
 
 def dialect(db: Any) -> Dialect:
     return "postgres" if isinstance(db, PgConnection) else "sqlite"
-
-
-def require_sqlite(target: str | Path, part: str) -> None:
-    """Refuse a PostgreSQL state_db for a part not on PostgreSQL yet, naming the key and the part,
-    rather than keep that part's state somewhere else."""
-    if is_postgres_url(target):
-        raise ConfigError(f"state_db: {part} keeps its state in SQLite only (not yet on PostgreSQL); "
-                          "use a file path for state_db or turn that part off")
 
 
 @functools.lru_cache(maxsize=512)
