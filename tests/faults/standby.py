@@ -112,6 +112,14 @@ class Partition:
         self.processes.append(process)
         return process
 
+    def holder_and_standby(self) -> tuple[LeasedGateway, LeasedGateway]:
+        """A holder serving the partition and a standby waiting on its lease."""
+        holder = self.start("holder")
+        holder.wait_serving()
+        standby = self.start("standby")
+        wait_for(standby.waiting, timeout=WAIT, what="the standby waiting for the lease")
+        return holder, standby
+
     def close(self) -> None:
         for process in self.processes:
             process.stop()

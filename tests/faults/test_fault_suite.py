@@ -331,10 +331,7 @@ def test_a_killed_gateways_standby_takes_over_losing_and_repeating_nothing(
 ) -> None:
     partition = Partition(tmp_path, private_mosquitto, private_postgres, receiver, state)
     try:
-        holder = partition.start("holder")
-        holder.wait_serving()
-        standby = partition.start("standby")
-        wait_for(standby.waiting, timeout=WAIT, what="the standby waiting for the lease")
+        holder, standby = partition.holder_and_standby()
         # 1: 600 readings, doors d01-d04 forced; all stored and paged before the fault.
         partition.publish(range(0, 600), ["d01", "d02", "d03", "d04"])
         partition.wait_stored()
@@ -374,10 +371,7 @@ def test_a_postgresql_restart_leaves_exactly_one_holder_and_the_work_resumes(
 ) -> None:
     partition = Partition(tmp_path, private_mosquitto, private_postgres, receiver, state)
     try:
-        holder = partition.start("holder")
-        holder.wait_serving()
-        standby = partition.start("standby")
-        wait_for(standby.waiting, timeout=WAIT, what="the standby waiting for the lease")
+        holder, standby = partition.holder_and_standby()
         # 1: 400 readings, d01-d03 forced.
         partition.publish(range(0, 400), ["d01", "d02", "d03"])
         partition.wait_stored()
