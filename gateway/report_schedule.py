@@ -91,22 +91,41 @@ def _add_site(db: sqlite3.Connection, site: str | None) -> None:
     db.execute("COMMIT")
 
 
-def connections(path: Path | str) -> Callable[[], sqlite3.Connection]:
+class ThreadConnections:
     """A connection to `path` (or a postgresql:// URL, gateway/db.py) per calling thread, where
-    `with db:` is one transaction, for the scheduler's own thread."""
-    local = threading.local()
+    `with db:` is one transaction, for the scheduler's own thread; close() closes them all
+    once the threads using them are done (the gateway's stop), so none is left open."""
 
-    def connection() -> sqlite3.Connection:
-        db = getattr(local, "db", None)
-        if db is None and engines.is_postgres_url(path):
-            db = local.db = engines.connect(path)
+    def __init__(self, path: Path | str) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._opened: list[Any] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
         if db is None:
-            db = local.db = sqlite3.connect(path, timeout=30)
-            db.row_factory = sqlite3.Row  # by index as before, and by name (gateway/db.py table_columns)
-            db.execute("PRAGMA synchronous=FULL")
-        return db
+            if engines.is_postgres_url(self.path):
+                db = engines.connect(self.path)
+            else:  # closed by close() from the stopping thread: never used by two threads at once
+                db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+                db.row_factory = sqlite3.Row  # by index as before, and by name (gateway/db.py table_columns)
+                db.execute("PRAGMA synchronous=FULL")
+            self._local.db = db
+            with self._lock:
+                self._opened.append(db)
+        return db  # type: ignore[no-any-return]
 
-    return connection
+    def close(self) -> None:
+        with self._lock:
+            opened, self._opened = self._opened, []
+        self._local = threading.local()
+        for db in opened:
+            db.close()
+
+
+def connections(path: Path | str) -> ThreadConnections:
+    return ThreadConnections(path)
 
 
 def due(config: ReportSendConfig, zone: Any, day_start: time, now: datetime) -> list[tuple[str, str]]:
@@ -136,6 +155,12 @@ class ReportScheduler:
         self.db, self.config, self.site_id, self.make, self.senders = db, config, site_id, make, senders
         self._prefix = f"{site_id}/" if scoped else ""
         create_schema(db(), None if scoped else site_id)
+
+    def close(self) -> None:
+        """Close the scheduler's connections (after its thread has stopped)."""
+        close = getattr(self.db, "close", None)
+        if close is not None:
+            close()
 
     def _queued(self) -> list[tuple[str, str, str]]:
         """This scheduler's rows of report_sends, oldest first (the unscoped: labels without a site)."""

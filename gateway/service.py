@@ -207,6 +207,8 @@ class Gateway:
             thread.join(timeout=10)
         if not any(thread.is_alive() for thread in self._threads):
             self._snapshot_on_stop()
+        for reports in self.site_reports.values():
+            reports.close()  # the reports thread has stopped: its connections go with it
         self.notifier.stop()
         self.client.disconnect()
         self.client.loop_stop()

@@ -88,6 +88,7 @@ def test_a_gateway_on_postgresql_state_opens_and_acknowledges_through_the_api(
         broker_config, tmp_path, state_db=database,
         rules={"deadman": {"enabled": False}},
         work_orders={"photo_dir": str(tmp_path / "photos")},
+        report={"send": {"daily_at": "07:00", "archive_dir": str(tmp_path / "reports")}},  # its scheduler's sessions too
         api={"host": "127.0.0.1", "port": 0, "tokens": [{"name": "facilities-desk", "role": "manager",
                                                           "sha256": hash_token(DESK_TOKEN)}]},
     )  # fmt: skip
@@ -108,12 +109,16 @@ def test_a_gateway_on_postgresql_state_opens_and_acknowledges_through_the_api(
         api.stop()
         gateway.stop()
     with psycopg.connect(database) as db:  # the rows, as PostgreSQL holds them
+        # A stopped gateway leaves no session of its own behind (store, work orders, outbox, reports)
+        sessions = db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                              " AND pid <> pg_backend_pid()").fetchone()
         rows = db.execute("SELECT rule, subject, state, acknowledged_by, note FROM alerts").fetchall()
         steps = db.execute("SELECT action FROM alert_history ORDER BY id").fetchall()
         seen = db.execute("SELECT count(*) FROM seen_events WHERE id = %s", (held.id,)).fetchone()
         tables = {r[0] for r in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
     assert rows == [("door_held_open", "gate-main", "acknowledged", "facilities-desk", "on my way")]
     assert steps == [("opened",), ("acknowledged",)]
+    assert sessions == (0,)
     assert seen == (1,)  # the event's id, committed with the alert
     assert {"statistics_hour", "work_orders", "notification_outbox", "rule_state"} <= tables  # nothing left in a file
     assert not (tmp_path / "state.db").exists()
