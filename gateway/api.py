@@ -37,6 +37,7 @@ from gateway.config import ApiConfig
 from gateway.historian.points import SeriesUnavailable
 from gateway.service import Gateway
 from gateway.store import Alert, AlertNotFound, AlertStateConflict
+from gateway.text import TypedText
 from gateway.web.pages import page_gettext, page_locale, page_site, page_strings
 from gateway.web.stream import AlertBroadcaster, sse_events
 from rules.alerts import AlertState, Severity
@@ -58,7 +59,7 @@ DEAD_LETTER_PREVIEW_BYTES = 1024
 class PersonAction(BaseModel):
     """What a person says when acknowledging or resolving: shown in the alert's history."""
 
-    note: str | None = Field(default=None, max_length=2000)
+    note: TypedText | None = Field(default=None, max_length=2000)
 
 
 def create_app(gateway: Gateway, config: ApiConfig | None = None) -> FastAPI:

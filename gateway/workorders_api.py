@@ -24,6 +24,7 @@ from gateway import auth
 from gateway.auth import ROLE_PERMISSIONS, Principal, require
 from gateway.service import Gateway
 from gateway.store import AlertNotFound, AlertStateConflict
+from gateway.text import TypedText
 from gateway.web.pages import page_gettext, page_locale, page_site, page_strings
 from gateway.workorders import (
     PRIORITIES,
@@ -51,9 +52,9 @@ PHOTO_PATH = r"^/api/work-orders/[0-9]+/photos$"
 class NewWorkOrder(BaseModel):
     """A fault reported by a person: where, what, and how urgent."""
 
-    room: str = Field(min_length=1, max_length=80, description="A room id of the site, or a place in words")
-    text: str = Field(min_length=1, max_length=2000)
-    category: str = Field(default="general", max_length=64)
+    room: TypedText = Field(min_length=1, max_length=80, description="A room id of the site, or a place in words")
+    text: TypedText = Field(min_length=1, max_length=2000)
+    category: TypedText = Field(default="general", max_length=64)
     priority: Priority = "normal"
     site: Identifier | None = Field(default=None,
                                     description="The site (issue 21); may be left out when the token sees one site")
@@ -62,13 +63,13 @@ class NewWorkOrder(BaseModel):
 class FromAlert(BaseModel):
     """A work order from an alert: room, category and priority follow from the alert unless given."""
 
-    text: str | None = Field(default=None, max_length=2000)
-    category: str | None = Field(default=None, max_length=64)
+    text: TypedText | None = Field(default=None, max_length=2000)
+    category: TypedText | None = Field(default=None, max_length=64)
     priority: Priority | None = None
 
 
 class Step(BaseModel):
-    note: str = Field(default="", max_length=2000)
+    note: TypedText = Field(default="", max_length=2000)
 
 
 class HandOver(Step):
@@ -77,12 +78,12 @@ class HandOver(Step):
 
 class Closing(Step):
     rating: int | None = Field(default=None, ge=1, le=5, description="The requester's rating of the service, 1-5")
-    comment: str | None = Field(default=None, max_length=2000)
+    comment: TypedText | None = Field(default=None, max_length=2000)
 
 
 class AlertAssignment(BaseModel):
     to: Identifier = Field(description="The person (API token name) the alert is for")
-    note: str | None = Field(default=None, max_length=2000)
+    note: TypedText | None = Field(default=None, max_length=2000)
 
 
 ROUTE_ERRORS: dict[str, dict[int, str]] = {

@@ -172,3 +172,15 @@ def test_dead_letters_over_the_api_say_their_code_and_the_cut(running: Running) 
     running.gateway.store.commit_batch([], [], None, [DeadLetter("warden/v1/riverside/agent-a/events", b"y" * 3000, "not JSON: ...", "not_json")])
     [row] = running.client("admin").get("/api/dead-letters").raise_for_status().json()
     assert (row["code"], row["size"], len(row["payload"]), row["truncated"]) == ("not_json", 3000, 1024, True)
+
+
+def test_a_nul_character_in_typed_text_is_refused_naming_the_field(running: Running) -> None:
+    """PostgreSQL cannot store NUL in text, SQLite can: refused at the door, on either engine, as a 422."""
+    with running.client("maintenance") as client:
+        response = client.post("/api/work-orders", json={"room": "A-204", "text": "tap drips\x00"})
+        assert response.status_code == 422, response.text
+        assert response.json() == {"detail": "body.text: Value error, must not contain the NUL character (\\u0000)"}
+        fine = client.post("/api/work-orders", json={"room": "A-204", "text": "tap drips"})
+        assert fine.status_code == 201, fine.text
+        note = client.post(f"/api/work-orders/{fine.json()['id']}/notes", json={"note": "parts\x00"})
+        assert note.status_code == 422 and note.json()["detail"].startswith("body.note: "), note.text
