@@ -16,8 +16,8 @@ from rules.alerts import AlertSignal, SignalAction
 from rules.config import RulesConfig
 from rules.engine import RuleEngine
 from rules.sites import SiteRules
+from tests.rules.test_engine import power
 from warden.config import SiteConfig
-from warden.events import Quantity, Reading, stable_event_id
 
 CONFIG = RulesConfig.model_validate({"ac_after_hours": {"grace_minutes": 10}})
 
@@ -39,20 +39,8 @@ def utc(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
 
 
-def power(site: str, at: datetime, watts: float = 1200) -> Reading:
-    return Reading(
-        id=stable_event_id(site, "ac-204", at.isoformat()),
-        site=site,
-        device="ac-204",
-        event_time=at,
-        quantity=Quantity.POWER,
-        value=watts,
-        unit="W",
-    )
-
-
 def feed(rules: SiteRules | RuleEngine, site: str, start: datetime, minutes: range) -> list[AlertSignal]:
-    return [s for m in minutes for s in rules.on_event(power(site, start + timedelta(minutes=m)))]
+    return [s for m in minutes for s in rules.on_event(power(start + timedelta(minutes=m), 1200, site=site))]
 
 
 def both() -> SiteRules:
