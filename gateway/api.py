@@ -325,12 +325,6 @@ def _names_of(gateway: Gateway, site_id: str) -> Any:
     return site_names(site, gateway.rules_for(site.id))
 
 
-def _config_for(gateway: Gateway, site_id: str) -> Any:
-    """The gateway config with site `site_id`'s rules, for code that reads config.rules."""
-    rules = gateway.rules_for(site_id)
-    return gateway.config if rules is gateway.config.rules else gateway.config.model_copy(update={"rules": rules})
-
-
 def _sites(app: FastAPI, gateway: Gateway) -> None:
     @app.get("/api/sites", tags=["sites"])
     def list_sites(request: Request, principal: Principal | None = Depends(auth.caller)) -> list[dict[str, Any]]:
@@ -817,7 +811,7 @@ def _reports_and_admin(app: FastAPI, gateway: Gateway) -> None:
         from gateway.report_jobs import daily_report, with_statistics
 
         site_id = _one_site(gateway, principal, site)
-        config = _config_for(gateway, site_id)
+        config = gateway.config_for(site_id)
         try:
             history = _report_history(gateway, site_id)
             data = daily_report(gateway.store, history, gateway.sites[site_id], config, night)  # + statistics

@@ -199,3 +199,8 @@ def bulk_values(db: Any) -> str:
     """A FROM source of the values of one JSON-array parameter as a column `value` (text on PostgreSQL):
     a whole batch in one statement (see gateway/store.py _bulk)."""
     return "jsonb_array_elements_text(?::jsonb) AS value" if dialect(db) == "postgres" else "json_each(?)"
+
+
+def bulk_ids(db: Any) -> str:
+    """A subquery of the integer ids in one JSON-array parameter: `WHERE id IN ({bulk_ids(db)})`."""
+    return f"SELECT {'value::bigint' if dialect(db) == 'postgres' else 'value'} FROM {bulk_values(db)}"

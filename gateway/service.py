@@ -223,6 +223,11 @@ class Gateway:
         """The rules configuration a site is judged by (its routes, rooms and thresholds)."""
         return self._rules[site_id]
 
+    def config_for(self, site_id: str) -> GatewayConfig:
+        """The gateway config with a site's own rules, for code that reads `config.rules` (reports)."""
+        rules = self._rules[site_id]
+        return self.config if rules is self.config.rules else self.config.model_copy(update={"rules": rules})
+
     def _site_of_room(self, room: str) -> str | None:
         """The first served site with a room of this id (a work order's site)."""
         return next((s.id for s in self.sites.values() for b in s.buildings for r in b.rooms if r.id == room), None)
@@ -584,7 +589,7 @@ class Gateway:
         scoped = len(self.sites) > 1
         schedulers = {}
         for site in self.sites.values():
-            config = self.config.model_copy(update={"rules": self._rules[site.id]})
+            config = self.config_for(site.id)
             schedulers[site.id] = build_scheduler(config, site, self.store, self._history_of(config, site), scoped)
         return schedulers
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import Field
 
-from gateway.db import Connection, dialect, render_schema, table_columns
+from gateway.db import Connection, bulk_ids, dialect, render_schema, table_columns
 from rules.schedule import ScheduleSpans
 from rules.water import sample_value
 from warden.config import SiteConfig, StrictModel
@@ -289,9 +289,6 @@ class StatisticsReader:
     def __init__(self, db: Connection, site: str) -> None:
         self.db = db
         self.site = site
-        #: The series ids of one JSON-array parameter, as a subquery.
-        self._ids_in = ("SELECT value::bigint FROM jsonb_array_elements_text(?::jsonb) AS value"
-                        if dialect(db) == "postgres" else "SELECT value FROM json_each(?)")
         create_schema(db, site)  # a state database from before statistics: empty tables, not errors
 
     def series(self, devices: Sequence[str] | None = None, quantity: str | None = None) -> dict[int, Series]:
@@ -312,7 +309,7 @@ class StatisticsReader:
         known = self.series(devices, quantity)
         rows = self.db.execute(  # one primary-key range per series: never a scan of every hour ever kept
             "SELECT series, hour, n, total, lo, hi, on_n, first, last FROM statistics_hour"
-            f" WHERE series IN ({self._ids_in}) AND hour >= ? AND hour < ? ORDER BY series, hour",
+            f" WHERE series IN ({bulk_ids(self.db)}) AND hour >= ? AND hour < ? ORDER BY series, hour",
             (json.dumps(sorted(known)), _ceil_hour(since), _ceil_hour(until)),
         )
         return [HourRow(known[r[0]], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]

@@ -511,9 +511,7 @@ class WorkOrders:
 
     def by_alerts(self, alert_ids: list[int]) -> dict[int, int]:
         """alert id -> its work order's id, for those of `alert_ids` that have one (one query)."""
-        ids = "SELECT value::bigint FROM jsonb_array_elements_text(?::jsonb) AS value" if engines.dialect(self._db) == "postgres" \
-            else "SELECT value FROM json_each(?)"
-        rows = self._db.execute(f"SELECT alert_id, id FROM work_orders WHERE alert_id IN ({ids})",
+        rows = self._db.execute(f"SELECT alert_id, id FROM work_orders WHERE alert_id IN ({engines.bulk_ids(self._db)})",
                                 (json.dumps(alert_ids),))
         return {int(row[0]): int(row[1]) for row in rows}
 
