@@ -126,7 +126,7 @@ def run_demo(
         totals = simulation.run(progress)
         clock.pause()  # the night is over: no poll, scan or heartbeat beyond it while the agent catches up
         _final_reads(agent, clock.now())
-        _wait_for(lambda: not pending_devices(agent.drivers, totals.handled), "the agent to read every device")
+        wait_for(lambda: not pending_devices(agent.drivers, totals.handled), "the agent to read every device")
         _wait_stored(gateway, queued)
         _tick(gateway, scenario.end_utc)  # with every event in, the night's deadlines are judged on complete data
         alerts = httpx.get(f"{api.url}/api/alerts", params={"limit": 5000}, timeout=10).raise_for_status().json()
@@ -275,7 +275,7 @@ class _BrokerOutage:
         agent, gateway = self._parts()
         # What devices sent before the outage reached the agent (a device's message is lost
         # only while there is no broker, never because the demo stopped it mid-flight).
-        _wait_for(lambda: not pending_devices(agent.drivers, totals.handled), "the agent to read every device")
+        wait_for(lambda: not pending_devices(agent.drivers, totals.handled), "the agent to read every device")
         gateway.subscribed.clear()
         agent.devices_subscribed.clear()
         self.broker.stop()
@@ -333,7 +333,7 @@ class _LiveTicks:
         # The accelerated clock runs past poll slots the drivers could not keep: poll the
         # meters that missed theirs (a real driver would have), and scan the wand docks.
         _final_reads(agent, self._clock.now(), newest=queued.newest)
-        _wait_for(lambda: not pending_devices(agent.drivers, simulation.totals.handled), "the agent to read every device")
+        wait_for(lambda: not pending_devices(agent.drivers, simulation.totals.handled), "the agent to read every device")
         if self._outage is None or not self._outage.down:
             _wait_stored(gateway, queued, self._pending)
         _tick(gateway, at - self._lateness)
@@ -416,11 +416,13 @@ def _tick(gateway: Gateway, at: datetime) -> None:
         raise RuntimeError(f"demo: the rules did not reach {at.isoformat()} within {STAGE_TIMEOUT}s")
 
 
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    """Poll a condition that has no event to wait on (driver counters)."""
-    deadline = time.monotonic() + STAGE_TIMEOUT
+def wait_for(condition: Callable[[], bool], what: str, who: str = "demo", timeout: float = STAGE_TIMEOUT,
+             interval: float = 0.002) -> None:
+    """Poll a condition that has no event to wait on (driver counters, gateway counters);
+    RuntimeError naming `who` and `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"demo: timed out after {STAGE_TIMEOUT}s waiting for {what}")
-        time.sleep(0.002)
+            raise RuntimeError(f"{who}: timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
 

@@ -42,6 +42,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import psycopg
 
+from cli.demo import wait_for
 from gateway.config import GatewayConfig, LeaseConfig
 from gateway.lease import Lease
 from gateway.service import Gateway
@@ -237,11 +238,7 @@ class _Agents:
 
 def _wait(condition: Callable[[], bool], what: str) -> None:
     """Poll a counter that has no event to wait on."""
-    deadline = time.monotonic() + STAGE_TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"district: timed out after {STAGE_TIMEOUT:.0f}s waiting for {what}")
-        time.sleep(0.005)
+    wait_for(condition, what, "district", STAGE_TIMEOUT, interval=0.005)
 
 
 def _bridges_up(central: BrokerConfig, sites: list[str]) -> None:
