@@ -156,7 +156,7 @@ def test_the_people_act_on_a_real_gateway_process_with_the_same_outcome(
 
     def person(action: Any) -> drills.Step:
         def run(drill: drills.Drill) -> None:
-            drill._live_tick(drill.scenario.instant(action.at))  # caught up; the gateway's clock at the action's time
+            drill.live_tick(drill.scenario.instant(action.at))  # caught up; the gateway's clock at the action's time
             assert player is not None
             player.act(action)
 

@@ -164,7 +164,7 @@ class Drill:
             self.fault_window = (min(at), max(at))
         live = int((self.end_utc - self.start_utc) / LIVE_STEP)
         ticks = [self.start_utc + n * LIVE_STEP for n in range(1, live + 1)]
-        interruptions += [Interruption(at, "live tick", lambda at=at: self._live_tick(at)) for at in ticks]
+        interruptions += [Interruption(at, "live tick", lambda at=at: self.live_tick(at)) for at in ticks]
         self.simulation = NightSimulation(
             self.scenario, self.broker, self.clock, seed=self.seed, workdir=self.tmp / "devices", interruptions=interruptions
         )
@@ -311,7 +311,7 @@ class Drill:
         return [f"{a['rule']} {a['subject']}" for a in history
                 if a.get("raised_at") and start <= datetime.fromisoformat(a["raised_at"]) <= end]  # fmt: skip
 
-    def _live_tick(self, at: datetime) -> None:
+    def live_tick(self, at: datetime) -> None:
         """The rules clock moves to `at` (every emission before it is out; the night's
         clock may stand past it) once the gateway has taken in what the devices sent."""
         if not self.faulty:
