@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS report_archive (
     PRIMARY KEY (kind, label));
 """
 
+#: The tables SCHEMA makes (gateway/state_copy.py copies them).
+TABLES = ("report_sends", "report_archive")
+
 
 class ReportSendConfig(StrictModel):
     """When reports are made, archived and sent (gateway/report_schedule.py)."""

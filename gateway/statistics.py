@@ -76,6 +76,9 @@ CREATE TABLE IF NOT EXISTS statistics_hour (
     PRIMARY KEY (series, hour)) {without_rowid};
 """
 
+#: The tables SCHEMA makes, parents first (gateway/state_copy.py copies them in this order).
+TABLES = ("statistics_series", "statistics_hour")
+
 #: One statement per batch (see gateway/store.py _bulk). SET expressions read the old row.
 _UPSERT_SQLITE = """
 INSERT INTO statistics_hour (series, hour, n, total, lo, hi, on_n, first_us, first, last_us, last)

@@ -233,6 +233,9 @@ CREATE TABLE IF NOT EXISTS work_order_photos (
     content_type TEXT NOT NULL, size INTEGER NOT NULL, path TEXT NOT NULL, added_by TEXT NOT NULL, added_at TEXT NOT NULL);
 """
 
+#: The tables _SCHEMA makes, parents first (gateway/state_copy.py copies them in this order).
+TABLES = ("work_orders", "work_order_history", "work_order_photos")
+
 #: The history is append-only, enforced by the database (each engine's trigger syntax).
 _APPEND_ONLY: dict[engines.Dialect, str] = {
     "sqlite": """
