@@ -14,6 +14,9 @@ instead of warden's change document (docs/gateway.md#group-bots). A webhook sink
 - Rate: WeCom takes about 20 messages a minute per bot. A sink with `max_per_minute`
   waits for a free slot (its rows stay in the durable outbox, gateway/notify.py) and,
   when several changes wait, sends them together as one message: late, never dropped.
+  One message speaks one language: on a gateway of several sites the waiting changes
+  go together only while their sites share the first one's language (`together`), and
+  each line names rooms and devices by its own site's names.
 - A bot answers HTTP 200 with `errcode` (WeCom, DingTalk) or `code` (Feishu) in JSON; a
   non-zero one is a failed delivery, retried when it means "too fast".
 
@@ -84,14 +87,17 @@ def change_line(change: AlertChange, locale: str = "en", names: Names | None = N
     return f"{head}{note}\n{tail}"
 
 
-def template_context(changes: list[AlertChange], locale: str = "en", names: Names | None = None) -> dict[str, Any]:
-    """What a body template may use; `text` and `title` in `locale`."""
+def template_context(changes: list[AlertChange], locale: str = "en", names: Names | None = None,
+                     voice: Callable[[str], tuple[str, Names | None]] | None = None) -> dict[str, Any]:
+    """What a body template may use; `text` and `title` in `locale`, or with `voice` each
+    change in its own site's language and names (the title in the first's)."""
+    voices = [voice(c.alert.site) if voice is not None else (locale, names) for c in changes]
     documents = [change_document(c) for c in changes]
     first = changes[0].alert
-    title = localise(first.message, first.message_id, first.params, locale, names) if len(changes) == 1 \
+    title = localise(first.message, first.message_id, first.params, *voices[0]) if len(changes) == 1 \
         else f"warden: {len(changes)} alert changes"
     context: dict[str, Any] = {
-        "text": "\n\n".join(change_line(c, locale, names) for c in changes),
+        "text": "\n\n".join(change_line(c, *v) for c, v in zip(changes, voices)),
         "title": title,
         "changes": documents,
     }
@@ -141,7 +147,7 @@ class BotSink:
     def __init__(self, name: str, config: WebhookSinkConfig, now: Callable[[], float] = time.time, locale: str = "en",
                  names: Names | None = None, voices: Callable[[str], tuple[str, Names | None]] | None = None) -> None:
         """`locale`, `names`: the site's, so the group reads its alerts in its language, by names;
-        `voices`: each site's, on a gateway of several sites (issue 21): a message speaks as its first alert's site."""
+        `voices`: each site's, on a gateway of several sites (issue 21): each change is told in its site's."""
         key = f"alerts.sinks.{name}"
         if config.secret is not None and config.preset not in SIGNING_PRESETS:
             raise ConfigError(f"{key}.secret: only a dingtalk or feishu bot signs (preset is {config.preset!r})")
@@ -158,10 +164,19 @@ class BotSink:
         self.voices = voices
         self._client = httpx.Client(timeout=config.timeout_seconds, follow_redirects=False)
 
+    def voice(self, site: str) -> tuple[str, Names | None]:
+        """The language and names `site`'s alerts are told in."""
+        return self.voices(site) if self.voices is not None else (self.locale, self.names)
+
+    def together(self, changes: list[AlertChange]) -> int:
+        """How many of `changes`, from the first, may go as one message: those whose sites speak
+        the first one's language (the outbox sends the rest next, in theirs)."""
+        first = self.voice(changes[0].alert.site)[0]
+        return next((i for i, c in enumerate(changes) if self.voice(c.alert.site)[0] != first), len(changes))
+
     def request(self, changes: list[AlertChange]) -> tuple[str, bytes]:
         """The URL and body for `changes` (one message), signed as the preset wants."""
-        locale, names = self.voices(changes[0].alert.site) if self.voices is not None else (self.locale, self.names)
-        document = self.template.render(template_context(changes, locale, names))
+        document = self.template.render(template_context(changes, voice=self.voice))
         url = self.config.url
         secret = self.config.secret
         if secret is not None and self.config.preset == "dingtalk":

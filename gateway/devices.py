@@ -1,12 +1,14 @@
 """What the gateway knows of each device: when it last spoke, what it sent, and the
-health counters of its latest heartbeat. Kept in memory by the ingest worker (after each
-committed batch) and read by the API; historians are for history, this is for "now".
+health counters of its latest heartbeat; and of each campus's bridge to the centre: its
+state and its last cuts (a cut-off campus's devices are silent because of the link).
+Kept in memory by the ingest worker (after each committed batch) and read by the API;
+historians are for history, this is for "now".
 """
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -61,3 +63,70 @@ class DeviceRegistry:
                 for (device_site, device_id), d in self._devices.items()
                 if site is None or device_site == site
             }
+
+
+#: Cuts remembered per campus (a campus cut every night for weeks stays a few kilobytes).
+CUTS_KEPT = 20
+#: Cuts /api/health shows per campus, newest first.
+CUTS_SHOWN = 5
+
+
+@dataclass
+class _Campus:
+    up: bool
+    heard_at: datetime | None  # when the gateway last heard its state; None: only restored
+    cuts: deque[tuple[datetime, datetime | None]]  # (start, end), oldest first; end None while down
+
+
+class CampusLinks:
+    """Each bridged campus's link (by site id) as heard on the gateway's clock, and its last
+    CUTS_KEPT cuts. A repeated state (the retained copy at each reconnect) is no new cut.
+    Thread-safe: the worker writes, API threads read."""
+
+    def __init__(self, kept: int = CUTS_KEPT) -> None:
+        self._lock = threading.Lock()
+        self._kept = kept
+        self._campuses: dict[str, _Campus] = {}
+
+    def restore(self, cuts: dict[str, tuple[datetime, datetime | None]]) -> None:
+        """Each site's latest cut as the rules kept it across a restart (this memory is lost
+        with the process; the rules' snapshot is not), so a cut begun before it keeps its start."""
+        with self._lock:
+            for site, (start, end) in cuts.items():
+                self._campuses[site] = _Campus(end is not None, None, deque([(start, end)], maxlen=self._kept))
+
+    def heard(self, site: str, up: bool, at: datetime) -> None:
+        """The bridge of `site` said up or down at `at`: a cut starts or ends on a change."""
+        with self._lock:
+            campus = self._campuses.get(site)
+            if campus is None:
+                campus = self._campuses[site] = _Campus(True, None, deque(maxlen=self._kept))
+            if campus.up and not up:
+                campus.cuts.append((at, None))
+            elif not campus.up and up and campus.cuts:
+                campus.cuts[-1] = (campus.cuts[-1][0], at)
+            campus.up, campus.heard_at = up, at
+
+    def device_fields(self, site: str) -> dict[str, str | None]:
+        """What GET /api/devices says of each device of `site`: `link` ("up", "down"; None: no
+        bridge heard of) and `link_down_since`, so a cut-off campus's silence reads as the link's."""
+        with self._lock:
+            campus = self._campuses.get(site)
+            if campus is None:
+                return {"link": None, "link_down_since": None}
+            since = campus.cuts[-1][0].isoformat() if not campus.up and campus.cuts else None
+            return {"link": "up" if campus.up else "down", "link_down_since": since}
+
+    def health(self, shown: int = CUTS_SHOWN) -> dict[str, dict[str, Any]]:
+        """JSON-ready: site -> state, heard_at, and its last `shown` cuts, newest first, each
+        with start, end (None while down) and minutes (None while down)."""
+        with self._lock:
+            return {site: {"state": "up" if c.up else "down",
+                           "heard_at": c.heard_at.isoformat() if c.heard_at else None,
+                           "cuts": [_cut_json(start, end) for start, end in reversed(list(c.cuts)[-shown:])]}
+                    for site, c in self._campuses.items()}  # fmt: skip
+
+
+def _cut_json(start: datetime, end: datetime | None) -> dict[str, Any]:
+    minutes = round((end - start).total_seconds() / 60, 2) if end is not None else None
+    return {"start": start.isoformat(), "end": end.isoformat() if end else None, "minutes": minutes}

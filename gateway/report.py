@@ -807,10 +807,11 @@ def _silent(alerts: Sequence[Alert], site: SiteConfig) -> list[dict[str, Any]]:
         if a.rule not in _SILENT_RULES:
             continue
         place = site.locate(a.subject)
+        link = a.rule == deadman.LINK  # a campus cut: silent from its start, for `minutes` (None: not back yet)
         out.append({
             **_alert_brief(a), "device": a.subject, "agent": a.rule == deadman.AGENT,
-            "last_event": a.details.get("last_event"), "building": place.building if place else "",
-            "room": place.room if place else "",
+            "last_event": a.details.get("down_at" if link else "last_event"), "building": place.building if place else "",
+            "room": place.room if place else "", "link": link, "minutes": a.details.get("minutes") if link else None,
         })
     return out
 

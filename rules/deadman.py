@@ -142,6 +142,11 @@ class DeadmanRule:
         elif not up and not link.down:
             self._link = _Link(down_at=at)
 
+    def latest_cut(self) -> tuple[datetime, datetime | None] | None:
+        """The latest campus cut (start, end; end None while down); None: never cut."""
+        link = self._link
+        return None if link.down_at is None else (link.down_at, link.up_at)
+
     # ----------------------------------------------------------------- Rule protocol
 
     def on_event(self, event: Event) -> list[AlertSignal]:

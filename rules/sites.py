@@ -8,22 +8,55 @@ Snapshots: a gateway of one site writes the snapshot a single-site gateway alway
 (rule name -> state), so either can read the other's; with several sites the snapshot is
 {"sites": {site id: that site's snapshot}}. A snapshot of the older single-site form is
 restored into the first site: add new sites after the one the gateway served before.
+
+A site's own `rules:` merge over the gateway's top-level ones (merge_rules), except the keys
+that time the gateway process (PROCESS_KEYS), which stay the top-level's for every site.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from rules.alerts import AlertSignal
 from rules.config import RulesConfig
+from rules.deadman import DeadmanRule
 from rules.engine import RuleEngine
 from warden.config import SiteConfig
 from warden.events import Event
 
 #: The key of a several-sites snapshot; no rule family is called this.
 SITES_KEY = "sites"
+
+#: Keys of `rules:` that time the gateway process, not a site's judgement: one tick loop
+#: ticks every site, one MQTT session waits for one backlog, and a tick acts on the clock
+#: less one lateness. A site may repeat the top-level value, not change it.
+PROCESS_KEYS = ("tick_seconds", "catch_up_max_seconds", "allowed_lateness_seconds")
+
+
+def merge_rules(top: Mapping[str, Any], site: Mapping[str, Any]) -> dict[str, Any]:
+    """A site's `rules:` over the top-level ones, as written, per family and key: a family the
+    site names keeps the top-level family's other keys; a key's value (a number, a list, a
+    map such as water.overrides) replaces the top-level one whole, so a site's list of
+    routes or meters is its own, not the district's plus its own."""
+    merged = dict(top)
+    for key, value in site.items():
+        below = top.get(key)
+        merged[key] = {**below, **value} if isinstance(below, Mapping) and isinstance(value, Mapping) else value
+    return merged
+
+
+def check_process_keys(top: RulesConfig, site: RulesConfig, key: str) -> None:
+    """ValueError naming `key`.<name> when a site's rules change a key of PROCESS_KEYS: it
+    would be silently ignored (the gateway runs one tick loop and one catch-up for all)."""
+    for name in PROCESS_KEYS:
+        own, gateway = getattr(site, name), getattr(top, name)
+        if own != gateway:
+            raise ValueError(
+                f"{key}.{name}: {own:g} differs from the top-level rules.{name} ({gateway:g}); it times the "
+                f"gateway process, which serves every site alike: set it under the top-level rules:"
+            )
 
 
 class SiteRules:
@@ -72,6 +105,16 @@ class SiteRules:
         engine = self.engines.get(site)
         if engine is not None:
             engine.on_link(up, at)
+
+    def latest_cuts(self) -> dict[str, tuple[datetime, datetime | None]]:
+        """Each site's latest campus cut as its dead-man rule keeps it (start, end; None while
+        down): what a restart keeps of a link. Sites never cut, or not watched: absent."""
+        cuts = {}
+        for site_id, engine in self.engines.items():
+            found = [cut for rule in engine.rules if isinstance(rule, DeadmanRule) and (cut := rule.latest_cut())]
+            if found:
+                cuts[site_id] = found[0]
+        return cuts
 
     def rounds_state(self) -> list[dict[str, Any]]:
         """Every site's patrol rounds, each with its site."""

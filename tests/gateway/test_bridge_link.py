@@ -73,7 +73,9 @@ def test_a_cut_heard_from_the_broker_opens_one_warning_and_survives_a_restart(ce
             assert gateway.wait_until(lambda: link_state(gateway)["down_at"] is not None, timeout=15)
             assert link_state(gateway)["down_at"] == EVENING.isoformat()
             # ... and /api/health tells the campus is unreachable, not that its agents are offline
-            assert gateway.health()["campus_links"] == {"riverside": {"state": "down", "heard_at": EVENING.isoformat()}}
+            cut = {"start": EVENING.isoformat(), "end": None, "minutes": None}  # open: no end, no length yet
+            assert gateway.health()["campus_links"] == {"riverside": {"state": "down", "heard_at": EVENING.isoformat(),
+                                                                      "cuts": [cut]}}
             clock.advance(timedelta(minutes=10))  # 18:10 = 18:00 + the 10-minute grace
             gateway.tick(clock.now() - LATENESS)
             assert gateway.wait_until(lambda: gateway.store.alerts(rule="site_link_down") != [], timeout=15)
@@ -88,6 +90,9 @@ def test_a_cut_heard_from_the_broker_opens_one_warning_and_survives_a_restart(ce
             bridge.publish(STATE, b"1", qos=1, retain=True).wait_for_publish(5)
             assert again.wait_until(lambda: link_state(again)["up_at"] is not None, timeout=15)
             assert again.health()["campus_links"]["riverside"]["state"] == "up"
+            # The cut kept its 18:00 start across the restart (from the rules' snapshot): 18:00-18:15, 15 minutes.
+            end = (EVENING + timedelta(minutes=15)).isoformat()
+            assert again.health()["campus_links"]["riverside"]["cuts"] == [{"start": EVENING.isoformat(), "end": end, "minutes": 15}]
             again.tick(clock.now() - LATENESS)
             assert again.wait_until(lambda: again.store.alerts(rule="site_link_down", state="resolved") != [], timeout=15)
             [alert] = again.store.alerts(rule="site_link_down")

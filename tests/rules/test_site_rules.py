@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from rules.alerts import AlertSignal, SignalAction
 from rules.config import RulesConfig
 from rules.engine import RuleEngine
-from rules.sites import SiteRules
+from rules.sites import SiteRules, merge_rules
 from tests.rules.test_engine import power
 from warden.config import SiteConfig
 
@@ -136,3 +136,31 @@ def test_patrol_rounds_carry_their_site() -> None:
     rules.on_tick(utc("2026-03-03 15:00"))
     rules.on_tick(utc("2026-03-03 15:25"))
     assert [(r["site"], r["round"]) for r in rules.rounds_state()] == [("shanghai-no3", "north:2026-03-03T23:30")]
+
+
+def test_a_sites_rules_merge_per_family_and_key_as_written() -> None:
+    """Families merge key by key; a key's value, list or map, replaces the top level's whole;
+    a key outside the families is replaced; the top level's own document is not changed."""
+    top = {"tick_seconds": 2, "water": {"night_start": "01:00", "meters": ["wm-1", "wm-2"], "overrides": {"wm-1": {}}},
+           "doors": {"held_open_seconds": 90}}
+    site = {"tick_seconds": 2, "water": {"meters": ["wm-9"], "overrides": {"wm-9": {"burst_l_per_min": 80}}},
+            "ac_after_hours": {"grace_minutes": 30}}
+    assert merge_rules(top, site) == {
+        "tick_seconds": 2,
+        "water": {"night_start": "01:00", "meters": ["wm-9"], "overrides": {"wm-9": {"burst_l_per_min": 80}}},
+        "doors": {"held_open_seconds": 90},
+        "ac_after_hours": {"grace_minutes": 30},
+    }
+    assert top["water"]["meters"] == ["wm-1", "wm-2"]
+
+
+def test_the_latest_campus_cut_of_each_site_is_what_its_deadman_keeps() -> None:
+    """Shanghai cut from 10:00 to 10:25 UTC, London cut at 11:00 and still down; deadman at defaults."""
+    rules = SiteRules([(SHANGHAI, RulesConfig()), (LONDON, RulesConfig())])
+    assert rules.latest_cuts() == {}
+    rules.on_link(False, utc("2026-03-02T10:00"), "shanghai-no3")
+    rules.on_link(True, utc("2026-03-02T10:25"), "shanghai-no3")
+    rules.on_link(False, utc("2026-03-02T11:00"), "london-east")
+    assert rules.latest_cuts() == {"shanghai-no3": (utc("2026-03-02T10:00"), utc("2026-03-02T10:25")),
+                                   "london-east": (utc("2026-03-02T11:00"), None)}
+

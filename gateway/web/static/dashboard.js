@@ -228,11 +228,18 @@
     $("#devices tbody").replaceChildren(...devices.map((d) => el("tr", { dataset: { device: d.id } },
       el("td", {}, named(d.name, d.id) + (d.agent ? t(" (agent)") : "")),
       el("td", { title: d.room }, d.room_name || d.room),
-      el("td", { class: `status-${d.status}` }, t(d.status)),
+      el("td", { class: `status-${d.status}` }, t(d.status), linkDown(d)),
       el("td", { class: "last-seen", title: localTime(d.last_seen), dataset: { label: t("last seen") } }, ago(d.last_seen_seconds_ago)),
       el("td", { class: "trend" }, sparkline(trends.get(d.id))),
       el("td", { class: "counters" }, Object.entries(d.counters || {}).slice(0, 4)
         .map(([k, v]) => counterText(k, v, Date.parse(d.checked_at))).join(" · ")))));
+  }
+
+  // A device of a cut-off campus (issue 21): its silence is the campus link's, not its own.
+  function linkDown(d) {
+    if (d.link !== "down") return "";
+    return el("span", { class: "link-down", title: localDateTime(d.link_down_since) },
+      t("campus link down since {time}", { time: localTime(d.link_down_since) }));
   }
 
   const HOUR = 3600 * 1000;
