@@ -454,25 +454,7 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
             frames = _of_post(frames, principal, lambda site: _routes_of(gateway, site))
         return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
 
-    @app.post("/api/session", tags=["auth"])
-    def open_browser_session(request: Request, response: Response, principal: Principal | None = Depends(auth.caller)) -> dict[str, Any]:
-        """For the dashboard: sets an HttpOnly, SameSite=Strict cookie standing for the token
-        (signed, 12 h), accepted only by GET /api/alerts/stream and GET /api/reports/*:
-        what EventSource and a plain link cannot send a header to. Needs the token itself."""
-        if principal is None:
-            raise HTTPException(status_code=401, detail="a token is required", headers={"WWW-Authenticate": "Bearer"})
-        ticket = request.app.state.auth.issue_session_ticket(principal)
-        response.set_cookie(auth.SESSION_COOKIE, ticket, max_age=auth.SESSION_SECONDS, path="/api",
-                            httponly=True, samesite="strict", secure=request.url.scheme == "https")
-        return {"name": principal.name, "role": principal.role, "expires_in": auth.SESSION_SECONDS}
-
-    @app.delete("/api/session", tags=["auth"])
-    def close_browser_session(response: Response, principal: Principal | None = Depends(auth.caller)) -> dict[str, Any]:
-        """Signing out: drops the cookie. Like every non-GET endpoint, it needs the token."""
-        if principal is None:
-            raise HTTPException(status_code=401, detail="a token is required", headers={"WWW-Authenticate": "Bearer"})
-        response.delete_cookie(auth.SESSION_COOKIE, path="/api")
-        return {}
+    browser_session_routes(app)
 
     @app.get("/api/alerts/{alert_id}", tags=["alerts"])
     def alert_detail(alert_id: int, principal: Principal = require(auth.ALERTS_OWN),
@@ -499,6 +481,30 @@ def _alerts(app: FastAPI, gateway: Gateway, broadcaster: AlertBroadcaster) -> No
         alert = visible_alert(alert_id, principal)
         site = gateway.sites.get(alert.site, gateway.site)
         return _person_action(gateway.resolve, alert_id, principal, body, site)
+
+
+def browser_session_routes(app: FastAPI) -> None:
+    """POST and DELETE /api/session (the dashboard's cookie), for the gateway and the view across partitions."""
+
+    @app.post("/api/session", tags=["auth"])
+    def open_browser_session(request: Request, response: Response, principal: Principal | None = Depends(auth.caller)) -> dict[str, Any]:
+        """For the dashboard: sets an HttpOnly, SameSite=Strict cookie standing for the token
+        (signed, 12 h), accepted only by GET /api/alerts/stream and GET /api/reports/*:
+        what EventSource and a plain link cannot send a header to. Needs the token itself."""
+        if principal is None:
+            raise HTTPException(status_code=401, detail="a token is required", headers={"WWW-Authenticate": "Bearer"})
+        ticket = request.app.state.auth.issue_session_ticket(principal)
+        response.set_cookie(auth.SESSION_COOKIE, ticket, max_age=auth.SESSION_SECONDS, path="/api",
+                            httponly=True, samesite="strict", secure=request.url.scheme == "https")
+        return {"name": principal.name, "role": principal.role, "expires_in": auth.SESSION_SECONDS}
+
+    @app.delete("/api/session", tags=["auth"])
+    def close_browser_session(response: Response, principal: Principal | None = Depends(auth.caller)) -> dict[str, Any]:
+        """Signing out: drops the cookie. Like every non-GET endpoint, it needs the token."""
+        if principal is None:
+            raise HTTPException(status_code=401, detail="a token is required", headers={"WWW-Authenticate": "Bearer"})
+        response.delete_cookie(auth.SESSION_COOKIE, path="/api")
+        return {}
 
 
 async def _of_post(frames: AsyncIterator[str], principal: Principal,
@@ -653,6 +659,7 @@ def _device_views(gateway: Gateway, site_id: str) -> list[dict[str, Any]]:
               for a in gateway.store.alerts(site=site_id, rule=rule, state=state, limit=10_000)}
     listed = {d: (b.id, r.id) for b in site.buildings for r in b.rooms for d in r.devices}
     agents = _site_agents(gateway, site_id)
+    link = gateway.campus_links.device_fields(site_id)  # a cut-off campus: its devices' silence is the link's
     views = []
     now = gateway.clock.now()
     for device_id in _view_ids(gateway, site_id, seen):
@@ -673,7 +680,7 @@ def _device_views(gateway: Gateway, site_id: str) -> list[dict[str, Any]]:
             "last_seen_seconds_ago": round((now - datetime.fromisoformat(last_seen)).total_seconds()) if last_seen else None,
             "received_at": (info or {}).get("received_at"),
             "events": (info or {}).get("events", {}), "state": state, "counters": (info or {}).get("counters", {}),
-            "alert_id": alert.id if alert else None, "silent_since": alert.opened_at if alert else None,
+            "alert_id": alert.id if alert else None, "silent_since": alert.opened_at if alert else None, **link,
         })
     return views
 
@@ -951,20 +958,24 @@ def _dashboard(app: FastAPI, gateway: Gateway) -> None:
         """The page holds no data: the script fetches it with the browser's token. Its words are
         in the site's locale (a kiosk's Accept-Language may pick another shipped one). `site`:
         the site it shows (issue 21; default the first); the script offers the token's sites."""
-        shown = page_site(gateway.sites, site)
-        night = current_night(gateway, shown.id)
-        nights = [night - timedelta(days=i) for i in range(7)]
-        locale = page_locale(request, shown.locale)
-        response = templates.TemplateResponse(request, "dashboard.html", {
-            "site": shown, "tonight": night.isoformat(), "nights": [n.isoformat() for n in nights],
-            "public_read": request.app.state.auth.public_read, "lang": locale, "_": page_gettext(locale),
-            "strings": json.dumps(dashboard_strings(locale), ensure_ascii=False), "site_count": len(gateway.sites),
-            "rules": sorted(ALERT_RULES),
-            "rooms": [(r.id, names.label(r.name, r.id)) for b in shown.buildings for r in b.rooms],
-        })
-        response.headers["Content-Language"] = locale
-        response.headers["Content-Security-Policy"] = DASHBOARD_CSP
-        return response
+        return dashboard_page(request, templates, gateway, page_site(gateway.sites, site))
+
+
+def dashboard_page(request: Request, templates: Jinja2Templates, gateway: Gateway, shown: Any) -> HTMLResponse:
+    """The dashboard's page for site `shown` (the view across partitions serves it too, gateway/view.py)."""
+    night = current_night(gateway, shown.id)
+    nights = [night - timedelta(days=i) for i in range(7)]
+    locale = page_locale(request, shown.locale)
+    response = templates.TemplateResponse(request, "dashboard.html", {
+        "site": shown, "tonight": night.isoformat(), "nights": [n.isoformat() for n in nights],
+        "public_read": request.app.state.auth.public_read, "lang": locale, "_": page_gettext(locale),
+        "strings": json.dumps(dashboard_strings(locale), ensure_ascii=False), "site_count": len(gateway.sites),
+        "rules": sorted(ALERT_RULES),
+        "rooms": [(r.id, names.label(r.name, r.id)) for b in shown.buildings for r in b.rooms],
+    })
+    response.headers["Content-Language"] = locale
+    response.headers["Content-Security-Policy"] = DASHBOARD_CSP
+    return response
 
 
 # --------------------------------------------------------------------------- server
@@ -1017,6 +1028,7 @@ DASHBOARD_STRINGS = (
     # issue 21: the site picker and the overview of every site
     N_("All sites"), N_("Open alerts"), N_("Energy wasted today"), N_("Patrols last night"), N_("Silent devices"),
     N_("{on_time} of {due} checkpoints on time"),
+    N_("campus link down since {time}"),  # a cut-off campus's devices
 )
 
 

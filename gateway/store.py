@@ -60,6 +60,10 @@ CREATE TABLE IF NOT EXISTS rule_state (id INTEGER PRIMARY KEY CHECK (id = 1), sn
 CREATE TABLE IF NOT EXISTS rule_journal (batch {rowid}, entry {blob} NOT NULL);
 """
 
+#: The tables _SCHEMA makes, parents before children (gateway/state_copy.py copies them in this order).
+TABLES = ("store_meta", "seen_events", "seen_events_previous", "dead_letters", "alerts", "alert_history",
+          "rule_state", "rule_journal")
+
 #: The statements that differ between the engines, by engine then purpose.
 _SQL: dict[Dialect, dict[str, str]] = {
     "sqlite": {
@@ -549,6 +553,17 @@ class StateStore:
             (alert_id,),
         )
         return [{**dict(row), "details": json.loads(row["details"]), "params": json.loads(row["params"])} for row in rows]
+
+    def history_after(self, after: int, limit: int = 1000) -> list[tuple[int, int, str]]:
+        """Lifecycle steps recorded after history row `after`, oldest first, as (row id, alert id,
+        action); `after` -1: none, only the last row's id (a cursor to start from). Another process
+        follows the alerts this way (gateway/view.py); updates that record no step are not in it."""
+        if after < 0:
+            row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM alert_history").fetchone()
+            return [(int(row[0]), 0, "")]
+        rows = self._db.execute("SELECT id, alert_id, action FROM alert_history WHERE id > ? ORDER BY id LIMIT ?",
+                                (after, limit))
+        return [(int(r[0]), int(r[1]), str(r[2])) for r in rows]
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT id, received_at, topic, payload, size, reason, code FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,))
