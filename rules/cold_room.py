@@ -2,7 +2,10 @@
 
 A cold room's air warms for a few tens of minutes at every defrost cycle and whenever its
 door is open, so a single warm reading means nothing: the alert needs the room above its
-limit for `warm_minutes` without a break, chosen longer than the longest defrost. The
+limit for `warm_minutes`, chosen longer than the longest defrost. A dip back under the
+limit shorter than `clear_minutes` is no break: a sensor's noise around a room hovering
+just above its limit, or a compressor failing between lengthening defrosts, would
+otherwise restart the timer for ever and never page. The
 door left open is the doors rule's (a per-door `held_open_seconds`), a silent sensor the
 deadman rule's; this family owns only the temperature. See docs/rules.md#cold_room.
 
@@ -25,7 +28,7 @@ from warden.events import Event, Quantity, Reading
 RULE = "cold_room_warm"
 #: The alert rules this family emits (rules/config.py: ALERT_RULES).
 RULE_NAMES = (RULE,)
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 _CELSIUS_UNITS = {"c", "°c", "degc", "celsius"}
 _FAHRENHEIT_UNITS = {"f", "°f", "degf", "fahrenheit"}
@@ -46,6 +49,9 @@ class ColdRoomConfig(StrictModel):
     enabled: bool = True
     max_c: float = Field(default=8.0, description="Default limit, °C; a freezer: -12")
     warm_minutes: float = Field(default=45.0, gt=0, description="Above the limit this long, without a break, raises")
+    clear_minutes: float = Field(
+        default=10.0, ge=0, description="Back at or below the limit this long ends a warm stretch; shorter dips do not"
+    )
     update_minutes: float = Field(default=5.0, ge=0)
     rooms: dict[str, ColdRoomLimits] = Field(
         default_factory=dict, description="Room id (or building:room) -> limits; {} takes the defaults"
@@ -72,7 +78,8 @@ class _Room:
 @dataclass
 class _Warm:
     """One stretch of a room above its limit: from the first warm reading to the first
-    reading back at or below it."""
+    reading back at or below it that stays so for clear_minutes (`cool_since`, `cool_c`:
+    that reading, while it is not yet confirmed)."""
 
     since: datetime
     peak_c: float
@@ -82,6 +89,8 @@ class _Warm:
     devices: set[str] = field(default_factory=set)
     raised: bool = False
     signalled_at: datetime | None = None
+    cool_since: datetime | None = None
+    cool_c: float = 0.0
 
 
 class ColdRoomRule:
@@ -94,6 +103,7 @@ class ColdRoomRule:
         self._site = site
         self._config = config
         self._update = timedelta(minutes=config.update_minutes)
+        self._clear = timedelta(minutes=config.clear_minutes)
         self._sensors = _index_sensors(site, config)
         self._last: dict[str, tuple[datetime, float]] = {}  # device -> last reading (time, °C)
         self._warm: dict[str, _Warm] = {}  # subject -> open warm stretch
@@ -132,14 +142,18 @@ class ColdRoomRule:
             if others_warm:
                 warm.devices.discard(device)
                 return []
+            if warm.cool_since is None:
+                warm.cool_since, warm.cool_c = at, celsius
+            if at - warm.cool_since < self._clear:
+                return []  # maybe a dip: the stretch goes on if it warms again within clear_minutes
             del self._warm[room.subject]
             if not warm.raised:
                 return []  # a defrost or a door opened briefly: tolerated
-            return [self._signal(SignalAction.RESOLVE, room, warm, at, celsius, reason="back_in_range")]
+            return [self._signal(SignalAction.RESOLVE, room, warm, warm.cool_since, warm.cool_c, reason="back_in_range")]
         if warm is None:
             warm = self._warm[room.subject] = _Warm(since=at, peak_c=celsius, peak_at=at, last_c=celsius, last_at=at)
         warm.devices.add(device)
-        warm.last_c, warm.last_at = celsius, at
+        warm.last_c, warm.last_at, warm.cool_since = celsius, at, None
         if celsius > warm.peak_c:
             warm.peak_c, warm.peak_at = celsius, at
         if not warm.raised:
@@ -197,13 +211,15 @@ class ColdRoomRule:
                     "since": w.since.isoformat(), "peak_c": w.peak_c, "peak_at": w.peak_at.isoformat(),
                     "last_c": w.last_c, "last_at": w.last_at.isoformat(), "devices": sorted(w.devices),
                     "raised": w.raised, "signalled_at": w.signalled_at.isoformat() if w.signalled_at else None,
+                    "cool_since": w.cool_since.isoformat() if w.cool_since else None, "cool_c": w.cool_c,
                 }
                 for subject, w in self._warm.items()
             },
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        if snapshot.get("version") != SNAPSHOT_VERSION:
+        """Version 1 (before clear_minutes) reads as stretches not cooling."""
+        if snapshot.get("version") not in (1, SNAPSHOT_VERSION):
             raise ValueError(f"unsupported {self.name} snapshot version {snapshot.get('version')!r}")
         self._last = {d: (datetime.fromisoformat(t), float(c)) for d, (t, c) in snapshot["last"].items()}
         subjects = {r.subject for r in self._sensors.values()}
@@ -213,6 +229,8 @@ class ColdRoomRule:
                 peak_at=datetime.fromisoformat(w["peak_at"]), last_c=float(w["last_c"]),
                 last_at=datetime.fromisoformat(w["last_at"]), devices=set(w["devices"]), raised=bool(w["raised"]),
                 signalled_at=datetime.fromisoformat(w["signalled_at"]) if w["signalled_at"] else None,
+                cool_since=datetime.fromisoformat(w["cool_since"]) if w.get("cool_since") else None,
+                cool_c=float(w.get("cool_c", 0.0)),
             )
             for subject, w in snapshot["warm"].items()
             if subject in subjects

@@ -52,6 +52,10 @@ class DoorsConfig(StrictModel):
     denied_count: int = Field(default=3, ge=1)
     denied_minutes: float = Field(default=5.0, gt=0)
     after_hours: bool = True
+    after_hours_quiet_hours: float | None = Field(
+        default=16.0, gt=0, description="No use after hours this long ends the after-hours alert, so the next use "
+        "raises a new one (a Saturday visit after Friday evening's); none: only the schedule's start ends it",
+    )
     doors: dict[Identifier, DoorOverride] = Field(default_factory=dict)
 
 
@@ -82,6 +86,7 @@ class _Door:
     after_granted: int = 0
     after_opened: int = 0
     after_settled: datetime | None = None  # end of the last finished after-hours period
+    after_last: datetime | None = None  # the episode's latest use
 
 
 class DoorsRule:
@@ -98,6 +103,8 @@ class DoorsRule:
         self._schedules = ScheduleSpans(site)
         self._config = config
         self._denied_window = timedelta(minutes=config.denied_minutes)
+        hours = config.after_hours_quiet_hours
+        self._after_quiet = None if hours is None else timedelta(hours=hours)
         self._doors: dict[str, _Door] = {}
         self._policies: dict[str, _Policy] = {}
         self.stats: dict[str, int] = {"out_of_order": 0, "unscheduled": 0}
@@ -146,9 +153,11 @@ class DoorsRule:
             quiet = door.denied[-1] + self._denied_window
             signals.append(self._denied_signal(SignalAction.RESOLVE, door_id, door, quiet))
             door.denied_raised, door.denied_count, door.denied = False, 0, []
-        if door.after_since and door.after_ends and now >= door.after_ends:
-            signals.append(self._after_signal(SignalAction.RESOLVE, door_id, door, door.after_ends))
-            door.after_settled, door.after_since, door.after_ends = door.after_ends, None, None
+        quiet = door.after_last + self._after_quiet if door.after_last and self._after_quiet else None
+        ends = min((t for t in (door.after_ends, quiet) if t is not None), default=None)
+        if door.after_since and ends is not None and now >= ends:
+            signals.append(self._after_signal(SignalAction.RESOLVE, door_id, door, ends))
+            door.after_settled, door.after_since, door.after_ends, door.after_last = ends, None, None, None
             door.after_granted = door.after_opened = 0
         return signals
 
@@ -261,7 +270,8 @@ class DoorsRule:
 
     def _after_hours(self, event: DoorEvent, door: _Door, policy: _Policy) -> list[AlertSignal]:
         """One alert per unscheduled period: raised by the first use, updated by the next ones,
-        resolved when the schedule starts."""
+        resolved when the schedule starts, or after_hours_quiet_hours after the last use (a
+        weekend, a holiday week or a room never scheduled is not one alert for every use)."""
         if not policy.checked:
             self.stats["unscheduled"] += 1
             return []
@@ -277,18 +287,24 @@ class DoorsRule:
                 door.after_since = at
             door.after_opened += opened
             door.after_granted += not opened
+            door.after_last = max(door.after_last or at, at)
             return [self._after_signal(SignalAction.UPDATE, event.door, door, at)]
         if door.after_settled is not None and at < door.after_settled:
             self.stats["out_of_order"] += 1
             return []
         door.after_since, door.after_ends = at, self._schedules.next_change(policy.schedule, at)
-        door.after_opened, door.after_granted = int(opened), int(not opened)
+        door.after_opened, door.after_granted, door.after_last = int(opened), int(not opened), at
         return [self._after_signal(SignalAction.RAISE, event.door, door, at)]
 
     def _after_signal(self, action: SignalAction, door_id: str, door: _Door, at: datetime) -> AlertSignal:
         assert door.after_since is not None
         uses = door.after_granted + door.after_opened
-        if action is SignalAction.RESOLVE:
+        quiet = action is SignalAction.RESOLVE and at != door.after_ends
+        if quiet:
+            last = door.after_last or door.after_since
+            message = Message("Door {door} not used after hours since {time}; {count} door events after hours",
+                              door=door_id, time=wall_clock(self._site, last, seconds=True, ref=at), count=uses)
+        elif action is SignalAction.RESOLVE:
             message = Message("Schedule of door {door} started at {time}; {count} door events after hours", door=door_id,
                               time=wall_clock(self._site, at, ref=at), count=uses)
         elif uses == 1:
@@ -303,6 +319,8 @@ class DoorsRule:
             "opened": door.after_opened,
             "count": uses,
         }
+        if action is SignalAction.RESOLVE:
+            details["reason"] = "quiet" if quiet else "schedule_started"
         return self._signal(AFTER_HOURS, action, door_id, at, Severity.WARNING, message, details)
 
     # ----------------------------------------------------------------- helpers

@@ -193,6 +193,7 @@ class PatrolRule:
                 self._by_tag.setdefault(checkpoint.tag, []).append(route)
         self._rounds: dict[str, _Round] = {}
         self._plans: dict[tuple[str, date, time], _Plan | None] = {}
+        self._previous_plans: dict[str, _Plan | None] = {}  # round key -> the round opened before it
         self._watermark: datetime | None = None
         self._since: datetime | None = None  # rounds opening before the rule first saw time are not judged
         self._staged: list[_Staged] = []  # wand taps of the upload being received
@@ -308,6 +309,7 @@ class PatrolRule:
             if key in held:
                 continue
             if rnd.route not in self._routes or self._watermark >= self._plan_of(rnd).horizon + self._keep:
+                self._settle_lent(rnd)
                 del self._rounds[key]
         return sorted(signals, key=lambda s: (s.at, s.rule, s.subject))
 
@@ -399,6 +401,68 @@ class PatrolRule:
         plan = max(plans, key=lambda p: p.opens)
         return plan if at < plan.horizon else None
 
+    def _previous(self, plan: _Plan) -> tuple[_Plan, _Round] | None:
+        """The round of the route opened just before `plan`'s, if it is still followed and
+        its late taps still count when `plan` opens."""
+        if plan.key not in self._previous_plans:
+            if len(self._previous_plans) > 5000:
+                self._previous_plans.clear()
+            self._previous_plans[plan.key] = self._plan_for(plan.route, plan.opens - timedelta(microseconds=1))
+        prev = self._previous_plans[plan.key]
+        rnd = None if prev is None else self._rounds.get(prev.key)
+        return None if prev is None or rnd is None else (prev, rnd)
+
+    def _next(self, plan: _Plan) -> tuple[_Plan, _Round] | None:
+        """The followed round of the route opened next after `plan`'s, if `plan`'s is its previous
+        and it has taps (it can lend none otherwise)."""
+        later = [(p, rnd) for rnd in self._rounds.values() if rnd.taps and rnd.route == plan.route.id
+                 and (p := self._plan_of(rnd)).opens > plan.opens]
+        if not later:
+            return None
+        nxt = min(later, key=lambda item: item[0].opens)
+        before = self._previous(nxt[0])
+        return nxt if before is not None and before[0] == plan else None
+
+    @staticmethod
+    def _lent(prev: tuple[_Plan, _Round], nxt: tuple[_Plan, _Round]) -> dict[str, _Tap]:
+        """Taps placed in the next round (the latest opened) that belong to the previous one:
+        per tag, its first tap in the next round's early window (opened, not yet started)
+        when the previous round was started before it, is still taking late taps, and has
+        no tap of that tag yet. A round walked late then finishes in the next one's window."""
+        (prev_plan, prev_rnd), (plan, rnd) = prev, nxt
+        lent: dict[str, _Tap] = {}
+        for tag, taps in rnd.taps.items():
+            first = taps[0] if taps else None
+            if first is None or first.at >= plan.starts or first.at >= prev_plan.horizon:
+                continue
+            if any(t.at <= first.at for t in prev_rnd.taps.get(tag, [])):
+                continue
+            if any(t.at < first.at for ts in prev_rnd.taps.values() for t in ts):
+                lent[tag] = first
+        return lent
+
+    def _round_taps(self, rnd: _Round, plan: _Plan) -> dict[str, list[_Tap]]:
+        """The round's taps by tag: those placed in it, less those it lends to the previous
+        round, plus those the next round lends it."""
+        taps = {tag: list(ts) for tag, ts in rnd.taps.items()}
+        prev = self._previous(plan) if taps else None
+        if prev is not None:
+            for tag, tap in self._lent(prev, (plan, rnd)).items():
+                taps[tag].remove(tap)
+        nxt = self._next(plan)
+        if nxt is not None:
+            for tag, tap in self._lent((plan, rnd), nxt).items():
+                taps[tag] = sorted([*taps.get(tag, []), tap], key=lambda t: (t.at, t.source, t.reader))
+        return taps
+
+    def _settle_lent(self, rnd: _Round) -> None:
+        """Before a round is forgotten, the taps the next round lent it are taken out of the
+        next round for good, so the next round's judgement does not change when it goes."""
+        nxt = self._next(self._plan_of(rnd))
+        if nxt is not None:
+            for tag, tap in self._lent((self._plan_of(rnd), rnd), nxt).items():
+                nxt[1].taps[tag].remove(tap)
+
     def _plan_of(self, rnd: _Round) -> _Plan:
         plan = self._plan(self._routes[rnd.route], date.fromisoformat(rnd.day), time.fromisoformat(rnd.start))
         assert plan is not None
@@ -411,7 +475,8 @@ class PatrolRule:
         after its first deadline runs late by that much: each deadline moves with it."""
         plan = self._plan_of(rnd)
         judged = self._judged(plan)
-        taps = {tag: self._once(t for t in rnd.taps.get(tag, []) if t.at <= watermark) for tag in rnd.taps}
+        placed = self._round_taps(rnd, plan)
+        taps = {tag: self._once(t for t in ts if t.at <= watermark) for tag, ts in placed.items()}
         merged = sorted((t for ts in taps.values() for t in ts), key=lambda t: (t.at, t.source, t.reader))
         delay = max(merged[0].at - plan.deadlines[0], timedelta(0)) if merged else timedelta(0)
         views = [self._checkpoint(c.tag, deadline, deadline + delay, taps.get(c.tag, []), watermark if judged else None)

@@ -5,7 +5,9 @@ whose deltas give the flow, or, without `cumulative`, the volume since its previ
 reading. Either way the meter becomes a sequence of spans with a known flow
 (`meter_spans`, shared with the morning report). A register that goes down was reset,
 rolled over or replaced: that span's flow is unknown, never a negative flow or a spike,
-but the new register's count is litres known to have passed. A span longer than
+but the new register's count is litres known to have passed. One that jumps up faster than
+any meter runs (`max_flow_l_per_min`: a meter replaced by one reading higher, a glitch) is
+unknown too, with nothing known to have passed: never a burst. A span longer than
 max_gap_minutes is a gap: unknown, nothing passed that we know of.
 
 Litres lost is one computation (`LeakLitres`, `litres_above_baseline`): the water above
@@ -45,6 +47,10 @@ WET = "water_wet"
 #: The alert rules this family emits (rules/config.py: ALERT_RULES).
 RULE_NAMES = (NIGHT_FLOW, CONTINUOUS_FLOW, BURST, WET)
 
+#: No water meter a campus has runs faster: the overload flow Q4 of a DN100 meter is
+#: 125 m3/h (2083 L/min). A reading or register step implying more is no water.
+MAX_FLOW_L_PER_MIN = 2500.0
+
 
 class WaterMeterOverride(StrictModel):
     """Settings of one meter that differ from the water rule's defaults."""
@@ -78,6 +84,10 @@ class WaterConfig(StrictModel):
     zero_minutes: float = Field(default=60.0, gt=0)
     burst_l_per_min: float = Field(default=60.0, gt=0)
     burst_minutes: float = Field(default=5.0, gt=0)
+    max_flow_l_per_min: float = Field(
+        default=MAX_FLOW_L_PER_MIN, gt=0,
+        description="A flow or register step implying more is no water (a meter replaced by one reading higher): unknown",
+    )
     max_gap_minutes: float = Field(default=65.0, gt=0)
     update_minutes: float = Field(default=15.0, ge=0)
     overrides: dict[Identifier, WaterMeterOverride] = Field(default_factory=dict)
@@ -146,23 +156,30 @@ def sample_value(quantity: str, value: float, unit: str) -> float | None:
     return None if factor is None else value * factor
 
 
-def span_between(source: str, t0: datetime, v0: float, t1: datetime, v1: float, max_gap: timedelta) -> FlowSpan:
+def span_between(
+    source: str, t0: datetime, v0: float, t1: datetime, v1: float, max_gap: timedelta,
+    max_flow: float = MAX_FLOW_L_PER_MIN,
+) -> FlowSpan:
     """The span between two readings (values in L/min or litres): left rectangle for flow,
     the delta of a register, the reported volume otherwise. A gap past `max_gap`; a register
-    that went down (reset, rollover, replaced meter) is unknown with the new count as litres."""
+    that went down (reset, rollover, replaced meter) is unknown with the new count as litres;
+    a flow above `max_flow` L/min (a register jumping up: a meter replaced by one reading
+    higher) is unknown with nothing known to have passed."""
     if t1 - t0 > max_gap:
         return FlowSpan(t0, t1, gap=True)
     minutes = (t1 - t0).total_seconds() / 60
     if source == "flow":
         flow = max(v0, 0.0)
-        return FlowSpan(t0, t1, flow, flow * minutes)
+        return FlowSpan(t0, t1, flow, flow * minutes) if flow <= max_flow else FlowSpan(t0, t1, None, 0.0)
     litres = v1 - v0 if source == "register" else v1
     if litres < 0:
         return FlowSpan(t0, t1, None, max(v1, 0.0) if source == "register" else 0.0)
+    if minutes and litres / minutes > max_flow:
+        return FlowSpan(t0, t1, None, 0.0)
     return FlowSpan(t0, t1, litres / minutes, litres)
 
 
-def meter_spans(samples: Iterable[MeterSample], max_gap: timedelta) -> list[FlowSpan]:
+def meter_spans(samples: Iterable[MeterSample], max_gap: timedelta, max_flow: float = MAX_FLOW_L_PER_MIN) -> list[FlowSpan]:
     """One meter's samples as spans, as the water rule sees them: in time order, samples of
     an unknown unit, of another source than the first, or repeating a time skipped."""
     spans: list[FlowSpan] = []
@@ -174,7 +191,7 @@ def meter_spans(samples: Iterable[MeterSample], max_gap: timedelta) -> list[Flow
             continue
         source = sample.source
         if last is not None:
-            spans.append(span_between(source, last[0], last[1], sample.at, value, max_gap))
+            spans.append(span_between(source, last[0], last[1], sample.at, value, max_gap, max_flow))
         last = (sample.at, value)
     return spans
 
@@ -397,7 +414,8 @@ class WaterRule:
         meter.last_time, meter.last_value = reading.event_time, value
         if previous_time is None or previous_value is None:
             return []
-        span = span_between(source, previous_time, previous_value, reading.event_time, value, self._max_gap)
+        span = span_between(source, previous_time, previous_value, reading.event_time, value, self._max_gap,
+                            self._config.max_flow_l_per_min)
         if span.gap:
             self.stats["gaps"] += 1
         elif span.flow is None:

@@ -248,15 +248,20 @@ class _Derivation:
             if key in seen and alert.rule in merged:
                 continue
             if key in seen and alert.rule == "door_after_hours" and self._same_unscheduled(alert, seen[key]):
+                seen[key] = alert.at  # the episode's latest use: its quiet spell counts from there
                 continue
             seen[key] = alert.at
             out.append(alert)
         return out
 
     def _same_unscheduled(self, alert: ImpliedAlert, before: float | None) -> bool:
-        """No scheduled time of the door between two after-hours uses."""
+        """No scheduled time of the door between two after-hours uses, and they are less than
+        after_hours_quiet_hours apart (a longer quiet spell ends the alert)."""
         if alert.at is None or before is None:
             return True
+        quiet = self.rules.doors.after_hours_quiet_hours
+        if quiet is not None and alert.at - before >= quiet * 3600:
+            return False
         spec = self.s.device(next(i.device for i in self.s.incidents if self.s.incident_id(i) == alert.incident))  # type: ignore[union-attr]
         _checked, schedule = door_schedule(self.s, alert.subject, spec.device)
         return not any(a < alert.at and b > before for a, b in self.book.intervals(schedule))
@@ -544,6 +549,7 @@ class _Derivation:
         linearly and, shut, it cools back linearly, so it is above the limit from
         open + (max - set) / warm to shut + (peak - max) / cool, peak = set + warm x open
         time; a defrost rises linearly to its peak over half its minutes and falls back.
+        Spans less than clear_minutes apart are one (a dip under the limit is no break).
         A warm span of warm_minutes or more is one alert: minutes = its length, peak_c."""
         cfg = self.rules.cold_room
         if not cfg.enabled:
@@ -560,7 +566,7 @@ class _Derivation:
             limit = cfg.rooms[key].max_c if cfg.rooms[key].max_c is not None else cfg.max_c
             need = _MINUTE * (cfg.rooms[key].warm_minutes or cfg.warm_minutes)
             subject = _room_subject(self.s, place.building, place.room)
-            for a, b, peak, why in self._warm_spans(spec, limit):
+            for a, b, peak, why in _joined(self._warm_spans(spec, limit), _MINUTE * cfg.clear_minutes):
                 if a >= self.end or min(b, self.end) - a < need - NEAR_SECONDS:
                     continue
                 length = min(b, self.end) - a
@@ -762,6 +768,19 @@ class _Derivation:
                                  borderline=abs(restart.down_seconds - cfg.agent_offline_minutes * _MINUTE) <= NEAR_SECONDS,
                                  why=f"broker down {restart.down_seconds:g} s")]
         return []
+
+
+def _joined(spans: list[tuple[float, float, float, str]], gap: float) -> list[tuple[float, float, float, str]]:
+    """Warm spans (from, until, peak, incident) in time order, those less than `gap` apart
+    joined: the earlier one's incident, the higher peak."""
+    out: list[tuple[float, float, float, str]] = []
+    for a, b, peak, why in spans:
+        if out and a - out[-1][1] < gap:
+            a0, b0, peak0, why0 = out[-1]
+            out[-1] = (a0, max(b0, b), max(peak0, peak), why0)
+        else:
+            out.append((a, b, peak, why))
+    return out
 
 
 def _leak_span(scenario: Scenario, leak: WaterLeak) -> Span:

@@ -105,8 +105,10 @@ def test_one_sensor_back_in_range_does_not_resolve_while_another_is_warm() -> No
         signals += rule.on_event(reading("temp-2", m, 12.0 if m < 50 else 4.0))
     assert [s.action for s in signals if s.action != UPDATE] == [RAISE]
     assert signals[0].details["device"] == "temp-1,temp-2"
-    signals = rule.on_event(reading("temp-1", 60, 4.0))
-    assert [(s.action, s.details["minutes"]) for s in signals] == [(RESOLVE, 60)]
+    # both in range from minute 60; confirmed once in range clear_minutes (10): the reading at
+    # minute 70 resolves, dated minute 60 (changed with clear_minutes: it resolved at once)
+    signals = [s for m in range(60, 71) for s in rule.on_event(reading("temp-1", m, 4.0))]
+    assert [(s.action, s.at, s.details["minutes"]) for s in signals] == [(RESOLVE, START + timedelta(minutes=60), 60)]
 
 
 def test_a_restart_continues_the_warm_timer() -> None:

@@ -152,7 +152,8 @@ def test_a_holiday_is_after_hours_all_day(rule: DoorsRule) -> None:
     assert raised.rule == AFTER_HOURS
     assert of_rule(rule.on_tick(local("2026-03-05 23:00")), AFTER_HOURS) == []
     [resolved] = of_rule(rule.on_tick(local("2026-03-06 07:30")), AFTER_HOURS)  # Friday morning
-    assert resolved.at == local("2026-03-06 07:30")
+    # changed with after_hours_quiet_hours: 16 h after the only use (10:00), not at 07:30
+    assert resolved.at == local("2026-03-06 02:00")
 
 
 def test_a_door_in_a_room_without_schedule_is_always_after_hours(rule: DoorsRule) -> None:
@@ -241,9 +242,11 @@ def test_worked_example_from_the_docs(rule: DoorsRule) -> None:
         (door(local(f"{TUESDAY} 19:15:34"), DoorAction.CLOSED), [(HELD_OPEN, RESOLVE)]),
         (local("2026-03-04 07:30"), [(AFTER_HOURS, RESOLVE)]),
         (door(local("2026-03-05 10:00"), DoorAction.GRANTED), [(AFTER_HOURS, RAISE)]),
+        # changed with after_hours_quiet_hours (16): resolved 16 h after the holiday's only
+        # use, Friday 02:00, before the schedule starts at 07:30 (it used to wait for 07:30)
         (local("2026-03-06 07:30"), [(AFTER_HOURS, RESOLVE)]),
     ]
     for step, expected in steps:
         signals = rule.on_tick(step) if isinstance(step, datetime) else rule.on_event(step)
         assert [(s.rule, s.action) for s in signals] == expected, step
-    assert signals[0].at == local("2026-03-06 07:30")
+    assert signals[0].at == local("2026-03-06 02:00")
