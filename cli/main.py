@@ -1,4 +1,4 @@
-"""The `warden` command: agent, gateway, simulate, demo, district, report, token."""
+"""The `warden` command: agent, gateway, simulate, demo, district, report, token, state copy, view."""
 
 from __future__ import annotations
 
@@ -110,13 +110,42 @@ def gateway(
         lease.release()
 
 
+@app.command()
+def view(
+    config: Annotated[Path, typer.Option("--config", "-c", help="View config: the partitions' gateway configs, api")],
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Serve one read-only API over every partition of a district (docs/scale.md): no ingest, no lease."""
+    from gateway.api import ApiServer
+    from gateway.view import PartitionUnavailable, ViewConfig, create_view_app, open_district
+
+    stop = stop_on_signal()
+    configure_logging(log_level)
+    with _config_errors():
+        view_config = load_config(config, ViewConfig)
+        try:
+            district = open_district(view_config, config)
+        except PartitionUnavailable as exc:  # started before PostgreSQL answers: systemd tries again
+            _fail(str(exc))
+    _check_port_free(view_config.api.host, view_config.api.port)
+    api = ApiServer(create_view_app(district, view_config.api), view_config.api.host, view_config.api.port)
+    api.start()
+    shown = f"{len(district.sites)} sites in {len(district.partitions)} partitions"
+    console.print(f"view of {shown} on {api.url}/ (API at {api.url}/api/overview)", highlight=False)
+    stop.wait()
+    api.stop()
+    district.close()
+
+
 def _wait_for_lease(config: GatewayConfig, stop: threading.Event) -> Lease | None:
     """With a `lease:` section, the held gateway.lease.Lease (None without one); losing it
     later ends the process with exit code 3 (gateway/lease.py explains the fencing)."""
     if config.lease is None:
         return None
     from gateway.lease import Lease, fence_and_exit, lease_name
+    from gateway.notify import receipts_file, replay_receipts_meanwhile
 
+    replay_receipts_meanwhile(receipts_file(config), config.state_db, stop)  # pages this machine sent (gateway/notify.py)
     lease = Lease(config.lease, lease_name(config), on_lost=fence_and_exit)
     lease.acquire(stop)
     return lease
@@ -558,6 +587,32 @@ def token(
     typer.echo(yaml.safe_dump([entry], sort_keys=False), nl=False)
     console.print(f"The token, shown only now: give it to {name}; keep it out of files, logs and URLs.", highlight=False)
     typer.echo(secret)
+
+
+state_app = typer.Typer(help="The gateway's state database.", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+
+
+@state_app.command("copy")
+def state_copy(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Gateway config: state_db, sites, lease")] = None,
+    source: Annotated[Optional[Path], typer.Option("--from", help="The SQLite state file (default: state_db of --config)")] = None,
+    target: Annotated[Optional[str], typer.Option("--to", help="postgresql:// URL of an empty database (default: state_db of --config)")] = None,
+    site: Annotated[Optional[str], typer.Option(help="The site an old file's statistics belong to (default: the first of --config)")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Overwrite the warden state the target already holds")] = False,
+    log_level: LogLevel = "WARNING",
+) -> None:
+    """Copy a stopped gateway's SQLite state (alerts, work orders, statistics, outbox, rules)
+    into PostgreSQL, ids kept, in one transaction; prints each table's rows (docs/scale.md)."""
+    from cli.state import run_copy
+    from gateway.state_copy import StateCopyError
+
+    configure_logging(log_level)
+    with _config_errors():
+        try:
+            run_copy(config, source, target, site, replace, typer.echo)
+        except StateCopyError as exc:
+            _fail(str(exc))
 
 
 @contextmanager

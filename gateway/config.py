@@ -11,7 +11,7 @@ from datetime import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gateway.db import StateDbTarget
 from gateway.report_schedule import ReportSendConfig
@@ -20,6 +20,7 @@ from gateway.store import DeadLetterConfig
 from gateway.workorders import WorkOrderConfig
 from rules.alerts import AlertChangeKind, Severity
 from rules.config import ALERT_RULES, RulesConfig
+from rules.sites import check_process_keys, merge_rules
 from warden.config import SECRET, BrokerConfig, ConfigPath, StrictModel, require_unique, tagged_union, wall_time
 from warden.events import Identifier
 from warden.i18n import normalise_locale
@@ -297,6 +298,12 @@ class AlertsConfig(StrictModel):
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
     mqtt: MqttAlertsConfig = Field(default_factory=MqttAlertsConfig)
     sinks: dict[Identifier, SinkConfig] = Field(default_factory=dict)
+    receipts_file: ConfigPath | None = Field(default=None, description=(
+        "This machine's journal of delivered notifications not yet marked in the outbox (gateway/notify.py);"
+        " default: beside the SQLite state_db, else beside the historian's file"))  # fmt: skip
+    unconfirmed_wait_seconds: float = Field(default=60.0, ge=0, description=(
+        "A page another machine began to send and never confirmed waits this long for that machine's receipt"
+        " before a group bot or mail is sent it again (a webhook, which drops a repeated key, at once)"))  # fmt: skip
 
     @model_validator(mode="after")
     def _levels_name_sinks(self) -> AlertsConfig:
@@ -340,7 +347,8 @@ class SiteEntry(StrictModel):
     """One site a gateway serves (issue 21): its file, and the rules it is judged by."""
 
     site_file: ConfigPath
-    rules: RulesConfig | None = Field(default=None, description="This site's rules; default: the gateway's top-level rules:")
+    rules: RulesConfig | None = Field(default=None, description="This site's rules, merged over the top-level rules: "
+                                      "per family and key (rules/sites.py: merge_rules); default: the top-level rules")
 
 
 class PartitionConfig(StrictModel):
@@ -395,6 +403,30 @@ class GatewayConfig(StrictModel):
     report: ReportConfig = Field(default_factory=ReportConfig)
     statistics: StatisticsConfig = Field(default_factory=StatisticsConfig)
     work_orders: WorkOrderConfig = Field(default_factory=WorkOrderConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _site_rules_over_top(cls, data: Any, info: ValidationInfo) -> Any:
+        """Each sites[i].rules merged over the top-level rules as written, before either is
+        checked, so an error names the site's key; a wrong top-level rules: is named once, there."""
+        if not isinstance(data, dict) or not isinstance(data.get("sites"), list):
+            return data
+        top = data.get("rules", {})
+        top = top.model_dump(exclude_unset=True) if isinstance(top, BaseModel) else top
+        try:
+            RulesConfig.model_validate(top, context=info.context)
+        except ValidationError:
+            return data
+        merged = [{**e, "rules": merge_rules(top, e["rules"])} if isinstance(e, dict) and isinstance(e.get("rules"), dict)
+                  else e for e in data["sites"]]  # fmt: skip
+        return {**data, "sites": merged}
+
+    @model_validator(mode="after")
+    def _process_keys_are_the_top_levels(self) -> GatewayConfig:
+        for index, entry in enumerate(self.sites or []):
+            if entry.rules is not None:
+                check_process_keys(self.rules, entry.rules, f"sites[{index}].rules")
+        return self
 
     @model_validator(mode="after")
     def _one_way_to_name_sites(self) -> GatewayConfig:

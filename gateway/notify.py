@@ -15,6 +15,14 @@ their receivers go away for hours, so they are delivered at least once, durably:
   delivered, refused for good, or older than the sink's `expire_hours`. A row is deleted
   only once delivered, so a restart resumes where the last run stopped, with the same
   key: a receiver that keeps the keys it saw never acts twice on one change.
+- Once for group bots and mail, which cannot drop a repeat (docs/scale.md, "Pages across a
+  PostgreSQL restart or a takeover"): an attempt first commits a claim on its rows; right
+  after the receiver took them their keys go to this machine's fsync'd receipts journal
+  (`Receipts`), then the rows are deleted. A database gone between send and mark leaves the
+  receipt, replayed before anything is sent again (by a standby process of this machine
+  too, while it waits for the lease); a row another machine claimed waits
+  `unconfirmed_wait_seconds` for that machine's receipt. Only an attempt cut short during
+  the send itself can reach a receiver twice.
 - Bounded: at most `queue_size` rows wait per sink besides the one being delivered; the
   oldest waiting go first, counted as dropped in the same transaction (so a retried
   batch does not count twice) and reported by the sink's thread.
@@ -28,9 +36,12 @@ scheme, host and port.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
+import re
 import smtplib
 import sqlite3
 import ssl
@@ -38,17 +49,19 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, BinaryIO, Callable, Protocol
 
 import httpx
 import paho.mqtt.client as mqtt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.config import AlertsConfig, DeliveryConfig, RouteConfig, SmtpSinkConfig, WebhookSinkConfig
-from gateway.db import dialect, render_schema
+from gateway.db import dialect, is_postgres_url, render_schema, table_columns
 from gateway.delivery import DeliveryError, change_document, note_text, safe_target
 from gateway.store import Alert, AlertChange, StateStore, close_thread_connections, thread_connection
 from rules.alerts import AlertState, Severity
@@ -187,10 +200,18 @@ CREATE TABLE IF NOT EXISTS notification_outbox (
     created_at {real} NOT NULL,        -- wall clock, unix seconds: expiry counts from here
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at {real} NOT NULL,   -- wall clock, unix seconds
-    last_error TEXT);
+    last_error TEXT,
+    claimed_by TEXT,                 -- the receipts journal (machine) of an attempt under way or cut short
+    claimed_at {real});
 CREATE INDEX IF NOT EXISTS notification_outbox_by_sink ON notification_outbox (sink, id);
 CREATE TABLE IF NOT EXISTS notification_drops (sink TEXT PRIMARY KEY, count INTEGER NOT NULL) {without_rowid};
 """
+
+#: The tables _OUTBOX_SCHEMA makes (gateway/state_copy.py copies them).
+OUTBOX_TABLES = ("notification_outbox", "notification_drops")
+
+#: Columns added after the first release (Outbox._migrate adds them to an existing table).
+_ADDED_OUTBOX_COLUMNS = {"claimed_by": "TEXT", "claimed_at": "{real}"}
 
 #: Deletes a sink's waiting rows beyond the newest ?2, sparing its oldest (the one being
 #: delivered, or next).
@@ -212,6 +233,13 @@ class Pending:
     created_at: float
     attempts: int
     next_attempt_at: float
+    claimed_by: str | None = None  # the receipts journal of an attempt whose outcome was never recorded
+    claimed_at: float | None = None  # wall clock of that attempt, unix seconds
+
+
+def _pending(row: Any, change: AlertChange) -> Pending:
+    return Pending(row["id"], row["sink"], row["key"], change, row["created_at"], row["attempts"], row["next_attempt_at"],
+                   row["claimed_by"], row["claimed_at"])
 
 
 class Outbox:
@@ -225,6 +253,24 @@ class Outbox:
         self.now = now
         self._local = threading.local()
         self._db.executescript(render_schema(_OUTBOX_SCHEMA, dialect(self._db)))
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the claim columns to an outbox of an earlier release; a second process doing the same at once is fine."""
+        db = self._db
+        kind = dialect(db)
+        for name, words in _ADDED_OUTBOX_COLUMNS.items():
+            if name in table_columns(db, "notification_outbox"):
+                continue
+            column = f"{name} {render_schema(words, kind)}"
+            if kind == "postgres":
+                db.execute(f"ALTER TABLE notification_outbox ADD COLUMN IF NOT EXISTS {column}")
+                continue
+            try:
+                db.execute(f"ALTER TABLE notification_outbox ADD COLUMN {column}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):
+                    raise
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -275,7 +321,7 @@ class Outbox:
                 log.error("unreadable notification discarded", extra={"sink": sink, "idempotency_key": row["key"], "error": repr(exc)})
                 self.remove(row["id"])
                 continue
-            return Pending(row["id"], row["sink"], row["key"], change, row["created_at"], row["attempts"], row["next_attempt_at"])
+            return _pending(row, change)
 
     def heads(self, sink: str, count: int) -> list[Pending]:
         """The oldest `count` rows of `sink` that are due in order: what a sink that sends
@@ -290,7 +336,7 @@ class Outbox:
                 change = change_from_document(json.loads(row["change"]))
             except (ValueError, KeyError, TypeError):
                 break  # head() discards it when it comes first
-            taken.append(Pending(row["id"], row["sink"], row["key"], change, row["created_at"], row["attempts"], row["next_attempt_at"]))
+            taken.append(_pending(row, change))
         return taken
 
     def due_now(self, sink: str) -> None:
@@ -302,19 +348,34 @@ class Outbox:
     def remove(self, row_id: int) -> None:
         self._db.execute("DELETE FROM notification_outbox WHERE id = ?", (row_id,))
 
+    def claim(self, row_ids: list[int], by: str) -> None:
+        """Mark rows as being sent by the receipts journal `by`, committed before the send: whoever
+        finds the mark later knows an attempt was made whose outcome only that journal may know."""
+        marks = ", ".join("?" * len(row_ids))
+        self._db.execute(f"UPDATE notification_outbox SET claimed_by = ?, claimed_at = ? WHERE id IN ({marks})",
+                         (by, self.now(), *row_ids))
+
+    def forget(self, keys: list[str]) -> int:
+        """Delete the rows of these idempotency keys (delivered: a receipts journal says so); how many were left."""
+        gone = 0
+        for start in range(0, len(keys), 500):  # within every engine's parameter limit
+            part = keys[start : start + 500]
+            gone += self._db.execute(f"DELETE FROM notification_outbox WHERE key IN ({', '.join('?' * len(part))})", part).rowcount
+        return gone
+
     def postpone(self, row_id: int, until: float, error: str) -> None:
+        """A failed attempt (the receiver answered, or could not be reached): retried later, the claim settled."""
         self._db.execute(
-            "UPDATE notification_outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?", (until, error, row_id)
+            "UPDATE notification_outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?,"
+            " claimed_by = NULL, claimed_at = NULL WHERE id = ?", (until, error, row_id)
         )
 
     def expire(self, sink: str, created_before: float) -> list[Pending]:
         """Delete and return the rows of `sink` created before `created_before`."""
         rows = self._db.execute(
-            "DELETE FROM notification_outbox WHERE sink = ? AND created_at < ? RETURNING id, key, change, created_at, attempts, next_attempt_at",
-            (sink, created_before),
+            "DELETE FROM notification_outbox WHERE sink = ? AND created_at < ? RETURNING *", (sink, created_before),
         ).fetchall()
-        return [Pending(r["id"], sink, r["key"], change_from_document(json.loads(r["change"])), r["created_at"], r["attempts"],
-                        r["next_attempt_at"]) for r in rows]
+        return [_pending(r, change_from_document(json.loads(r["change"]))) for r in rows]
 
     def prune(self, sink: str, keep: int) -> int:
         """Bring `sink` within its bound (e.g. after `queue_size` was lowered); how many went."""
@@ -345,6 +406,145 @@ class Outbox:
         self.close_thread()
 
 
+# --------------------------------------------------------------------------- receipts
+
+#: The first line of a receipts journal, then its identity: the `claimed_by` of its attempts.
+_RECEIPTS_HEADER = b"warden-notification-receipts "
+
+#: An idempotency key as the outbox makes them (uuid4().hex); a torn line is no key.
+_KEY = re.compile(rb"[0-9a-f]{32}")
+
+
+class Receipts:
+    """This machine's journal of delivered notifications, fsync'd right after each send and
+    replayed into the outbox (its rows deleted) before anything is sent again. It bridges the
+    moment between a send and its mark in the outbox: if the database goes away then, the
+    receipt says "sent" to this machine's next gateway process, holder or standby, instead
+    of the row being sent again. A file of keys, one a line, under an exclusive flock (a
+    holder and a standby on one machine share it); emptied once the outbox has forgotten
+    them (losing an emptying only replays deletions already done)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked() as journal:
+            journal.seek(0)
+            first = journal.readline()
+        self.id = first[len(_RECEIPTS_HEADER):-1].decode()
+        self._header = len(first)
+
+    @contextmanager
+    def _locked(self) -> Iterator[BinaryIO]:
+        """The journal, locked against this process's threads and other processes; a missing or
+        torn header is written (fsync'd with its folder) first."""
+        with self._lock, self.path.open("a+b") as journal:
+            fcntl.flock(journal, fcntl.LOCK_EX)
+            journal.seek(0)
+            first = journal.readline()
+            if not (first.startswith(_RECEIPTS_HEADER) and first.endswith(b"\n")):
+                identity = getattr(self, "id", None) or uuid.uuid4().hex
+                journal.truncate(0)
+                journal.write(_RECEIPTS_HEADER + identity.encode() + b"\n")
+                _sync(journal)
+                _sync_folder(self.path.parent)
+            yield journal
+
+    def record(self, keys: list[str]) -> None:
+        """Say durably that these keys were delivered (before anything else happens)."""
+        with self._locked() as journal:
+            journal.seek(0, os.SEEK_END)
+            torn = journal.tell() > self._header and not _ends_with_newline(journal)
+            journal.write((b"\n" if torn else b"") + "".join(f"{key}\n" for key in keys).encode())
+            _sync(journal)
+
+    def pending(self) -> bool:
+        """Whether receipts wait to be replayed (a stat, no lock)."""
+        try:
+            return self.path.stat().st_size > self._header
+        except FileNotFoundError:
+            return False
+
+    def settle(self, forget: Callable[[list[str]], int]) -> int:
+        """Replay the receipts with `forget` (the outbox's deletion by key), then empty the journal;
+        if `forget` raises (the database is away) they stay. Returns the rows forgotten."""
+        with self._locked() as journal:
+            journal.seek(self._header)
+            lines = journal.read().split(b"\n")[:-1]  # complete lines only: a torn last one is no receipt
+            keys = [line.decode() for line in lines if _KEY.fullmatch(line)]
+            gone = forget(keys) if keys else 0
+            journal.truncate(self._header)
+        return gone
+
+
+def _sync(journal: BinaryIO) -> None:
+    journal.flush()
+    os.fsync(journal.fileno())
+
+
+def _sync_folder(folder: Path) -> None:
+    """A new file's name is durable once its folder is synced."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _ends_with_newline(journal: BinaryIO) -> bool:
+    journal.seek(-1, os.SEEK_END)
+    return journal.read(1) == b"\n"
+
+
+#: The journal's file name beside the gateway's other local files.
+RECEIPTS_NAME = "notify-receipts.log"
+
+
+def _beside(local: Path | str | None) -> Path | None:
+    """The journal beside a local file (none beside a postgresql:// URL)."""
+    return None if local is None or is_postgres_url(local) else Path(local).with_name(RECEIPTS_NAME)
+
+
+def receipts_file(config: Any) -> Path | None:
+    """Where a gateway's (GatewayConfig) receipts journal lives: `alerts.receipts_file`, else beside its
+    other local files (a SQLite state_db, else the historian's file or spool); None when it has none."""
+    historian = getattr(config.historian, "path", None) or getattr(config.historian, "spool_path", None)
+    return config.alerts.receipts_file or _beside(config.state_db) or _beside(historian)
+
+
+def replay_receipts_meanwhile(path: Path | None, state_db: Path | str, stop: threading.Event,
+                              every: float = 1.0) -> threading.Thread | None:
+    """A process that starts as a standby replays its machine's receipts (`path`) into the outbox in
+    `state_db` as soon as the database answers, so the holder (perhaps on another machine, which cannot
+    read them) finds those rows gone instead of sending them again after `unconfirmed_wait_seconds`.
+    Gives up at `stop`."""
+    if path is None or not path.exists():
+        return None
+    receipts = Receipts(path)
+    if not receipts.pending():
+        return None
+
+    def replay() -> None:
+        while not stop.is_set():
+            outbox = None
+            try:
+                outbox = Outbox(state_db)
+                gone = receipts.settle(outbox.forget)
+            except Exception as exc:  # the database still away: try again
+                log.debug("receipts not replayed yet", extra={"error": type(exc).__name__})
+                stop.wait(every)
+                continue
+            finally:
+                if outbox is not None:
+                    outbox.close()
+            log.info("notification receipts replayed", extra={"receipts": str(path), "forgotten": gone})
+            return
+
+    thread = threading.Thread(target=replay, name="notify-receipts", daemon=True)
+    thread.start()
+    return thread
+
+
 # --------------------------------------------------------------------------- dispatch
 
 
@@ -360,6 +560,9 @@ class NotifyMetrics:
         self.dropped = Counter(f"{_PREFIX}notifications_dropped", "Waiting notifications pruned: the sink's "
                                "queue_size was reached", ["sink"], registry=registry)
         self.retries = Counter(f"{_PREFIX}notification_retries", "Delivery attempts retried, by sink", ["sink"], registry=registry)
+        self.unconfirmed = Counter(f"{_PREFIX}notifications_unconfirmed", "Notifications sent again after an attempt "
+                                   "whose outcome was never recorded (cut short during the send): possibly a repeat",
+                                   ["sink"], registry=registry)  # fmt: skip
         self.pending = Gauge(f"{_PREFIX}notifications_pending", "Notifications waiting in the outbox, by sink", ["sink"], registry=registry)
 
 
@@ -367,14 +570,24 @@ class NotifyMetrics:
 #: tries again after this long.
 _OUTBOX_ERROR_PAUSE_S = 5.0
 
+#: How often a row another machine claimed is looked at again while its receipt may still come.
+_CLAIM_POLL_S = 1.0
+
 
 class QueuedSink:
     """Delivers one blocking sink's outbox rows on a thread of its own: oldest first, with
     doubling backoff, until delivered, refused for good or expired. `send` and `record`
     only write a row (never block on the receiver)."""
 
-    def __init__(self, sink: Sink, delivery: DeliveryConfig, metrics: NotifyMetrics, outbox: Outbox) -> None:
+    def __init__(self, sink: Sink, delivery: DeliveryConfig, metrics: NotifyMetrics, outbox: Outbox,
+                 receipts: Receipts | None = None, unconfirmed_wait: float = 60.0) -> None:
+        """`receipts`: this machine's journal (None: no claims, no receipts: at least once); `unconfirmed_wait`:
+        seconds a row another machine claimed waits for that machine's receipt (a sink that deduplicates
+        by key does not wait)."""
         self.sink = sink
+        self.receipts = receipts
+        self.unconfirmed_wait = unconfirmed_wait
+        self.deduplicates = bool(getattr(sink, "deduplicates", False))
         self.name = sink.name
         self.delivery = delivery
         self.metrics = metrics
@@ -445,6 +658,8 @@ class QueuedSink:
     def _step(self) -> float | None:
         """Expire, prune, and try the oldest row if it is due. Returns how long to wait
         before the next step (0: at once), or None when nothing waits."""
+        if self.receipts is not None and self.receipts.pending():
+            self._settle()  # before anything is sent again; raises while the database is away
         now = self.outbox.now()
         expire_after = self.delivery.expire_hours * 3600
         for gone in self.outbox.expire(self.name, now - expire_after):
@@ -462,17 +677,69 @@ class QueuedSink:
             return None
         if head.next_attempt_at > now:
             return min(head.next_attempt_at, head.created_at + expire_after) - now
+        held = self._claim_wait(head, now)
+        if held > 0:
+            return held
         wait = self._rate_wait(now)
         if wait > 0:
             return wait  # the rows wait on disk; what gathers meanwhile goes as one message
         send_many = getattr(self.sink, "send_many", None)
         batch = self.outbox.heads(self.name, COALESCE_MAX) if send_many is not None else [head]
-        batch = batch[: next((i for i, p in enumerate(batch) if p.next_attempt_at > now), len(batch))]
+        batch = batch[: next((i for i, p in enumerate(batch) if p.next_attempt_at > now or (i and self._foreign(p))), len(batch))]
+        together = getattr(self.sink, "together", None)  # a bot's message speaks one language (gateway/bots.py)
+        batch = batch[: together([p.change for p in batch])] if together is not None else batch
         if len(batch) > 1:
             self._attempt_many(batch, now)
         else:
             self._attempt(head, now)
         return 0.0
+
+    def _settle(self) -> None:
+        assert self.receipts is not None
+        gone = self.receipts.settle(self.outbox.forget)
+        if gone:
+            log.info("notifications marked delivered from the local receipts", extra={"sink": self.name, "count": gone})
+
+    def _foreign(self, pending: Pending) -> bool:
+        """Claimed by another machine's journal: its receipt, if any, is on that machine."""
+        return self.receipts is not None and pending.claimed_by is not None and pending.claimed_by != self.receipts.id
+
+    def _claim_wait(self, head: Pending, now: float) -> float:
+        """Seconds to leave a row another machine claimed, for that machine's next process to replay
+        its receipt (deleting the row); 0 once `unconfirmed_wait` has passed, or at once for a sink
+        whose receiver drops a repeated key."""
+        if self.deduplicates or not self._foreign(head):
+            return 0.0
+        left = (head.claimed_at or 0.0) + self.unconfirmed_wait - now
+        return min(left, _CLAIM_POLL_S) if left > 0 else 0.0
+
+    def _claim(self, batch: list[Pending]) -> None:
+        """Commit the claim before the send (no database: no send). A row claimed before and
+        still here had an attempt cut short whose outcome nobody recorded: sent again, said so."""
+        if self.receipts is None:
+            return
+        for pending in batch:
+            if pending.claimed_by is not None:
+                self.metrics.unconfirmed.labels(self.name).inc()
+                log.warning("notification sent again: an earlier attempt was cut short, possibly delivered", extra={
+                    "sink": self.name, "idempotency_key": pending.key, "claimed_by": pending.claimed_by,
+                    "deduplicates": self.deduplicates})  # fmt: skip
+        self.outbox.claim([p.id for p in batch], self.receipts.id)
+
+    def _delivered(self, batch: list[Pending]) -> None:
+        """The receiver took `batch`: the receipt first (fsync'd), then the outbox forgets the rows.
+        Without the database the receipt waits, replayed before anything is sent again."""
+        self.metrics.sent.labels(self.name).inc(len(batch))
+        if self.receipts is None:
+            for pending in batch:
+                self.outbox.remove(pending.id)
+            return
+        self.receipts.record([p.key for p in batch])
+        try:
+            self.receipts.settle(self.outbox.forget)
+        except Exception as exc:
+            log.warning("notification delivered; the outbox is told once the database answers (local receipt kept)",
+                        extra={"sink": self.name, "count": len(batch), "error": type(exc).__name__})  # fmt: skip
 
     def _rate_wait(self, now: float) -> float:
         """Seconds until the sink may send again under its `per_minute` limit (0: now);
@@ -490,6 +757,7 @@ class QueuedSink:
     def _attempt_many(self, batch: list[Pending], now: float) -> None:
         """Several waiting changes as one message (a chat bot's rate limit); delivered,
         failed or retried together."""
+        self._claim(batch)
         try:
             self.sink.send_many([p.change for p in batch], batch[0].key)  # type: ignore[attr-defined]
         except DeliveryError as exc:
@@ -498,10 +766,8 @@ class QueuedSink:
             log.debug("notification sink raised", exc_info=True, extra={"sink": self.name})
             error = DeliveryError(type(exc).__name__, retryable=False)
         else:
-            for pending in batch:
-                self.outbox.remove(pending.id)
-            self.metrics.sent.labels(self.name).inc(len(batch))
             log.info("notifications sent together", extra={"sink": self.name, "count": len(batch)})
+            self._delivered(batch)
             return
         attempts = max(p.attempts for p in batch) + 1
         retries = self.delivery.retries
@@ -519,6 +785,7 @@ class QueuedSink:
 
     def _attempt(self, pending: Pending, now: float) -> None:
         change = pending.change
+        self._claim([pending])
         try:
             self.sink.send(change, pending.key)
         except DeliveryError as exc:
@@ -528,8 +795,7 @@ class QueuedSink:
             log.debug("notification sink raised", exc_info=True, extra={"sink": self.name})
             error = DeliveryError(type(exc).__name__, retryable=False)
         else:
-            self.outbox.remove(pending.id)
-            self.metrics.sent.labels(self.name).inc()
+            self._delivered([pending])
             return
         attempts = pending.attempts + 1
         retries = self.delivery.retries
@@ -567,6 +833,9 @@ class WebhookSink:
     answers are final. The idempotency key goes in the body and as `Idempotency-Key` (and
     `X-Warden-Delivery`, as before): the same on every attempt for one change, also after
     a restart, so a receiver can drop a repeat (a timeout after it had stored the first)."""
+
+    #: Its receiver is told the key and drops a repeat: a row whose attempt was cut short goes again at once.
+    deduplicates = True
 
     def __init__(self, name: str, config: WebhookSinkConfig) -> None:
         self.name = name
@@ -717,12 +986,15 @@ def site_voices(sites: list[Any]) -> Voices:
 
 
 def build_notifier(
-    config: AlertsConfig, client: mqtt.Client, registry: CollectorRegistry, store: StateStore, site: Any = None
+    config: AlertsConfig, client: mqtt.Client, registry: CollectorRegistry, store: StateStore, site: Any = None,
+    receipts: Path | None = None,
 ) -> Notifier:
     """The MQTT alerts topic (unless disabled) and every configured sink, each routed; the
     webhook and mail sinks deliver from an outbox in `store`'s database, whose rows the
     store's transactions write with the changes. `site`: a site, or a list of the sites
-    served, each alert then told in its own site's language and names."""
+    served, each alert then told in its own site's language and names. `receipts`: this
+    machine's receipts journal (receipts_file); default `config.receipts_file`, else beside a
+    SQLite `store`; none: at least once, a page cut off from its mark sent again."""
     sites = site if isinstance(site, list) else None
     voices = site_voices(sites) if sites and len(sites) > 1 else None
     site = sites[0] if sites else site
@@ -731,6 +1003,8 @@ def build_notifier(
         routes.append((Route.from_config(config.mqtt), MqttSink(client)))
     metrics = NotifyMetrics(registry)
     outbox = Outbox(store.path)
+    receipts = receipts or config.receipts_file or _beside(store.path)
+    journal = Receipts(receipts) if receipts is not None and config.sinks else None
     for gone, count in outbox.discard_other_sinks(set(config.sinks)).items():
         log.warning("notifications discarded: their sink is no longer configured", extra={"sink": gone, "count": count})
     from gateway import bots  # here: gateway.bots builds on this module's DeliveryError
@@ -744,7 +1018,8 @@ def build_notifier(
         else:
             sink = SmtpSink(name, sink_config, locale, names, voices)
         level = config.sink_level(name)
-        routes.append((Route.from_config(sink_config, level), QueuedSink(sink, sink_config, metrics, outbox)))
+        queued = QueuedSink(sink, sink_config, metrics, outbox, journal, config.unconfirmed_wait_seconds)
+        routes.append((Route.from_config(sink_config, level), queued))
         log.info("notification sink", extra={"sink": name, "type": sink_config.type, "target": sink.target, "from_level": level,
                                              "expire_hours": sink_config.expire_hours, "waiting": outbox.pending(name)})  # fmt: skip
     notifier = Notifier(routes, outbox)

@@ -28,11 +28,11 @@ from gateway import statistics
 from gateway.acks import DeliveryAcks
 from gateway.catch_up import CatchUp
 from gateway.config import GatewayConfig
-from gateway.devices import DeviceRegistry
+from gateway.devices import CampusLinks, DeviceRegistry
 from gateway.escalation import EscalationPolicy, overdue
 from gateway.historian import Historian, open_historian
 from gateway.metrics import GatewayMetrics
-from gateway.notify import build_notifier
+from gateway.notify import build_notifier, receipts_file
 from gateway.ownership import DeviceOwners
 from gateway.report_schedule import ReportScheduler
 from gateway.report_schedule import due as report_due
@@ -97,6 +97,18 @@ class _Decoded:
     links: list[AcceptedMessage] = field(default_factory=list)  # campus bridges' up/down (rule_inputs.link_message)
 
 
+def committed_rules(served: Sequence[tuple[SiteConfig, RulesConfig]], store: StateStore) -> tuple[SiteRules, int]:
+    """The rules of `served` as of `store`'s last committed batch: the last snapshot with the journal
+    since replayed onto it; and how many journal entries were replayed. The gateway restarts its
+    rules this way; the view across partitions (gateway/view.py) reads their patrol rounds."""
+    engine = SiteRules(list(served))
+    engine.restore(store.rule_snapshot())
+    journal = store.rule_journal()
+    for entry in journal:
+        replay(engine, entry)
+    return engine, len(journal)
+
+
 class Gateway:
     def __init__(
         self,
@@ -146,8 +158,9 @@ class Gateway:
         self.flag = ConnectionFlag()
         self.subscribed = threading.Event()  # set once the broker confirmed the subscriptions
         self.agents: dict[str, str] = {}  # "site/agent" -> last availability state
-        #: Each bridged campus's link as last heard (state, gateway time); sites without a bridge: absent.
-        self.campus_links: dict[str, dict[str, str]] = {}
+        #: Each bridged campus's link as last heard (gateway time) and its last cuts; sites without a bridge: absent.
+        self.campus_links = CampusLinks()
+        self.campus_links.restore(self.engine.latest_cuts())  # a cut begun before a restart keeps its start
         self._queue: queue.Queue[Incoming | _Tick] = queue.Queue(maxsize=config.queue_size)
         self._stop = threading.Event()
         self._progress = threading.Condition()
@@ -157,7 +170,8 @@ class Gateway:
         self._threads: list[threading.Thread] = []
         self.alert_listeners: list[Callable[[AlertChange], None]] = []
         self.notifier = build_notifier(config.alerts, self.client, self.metrics.registry, self.store,
-                                       several or site)  # outbox in state.db; each alert told in its site's language
+                                       several or site,  # outbox in state.db; each alert told in its site's language
+                                       receipts_file(config))  # this machine's receipts of pages sent, beside its files
         self.metrics.watch_state(lambda: [(a.severity, a.rule, a.subject) for a in self.store.alerts_live()], lambda: dict(self.agents))
         self.escalation = EscalationPolicy(config.alerts.escalation)
         self.work_orders = WorkOrders(config.state_db, config.work_orders, site.id, self.clock, self.notifier,  # issue 18
@@ -229,8 +243,12 @@ class Gateway:
         return self.config if rules is self.config.rules else self.config.model_copy(update={"rules": rules})
 
     def _site_of_room(self, room: str) -> str | None:
-        """The first served site with a room of this id (a work order's site)."""
-        return next((s.id for s in self.sites.values() for b in s.buildings for r in b.rooms if r.id == room), None)
+        """The served site with a room of this id (a work order's site); ValueError naming
+        `site` when several sites have it: the order's site is asked for, not guessed."""
+        found = [s.id for s in self.sites.values() if any(r.id == room for b in s.buildings for r in b.rooms)]
+        if len(found) > 1:
+            raise ValueError(f"site: room {room!r} is in sites {', '.join(found)}; say which")
+        return found[0] if found else None
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block until `predicate()` holds after a processed batch (for tests and the demo)."""
@@ -320,7 +338,7 @@ class Gateway:
             log.warning("ignored a bridge state that is neither 1 nor 0", extra={"topic": item.topic, "bytes": len(item.payload)})
             return []
         log.info("campus link", extra={"site": site, "state": "up" if up else "down"})
-        self.campus_links[site] = {"state": "up" if up else "down", "heard_at": self.clock.now().isoformat()}
+        self.campus_links.heard(site, up, self.clock.now())
         return [link_message(item.topic, up, self.clock.now())]
 
     def _process_until_done(self, batch: _Decoded) -> None:
@@ -363,12 +381,9 @@ class Gateway:
     def _committed_rules(self) -> SiteRules:
         """The rules as of the last committed batch: the last snapshot with the
         journal since replayed onto it (timers carry on across restarts)."""
-        engine = SiteRules([(self.sites[site_id], rules) for site_id, rules in self._rules.items()])
-        engine.restore(self.store.rule_snapshot())
-        journal = self.store.rule_journal()
-        for entry in journal:
-            replay(engine, entry)
-        if journal:
+        served = [(self.sites[site_id], rules) for site_id, rules in self._rules.items()]
+        engine, replayed = committed_rules(served, self.store)
+        if replayed:
             self._next_snapshot = 0.0  # replayed once; the next batch snapshots
         engine.on_error = self._rule_failed
         return engine
@@ -662,7 +677,7 @@ class Gateway:
             "metrics": self.counts(),
             "historian": self.historian.stats(),
             "agents": dict(self.agents),
-            "campus_links": dict(self.campus_links),  # "campus unreachable" vs "agents offline"
+            "campus_links": self.campus_links.health(),  # "campus unreachable" vs "agents offline"; the last cuts
             "last_tick": self.last_tick.isoformat() if self.last_tick else None,  # rule time the rules last reached
         }
 

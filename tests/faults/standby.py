@@ -1,7 +1,11 @@
 """The standby rig of the fault suite (issue 21): one partition's gateway and its standby,
 two real `warden gateway` processes with the same `lease:` (PostgreSQL advisory lock), the
 same state and history files and the same MQTT session, on a private Mosquitto and a
-private PostgreSQL; alerts go to a real webhook receiver.
+private PostgreSQL; alerts go to a real webhook receiver, at two paths: a webhook that
+drops a repeated idempotency key (the pager) and a WeCom group bot, which cannot (the duty
+group sees every message it is sent). Holder and standby stand for two machines: with the
+state in PostgreSQL each has its own receipts journal (gateway/notify.py), as on two disks;
+with a SQLite state they are one machine and share it.
 
 The events are published by hand, in phases around the fault, so the ground truth is
 arithmetic on what was published (no simulator, no rules run to decide it): temperature
@@ -14,6 +18,7 @@ its details' count becoming 2, which only a standby that took over the rule stat
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -28,6 +33,7 @@ import httpx
 import psycopg
 import yaml
 
+from gateway import db as engines
 from simulators.broker import MosquittoBroker, free_port
 from simulators.ground_truth import GroundTruthCheck
 from simulators.postgres import PostgresServer
@@ -50,7 +56,11 @@ SITE = {
     "buildings": [{"id": "A", "rooms": [{"id": "A-hall", "devices": ["ctl-gate", "temp-hall"]}]}],
 }
 HOOK = "/pager"
+BOT = "/duty-group"
 FORCED = "door_forced"
+UNCONFIRMED_WAIT = 30.0  # alerts.unconfirmed_wait_seconds: how long a page another machine claimed waits for its receipt
+#: One change in a bot's message: "[CRITICAL] 新告警 opened: ...", its last line "rule · subject · #id · site".
+_BOT_CHANGE = re.compile(r"^\[\w+\] \S+ (?P<action>\w+): .*\n(?P<rule>\S+) · (?P<subject>\S+) · #\d+ · \S+$", re.S)
 
 
 @dataclass
@@ -87,8 +97,9 @@ class Partition:
         self._publisher.connect(self.broker.host, self.broker.port)
         self._publisher.loop_start()
 
-    def config(self, role: str) -> Path:
-        """The same gateway (id, session, files, lease) but for its API port: `role` names the file."""
+    def config(self, role: str, machine: str) -> Path:
+        """The same gateway (id, session, files, lease) but for its API port: `role` names the file;
+        `machine`, its receipts journal when the state is in PostgreSQL."""
         config = {
             "id": f"gw-{self.tmp.name}"[:60],
             "site_file": "site.yaml",
@@ -97,28 +108,47 @@ class Partition:
             "state_db": self.state_db,
             "api": {"host": "127.0.0.1", "port": free_port()},
             "rules": {"deadman": {"enabled": False}, "tick_seconds": 0.2},
-            "alerts": {"sinks": {"pager": {"type": "webhook", "url": self.receiver.url(HOOK),
-                                           "backoff_seconds": 0.01}}},
+            "alerts": {"sinks": {"pager": {"type": "webhook", "url": self.receiver.url(HOOK), "backoff_seconds": 0.01},
+                                 "duty": {"type": "webhook", "preset": "wecom", "url": self.receiver.url(BOT),
+                                          "backoff_seconds": 0.01}},
+                       "unconfirmed_wait_seconds": UNCONFIRMED_WAIT},
             "lease": {"dsn": self.postgres.dsn, "name": LEASE, "check_seconds": CHECK_SECONDS},
         }
         if self.state_db != "state.db":
             config["work_orders"] = {"photo_dir": "photos"}  # files, which a PostgreSQL state does not hold
+            config["alerts"]["receipts_file"] = f"machine-{machine}/notify-receipts.log"
         path = self.tmp / f"gateway-{role}.yaml"
         path.write_text(yaml.safe_dump(config))
         return path
 
-    def start(self, role: str) -> LeasedGateway:
-        process = LeasedGateway(self.config(role), self.tmp / f"gateway-{role}.log")
+    def start(self, role: str, machine: str = "a") -> LeasedGateway:
+        process = LeasedGateway(self.config(role, machine), self.tmp / f"gateway-{role}.log", machine)
         self.processes.append(process)
         return process
 
     def holder_and_standby(self) -> tuple[LeasedGateway, LeasedGateway]:
-        """A holder serving the partition and a standby waiting on its lease."""
-        holder = self.start("holder")
+        """A holder serving the partition (machine a) and a standby waiting on its lease (machine b)."""
+        holder = self.start("holder", "a")
         holder.wait_serving()
-        standby = self.start("standby")
+        standby = self.start("standby", "b")
         wait_for(standby.waiting, timeout=WAIT, what="the standby waiting for the lease")
         return holder, standby
+
+    def restart_postgres(self, serving: LeasedGateway, waiting: LeasedGateway) -> tuple[LeasedGateway, LeasedGateway, float]:
+        """PostgreSQL restarted (its sessions end): the holder fences itself (exit 3), systemd starts it
+        again on its machine, and one of the two takes the lease. Returns the new holder, the other
+        (waiting), and the real seconds from the restart until the new holder served."""
+        started = time.monotonic()
+        self.postgres.restart()
+        assert serving.process.wait(timeout=WAIT) == 3, serving.log()[-2000:]  # fenced: it lost the lease
+        assert "lease lost" in serving.log()
+        again = self.start(f"{serving.machine}-restarted-{len(self.processes)}", serving.machine)  # Restart=always
+        wait_for(lambda: waiting.holds() or again.holds(), timeout=WAIT, what="a new holder of the lease")
+        new, other = (waiting, again) if waiting.holds() else (again, waiting)
+        new.wait_serving()
+        resumed = time.monotonic() - started
+        wait_for(other.waiting, timeout=WAIT, what="the other one waiting as a standby")
+        return new, other, resumed
 
     def close(self) -> None:
         for process in self.processes:
@@ -179,6 +209,28 @@ class Partition:
             ).fetchone()
         return int(row[0]) if row else 0
 
+    def repeats_logged(self) -> list[str]:
+        """The gateways' log lines of pages sent again after an attempt cut short (gateway/notify.py)."""
+        return [line for process in self.processes for line in process.log().splitlines() if "notification sent again" in line]
+
+    def outbox_waiting(self) -> int:
+        """Notifications the partition's outbox still holds (all sinks)."""
+        db = engines.connect(self.state_db if self.state_db != "state.db" else self.tmp / "state.db")
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM notification_outbox").fetchone()[0])
+        finally:
+            db.close()
+
+    def bot_deliveries(self) -> Counter[tuple[str, str, str]]:
+        """(change, rule, subject) -> times the group bot was sent it (a message may carry several changes)."""
+        found: Counter[tuple[str, str, str]] = Counter()
+        for post in self.receiver.received(BOT):
+            for text in post.json()["text"]["content"].split("\n\n"):
+                change = _BOT_CHANGE.match(text)
+                assert change is not None, text
+                found[(change["action"], change["rule"], change["subject"])] += 1
+        return found
+
     def opened_deliveries(self) -> dict[str, Counter[str]]:
         """Door -> idempotency key -> webhook posts of its alert's `opened` change."""
         found: dict[str, Counter[str]] = {}
@@ -192,8 +244,9 @@ class Partition:
 class LeasedGateway:
     """A `warden gateway` process with a lease: started at once, holder or standby as the lease decides."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, machine: str) -> None:
         self.log_path = log
+        self.machine = machine
         self.api_port = int(yaml.safe_load(config.read_text())["api"]["port"])
         with log.open("ab") as out:
             command = [*warden_command(), "gateway", "--config", str(config), "--log-level", "INFO"]

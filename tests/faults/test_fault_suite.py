@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import signal
 import time as real_time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
@@ -36,7 +37,7 @@ import pytest
 from simulators.broker import MosquittoBroker
 from simulators.postgres import PostgresServer
 from tests.faults.drill import SCENARIO, SPEED, WAIT, Drill, Row, Step
-from tests.faults.standby import LeasedGateway, Partition, event_counts, judge, seconds_until_stored_grows
+from tests.faults.standby import FORCED, UNCONFIRMED_WAIT, LeasedGateway, Partition, event_counts, judge, seconds_until_stored_grows
 from tests.support.receivers import WebhookReceiver
 from tests.support.wait import wait_for
 
@@ -369,6 +370,9 @@ def test_a_postgresql_restart_leaves_exactly_one_holder_and_the_work_resumes(
     state: Literal["sqlite", "postgresql"], tmp_path: Path, private_mosquitto: MosquittoBroker,
     private_postgres: PostgresServer, receiver: WebhookReceiver,
 ) -> None:
+    """Three restarts: one at an arbitrary moment, two as the group bot takes a page (the
+    holder's mark in the outbox meets the database going away). The bot cannot drop a
+    repeat: each change reaches it exactly once."""
     partition = Partition(tmp_path, private_mosquitto, private_postgres, receiver, state)
     try:
         holder, standby = partition.holder_and_standby()
@@ -377,30 +381,35 @@ def test_a_postgresql_restart_leaves_exactly_one_holder_and_the_work_resumes(
         partition.wait_stored()
         # 2: 400 readings and d04 forced, then PostgreSQL restarted (its sessions end).
         partition.publish(range(400, 800), ["d04"])
-        started = real_time.monotonic()
-        private_postgres.restart()
-        assert holder.process.wait(timeout=WAIT) == 3, holder.log()[-2000:]  # fenced: it lost the lease
-        assert "lease lost" in holder.log()
-        again = partition.start("holder-restarted")  # as systemd's Restart=always does
-        wait_for(lambda: standby.holds() or again.holds(), timeout=WAIT, what="a new holder of the lease")
-        new, other = (standby, again) if standby.holds() else (again, standby)
-        new.wait_serving()
-        resumed = real_time.monotonic() - started
-        wait_for(other.waiting, timeout=WAIT, what="the other one waiting as a standby")
+        new, other, resumed = partition.restart_postgres(holder, standby)
+        notes = [f"the holder exited with 3; the {'standby' if new.machine != holder.machine else 'restarted holder'} "
+                 f"held the lease and served {resumed:.1f} s after the restart began"]  # fmt: skip
         # 3: 400 readings, d05 forced and d01 a second time.
         partition.publish(range(800, 1200), ["d05", "d01"])
         partition.wait_stored()
         wait_for(lambda: len(partition.opened_deliveries()) == 5, timeout=WAIT, what="a page for every forced door")
         assert partition.holders() == 1 and not other.holds() and other.process.poll() is None
-        notes = [f"the holder exited with 3; the {'standby' if new is standby else 'restarted holder'} held the lease "
-                 f"and served {resumed:.1f} s after the restart began"]  # fmt: skip
+        # 4 and 5: 400 readings and one door forced each; PostgreSQL restarted the moment the bot has its page.
+        for first, door in ((1200, "d06"), (1600, "d07")):
+            partition.publish(range(first, first + 400), [door])
+            wait_for(lambda: partition.bot_deliveries()[("opened", FORCED, door)] >= 1, timeout=WAIT, what=f"{door} at the bot")
+            new, other, resumed = partition.restart_postgres(new, other)
+            notes.append(f"restarted as the bot took {door}'s page: served again {resumed:.1f} s later")
+        partition.wait_stored()
+        wait_for(lambda: len(partition.opened_deliveries()) == 7, timeout=WAIT, what="a page for every forced door")
+        wait_for(lambda: not partition.outbox_waiting(), timeout=WAIT + UNCONFIRMED_WAIT, what="the outbox emptied")
+        bot = partition.bot_deliveries()
         fault = "PostgreSQL restart under a holder and a standby" + (", state in it" if state == "postgresql" else "")
-        row = standby_row(fault, partition, new, notes, "door_forced d04-d05")
+        twice = sum(n - 1 for n in bot.values())
+        notes.append(f"3 restarts; the group bot got {sum(bot.values())} change(s), {twice} of them again")
+        row = standby_row(fault, partition, new, notes, "door_forced d04-d07")
         other.process.terminate()  # systemctl stop: a waiting standby leaves at once, cleanly
         assert other.process.wait(timeout=15) == 0
     finally:
         partition.close()
-    # Published: 3 x 400 readings + (3 + 1 + 2) door events = 1206, each stored once.
-    assert (row.produced, row.stored, row.lost, row.duplicates) == (1206, 1206, 0, 0), row
-    # Doors d01-d05 forced: 5 alerts, d01 updated (count 2).
-    assert row.check is not None and row.check.ok and row.alerts_found == 5, row.check
+    # Published: 5 x 400 readings + (3 + 1 + 2 + 1 + 1) door events = 2008, each stored once.
+    assert (row.produced, row.stored, row.lost, row.duplicates) == (2008, 2008, 0, 0), row
+    # Doors d01-d07 forced: 7 alerts, d01 updated (count 2).
+    assert row.check is not None and row.check.ok and row.alerts_found == 7, row.check
+    # The bot hears of openings (its route's default: no updates): d01-d07 opened, each exactly once.
+    assert bot == Counter({("opened", FORCED, f"d{n:02d}"): 1 for n in range(1, 8)}), (bot, partition.repeats_logged())
