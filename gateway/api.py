@@ -680,6 +680,7 @@ def _device_views(gateway: Gateway, site_id: str) -> list[dict[str, Any]]:
             "last_seen_seconds_ago": round((now - datetime.fromisoformat(last_seen)).total_seconds()) if last_seen else None,
             "received_at": (info or {}).get("received_at"),
             "events": (info or {}).get("events", {}), "state": state, "counters": (info or {}).get("counters", {}),
+            "clock_ahead": (info or {}).get("clock_ahead"),  # a device clock ahead of its agent's (clamp_device_clock)
             "alert_id": alert.id if alert else None, "silent_since": alert.opened_at if alert else None, **link,
         })
     return views

@@ -25,6 +25,8 @@ class _Device:
     state: str | None = None  # latest status event: online, offline, heartbeat
     state_at: datetime | None = None
     counters: dict[str, float] = field(default_factory=dict)  # of the latest status event
+    clock_ahead: int = 0  # events its clock stamped too far ahead of its agent (warden.events.clamp_device_clock)
+    clock_ahead_s: float | None = None  # by how much, the latest of them
 
 
 class DeviceRegistry:
@@ -44,6 +46,9 @@ class DeviceRegistry:
                 device.last_seen = max(device.last_seen, event.event_time)
                 device.received_at = received
                 device.events[event.kind] += 1
+                if event.device_time is not None:
+                    device.clock_ahead += 1
+                    device.clock_ahead_s = (event.device_time - event.event_time).total_seconds()
                 if isinstance(event, DeviceStatus) and (device.state_at is None or event.event_time >= device.state_at):
                     device.state, device.state_at, device.counters = event.state.value, event.event_time, dict(event.counters)
 
@@ -59,6 +64,7 @@ class DeviceRegistry:
                     "state": d.state,
                     "state_at": d.state_at.isoformat() if d.state_at else None,
                     "counters": dict(d.counters),
+                    "clock_ahead": {"events": d.clock_ahead, "seconds": d.clock_ahead_s},
                 }
                 for (device_site, device_id), d in self._devices.items()
                 if site is None or device_site == site

@@ -116,6 +116,8 @@ class GatewayMetrics:
         self.rejected = Counter(f"{_PREFIX}rejected", "Messages refused, by reason", ["reason"], registry=r)
         self.dead_letters_pruned = Counter(f"{_PREFIX}dead_letters_pruned", "Oldest dead letters dropped to stay in bounds", registry=r)
         self.duplicates = Counter(f"{_PREFIX}duplicates", "Events dropped as already seen", registry=r)
+        self.clock_ahead = Counter(f"{_PREFIX}clock_ahead", "Events kept at their agent's receive time: the device's "
+                                   "clock ran ahead (warden.events.clamp_device_clock), by kind", ["kind"], registry=r)
         self.received = Counter(f"{_PREFIX}events_received", "Valid events received, by kind", ["kind"], registry=r)
         self.stored = Counter(f"{_PREFIX}events_stored", "Events stored for the first time, by kind", ["kind"], registry=r)
         self.alerts = Counter(f"{_PREFIX}alert_changes", "Alerts opened, updated, resolved, by rule", ["rule", "change"], registry=r)

@@ -558,7 +558,8 @@ def _samples(points: Sequence[HistoryPoint], cumulative: bool) -> list[MeterSamp
 
 def _meter_flow(history: History, site: SiteConfig, period: Period, window: tuple[datetime, datetime], rules: RulesConfig) -> list[dict[str, Any]]:
     """Litres per meter over the day, and the minimum flow in the quiet window, read as
-    the water rule reads a meter (rules.water.meter_spans: its units, gaps and resets). A
+    the water rule reads a meter (rules.water.meter_spans: its units, gaps, resets and the
+    configured max flow, above which a step is a replaced meter, not water). A
     meter that sends flow is read from it; one that sends only its volume register (or
     volumes) from the register's changes, so it counts as reporting too."""
     max_gap = timedelta(minutes=rules.water.max_gap_minutes)
@@ -573,7 +574,8 @@ def _meter_flow(history: History, site: SiteConfig, period: Period, window: tupl
         else:
             points = series["volume"]
             source = "register" if _is_register(points) else "volume"
-        spans = [s for s in meter_spans(_samples(points, source == "register"), max_gap) if not s.gap]
+        samples = _samples(points, source == "register")
+        spans = [s for s in meter_spans(samples, max_gap, rules.water.max_flow_l_per_min) if not s.gap]
         quiet = [s for s in spans if s.flow is not None and s.start >= window[0] and s.end <= window[1]]
         place = site.locate(device)
         meters.append({

@@ -49,6 +49,7 @@ from warden.events import (
     DeviceStatus,
     Event,
     InvalidPayload,
+    clamp_device_clock,
     decode_events,
     encode_events,
     is_too_far_ahead,
@@ -182,6 +183,7 @@ class Gateway:
         self.link = BrokerLink(config.broker.host, config.broker.port, config.broker.reconnect_max_seconds)
         self.devices = DeviceRegistry()  # last seen and counters per device, for the API
         self.events_stored = 0  # a plain count to wait on: counts() walks every metric
+        self._clocks_told: set[tuple[str, str]] = set()  # devices whose fast clock was logged (once each; then counted)
         self._ahead: _Decoded | None = None  # the next batch, validated while this one was stored
         #: Writes each batch's history while the worker runs the rules (see _process).
         self._historian_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-historian")
@@ -477,6 +479,9 @@ class Gateway:
                                          f"/ gateway site(s) {served}", "site_mismatch")
         except InvalidPayload as exc:
             return None, [DeadLetter(item.topic, item.payload, exc.reason, exc.code)]
+        kept = [clamp_device_clock(event) for event in events]  # a fast device clock: kept at receive_time, flagged
+        if any(a is not b for a, b in zip(kept, events)):
+            events, item = kept, Incoming(item.topic, encode_events(kept), item.mid, item.qos)  # the journal replays it
         refusals = [(event, self._refusal(event, where.agent)) for event in events]
         letters = [DeadLetter(item.topic, encode_events([e]), why.reason, why.code) for e, why in refusals if why is not None]
         if letters:
@@ -509,6 +514,13 @@ class Gateway:
             self.metrics.stored.labels(kind).inc(n)
         self.metrics.duplicates.inc(len(events) - len(fresh))
         self.events_stored += len(fresh)
+        for event in events:
+            if event.device_time is not None:
+                self.metrics.clock_ahead.labels(event.kind).inc()
+                if (event.site, event.device) not in self._clocks_told:  # once per device: the metric and device view count the rest
+                    self._clocks_told.add((event.site, event.device))
+                    ahead = (event.device_time - event.event_time).total_seconds()
+                    log.warning("device clock ahead", extra={"site": event.site, "device": event.device, "ahead_s": ahead})
         for letter in refused:
             self.metrics.rejected.labels(letter.code).inc()
             log.warning("rejected message", extra={"topic": letter.topic, "code": letter.code, "reason": letter.reason, "bytes": len(letter.payload)})

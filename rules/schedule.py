@@ -36,7 +36,8 @@ def is_scheduled(
     """True if `at` (aware) falls in one of the schedule's weekly windows.
 
     A holiday is unscheduled all day, and a window that starts on a holiday does not run
-    either. A window past midnight ("22:00-06:00") belongs to the day it starts on; an end
+    either, unless the schedule keeps holidays (SiteConfig.holiday_keepers: a 24x7 room).
+    A window past midnight ("22:00-06:00") belongs to the day it starts on; an end
     equal to the start runs 24 hours. No schedule (None) is never scheduled. With a site
     calendar each day runs the plan warden.calendar.plan_day gives it (a make-up day
     follows another weekday's windows, a vacation maps the schedule, `building`/`room`
@@ -70,7 +71,10 @@ def _plan(site: SiteConfig, schedule_name: str, day: date, where: _Where) -> Day
     """What the calendar makes of `day` for this schedule and room; None outside the season."""
     if where.season is not None and not where.season.contains(day):
         return None
-    return plan_day(site.calendar, site.holidays, day, schedule_name, building=where.building, room=where.room)
+    return plan_day(
+        site.calendar, site.holidays, day, schedule_name,
+        building=where.building, room=where.room, keep_holidays=site.holiday_keepers,
+    )
 
 
 def _day_off(site: SiteConfig, schedule_name: str, day: date, where: _Where) -> bool:
@@ -150,8 +154,10 @@ class ScheduleSpans:
             return span[2], span[1]
         scheduled = is_scheduled(self._site, schedule_name, at, **where)
         change = next_change(self._site, schedule_name, at, **where)
-        if change is not None:  # None: no change within the horizon, so nothing to bound a span
-            self._spans[key] = (at, change, scheduled)
+        # None: no change within the horizon (a 24x7 room keeping holidays); the span is the horizon,
+        # so such a room's meter does not walk a year of calendar on every reading.
+        until = change if change is not None else at + timedelta(days=_HORIZONS_DAYS[-1] - 1)
+        self._spans[key] = (at, until, scheduled)
         return scheduled, change
 
 

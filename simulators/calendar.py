@@ -9,8 +9,9 @@ disagreement instead of moving traffic, truth and rules together.
 The documented calendar: windows are local wall-clock spans on the weekdays they list;
 a window past midnight belongs to the day it starts on; "24:00" is midnight and an end
 equal to the start runs 24 h; a holiday is unscheduled all day, and a window starting on
-a holiday does not run into the next morning. A wall time the clocks skip is the instant
-they jump; a repeated one is its first occurrence.
+a holiday does not run into the next morning, unless the schedule keeps holidays
+(docs/rules.md#holidays: `holidays: keep`, or unsaid and covering the whole week). A wall
+time the clocks skip is the instant they jump; a repeated one is its first occurrence.
 """
 
 from __future__ import annotations
@@ -99,10 +100,11 @@ def schedule_spans(
     zone = site.zone
     days = local_days(zone, t0, t1)
     if site.calendar is None and season is None:
+        holidays = () if keeps_holidays(site, schedule) else site.holidays
         spans = [
             span
             for window in site.schedules[schedule]
-            for span in day_spans(zone, days, window.start, window.end, window.days, site.holidays)
+            for span in day_spans(zone, days, window.start, window.end, window.days, holidays)
         ]
         return [(a, b) for a, b in merge(spans) if b > t0 and a < t1]
     spans, off = [], []
@@ -143,13 +145,38 @@ def what_day(
             else:
                 target = rule.schedule or schedule
             return None if target is None else (follows, target)
-    if holiday_for_everyone(site, day):
-        return None
+    holiday = holiday_for_everyone(site, day)
+    target = schedule
     for period in cal.periods:
         if period.start <= day <= period.end and schedule in period.schedules:
             target = period.schedules[schedule]
-            return None if target is None else (follows, target)
-    return follows, schedule
+            break
+    if target is None or (holiday and not keeps_holidays(site, target)):
+        return None
+    return follows, target
+
+
+def keeps_holidays(site: SiteConfig, schedule: str) -> bool:
+    """docs/rules.md#holidays: `holidays: keep` or `off` decides; unsaid, a schedule whose
+    windows leave no minute of the week uncovered runs on holidays. A gap would begin at
+    midnight or where a window ends, so only those minutes are looked at."""
+    said = site.schedule_holidays.get(schedule)
+    if said is not None:
+        return said == "keep"
+    windows = site.schedules.get(schedule, [])
+
+    def covered(weekday: int, minute: int) -> bool:
+        for w in windows:
+            lo = w.start.hour * 60 + w.start.minute
+            hi = 1440 if w.end is None else w.end.hour * 60 + w.end.minute
+            if hi > lo and weekday in w.days and lo <= minute < hi:
+                return True
+            if hi <= lo and ((weekday in w.days and minute >= lo) or ((weekday - 1) % 7 in w.days and minute < hi)):
+                return True
+        return False
+
+    ends = {0} | {(w.end.hour * 60 + w.end.minute) % 1440 for w in windows if w.end is not None}
+    return bool(windows) and all(covered(d, m) for d in range(7) for m in ends)
 
 
 def holiday_for_everyone(site: SiteConfig, day: date) -> bool:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_serializer, field_validator, model_validator
@@ -267,12 +268,14 @@ def plan_day(
     *,
     building: str | None = None,
     room: str | None = None,
+    keep_holidays: Collection[str] = frozenset(),
 ) -> DayPlan:
     """The day's plan: a room exception first (it wins over holidays and periods), then a
-    holiday (site list and calendar, moved ones applied) is off, a make-up day follows its
-    weekday, and the period containing the day maps the schedule."""
+    holiday (site list and calendar, moved ones applied) is off unless the schedule the day
+    would run is in `keep_holidays` (a server room, a ward: SiteConfig.holiday_keepers), a
+    make-up day follows its weekday, and the period containing the day maps the schedule."""
     if calendar is None:
-        off = day in holidays
+        off = day in holidays and schedule not in keep_holidays
         return DayPlan(off, day.weekday(), None if off else schedule, "holiday" if off else "")
     weekday = day.weekday()
     for made_up in calendar.workdays:
@@ -282,13 +285,50 @@ def plan_day(
         if day in exception and exception.applies(building, room):
             mapped = exception.schedule_for(schedule)
             return DayPlan(mapped is None, weekday, mapped, f"exception {exception.name}".strip())
+    plan = _period_plan(calendar, day, schedule, weekday)
     if is_holiday(calendar, holidays, day):
-        return DayPlan(True, weekday, None, "holiday")
+        if plan.schedule is None or plan.schedule not in keep_holidays:
+            return DayPlan(True, weekday, None, "holiday")
+        return DayPlan(False, weekday, plan.schedule, "holiday kept")
+    return plan
+
+
+def _period_plan(calendar: Calendar, day: date, schedule: str, weekday: int) -> DayPlan:
+    """The plan of a day that is no holiday: the period holding it maps the schedule."""
     for period in calendar.periods:
         if day in period and schedule in period.schedules:
             mapped = period.schedules[schedule]
             return DayPlan(mapped is None, weekday, mapped, f"{period.kind} {period.name}".strip())
     return DayPlan(False, weekday, schedule, "make-up day" if weekday != day.weekday() else "")
+
+
+class _Window(Protocol):
+    """A weekly window as warden.config.WeeklyWindow has it (config imports this module)."""
+
+    days: frozenset[int]
+    start: time
+    end: time | None
+
+
+def around_the_clock(windows: Iterable[_Window]) -> bool:
+    """Whether the windows together cover every minute of the week (a server room's or a
+    ward's "mon-sun 00:00-24:00"): such a schedule keeps running on holidays by default.
+    An end at or before the start runs into the next day, as in the schedules."""
+    week = 7 * 1440
+    pieces: list[tuple[int, int]] = []
+    for window in windows:
+        start = window.start.hour * 60 + window.start.minute
+        end = 1440 if window.end is None else window.end.hour * 60 + window.end.minute
+        end += 1440 if end <= start else 0
+        for weekday in window.days:
+            a, b = weekday * 1440 + start, weekday * 1440 + end
+            pieces += [(a, min(b, week))] + ([(0, b - week)] if b > week else [])
+    reach = 0
+    for a, b in sorted(pieces):
+        if a > reach:
+            return False
+        reach = max(reach, b)
+    return reach >= week
 
 
 def is_holiday(calendar: Calendar | None, holidays: list[date] | tuple[date, ...] | frozenset[date], day: date) -> bool:

@@ -20,12 +20,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_serializer,
     field_validator,
     model_serializer,
     model_validator,
 )
 
-from warden.calendar import Calendar, Season, TimeOfUse
+from warden.calendar import Calendar, Season, TimeOfUse, around_the_clock
 from warden.documents import CONFIG_FOLDER, ConfigError, ConfigPath, read_document
 from warden.events import Identifier
 from warden.i18n import DEFAULT_CURRENCY, DEFAULT_LOCALE, currency_for, normalise_locale
@@ -201,6 +202,10 @@ class Tariff(StrictModel):
     time_of_use: TimeOfUse | None = Field(default=None, description="峰谷电价: prices by band; energy_per_kwh then unused")
 
 
+#: Whether a holiday cuts a schedule ("off") or it runs its windows as on any day ("keep").
+HolidayPolicy = Literal["off", "keep"]
+
+
 class DeviceLocation(StrictModel):
     building: str
     room: str
@@ -212,7 +217,12 @@ class SiteConfig(StrictModel):
     name: str = ""
     timezone: str
     holidays: list[date] = Field(default_factory=list)
-    schedules: dict[str, list[WeeklyWindow]] = Field(default_factory=dict)
+    schedules: dict[str, list[WeeklyWindow]] = Field(
+        default_factory=dict, description="Name -> windows, or {windows, holidays: off|keep} (docs/rules.md#holidays)"
+    )
+    schedule_holidays: dict[str, HolidayPolicy] = Field(
+        default_factory=dict, exclude=True, description="Read from schedules written as {windows, holidays}"
+    )
     buildings: list[Building] = Field(default_factory=list)
     tariff: Tariff = Field(default_factory=Tariff)
     calendar: Calendar | None = Field(default=None, description="Terms, vacations, make-up days (docs/rules.md#calendars)")
@@ -238,6 +248,39 @@ class SiteConfig(StrictModel):
             return data  # the locale's own validator names the key
         return {**data, "tariff": {**tariff, "currency": currency}}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _schedule_forms(cls, data: Any) -> Any:
+        """A schedule is its windows, or `{windows: [...], holidays: keep}` when it must say
+        whether a holiday cuts it; the policy is kept beside the windows every rule reads."""
+        if not isinstance(data, dict) or not isinstance(data.get("schedules"), dict):
+            return data
+        schedules, policies = {}, dict(data.get("schedule_holidays") or {})
+        for name, value in data["schedules"].items():
+            if isinstance(value, dict) and "start" not in value:
+                unknown = sorted(set(value) - {"windows", "holidays"})
+                if unknown:
+                    raise ValueError(f"schedules.{name}.{unknown[0]}: unknown key (expected windows, holidays)")
+                if "windows" not in value:
+                    raise ValueError(f"schedules.{name}.windows: required key is missing")
+                if "holidays" in value:
+                    policy = "off" if value["holidays"] is False else value["holidays"]  # YAML reads `off` as false
+                    if policy not in ("off", "keep"):
+                        raise ValueError(f"schedules.{name}.holidays: expected 'off' or 'keep', got {policy!r}")
+                    policies[name] = policy
+                value = value["windows"]
+            schedules[name] = value
+        return {**data, "schedules": schedules, "schedule_holidays": policies}
+
+    @field_serializer("schedules")
+    def _schedules_as_written(self, schedules: dict[str, list[WeeklyWindow]]) -> dict[str, Any]:
+        """A schedule with a holiday policy is written back in its mapping form."""
+        policies = self.schedule_holidays
+        return {
+            name: {"windows": windows, "holidays": policies[name]} if name in policies else windows
+            for name, windows in schedules.items()
+        }
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -251,6 +294,9 @@ class SiteConfig(StrictModel):
     def _references(self) -> SiteConfig:
         if self.calendar is not None:
             self.calendar.check_schedules(self.schedules, self.buildings)
+        strays = sorted(self.schedule_holidays.keys() - self.schedules.keys())
+        if strays:
+            raise ValueError(f"schedule_holidays.{strays[0]}: unknown schedule {strays[0]!r}")
         seen: dict[str, str] = {}
         for b, building in enumerate(self.buildings):
             for r, room in enumerate(building.rooms):
@@ -286,6 +332,17 @@ class SiteConfig(StrictModel):
     def circuit_kind(self, device: str) -> CircuitKind:
         """The kind of circuit a power meter measures: its room's `circuits` entry, else "ac"."""
         return self._circuit_kinds.get(device, "ac")
+
+    @cached_property
+    def holiday_keepers(self) -> frozenset[str]:
+        """Schedules a holiday does not cut: `holidays: keep`, and by default one that runs
+        around the clock every day (a server room, a ward), so a holiday never pages for it;
+        an office or classroom schedule observes holidays unless it says `keep`."""
+        return frozenset(
+            name
+            for name, windows in self.schedules.items()
+            if self.schedule_holidays.get(name, "keep" if around_the_clock(windows) else "off") == "keep"
+        )
 
     @cached_property
     def _circuit_kinds(self) -> dict[str, CircuitKind]:

@@ -103,8 +103,12 @@ class _EventBase(BaseModel):
     receive_time: AwareDatetime | None = Field(
         default=None, description="When the agent read it from the device (UTC)."
     )
+    device_time: AwareDatetime | None = Field(
+        default=None, description="Set by the gateway: the device's own stamp, when its clock ran more than "
+        "MAX_DEVICE_AHEAD ahead of receive_time; event_time is then receive_time (clamp_device_clock)."
+    )
 
-    @field_validator("event_time", "receive_time")
+    @field_validator("event_time", "receive_time", "device_time")
     @classmethod
     def _to_utc(cls, value: datetime | None) -> datetime | None:
         try:
@@ -242,6 +246,29 @@ def too_far_ahead(event: Event, max_future: timedelta = MAX_FUTURE) -> InvalidPa
         f"{max_future} ahead of the receiver's clock",
         "future_time",
     )
+
+
+#: How far a device may stamp an event ahead of the agent that read it before its clock
+#: counts as wrong: above the minute or two a clock without NTP drifts (the simulators'
+#: clock_skew faults go to 2 min), well below a patrol checkpoint's allowance.
+MAX_DEVICE_AHEAD = timedelta(minutes=5)
+
+
+def clamp_device_clock(event: Event, max_ahead: timedelta = MAX_DEVICE_AHEAD) -> Event:
+    """The event as the gateway keeps it. Stamped by a device clock more than `max_ahead`
+    ahead of its agent's receive_time (a patrol reader 20 min fast), it happened when the
+    agent read it: event_time becomes receive_time and the device's stamp is kept as
+    device_time, so rules judge it when it happened (no round judged 20 min early), the
+    report re-judges the same time, and the device's wrong clock is counted, not hidden.
+    Without a receive_time only the gateway's MAX_FUTURE limit applies; a wand's taps were
+    read at its upload, not when they happened, and move no rule's time: left alone."""
+    if event.receive_time is None or event.device_time is not None:
+        return event
+    if event.event_time - event.receive_time <= max_ahead:
+        return event
+    if isinstance(event, PatrolTap) and event.source is TapSource.WAND:
+        return event
+    return event.model_copy(update={"event_time": event.receive_time, "device_time": event.event_time})
 
 
 #: The earliest time an event may be stamped with: before it a device clock was never set
