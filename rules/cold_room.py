@@ -107,7 +107,8 @@ class ColdRoomRule:
         self._sensors = _index_sensors(site, config)
         self._last: dict[str, tuple[datetime, float]] = {}  # device -> last reading (time, °C)
         self._warm: dict[str, _Warm] = {}  # subject -> open warm stretch
-        self.stats: dict[str, int] = {"out_of_order": 0, "unsupported_unit": 0, "readings": 0}
+        self._settled: dict[str, datetime] = {}  # subject -> the reading that ended its last stretch
+        self.stats: dict[str, int] = {"out_of_order": 0, "unsupported_unit": 0, "readings": 0, "settled": 0}
 
     def on_event(self, event: Event) -> list[AlertSignal]:
         if not isinstance(event, Reading) or event.quantity != Quantity.TEMPERATURE:
@@ -132,6 +133,12 @@ class ColdRoomRule:
         return []
 
     def _judge(self, room: _Room, device: str, at: datetime, celsius: float) -> list[AlertSignal]:
+        settled = self._settled.get(room.subject)
+        if settled is not None and at <= settled and room.subject not in self._warm:
+            # Another sensor's backlog of a stretch already judged (its uplink was down): the
+            # room's history up to there is told; a second alert for it would be a second page.
+            self.stats["settled"] += 1
+            return []
         warm = self._warm.get(room.subject)
         if celsius <= room.max_c:
             if warm is None:
@@ -147,6 +154,7 @@ class ColdRoomRule:
             if at - warm.cool_since < self._clear:
                 return []  # maybe a dip: the stretch goes on if it warms again within clear_minutes
             del self._warm[room.subject]
+            self._settled[room.subject] = at
             if not warm.raised:
                 return []  # a defrost or a door opened briefly: tolerated
             return [self._signal(SignalAction.RESOLVE, room, warm, warm.cool_since, warm.cool_c, reason="back_in_range")]
@@ -215,6 +223,7 @@ class ColdRoomRule:
                 }
                 for subject, w in self._warm.items()
             },
+            "settled": {subject: at.isoformat() for subject, at in self._settled.items()},
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -235,6 +244,7 @@ class ColdRoomRule:
             for subject, w in snapshot["warm"].items()
             if subject in subjects
         }
+        self._settled = {s: datetime.fromisoformat(at) for s, at in snapshot.get("settled", {}).items() if s in subjects}
 
 
 def cold_rooms(site: SiteConfig, config: ColdRoomConfig) -> list[dict[str, Any]]:

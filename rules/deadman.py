@@ -39,6 +39,10 @@ DEVICE = "deadman"
 AGENT = "deadman_agent"
 LINK = "site_link_down"
 
+#: Devices of one agent whose silences began within this share of their shortest interval
+#: of each other fell silent together: the agent's silence, one alert.
+TOGETHER_SHARE = 1 / 3
+
 
 #: The alert rules this family emits (rules/config.py: ALERT_RULES).
 RULE_NAMES = (DEVICE, AGENT, LINK)
@@ -125,7 +129,7 @@ class DeadmanRule:
         self._link = _Link()  # a site with no bridge never hears of one: judged as always
         self._link_grace = timedelta(minutes=config.link_down_minutes)
         self._lateness = lateness
-        self.stats: dict[str, int] = {"agent_status": 0, "held_back": 0, "held_by_link": 0}
+        self.stats: dict[str, int] = {"agent_status": 0, "held_back": 0, "held_by_link": 0, "awaiting_agent": 0}
 
     def learn_agent(self, device: str, agent: str) -> None:
         """The gateway saw `device`'s events on `agent`'s topic; the configuration wins."""
@@ -202,6 +206,9 @@ class DeadmanRule:
         if self._held_back(device_id):
             self.stats["held_back"] += 1
             return []
+        if self._awaits_its_agent(device_id, deadline):
+            self.stats["awaiting_agent"] += 1
+            return []
         device.raised = True
         minutes = interval.total_seconds() / 60
         since = (Message("since {time}", time=wall_clock(self._site, device.last, ref=deadline)) if device.last
@@ -234,6 +241,28 @@ class DeadmanRule:
         if agent is not None:
             return self._agents[agent].raised
         return any(a.status == "offline" for a_id, a in self._agents.items() if not self._has_devices(a_id))
+
+    def _awaits_its_agent(self, device_id: str, deadline: datetime) -> bool:
+        """An agent's devices never fall silent at one instant: a poll cycle or a reporting
+        period spreads their last readings over seconds or a minute. A due device whose
+        agent's other devices spoke last within a third of the shortest interval of it waits
+        for the agent's judgement (one alert, `_all_silent`), instead of paging on its own
+        ahead of it; one whose fellows spoke later than that is alone in its silence."""
+        agent = self._agent_of(device_id)
+        together = self._together(agent) if agent is not None else None
+        if together is None:
+            return False
+        newest, shortest = together
+        return newest + shortest <= deadline + shortest * TOGETHER_SHARE
+
+    def _together(self, agent_id: str) -> tuple[datetime, timedelta] | None:
+        """For an agent with two or more watched devices: the newest anchor among them and
+        their shortest interval (all silent from newest + shortest); else None."""
+        watched = [(d, dev, i) for d in sorted(self._devices)
+                   if self._agent_of(d) == agent_id and (i := self._interval(d, dev := self._devices[d])) is not None]
+        if len(watched) < 2:
+            return None
+        return max(self._anchor(d, dev) for d, dev, _ in watched), min(i for _, _, i in watched)
 
     def _back_at(self, device_id: str) -> datetime | None:
         """When the device's agent last came back (for a device of no known agent: any
@@ -283,12 +312,10 @@ class DeadmanRule:
     def _all_silent(self, agent_id: str, now: datetime) -> datetime | None:
         """When every device of the agent (two or more) had been silent for the shortest
         interval among them, if they all still are."""
-        devices = [(d, self._devices[d]) for d in sorted(self._devices) if self._agent_of(d) == agent_id]
-        watched = [(d, dev, i) for d, dev in devices if (i := self._interval(d, dev)) is not None]
-        if len(watched) < 2:
+        together = self._together(agent_id)
+        if together is None:
             return None
-        shortest = min(i for _, _, i in watched)
-        newest = max(self._anchor(d, dev) for d, dev, _ in watched)
+        newest, shortest = together
         silent_at = self._past_the_cut(newest + shortest, shortest)
         return silent_at if silent_at is not None and now >= silent_at else None
 

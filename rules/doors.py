@@ -174,7 +174,7 @@ class DoorsRule:
         """The controller's own held-open alarm: raise at once, its timer already ran."""
         if door.held_raised or (door.last_closed is not None and at <= door.last_closed):
             return []
-        door.open_since = door.open_since or at
+        door.open_since = door.open_since or door.forced_since or at  # a forced door stood open from the force
         door.held_raised = True
         return [self._held_signal(SignalAction.RAISE, door_id, door.open_since, at, "controller")]
 

@@ -90,6 +90,10 @@ class WaterConfig(StrictModel):
     )
     max_gap_minutes: float = Field(default=65.0, gt=0)
     update_minutes: float = Field(default=15.0, ge=0)
+    wet_clear_minutes: float = Field(
+        default=10.0, ge=0, description="A wet sensor dry this long resolves its alert (0: at the first dry reading); "
+        "water lapping at the probe, wet and dry by turns, stays one alert instead of a page per splash",
+    )
     overrides: dict[Identifier, WaterMeterOverride] = Field(default_factory=dict)
 
     @field_validator("night_start", "night_end", mode="before")
@@ -316,6 +320,7 @@ class _Meter:
     burst_litres: float = 0.0
     burst_peak: float = 0.0
     burst_clear_s: float = 0.0
+    burst_clear_litres: float = 0.0  # water of the spans under the limit since the burst last ran above it
     burst_raised: bool = False
     burst_updated: datetime | None = None
 
@@ -326,6 +331,7 @@ class _Wet:
     since: datetime | None = None  # wet since; None: dry
     readings: int = 0
     updated: datetime | None = None
+    dry_since: datetime | None = None  # while wet: the first dry reading not yet confirmed by wet_clear_minutes
 
 
 class WaterRule:
@@ -388,6 +394,8 @@ class WaterRule:
                         night.pieces.append(_Piece(last, night.end, known=False))
                     del meter.nights[key]
                     signals += self._judge_night(device, meter, night)
+        for device in sorted(self._wet):  # a sensor that reports only changes says nothing more once dry
+            signals += self._wet_dry(device, self._wet[device], now)
         return signals
 
     # ----------------------------------------------------------------- meters
@@ -687,29 +695,44 @@ class WaterRule:
     # ----------------------------------------------------------------- burst
 
     def _burst(self, device: str, meter: _Meter, span: FlowSpan) -> list[AlertSignal]:
-        """Flow above the meter's maximum for burst_minutes; cleared by as long below it."""
+        """Flow above the meter's maximum for burst_minutes; cleared by as long below it. A
+        span at or under the limit, but still flowing, that leaves the stretch's average above
+        it is noise or a register's step (a 10 L register read each minute shows 65 L/min as
+        60, 70, 60, ...), not a break: otherwise such a burst would restart its timer for ever
+        and never page. A stop (no flow) is a break."""
         window = self._config.burst_minutes * 60
+        limit = self._burst_limit(device)
         if span.flow is None:
             if meter.burst_raised:
                 meter.burst_clear_s = 0.0
             else:
                 meter.burst_start = None
             return []
-        if span.flow <= self._burst_limit(device):
+        if span.flow <= limit:
             if not meter.burst_raised:
-                meter.burst_start = None
-                return []
+                stopped = span.flow <= self._min_flow(device)
+                if meter.burst_start is None or stopped or not _averages_above(meter, span, limit):
+                    meter.burst_start = None
+                    return []
+                meter.burst_litres += span.litres  # a dip inside the burst: its water is the burst's
+                return self._burst_due(device, meter, span, window)
             meter.burst_clear_s += span.seconds
+            meter.burst_clear_litres += span.litres
             if meter.burst_clear_s < window:
                 return []
             signal = self._burst_signal(SignalAction.RESOLVE, device, meter, span.end)
-            meter.burst_start, meter.burst_raised, meter.burst_clear_s = None, False, 0.0
+            meter.burst_start, meter.burst_raised, meter.burst_clear_s, meter.burst_clear_litres = None, False, 0.0, 0.0
             return [signal]
         if meter.burst_start is None:
             meter.burst_start, meter.burst_litres, meter.burst_peak = span.start, 0.0, 0.0
-        meter.burst_clear_s = 0.0
-        meter.burst_litres += span.litres
+        meter.burst_litres += meter.burst_clear_litres + span.litres  # a dip that did not clear it: the burst's
+        meter.burst_clear_s, meter.burst_clear_litres = 0.0, 0.0
         meter.burst_peak = max(meter.burst_peak, span.flow)
+        return self._burst_due(device, meter, span, window)
+
+    def _burst_due(self, device: str, meter: _Meter, span: FlowSpan, window: float) -> list[AlertSignal]:
+        """Raise once the stretch has lasted burst_minutes, then update every update_minutes."""
+        assert meter.burst_start is not None
         if not meter.burst_raised:
             if (span.end - meter.burst_start).total_seconds() < window:
                 return []
@@ -755,10 +778,10 @@ class WaterRule:
         if reading.value < 0.5:
             if sensor.since is None:
                 return []
-            signal = self._wet_signal(SignalAction.RESOLVE, reading.device, sensor, at)
-            sensor.since, sensor.readings = None, 0
-            return [signal]
+            sensor.dry_since = sensor.dry_since or at
+            return self._wet_dry(reading.device, sensor, at)
         sensor.readings += 1
+        sensor.dry_since = None  # wet again within wet_clear_minutes: the same flood goes on
         if sensor.since is None:
             sensor.since, sensor.updated = at, at
             return [self._wet_signal(SignalAction.RAISE, reading.device, sensor, at)]
@@ -766,6 +789,15 @@ class WaterRule:
             sensor.updated = at
             return [self._wet_signal(SignalAction.UPDATE, reading.device, sensor, at)]
         return []
+
+    def _wet_dry(self, device: str, sensor: _Wet, now: datetime) -> list[AlertSignal]:
+        """Resolve, at its first dry reading, a sensor dry for wet_clear_minutes by `now`."""
+        dry = sensor.dry_since
+        if sensor.since is None or dry is None or now - dry < timedelta(minutes=self._config.wet_clear_minutes):
+            return []
+        signal = self._wet_signal(SignalAction.RESOLVE, device, sensor, dry)
+        sensor.since, sensor.readings, sensor.dry_since = None, 0, None
+        return [signal]
 
     def _wet_signal(self, action: SignalAction, device: str, sensor: _Wet, at: datetime) -> AlertSignal:
         assert sensor.since is not None
@@ -874,3 +906,10 @@ def _value(reading: Reading) -> float | None:
     """The reading in L/min (flow) or litres (volume)."""
     quantity = "flow" if reading.quantity == Quantity.FLOW else "volume"
     return sample_value(quantity, reading.value, reading.unit)
+
+
+def _averages_above(meter: _Meter, span: FlowSpan, limit: float) -> bool:
+    """Whether the pending burst, with `span` added, still averages above `limit` L/min."""
+    assert meter.burst_start is not None
+    minutes = (span.end - meter.burst_start).total_seconds() / 60
+    return minutes > 0 and (meter.burst_litres + span.litres) / minutes > limit

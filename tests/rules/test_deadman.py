@@ -137,6 +137,9 @@ def test_an_offline_agent_is_one_alert_and_holds_back_its_devices() -> None:
     [back] = feed(rule, status("agent-a", at("11:05"), DeviceState.ONLINE))
     assert (back.action, back.at) == (RESOLVE, at("11:05"))
     feed(rule, power("ac-1", at("11:06")), power("ac-2", at("11:06")))  # its buffer is replayed
+    # ... and they read on every minute: had they too fallen silent after 11:06, all three would
+    # be silent together, the agent's silence (one agent alert at 11:21), not wm-1's.
+    feed(rule, *[power(d, at(f"11:{m:02d}")) for m in range(7, 20) for d in ("ac-1", "ac-2")])
     assert ticks(rule, "11:19") == []
     [silent] = ticks(rule, "11:20")  # wm-1 still silent 15 min after the agent came back
     assert (silent.subject, silent.at) == ("wm-1", at("11:20"))

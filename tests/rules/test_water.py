@@ -317,7 +317,9 @@ def test_wet_sensor_is_critical_at_once_and_resolves_when_dry() -> None:
     [update] = rule.on_event(wet(local("2026-03-03 03:27"), 1))
     assert update.action is UPDATE and update.details["readings"] == 3
     assert rule.on_event(wet(local("2026-03-03 03:20"), 0)) == []  # older than the last: ignored
-    [resolved] = rule.on_event(wet(local("2026-03-03 03:40"), 0))
+    assert rule.on_event(wet(local("2026-03-03 03:40"), 0)) == []  # dry: resolved once it stays so 10 min
+    assert rule.on_tick(local("2026-03-03 03:49:59")) == []
+    [resolved] = rule.on_tick(local("2026-03-03 03:50"))
     assert (resolved.action, resolved.at) == (RESOLVE, local("2026-03-03 03:40"))
     assert resolved.message == "Wet sensor wet-1 dry again at 03:40 after 28 min"
 
