@@ -15,6 +15,7 @@ import time
 BENCHMARKS = [
     ("gateway ingest", ["bench.ingest", "--messages", "20000"]),
     ("alert latency", ["bench.latency", "--triggers", "200", "--load", "5000"]),
+    ("burst latency, TCP_NODELAY vs Nagle", ["bench.burst"]),
     ("historian", ["bench.historian", "--points", "100000"]),
     ("agent footprint", ["bench.agent_footprint", "--devices", "200", "--seconds", "20"]),
     ("end-to-end acknowledgement: gateway ingest, acks on vs off", ["bench.ingest", "--ack-cost", "--messages", "20000", "--batch", "1"]),

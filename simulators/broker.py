@@ -39,8 +39,11 @@ def free_port() -> int:
 
 
 def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
-    """Block until a TCP server accepts on host:port, or raise TimeoutError."""
+    """Block until a TCP server accepts on host:port, or raise TimeoutError. The pause
+    between tries grows from 2 ms to 50 ms: Mosquitto listens within a few milliseconds of
+    its start, and the suite starts brokers hundreds of times."""
     deadline = time.monotonic() + timeout
+    pause = 0.002
     while True:
         try:
             with socket.create_connection((host, port), timeout=0.5):
@@ -48,7 +51,8 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
         except OSError:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing accepted connections on {host}:{port} within {timeout}s") from None
-            time.sleep(0.05)  # polling a port: there is no event to wait on
+            time.sleep(pause)  # polling a port: there is no event to wait on
+            pause = min(2 * pause, 0.05)
 
 
 def find_mosquitto() -> str | None:
@@ -58,7 +62,9 @@ def find_mosquitto() -> str | None:
 class MosquittoBroker:
     """A private Mosquitto process; `restart()` keeps its port and persistence file."""
 
-    def __init__(self, port: int | None = None, workdir: Path | None = None, extra_config: str = "") -> None:
+    def __init__(self, port: int | None = None, workdir: Path | None = None, extra_config: str = "", *, no_delay: bool = True) -> None:
+        """`no_delay`: TCP_NODELAY on the clients' sockets, as deploy/mosquitto.conf sets it
+        (False only for bench/burst.py's baseline)."""
         binary = find_mosquitto()
         if binary is None:
             raise FileNotFoundError("mosquitto not found on PATH or in /usr/sbin (apt-get install mosquitto)")
@@ -76,6 +82,7 @@ class MosquittoBroker:
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
             "max_queued_messages 0\n"
+            f"set_tcp_nodelay {'true' if no_delay else 'false'}\n"
             f"log_dest file {self.workdir}/mosquitto.log\n"
             + extra_config
         )

@@ -41,7 +41,7 @@ from simulators.scenario import BrokerRestart, DoorControllerSpec, PatrolReaderS
 from simulators.sdm120 import Sdm120Sim
 from simulators.serial_link import Link, open_link
 from simulators.timeline import Night, device_topic, door_topic
-from simulators.wiring import agent_config, needs_port
+from simulators.wiring import MODBUS_BAUDRATE, agent_config, needs_port
 from warden.config import BrokerConfig
 from warden.mqtt import ConnectionFlag, make_client
 
@@ -140,7 +140,11 @@ class NightSimulation:
 
     def _modbus_meter(self, spec: PowerMeterSpec) -> Sdm120Sim:
         model = self.night.power[spec.device]
-        return Sdm120Sim(spec.unit_id, link=spec.link, source=lambda: model.registers_at(self.clock.now().timestamp()))
+
+        def source() -> Mapping[str, float]:
+            return model.registers_at(self.clock.now().timestamp())
+
+        return Sdm120Sim(spec.unit_id, link=spec.link, baudrate=MODBUS_BAUDRATE, source=source)
 
     # ----------------------------------------------------------------- setup
 

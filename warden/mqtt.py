@@ -7,6 +7,7 @@ TLS, keep-alive and reconnect back-off are configured the same way everywhere.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl  # paho imports it anyway (itself, and through urllib.request): lazy here saves nothing
 import threading
 import weakref
@@ -47,7 +48,16 @@ def make_client(
     if broker.tls_ca_file is not None:
         client.tls_set(ca_certs=str(broker.tls_ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
     client.reconnect_delay_set(min_delay=broker.reconnect_min_seconds, max_delay=broker.reconnect_max_seconds)  # type: ignore[arg-type]
+    client.on_socket_open = _send_without_delay
     return client
+
+
+def _send_without_delay(client: mqtt.Client, userdata: object, sock: object) -> None:
+    """TCP_NODELAY on each new connection: MQTT packets are small and answered (PUBACK, a
+    gateway's confirmation), and Nagle's algorithm would hold one back until the peer's
+    delayed ACK of the previous, 40 ms later on Linux, on every round trip."""
+    if isinstance(sock, socket.socket):  # ssl.SSLSocket is one too
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def client_id_for(broker: BrokerConfig, fallback: str) -> str:

@@ -163,6 +163,9 @@ def test_broker_outage_buffers_to_disk_and_replays_everything_once_in_order(
     try:
         reader.tap("cp-0", "guard-lee", T0)
         assert [e.tag for e in collector.events(1)] == ["cp-0"]
+        # The broker's PUBACK for cp-0 can reach the agent after the delivery reached the
+        # collector; stopped before it, the broker would leave cp-0 to be sent again (QoS 1).
+        wait_for(lambda: len(agent.outbox) == 0, what="cp-0 acknowledged by the broker")
 
         private_mosquitto.stop()
         wait_for(lambda: not agent.uplink_flag.connected.is_set(), what="agent to notice the outage")
