@@ -8,7 +8,9 @@ One stretch per room and circuit kind (lights and AC in one room are two alerts,
 the rule name of the kind, `AFTER_HOURS_RULES`); refrigeration is always on and never
 judged. Energy is integrated per meter with the left rectangle rule (each reading's power
 holds until the next reading), skipping any interval longer than max_gap_minutes: we do
-not guess what a silent meter drew. See docs/rules.md.
+not guess what a silent meter drew. A meter is judged on with hysteresis (on above
+standby + hysteresis_watts, off at or below standby), so a unit at standby whose readings
+wander across the limit is never on, and a page needs min_kwh of waste. See docs/rules.md.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from warden.config import CircuitKind, SiteConfig, StrictModel
 from warden.events import Event, Quantity, Reading
 from warden.i18n import N_, Message, minutes_text
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 
 
 #: Alert rule name per circuit kind judged after hours; refrigeration has none (always on).
@@ -48,7 +50,11 @@ class AcAfterHoursConfig(StrictModel):
     """Circuits left on after hours (AC, lights, water heating, other); docs/rules.md."""
 
     enabled: bool = True
-    standby_watts: float = Field(default=60.0, ge=0)
+    standby_watts: float = Field(default=60.0, ge=0, description="At or below this a meter is off")
+    hysteresis_watts: float = Field(
+        default=20.0, ge=0, description="On only above standby_watts + this; in between a meter keeps its state"
+    )
+    min_kwh: float = Field(default=0.1, ge=0, description="Waste of the stretch needed to raise")
     grace_minutes: float = Field(default=15.0, ge=0, description="On-time (summed, not contiguous) before raising")
     max_gap_minutes: float = Field(default=10.0, gt=0)
     min_duty: float = Field(default=0.25, ge=0, le=1, description="Share of the look-back on needed to raise")
@@ -69,6 +75,9 @@ _WATTS_PER_UNIT = {"w": 1.0, "kw": 1000.0}
 
 #: Below this share of the stretch on, a message says the circuit was cycling.
 _CYCLING_BELOW = 0.9
+
+#: Slack of min_kwh for the float sum of many small rectangles (0.4 kW x 15 min is 0.1 kWh).
+_KWH_ROUNDING = 1e-9
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,7 @@ class _Meter:
 
     last_time: datetime | None = None
     power_w: float = 0.0
+    on: bool = False  # by hysteresis: see AcAfterHoursRule._switch
 
 
 Segment = tuple[datetime, datetime]
@@ -106,7 +116,7 @@ class _Stretch:
     """One room's circuits of one kind after hours: from the first on until off for
     off_minutes or the schedule's start. Times on are the union over the kind's meters."""
 
-    since: datetime  # first reading above standby in this stretch
+    since: datetime  # first reading on (above standby + hysteresis) in this stretch
     ends_at: datetime | None  # the schedule's next start; None: never
     meters: set[str] = field(default_factory=set)
     kwh: float = 0.0
@@ -116,7 +126,7 @@ class _Stretch:
     known_until: datetime | None = None  # reported time is counted up to here
     recent_on: list[Segment] = field(default_factory=list)  # within the duty look-back
     recent_known: list[Segment] = field(default_factory=list)
-    off_since: datetime | None = None  # every meter of the kind at or below standby since
+    off_since: datetime | None = None  # every meter of the kind off since
     raised: bool = False
     signalled_at: datetime | None = None  # last RAISE or UPDATE
 
@@ -127,7 +137,7 @@ class _Stretch:
 
 class AcAfterHoursRule:
     """One alert per room and circuit kind per unscheduled stretch in which the circuit is
-    on for grace_minutes in total at a duty of at least min_duty."""
+    on for grace_minutes in total at a duty of at least min_duty, wasting min_kwh."""
 
     name = "ac_after_hours"  # the family (config section, snapshot key); alerts use AFTER_HOURS_RULES
     reads = frozenset({"reading"})
@@ -142,6 +152,7 @@ class AcAfterHoursRule:
         self._window = timedelta(minutes=config.duty_window_minutes)
         self._off = timedelta(minutes=config.off_minutes)
         self._update = timedelta(minutes=config.update_minutes)
+        self._on_above = config.standby_watts + config.hysteresis_watts
         self._places = _index_places(site)
         self._groups = {(p.subject, p.kind): p for p in self._places.values()}
         self._members: dict[tuple[str, str], list[str]] = {}
@@ -208,7 +219,8 @@ class AcAfterHoursRule:
 
     def _maybe_start(self, place: _Place, meter_id: str, meter: _Meter, at: datetime, watts: float) -> _Stretch | None:
         meter.last_time, meter.power_w = at, watts
-        if watts <= self._config.standby_watts or self._schedules.is_scheduled(place.schedule, at, **place.where(self._roomwise)):
+        self._switch(meter, watts)
+        if not meter.on or self._schedules.is_scheduled(place.schedule, at, **place.where(self._roomwise)):
             return None
         ends_at = self._schedules.next_change(place.schedule, at, **place.where(self._roomwise))
         stretch = _Stretch(since=at, ends_at=ends_at, meters={meter_id}, on_until=at, known_until=at)
@@ -221,11 +233,20 @@ class AcAfterHoursRule:
         """Count the meter's interval up to `at`, then note whether the kind is now off."""
         self._integrate(stretch, meter, at)
         meter.last_time, meter.power_w = at, watts
-        if watts > self._config.standby_watts:
+        self._switch(meter, watts)
+        if meter.on:
             stretch.meters.add(meter_id)
             stretch.off_since = None
         elif stretch.off_since is None and not self._any_on(place):
             stretch.off_since = at
+
+    def _switch(self, meter: _Meter, watts: float) -> None:
+        """Hysteresis: on above standby + hysteresis_watts, off at or below standby, else as
+        before; readings wandering a few watts around the standby limit never turn a meter on."""
+        if watts > self._on_above:
+            meter.on = True
+        elif watts <= self._config.standby_watts:
+            meter.on = False
 
     def _integrate(self, stretch: _Stretch, meter: _Meter, until: datetime) -> None:
         """Left rectangle from the meter's last reading to `until`; nothing across a too-long gap."""
@@ -238,7 +259,7 @@ class AcAfterHoursRule:
         if until <= start:
             return
         stretch.known_until = _add_segment(stretch.recent_known, stretch.known_until, start, until)
-        if meter.power_w > self._config.standby_watts:
+        if meter.on:
             stretch.kwh += meter.power_w * (until - start).total_seconds() / 3_600_000
             self._by_band(stretch, meter.power_w, start, until)
             before = stretch.on_until
@@ -246,7 +267,8 @@ class AcAfterHoursRule:
             stretch.on_seconds += (stretch.on_until - max(start, before or start)).total_seconds()
 
     def _judge(self, place: _Place, stretch: _Stretch, at: datetime) -> list[AlertSignal]:
-        """RAISE once enough on-time at enough duty; then UPDATE at most every update_minutes."""
+        """RAISE once enough on-time at enough duty and min_kwh wasted; then UPDATE at most every
+        update_minutes."""
         if stretch.raised:
             assert stretch.signalled_at is not None
             stretch.recent_on.clear()  # the look-back only serves the decision to raise
@@ -259,6 +281,8 @@ class AcAfterHoursRule:
         for segments in (stretch.recent_on, stretch.recent_known):
             segments[:] = [(max(a, start), b) for a, b in segments if b > start]
         if stretch.on_seconds < self._grace.total_seconds() or self._recent_duty(stretch) < self._config.min_duty:
+            return []
+        if stretch.kwh < self._config.min_kwh - _KWH_ROUNDING:
             return []
         stretch.raised, stretch.signalled_at = True, at
         return [self._signal(SignalAction.RAISE, place, stretch, at)]
@@ -285,7 +309,7 @@ class AcAfterHoursRule:
         reason = "power_off" if end == off_end else "schedule_started"
         for meter_id in self._members[key]:
             meter = self._meter(meter_id)
-            if meter.power_w > self._config.standby_watts:  # on until the schedule start
+            if meter.on:  # on until the schedule start
                 self._integrate(stretch, meter, end)
             if meter.last_time is not None:
                 meter.last_time = max(meter.last_time, end)  # older readings belong to a settled stretch
@@ -311,7 +335,7 @@ class AcAfterHoursRule:
 
     def _any_on(self, place: _Place) -> bool:
         members = self._members[(place.subject, place.kind)]
-        return any(self._meter(m).power_w > self._config.standby_watts for m in members)
+        return any(self._meter(m).on for m in members)
 
     def _meter(self, meter_id: str) -> _Meter:
         return self._meters.setdefault(meter_id, _Meter())
@@ -405,7 +429,8 @@ class AcAfterHoursRule:
         return {
             "version": SNAPSHOT_VERSION,
             "meters": {
-                meter_id: {"last_time": _iso(m.last_time), "power_w": m.power_w} for meter_id, m in self._meters.items()
+                meter_id: {"last_time": _iso(m.last_time), "power_w": m.power_w, "on": m.on}
+                for meter_id, m in self._meters.items()
             },
             "episodes": {
                 f"{kind}:{subject}": {
@@ -430,12 +455,18 @@ class AcAfterHoursRule:
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Replace the state with a snapshot; stretches of rooms or kinds no longer configured
-        are dropped. The schedule start that ends each stretch is recomputed from the site."""
+        are dropped. The schedule start that ends each stretch is recomputed from the site.
+        Versions before 3 kept no on-state: a meter was on above standby, as it is taken here."""
         if snapshot.get("version") == 1:
             snapshot = _from_version_1(snapshot)
-        state.check_version(snapshot, self.name, (SNAPSHOT_VERSION,))
+        state.check_version(snapshot, self.name, (2, SNAPSHOT_VERSION))
+        standby = self._config.standby_watts
         self._meters = {
-            meter_id: _Meter(last_time=_parse(m["last_time"]), power_w=float(m["power_w"]))
+            meter_id: _Meter(
+                last_time=_parse(m["last_time"]),
+                power_w=float(m["power_w"]),
+                on=bool(m.get("on", float(m["power_w"]) > standby)),
+            )
             for meter_id, m in snapshot["meters"].items()
         }
         self._stretches = {}

@@ -446,8 +446,10 @@ class _Derivation:
 
     def _energy(self) -> list[ImpliedAlert]:
         """Per room and circuit kind, each unscheduled stretch in which the circuits were on
-        for `grace_minutes` in all is one alert; a stretch ends when the schedule starts or
-        everything stays off for `off_minutes`. wasted_kwh = sum of kW x on-hours in it."""
+        for `grace_minutes` in all and wasted `min_kwh` is one alert; a stretch ends when the
+        schedule starts or everything stays off for `off_minutes`. wasted_kwh = sum of kW x
+        on-hours in it. A load rising from standby is on only above standby_watts +
+        hysteresis_watts (docs/rules.md, Standby noise)."""
         cfg = self.rules.ac_after_hours
         if not cfg.enabled:
             return []
@@ -461,7 +463,8 @@ class _Derivation:
                 continue
             key = (place.building, place.room, spec.circuit)
             schedules[key] = place.schedule
-            groups[key] += [o for o in self._on_spans(spec) if o.watts > cfg.standby_watts * (1 - NEAR_SHARE)]
+            on_above = _on_above(cfg)
+            groups[key] += [o for o in self._on_spans(spec) if o.watts > on_above * (1 - NEAR_SHARE)]
         out: list[ImpliedAlert] = []
         for key, ons in groups.items():
             building, room, kind = key
@@ -518,13 +521,16 @@ class _Derivation:
         min_duty = float(getattr(cfg, "min_duty", 0.0))
         if share < min_duty - NEAR_SHARE / 2:
             return None
-        standby = cfg.standby_watts
+        kwh = sum(o.watts / 1000 * (o.b - o.a) / 3600 for o in stretch)
+        min_kwh = float(getattr(cfg, "min_kwh", 0.0))
+        if kwh < min_kwh * (1 - NEAR_SHARE):
+            return None
         border = (
             abs(on_time - grace) <= NEAR_SECONDS
             or abs(share - min_duty) <= NEAR_SHARE / 2
-            or any(o.watts <= standby * (1 + NEAR_SHARE) for o in stretch)
+            or any(o.watts <= _on_above(cfg) * (1 + NEAR_SHARE) for o in stretch)
+            or kwh * _DRAW_LOW < min_kwh * (1 + NEAR_SHARE)  # the load's draw may or may not reach it
         )
-        kwh = sum(o.watts / 1000 * (o.b - o.a) / 3600 for o in stretch)
         low = kwh * _DRAW_LOW
         if stretch[-1].b >= self.end - 1 and piece[1] >= self.end - 1:
             # cut by the night's end: the rule's last update may be up to update_minutes old
@@ -847,6 +853,12 @@ def _time_reaching(merged: list[Span], total: float) -> float:
             return a + (total - done)
         done += b - a
     return merged[-1][1]
+
+
+def _on_above(cfg: Any) -> float:
+    """Watts above which a load rising from standby counts as on: the standby limit plus
+    the hysteresis band (docs/rules.md, ac_after_hours, Standby noise)."""
+    return float(cfg.standby_watts) + float(getattr(cfg, "hysteresis_watts", 0.0))
 
 
 def _best_share(merged: list[Span], window: float) -> float:

@@ -142,7 +142,8 @@ def test_two_hours_at_1200_watts_wastes_2_4_kwh(rule: AcAfterHoursRule) -> None:
 
 def test_left_rectangle_integration() -> None:
     # 1000 W for 6 min, then 2000 W for 6 min: 0.1 + 0.2 kWh (trapezoid would give 0.25).
-    config = AcAfterHoursConfig(grace_minutes=0)
+    # No grace and no minimum waste, so every reading shows the running total.
+    config = AcAfterHoursConfig(grace_minutes=0, min_kwh=0)
     rule = AcAfterHoursRule(SITE, config)
     signals = feed(rule, "ac-204", local("2026-03-03 19:00"), [(0, 1000), (6, 2000), (12, 0)])
     signals += rule.on_tick(local("2026-03-03 20:12"))
@@ -323,7 +324,7 @@ def test_repeated_room_ids_get_building_qualified_subjects() -> None:
             ],
         }
     )
-    rule = AcAfterHoursRule(site, AcAfterHoursConfig(grace_minutes=0))
+    rule = AcAfterHoursRule(site, AcAfterHoursConfig(grace_minutes=0, min_kwh=0))  # raise at the first reading
     start = local("2026-03-03 19:00")
     [a] = rule.on_event(reading("ac-a", start, 1000, site="campus"))
     [b] = rule.on_event(reading("ac-b", start, 1000, site="campus"))

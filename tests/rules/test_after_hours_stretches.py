@@ -208,7 +208,7 @@ def test_a_version_1_snapshot_carries_the_open_alert_on(rule: AcAfterHoursRule) 
     assert signal.key == ("school", "ac_after_hours", "A-204")
     assert signal.details["wasted_kwh"] == pytest.approx(0.7)
     assert signal.details["since"] == local("2026-03-03 18:00").isoformat()
-    assert rule.state_snapshot()["version"] == 2
+    assert rule.state_snapshot()["version"] == 3  # carried on as the current version
 
 
 # --------------------------------------------------------------------------- short genuine use
