@@ -84,7 +84,8 @@ class _Agent:
     status_at: datetime | None = None
     silent_at: datetime | None = None  # when all its devices had fallen silent, if they have
     raised: bool = False
-    reason: str = ""  # offline or silent, while raised
+    reason: str = ""  # offline, silent or partial (some of its devices back, the rest still silent), while raised
+    still_silent: int = 0  # partial: how many of its devices are still silent
     back_at: datetime | None = None  # when its alert resolved: its devices' silence counts from here
     offline_seen: datetime | None = None  # event time when its offline status arrived
 
@@ -258,11 +259,15 @@ class DeadmanRule:
     def _together(self, agent_id: str) -> tuple[datetime, timedelta] | None:
         """For an agent with two or more watched devices: the newest anchor among them and
         their shortest interval (all silent from newest + shortest); else None."""
-        watched = [(d, dev, i) for d in sorted(self._devices)
-                   if self._agent_of(d) == agent_id and (i := self._interval(d, dev := self._devices[d])) is not None]
+        watched = self._watched(agent_id)
         if len(watched) < 2:
             return None
         return max(self._anchor(d, dev) for d, dev, _ in watched), min(i for _, _, i in watched)
+
+    def _watched(self, agent_id: str) -> list[tuple[str, _Device, timedelta]]:
+        """The agent's devices whose silence is watched, with their intervals."""
+        return [(d, dev, i) for d in sorted(self._devices)
+                if self._agent_of(d) == agent_id and (i := self._interval(d, dev := self._devices[d])) is not None]
 
     def _back_at(self, device_id: str) -> datetime | None:
         """When the device's agent last came back (for a device of no known agent: any
@@ -330,15 +335,30 @@ class DeadmanRule:
 
     def _sync_agent(self, agent_id: str, agent: _Agent, now: datetime) -> list[AlertSignal]:
         reason = "offline" if self._offline_due(agent, now) else ("silent" if agent.silent_at else "")
-        if reason == agent.reason and agent.raised == bool(reason):
+        silent = self._still_silent(agent_id, agent, now) if not reason else []
+        reason = "partial" if silent else reason
+        if reason == agent.reason and agent.raised == bool(reason) and len(silent) <= agent.still_silent:
+            agent.still_silent = len(silent)  # fewer still silent: good news, said when all are back
             return []
         at = self._agent_time(agent_id, agent, reason)
+        agent.still_silent = len(silent)
         if not reason:
             agent.raised, agent.reason, agent.back_at = False, "", at
             return [self._agent_signal(SignalAction.RESOLVE, agent_id, at, "back")]
         action = SignalAction.UPDATE if agent.raised else SignalAction.RAISE
         agent.raised, agent.reason = True, reason
-        return [self._agent_signal(action, agent_id, at, reason)]
+        return [self._agent_signal(action, agent_id, at, reason, silent)]
+
+    def _still_silent(self, agent_id: str, agent: _Agent, now: datetime) -> list[str]:
+        """While the agent's silence alert is open and some of its devices speak again: those
+        still silent. The alert stays open and names them, so a partial return is no all-clear
+        followed an interval later by a page per device still dead (one alert for one outage)."""
+        if not agent.raised or agent.reason not in ("silent", "partial"):
+            return []
+        since = self._since
+        assert since is not None
+        return [d for d, dev, i in self._watched(agent_id)
+                if (due := self._past_the_cut(max(dev.last or since, since) + i, i)) is not None and now >= due]
 
     def _agent_time(self, agent_id: str, agent: _Agent, reason: str) -> datetime:
         """When the agent's condition changed, in event time."""
@@ -348,15 +368,26 @@ class DeadmanRule:
         if reason == "offline" and self._offline_grace and agent.offline_seen is not None:
             return agent.offline_seen + self._offline_grace
         candidates = [t for t in (agent.status_at, self._newest) if t is not None]
+        if reason == "partial":  # the newest word of one of its devices: some are back
+            lasts = [d.last for d_id, d in self._devices.items() if d.last and self._agent_of(d_id) == agent_id]
+            return max(lasts, default=max(candidates))
         if not reason:  # back: its status said online, or one of its devices spoke
             lasts = [d.last for d_id, d in self._devices.items() if d.last and self._agent_of(d_id) == agent_id]
             online = agent.status_at if agent.status == "online" else None
             candidates = [t for t in (online, *lasts) if t] or candidates
         return max(candidates)
 
-    def _agent_signal(self, action: SignalAction, agent_id: str, at: datetime, reason: str) -> AlertSignal:
+    def _agent_signal(
+        self, action: SignalAction, agent_id: str, at: datetime, reason: str, silent: list[str] | None = None
+    ) -> AlertSignal:
         devices = [d for d in self._devices if self._agent_of(d) == agent_id]
-        if reason == "offline":
+        details: dict[str, float | str] = {"agent": agent_id, "reason": reason, "devices": len(devices)}
+        if reason == "partial" and silent:
+            message = Message("{silent} of {count} devices of agent {agent} still silent, some back at {time}: {names}",
+                              agent=agent_id, silent=len(silent), count=len(devices),
+                              time=wall_clock(self._site, at, ref=at), names=", ".join(silent))
+            details |= {"silent": len(silent), "silent_devices": ",".join(silent)}
+        elif reason == "offline":
             message = Message("Agent {agent} offline since {time} ({count} devices known)", agent=agent_id,
                               time=wall_clock(self._site, at, ref=at), count=len(devices))
         elif reason == "silent":
@@ -364,7 +395,6 @@ class DeadmanRule:
                               time=wall_clock(self._site, at, ref=at), count=len(devices))
         else:
             message = Message("Agent {agent} back at {time}", agent=agent_id, time=wall_clock(self._site, at, ref=at))
-        details: dict[str, float | str] = {"agent": agent_id, "reason": reason, "devices": len(devices)}
         return AlertSignal(self._site.id, AGENT, agent_id, action, at, Severity.CRITICAL, message, details)
 
     # ----------------------------------------------------------------- the campus link

@@ -39,7 +39,7 @@ from warden.events import Event, PatrolTap, TapSource
 from warden.i18n import N_, Message
 from warden.names import checkpoint_name, name_or_id
 
-SNAPSHOT_VERSION = 2  # 2: staged wand taps and each wand route's last upload
+SNAPSHOT_VERSION = 3  # 2: staged wand taps and each wand route's last upload; 3: each round's plan, routes changed
 
 ROUND = "patrol_round"
 CHECKPOINT = "patrol_checkpoint"
@@ -105,6 +105,11 @@ class _Round:
     start: str  # local start, HH:MM
     taps: dict[str, list[_Tap]] = field(default_factory=dict)  # by tag
     emitted: dict[str, _Emitted] = field(default_factory=dict)  # "round", "silence", "cp:<tag>"
+    plan: dict[str, Any] | None = None  # the route's config (JSON) when the round opened; None: older snapshot
+
+    @property
+    def key(self) -> str:
+        return f"{self.route}:{self.day}T{self.start}"
 
 
 @dataclass(frozen=True)
@@ -192,6 +197,9 @@ class PatrolRule:
             for checkpoint in route.checkpoints:
                 self._by_tag.setdefault(checkpoint.tag, []).append(route)
         self._rounds: dict[str, _Round] = {}
+        self._route_json = {route.id: route.model_dump(mode="json") for route in config.routes}
+        self._pinned: dict[str, _Plan] = {}  # round key -> its plan, for rounds opened under another config
+        self._changed: dict[str, datetime] = {}  # route -> watermark when its config changed (at a restore)
         self._plans: dict[tuple[str, date, time], _Plan | None] = {}
         self._previous_plans: dict[str, _Plan | None] = {}  # round key -> the round opened before it
         self._watermark: datetime | None = None
@@ -209,7 +217,7 @@ class PatrolRule:
     def on_event(self, event: Event) -> list[AlertSignal]:
         if not isinstance(event, PatrolTap) or not self._routes:
             return []
-        routes = self._by_tag.get(event.tag)
+        routes = self._routes_of(event.tag)
         if not routes:
             self.stats["unknown_tag"] += 1
             return []
@@ -277,14 +285,14 @@ class PatrolRule:
             self.stats["other_guard"] += 1
             return
         plan = self._plan_for(route, tap.at)
-        if plan is None:
+        if plan is None or all(c.tag != tag for c in plan.route.checkpoints):  # not a checkpoint of that round's plan
             self.stats["outside_rounds"] += 1
             return
         expired = self._watermark is not None and self._watermark >= plan.horizon + self._keep
         if expired and plan.key not in self._rounds:
             self.stats["too_late"] += 1
             return
-        rnd = self._rounds.setdefault(plan.key, _Round(route.id, plan.day.isoformat(), f"{plan.start:%H:%M}"))
+        rnd = self._rounds.setdefault(plan.key, self._new_round(route, plan))
         taps = rnd.taps.setdefault(tag, [])
         if any(abs(t.at - tap.at) <= self._repeat for t in taps):
             self.stats["repeats"] += 1
@@ -298,6 +306,9 @@ class PatrolRule:
         if self._since is None:
             self._since = self._watermark
         held = self._settle_staged(self._watermark)
+        for route_id, changed in list(self._changed.items()):  # no round opened before it is followed any more
+            if self._watermark > changed + self._keep + timedelta(days=2):
+                del self._changed[route_id]
         self._follow_new_rounds(self._watermark)
         signals: list[AlertSignal] = []
         for key in sorted(self._rounds):
@@ -311,6 +322,7 @@ class PatrolRule:
             if rnd.route not in self._routes or self._watermark >= self._plan_of(rnd).horizon + self._keep:
                 self._settle_lent(rnd)
                 del self._rounds[key]
+                self._pinned.pop(key, None)
         return sorted(signals, key=lambda s: (s.at, s.rule, s.subject))
 
     def _settle_staged(self, watermark: datetime) -> set[str]:
@@ -324,7 +336,7 @@ class PatrolRule:
         return {
             plan.key
             for item in self._staged
-            for route in self._by_tag.get(item.tag, [])
+            for route in self._routes_of(item.tag)
             if (plan := self._plan_for(route, item.tap.at)) is not None
         }
 
@@ -335,7 +347,7 @@ class PatrolRule:
         staged, since, self._staged, self._staged_since = self._staged, self._staged_since, [], None
         uploaded = (since or watermark) + self._lateness
         for item in staged:
-            for route in self._by_tag.get(item.tag, []):
+            for route in self._routes_of(item.tag):
                 self._place(route, item.tag, item.tap)
                 if route.wand and not (route.guard and item.tap.guard and item.tap.guard != route.guard):
                     self._uploads[route.id] = max(self._uploads.get(route.id, uploaded), uploaded)
@@ -358,8 +370,34 @@ class PatrolRule:
             for n in range((last - first).days + 1):
                 for start in route.rounds:
                     plan = self._plan(route, first + timedelta(days=n), start)
-                    if plan and self._since <= plan.opens <= watermark < plan.horizon + self._keep:
-                        self._rounds.setdefault(plan.key, _Round(route.id, plan.day.isoformat(), f"{start:%H:%M}"))
+                    if plan and self._since <= plan.opens <= watermark < plan.horizon + self._keep and self._usable(plan):
+                        self._rounds.setdefault(plan.key, self._new_round(route, plan))
+
+    def _new_round(self, route: PatrolRoute, plan: _Plan) -> _Round:
+        """A round opening now: it keeps the route's present config as its plan until judged."""
+        return _Round(route.id, plan.day.isoformat(), f"{plan.start:%H:%M}", plan=self._route_json[route.id])
+
+    def _routes_of(self, tag: str) -> list[PatrolRoute]:
+        """The configured routes whose rounds may take a tap of `tag`: the routes that list it, and
+        those with a round under way that opened under a config listing it (a checkpoint removed since)."""
+        routes = list(self._by_tag.get(tag, []))
+        for plan in self._pinned.values():
+            route = self._routes.get(plan.route.id)
+            if route is not None and route not in routes and any(c.tag == tag for c in plan.route.checkpoints):
+                routes.append(route)
+        return routes
+
+    def _usable(self, plan: _Plan) -> bool:
+        """Whether a round of the present config is followed. After a route's config changed, the
+        new plan applies from the next round: not to rounds that opened before the change (they
+        were not the plan then), nor to ones overlapping a round still walked by the old plan."""
+        changed = self._changed.get(plan.route.id)
+        if changed is None or plan.key in self._pinned:
+            return True
+        if plan.opens <= changed:
+            return False
+        return not any(p.route.id == plan.route.id and p.opens <= plan.deadlines[-1] and plan.opens <= p.deadlines[-1]
+                       for p in self._pinned.values())
 
     def _plan(self, route: PatrolRoute, day: date, start: time) -> _Plan | None:
         key = (route.id, day, start)
@@ -395,7 +433,9 @@ class PatrolRule:
             for n in (-1, 0, 1)
             for start in route.rounds
             if (plan := self._plan(route, day + timedelta(days=n), start)) is not None and plan.opens <= at
+            and plan.key not in self._pinned and self._usable(plan)
         ]
+        plans += [plan for plan in self._pinned.values() if plan.route.id == route.id and plan.opens <= at]
         if not plans:
             return None
         plan = max(plans, key=lambda p: p.opens)
@@ -464,6 +504,9 @@ class PatrolRule:
                 nxt[1].taps[tag].remove(tap)
 
     def _plan_of(self, rnd: _Round) -> _Plan:
+        pinned = self._pinned.get(rnd.key)
+        if pinned is not None:
+            return pinned
         plan = self._plan(self._routes[rnd.route], date.fromisoformat(rnd.day), time.fromisoformat(rnd.start))
         assert plan is not None
         return plan
@@ -721,16 +764,34 @@ class PatrolRule:
             "staged": state.dump(self._staged),
             "staged_since": state.dump(self._staged_since),
             "uploads": state.dump(self._uploads),
+            "routes": self._route_json,
+            "changed": state.dump(self._changed),
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        """Replace the state; rounds of routes no longer configured are dropped. Version 1
-        (before staged wand taps) has the same rounds and nothing staged: read as such."""
-        state.check_version(snapshot, self.name, (1, SNAPSHOT_VERSION))
+        """Replace the state; rounds of routes no longer configured are dropped. A round opened
+        under another config of its route keeps that plan until judged, and the route's new plan
+        applies from its next round (`_usable`). Versions 1 (before staged wand taps) and 2 (before
+        rounds kept their plan) have the same rounds, nothing staged, judged by the config: read as such."""
+        state.check_version(snapshot, self.name, (1, 2, SNAPSHOT_VERSION))
         self._watermark = _parse(snapshot["watermark"])
         self._since = _parse(snapshot["since"])
         rounds = {key: state.load(_Round, r) for key, r in snapshot["rounds"].items()}
         self._rounds = {key: r for key, r in rounds.items() if r.route in self._routes}
+        self._pinned = {}
+        for key, rnd in self._rounds.items():
+            if rnd.plan is not None and rnd.plan != self._route_json[rnd.route]:
+                plan = self._make_plan(PatrolRoute.model_validate(rnd.plan), date.fromisoformat(rnd.day),
+                                       time.fromisoformat(rnd.start))
+                if plan is not None:
+                    self._pinned[key] = plan
+        self._changed = {route: datetime.fromisoformat(at) for route, at in snapshot.get("changed", {}).items()
+                         if route in self._routes}
+        before = snapshot.get("routes")
+        if before is not None and self._watermark is not None:  # version 3: the config the rounds were judged by
+            for route_id, route in self._route_json.items():
+                if before.get(route_id) != route:
+                    self._changed[route_id] = self._watermark
         self._staged = [state.load(_Staged, item) for item in snapshot.get("staged", [])]
         self._staged_since = _parse(snapshot.get("staged_since"))
         self._uploads = {route: datetime.fromisoformat(at) for route, at in snapshot.get("uploads", {}).items()}

@@ -153,12 +153,16 @@ def test_all_devices_of_an_agent_silent_together_is_one_alert() -> None:
     assert (agent.rule, agent.subject, agent.at) == (AGENT, "agent-a", at("10:15"))
     assert agent.message == "All 3 devices of agent agent-a silent since 10:15"
     feed(rule, power("ac-1", at("10:30")))
-    [back] = ticks(rule, "10:31")
-    assert (back.rule, back.action, back.at) == (AGENT, RESOLVE, at("10:30"))
+    # Only ac-1 is back: the agent's alert stays open and names the two still silent at once
+    # (before: resolved "back" at 10:30, then ac-2 and wm-1 paged on their own at 10:45).
+    [partial] = ticks(rule, "10:31")
+    assert (partial.rule, partial.action, partial.at) == (AGENT, UPDATE, at("10:30"))
+    assert partial.message == "2 of 3 devices of agent agent-a still silent, some back at 10:30: ac-2, wm-1"
     feed(rule, power("ac-1", at("10:40")))
-    assert ticks(rule, "10:44") == []
-    signals = ticks(rule, "10:45")  # the other two get an interval from the agent's return
-    assert sorted((s.rule, s.subject) for s in signals) == [(DEVICE, "ac-2"), (DEVICE, "wm-1")]
+    assert ticks(rule, "10:44", "10:45", "10:50") == []  # no device page under the open agent alert
+    feed(rule, power("ac-2", at("10:51")), power("wm-1", at("10:52")))
+    [back] = ticks(rule, "10:53")
+    assert (back.rule, back.action, back.at) == (AGENT, RESOLVE, at("10:52"))  # the last of them spoke at 10:52
 
 
 def test_one_silent_device_of_a_live_agent_is_its_own_alert() -> None:
