@@ -38,6 +38,7 @@ from gateway.report_schedule import ReportScheduler
 from gateway.report_schedule import due as report_due
 from gateway.rule_inputs import AcceptedMessage, bridge_up, feed, journal_entry, link_message, replay
 from gateway.store import AlertChange, DeadLetter, StateStore
+from gateway.workorders import RULE as WORK_ORDER_RULE
 from gateway.workorders import WorkOrders
 from rules.alerts import AlertSignal
 from rules.config import RulesConfig
@@ -545,8 +546,11 @@ class Gateway:
         self.metrics.rule_errors.inc()
         log.error("rule evaluation failed", exc_info=exc, extra={"rule": rule})
 
-    def _announce(self, changes: list[AlertChange]) -> None:
+    def _announce(self, changes: list[AlertChange], by: str | None = None) -> None:
+        """Tell the sinks and listeners; `by`: the person behind the changes (None: the rules)."""
         for change in changes:
+            if change.action == "resolved" and change.alert.rule != WORK_ORDER_RULE:
+                self._tell_work_order(change.alert.id, by)
             self.metrics.alerts.labels(change.alert.rule, change.action).inc()
             self.notifier.notify(change)  # MQTT alerts topic, webhooks, mail: see gateway/notify.py
             level = logging.DEBUG if change.action == "updated" else logging.INFO
@@ -590,8 +594,16 @@ class Gateway:
 
     def resolve(self, alert_id: int, by: str, note: str | None = None) -> AlertChange:
         change = self.store.resolve(alert_id, by, note)
-        self._announce([change])
+        self._announce([change], by=by)
         return change
+
+    def _tell_work_order(self, alert_id: int, by: str | None) -> None:
+        """An open work order made from a resolved alert records it (gateway/workorders.py);
+        a failure costs only that history step, never the alert's own notification."""
+        try:
+            self.work_orders.alert_resolved(alert_id, by)
+        except Exception:
+            log.exception("could not note the resolved alert on its work order", extra={"alert": alert_id})
 
     def tick(self, at: datetime) -> None:
         """Let the rules act on time having reached `at` (e.g. the end of a replayed night)."""

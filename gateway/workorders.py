@@ -79,6 +79,8 @@ class WorkOrderConfig(BaseModel):
     photo_types: list[Literal["image/jpeg", "image/png", "image/webp"]] = Field(
         default_factory=lambda: ["image/jpeg", "image/png", "image/webp"], min_length=1)
     max_photos: int = Field(default=3, ge=0, le=20, description="Photos per work order")
+    max_new_per_hour: int = Field(default=30, ge=1, le=10_000, description="New requests one person may make in an hour "
+                                  "(a runaway script or stolen token must not bury the desk); more answer 429")
     teams: dict[Identifier, list[Identifier]] = Field(
         default_factory=dict, description="Team -> the categories of work it does (the monthly supervision view's "
         "per-team level); a category in no team is a team of its own")
@@ -163,6 +165,10 @@ class WorkOrderConflict(ValueError):
 
 class WorkOrderForbidden(PermissionError):
     """The caller may do this kind of thing, but not to this order (it is someone else's)."""
+
+
+class WorkOrderTooMany(ValueError):
+    """The person made work_orders.max_new_per_hour requests in the last hour already."""
 
 
 @dataclass(frozen=True)
@@ -332,6 +338,7 @@ class WorkOrders:
         at = now.isoformat()
         db = self._db
         with state_store._transaction(db):
+            self._check_rate(db, by, now)
             if alert_id is not None:
                 taken = db.execute("SELECT id FROM work_orders WHERE alert_id = ?", (alert_id,)).fetchone()
                 if taken is not None:
@@ -349,6 +356,13 @@ class WorkOrders:
         self._notify_after([change])
         log.info("work order created", extra={"work_order": order_id, "by": by, "room": room, "category": category, "alert": alert_id})
         return change
+
+    def _check_rate(self, db: sqlite3.Connection, by: str, now: datetime) -> None:
+        """At most max_new_per_hour requests by `by` created in the hour up to `now` (under the write lock)."""
+        since = (now - timedelta(hours=1)).isoformat()
+        made = db.execute("SELECT COUNT(*) FROM work_orders WHERE requested_by = ? AND created_at > ?", (by, since)).fetchone()[0]
+        if made >= self.config.max_new_per_hour:
+            raise WorkOrderTooMany(f"{by} made {made} requests in the last hour (work_orders.max_new_per_hour): try later")
 
     # ------------------------------------------------------------------ act
 
@@ -442,6 +456,26 @@ class WorkOrders:
             self._notify_in(db, changes)
         self._notify_after(changes)
         return changes
+
+    def alert_resolved(self, alert_id: int, by: str | None) -> WorkOrderChange | None:
+        """The alert an open order was made from is resolved (by a person, or on its own when
+        the condition cleared): a step in the order's history, told to the sinks as an update.
+        The order stays open: a leak that stopped still wants someone to look, and only the
+        requester closes (first-responder ownership). None if no open order came from it."""
+        db = self._db
+        linked = "SELECT id, state FROM work_orders WHERE alert_id = ? AND state NOT IN ('done', 'closed')"
+        if db.execute(linked, (alert_id,)).fetchone() is None:  # most alerts have none: no write lock for them
+            return None
+        at = self._now().isoformat()
+        with state_store._transaction(db):
+            row = db.execute(linked, (alert_id,)).fetchone()
+            if row is None:
+                return None
+            note = f"alert {alert_id} resolved" + (f" by {by}" if by else " on its own")
+            change = self._record(db, int(row[0]), "alert_resolved", "warden", str(row[1]), at, note, {"alert_id": alert_id})
+            self._notify_in(db, [change])
+        self._notify_after([change])
+        return change
 
     # ------------------------------------------------------------------ photos
 
@@ -582,7 +616,7 @@ def _order_from_row(row: sqlite3.Row) -> WorkOrder:
 #: Work-order action -> the alert change kind it is sent as (routes filter on these kinds).
 NOTIFIED: dict[str, str] = {
     "created": "opened", "take": "acknowledged", "hand_over": "acknowledged", "assign": "acknowledged",
-    "escalated": "escalated", "done": "updated", "close": "resolved", "reopen": "opened",
+    "escalated": "escalated", "done": "updated", "close": "resolved", "reopen": "opened", "alert_resolved": "updated",
 }
 _PRIORITY_SEVERITY = {"urgent": "critical", "high": "warning", "normal": "info", "low": "info"}
 
@@ -595,15 +629,16 @@ def as_alert_change(change: WorkOrderChange) -> state_store.AlertChange:
 
     order = change.order
     state = AlertState.RESOLVED if order.state == S.CLOSED else AlertState.OPEN if order.state in UNTAKEN else AlertState.ACKNOWLEDGED
-    what = {"created": f"reported by {change.by}", "take": f"taken by {change.by}",
+    said = {"created": f"reported by {change.by}", "take": f"taken by {change.by}",
             "hand_over": f"handed over by {change.by} to {order.owner}", "assign": f"assigned by {change.by} to {order.owner}",
             "done": f"done by {change.by}", "close": f"closed by {change.by}, rated {order.rating}",
-            "reopen": f"reopened by {change.by}"}.get(change.action, change.note)
-    note = what + (f": {change.note}" if change.note and change.action != "escalated" else "")
+            "reopen": f"reopened by {change.by}"}
+    what = said.get(change.action, change.note)  # escalated, alert_resolved: the note says it all
+    note = what + (f": {_gist(change.note)}" if change.note and change.action in said else "")
     alert = state_store.Alert(
         id=order.id, site=order.site, rule=RULE, subject=f"WO-{order.id}", state=state,
         severity=_PRIORITY_SEVERITY.get(order.priority, "info"),
-        message=f"Work order #{order.id} ({order.category}, {order.priority}) in {order.room}: {order.text}",
+        message=f"Work order #{order.id} ({order.category}, {order.priority}) in {order.room}: {_gist(order.text)}",
         details={"work_order": order.id, "state": order.state.value, "room": order.room, "requested_by": order.requested_by,
                  "owner": order.owner, "take_by": order.take_by, "resolve_by": order.resolve_by, "alert_id": order.alert_id},
         count=1, opened_at=order.created_at, updated_at=order.updated_at,
@@ -611,6 +646,15 @@ def as_alert_change(change: WorkOrderChange) -> state_store.AlertChange:
         escalation_level=order.escalation_level, escalated_at=order.escalated_at, raised_at=order.created_at,
     )
     return state_store.AlertChange(action=NOTIFIED.get(change.action, "updated"), alert=alert, note=note)
+
+
+#: Characters of a request's text or note a notification carries: group bots take a few KB
+#: (WeCom text: 2048 bytes) and 2000 Chinese characters are 6000; the order keeps the whole text.
+GIST_CHARS = 200
+
+
+def _gist(text: str) -> str:
+    return text if len(text) <= GIST_CHARS else text[:GIST_CHARS] + "…"
 
 
 def orders_created_between(db: sqlite3.Connection, start: str, end: str, site: str | None = None) -> list[WorkOrder]:
@@ -624,11 +668,14 @@ def orders_created_between(db: sqlite3.Connection, start: str, end: str, site: s
 
 def overdue_at(order: WorkOrder, at: datetime) -> bool:
     """Behind at `at`: not taken by then though its take-by time had passed, or not done by
-    then though its resolve-by time had passed."""
-    def missed(deadline: str, met_at: str | None) -> bool:
-        return datetime.fromisoformat(deadline) <= at and (met_at is None or datetime.fromisoformat(met_at) > at)
+    then though its resolve-by time had passed. A reopened order's deadlines run from the
+    reopening: a take before then (its first one) does not meet the new take-by time."""
+    def missed(deadline: str, hours: float, met_at: str | None) -> bool:
+        due = datetime.fromisoformat(deadline)
+        met = met_at is not None and due - timedelta(hours=hours) <= datetime.fromisoformat(met_at) <= at
+        return due <= at and not met
 
-    return missed(order.take_by, order.taken_at) or missed(order.resolve_by, order.done_at)
+    return missed(order.take_by, order.take_hours, order.taken_at) or missed(order.resolve_by, order.resolve_hours, order.done_at)
 
 
 def day_counts(db: sqlite3.Connection, start: datetime, end: datetime, site: str | None = None) -> dict[str, int] | None:

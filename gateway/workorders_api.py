@@ -34,6 +34,7 @@ from gateway.workorders import (
     WorkOrderForbidden,
     WorkOrderNotFound,
     WorkOrderState,
+    WorkOrderTooMany,
     category_for_rule,
     order_json,
     priority_for_severity,
@@ -91,7 +92,9 @@ ROUTE_ERRORS: dict[str, dict[int, str]] = {
            403: "The role lacks the permission, or the order is someone else's"}
     for name in ("work_order_detail", "work_order_step", "hand_over", "assign_work_order", "close_work_order",
                  "reopen_work_order", "note_work_order", "add_photo", "photo")
-} | {"work_order_from_alert": {404: "No such alert (or not of your post)", 409: "The alert has a work order already"},
+} | {"work_order_from_alert": {404: "No such alert (or not of your post)", 409: "The alert has a work order already",
+                              429: "Over work_orders.max_new_per_hour"},
+     "create_work_order": {429: "Over work_orders.max_new_per_hour"},
      "assign_alert": {404: "No such alert", 409: "The alert is resolved"}}
 
 
@@ -178,6 +181,8 @@ def register(app: FastAPI, gateway: Gateway, templates: Jinja2Templates, csp: st
         try:
             change = orders.create(room=body.room, text=body.text, by=principal.name, category=body.category,
                                    priority=body.priority, site=site)
+        except WorkOrderTooMany as exc:
+            raise HTTPException(status_code=429, detail=str(exc), headers={"Retry-After": "3600"}) from None
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
         return detail(change.order)
@@ -271,6 +276,8 @@ def register(app: FastAPI, gateway: Gateway, templates: Jinja2Templates, csp: st
                                    category=category, priority=priority, alert_id=alert_id, site=alert.site)
         except WorkOrderConflict as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from None
+        except WorkOrderTooMany as exc:
+            raise HTTPException(status_code=429, detail=str(exc), headers={"Retry-After": "3600"}) from None
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
         return detail(change.order)
@@ -328,7 +335,7 @@ WORK_ORDER_STRINGS = (
     N_("Escalated"), N_("level {n}"), N_("From alert"), N_("Rating"), N_("photo {id}"),
     # the history's steps (gateway/workorders.py records them by these ids)
     N_("created"), N_("take"), N_("start"), N_("wait"), N_("close"), N_("reopen"), N_("hand over"), N_("assign"),
-    N_("note"), N_("photo"), N_("escalated"), N_(" to {who}"),
+    N_("note"), N_("photo"), N_("escalated"), N_("alert resolved"), N_(" to {who}"),
     N_("Could not {action}: {error}"), N_("Could not upload: {error}"), N_("Could not load: {error}"),
 )
 
