@@ -32,12 +32,12 @@ from gateway.store import Alert, StateStore
 from gateway.workorders import WorkOrder, WorkOrderConfig, category_for_rule, orders_created_between
 from rules.patrol import CHECKPOINT, ROUND
 from rules.patrol import RULE_NAMES as PATROL_RULES
-from rules.schedule import local_instant
+from rules.schedule import day_follows, local_instant
 from warden.config import PatrolRoute, SiteConfig
 from warden.i18n import N_
 
 METER_CSV_FIELDS = ["building", "room", "group", "device", "quantity", "channel", "unit",
-                    "start_reading", "end_reading", "consumption", "resets"]
+                    "start_reading", "end_reading", "consumption", "resets", "end_read_at"]
 #: Where a room has no `group`.
 NO_GROUP = ""
 
@@ -93,6 +93,7 @@ def _meter_row(reading: MeterReading, site: SiteConfig, groups: dict[str, str]) 
         "device": s.device, "quantity": s.quantity, "channel": s.channel, "unit": s.unit,
         "start_reading": reading.start, "end_reading": reading.end,
         "consumption": reading.consumption, "resets": reading.resets,
+        "end_read_at": reading.end_at.isoformat() if reading.end_at else None,
     }
 
 
@@ -103,10 +104,14 @@ def device_groups(site: SiteConfig) -> dict[str, str]:
 
 def _totals(meters: Sequence[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     """Energy (kWh) and water (litres) summed per `key` (group, building), import registers
-    only: an export channel is not consumption."""
-    sums: dict[str, dict[str, float]] = defaultdict(lambda: {"energy_kwh": 0.0, "water_litres": 0.0})
+    only: an export channel is not consumption. `meters_missing`: its meters with no reading
+    in the month, so a 0 there reads as data missing, not as nothing used."""
+    sums: dict[str, dict[str, Any]] = defaultdict(lambda: {"energy_kwh": 0.0, "water_litres": 0.0, "meters_missing": []})
     for m in meters:
-        if m["consumption"] is None or "export" in (m["channel"] or ""):
+        if "export" in (m["channel"] or ""):
+            continue
+        if m["consumption"] is None:
+            sums[m[key]]["meters_missing"].append(m["device"])
             continue
         if m["quantity"] == "energy" and (kwh := in_kwh(m["consumption"], m["unit"])) is not None:
             sums[m[key]]["energy_kwh"] += kwh
@@ -220,10 +225,12 @@ def _round_key(a: Alert) -> tuple[str, str]:
     return key.split(":", 1)[0], key
 
 
-def patrol_completion(routes: Sequence[PatrolRoute], alerts: Sequence[Alert], label: str) -> dict[str, list[dict[str, Any]]]:
+def patrol_completion(routes: Sequence[PatrolRoute], alerts: Sequence[Alert], label: str,
+                      site: SiteConfig | None = None) -> dict[str, list[dict[str, Any]]]:
     """Per route and per guard: rounds scheduled in the month (days the route runs x its
     round times), rounds not completed (a round alert: missed or incomplete), rounds with
-    a late or missed checkpoint, and the completed share."""
+    a late or missed checkpoint, and the completed share. A route bound to a schedule runs
+    on the days `site`'s calendar gives it (no holidays, make-up days), as rules/patrol.py plans them."""
     year, month = parse_month(label)
     days = [date(year, month, d) for d in range(1, 32) if _valid(year, month, d)]
     failed: dict[str, set[str]] = defaultdict(set)
@@ -235,7 +242,7 @@ def patrol_completion(routes: Sequence[PatrolRoute], alerts: Sequence[Alert], la
                 (failed if a.rule == ROUND else flawed)[route].add(key)
     per_route = []
     for route in routes:
-        scheduled = sum(1 for d in days if d.weekday() in route.days) * len(route.rounds)
+        scheduled = sum(1 for d in days if _route_weekday(route, site, d) in route.days) * len(route.rounds)
         missed = len(failed[route.id])
         per_route.append({"route": route.id, "guard": route.guard or "", "rounds_scheduled": scheduled,
                           "rounds_not_completed": missed, "rounds_with_checkpoint_alerts": len(flawed[route.id]),
@@ -249,6 +256,13 @@ def patrol_completion(routes: Sequence[PatrolRoute], alerts: Sequence[Alert], la
         done = g["rounds_scheduled"] - g["rounds_not_completed"]
         g["completion"] = done / g["rounds_scheduled"] if g["rounds_scheduled"] else None
     return {"routes": per_route, "guards": sorted(per_guard.values(), key=lambda g: g["guard"])}
+
+
+def _route_weekday(route: PatrolRoute, site: SiteConfig | None, day: date) -> int | None:
+    """The weekday whose rounds `route` walks on `day` (None: none), as the patrol rule decides."""
+    if route.schedule is None or site is None:
+        return day.weekday()
+    return day_follows(site, route.schedule, day)
 
 
 def _valid(year: int, month: int, day: int) -> bool:
@@ -316,11 +330,15 @@ def build_monthly_report(store: StateStore, site: SiteConfig, label: str, genera
         "work_orders_site": orders_by["site"],
         "supervision": {level: supervision(alerts_by[level], orders_by[level]) for level in ("building", "team", "site")},
         "patrol_alerts_by_route": _alert_stats(patrol, lambda a: _round_key(a)[0]),
-        "patrols": patrol_completion(routes, [a for a in every if a.rule in PATROL_RULES], month.label),
+        "patrols": patrol_completion(routes, [a for a in every if a.rule in PATROL_RULES], month.label, site),
         "notes": [
             "Readings are each meter's register: start is its last reading before the month, end its last reading "
             "in the month; consumption is their difference. A meter with resets > 0 went down during the month "
-            "(reset or replaced): check its difference by hand.",
+            "(reset, rolled over or replaced): its consumption is the sum of its parts, the old register's up to "
+            "its last reading and the new one's from its first; what was used between them is not counted. "
+            "A meter with no reading in the month has no consumption (data missing), not 0. end_read_at: when its end "
+            "was read (UTC); readings of the month stored after this report was made (a backlog) are not in it, only "
+            "in the report made again (API, CLI).",
             "Times to acknowledge and resolve are nearest-rank percentiles in minutes; overdue: escalated at least once.",
             "Repair requests are those created in the month; times to take and to close run from creation, nearest-rank "
             "percentiles in minutes; overdue: taken or done after its deadline (or still waiting past it). "

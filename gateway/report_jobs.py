@@ -47,7 +47,10 @@ def daily_report(store: StateStore, history: Any, site: SiteConfig, config: Gate
     data = report.build_morning_report(store, history, site, day, config.rules, day_start=config.report.day_start)
     period = report.report_period(site, day, config.report.day_start)
     totals = store.read(lambda db: statistics.device_totals(statistics.StatisticsReader(db, site.id), site, period.start, period.end))
+    silent = store.read(
+        lambda db: statistics.silent_meters(statistics.StatisticsReader(db, site.id), site, period.start, period.end))
     data["statistics"] = {
+        "silent_meters": silent,
         "energy_kwh": sum(t.energy_kwh for t in totals.values()),
         "after_hours_kwh": sum(t.after_hours_kwh for t in totals.values()),
         "water_litres": sum(t.water_litres for t in totals.values()),
@@ -62,6 +65,7 @@ def daily_report(store: StateStore, history: Any, site: SiteConfig, config: Gate
 _STATISTICS_HTML = """
 <section id="statistics"><h2>{{ t.title }}</h2>
 <p>{{ t.summary }}</p>
+{% if t.silent %}<p class="missing">{{ t.silent }}</p>{% endif %}
 {% if top %}<table><tr>{% for h in t.headers %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for d in top %}<tr><td>{{ d.device }}</td><td>{{ "%.2f"|format(d.energy_kwh) }}</td>
 <td>{{ "%.2f"|format(d.after_hours_kwh) }}</td>
@@ -82,6 +86,8 @@ def _statistics_texts(stats: dict[str, Any], orders: dict[str, int] | None, loca
         "title": _("Meters (hourly statistics)"), "summary": summary, "headers": [_(h) for h in _HEADERS],
         "orders_title": _("Repair requests"),
         "orders": _("opened {opened}, closed {closed}, overdue at its end {overdue}").format(**orders) if orders else None,
+        "silent": _("No readings from {meters}: their data is missing, not 0.").format(
+            meters=", ".join(stats["silent_meters"])) if stats.get("silent_meters") else None,
     }  # fmt: skip
 
 

@@ -16,7 +16,8 @@ device ids (two schools' `meter-main`), so every reader is bound to one site. Ke
 - `first_us`/`first`, `last_us`/`last`: the first and last reading of the hour and their
   times. For a cumulative register (kWh, m3) the period's consumption is the register
   difference, `last` of the period's last hour minus `last` of the hour before it: exact,
-  no sums of floats. **Energy comes from cumulative registers only**; power readings give
+  no sums of floats; a register replaced (or reset, rolled over) in the period is summed
+  hour by hour in parts instead (`hour_use`), never a negative or giant difference. **Energy comes from cumulative registers only**; power readings give
   min/max/mean and on-minutes, never integrated kWh.
 
 Days are derived (hours grouped by local date, so a DST day has 23 or 25 hours).
@@ -37,7 +38,7 @@ from pydantic import Field
 
 from gateway.db import Connection, bulk_ids, dialect, render_schema, table_columns
 from rules.schedule import ScheduleSpans
-from rules.water import sample_value
+from rules.water import MAX_FLOW_L_PER_MIN, sample_value
 from warden.config import SiteConfig, StrictModel
 from warden.events import Event, Quantity, Reading
 
@@ -249,6 +250,10 @@ def apply(db: Connection, prepared: str | None) -> None:
 # --------------------------------------------------------------------------- reading
 
 
+#: A register's last reading before an hour and its time (µs since the epoch).
+Previous = tuple[float, int]
+
+
 @dataclass(frozen=True)
 class Series:
     id: int
@@ -270,6 +275,8 @@ class HourRow:
     on_n: int
     first: float
     last: float
+    first_us: int = 0
+    last_us: int = 0
 
     @property
     def start(self) -> datetime:
@@ -311,22 +318,25 @@ class StatisticsReader:
         """Hour rows whose hour starts in [since, until), by series then hour."""
         known = self.series(devices, quantity)
         rows = self.db.execute(  # one primary-key range per series: never a scan of every hour ever kept
-            "SELECT series, hour, n, total, lo, hi, on_n, first, last FROM statistics_hour"
+            "SELECT series, hour, n, total, lo, hi, on_n, first, last, first_us, last_us FROM statistics_hour"
             f" WHERE series IN ({bulk_ids(self.db)}) AND hour >= ? AND hour < ? ORDER BY series, hour",
             (json.dumps(sorted(known)), _ceil_hour(since), _ceil_hour(until)),
         )
-        return [HourRow(known[r[0]], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
+        return [HourRow(known[r[0]], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10]) for r in rows]
 
     def register_at(self, series_ids: Iterable[int], before: datetime) -> dict[int, float]:
         """Each register's last reading in an hour before `before` (an hour boundary)."""
+        return {sid: value for sid, (value, _) in self.last_before(series_ids, before).items()}
+
+    def last_before(self, series_ids: Iterable[int], before: datetime) -> dict[int, Previous]:
+        """Each register's last reading in an hour before `before` and its time (µs since the epoch)."""
         bound = _ceil_hour(before)
-        out: dict[int, float] = {}
+        out: dict[int, Previous] = {}
         for sid in series_ids:
-            row = self.db.execute(
-                "SELECT last FROM statistics_hour WHERE series = ? AND hour < ? ORDER BY hour DESC LIMIT 1", (sid, bound)
-            ).fetchone()
+            row = self.db.execute("SELECT last, last_us FROM statistics_hour WHERE series = ? AND hour < ?"
+                                  " ORDER BY hour DESC LIMIT 1", (sid, bound)).fetchone()
             if row is not None:
-                out[sid] = row[0]
+                out[sid] = (row[0], row[1])
         return out
 
     def first_in(self, series_ids: Iterable[int], since: datetime, until: datetime) -> dict[int, float]:
@@ -364,31 +374,96 @@ def _ceil_hour(when: datetime) -> int:
 
 @dataclass(frozen=True)
 class MeterReading:
-    """A meter's register at the start and end of a period and their difference."""
+    """A meter's register at the start and end of a period and what it counted between:
+    their difference, or, when the register went down (replaced, reset, rolled over), the
+    sum of its parts (`used`), since a difference across a drop is negative or wrong."""
 
     series: Series
     start: float | None
     end: float | None
     resets: int
+    used: float | None = None
+    #: No reading in the period: what it used is unknown, not 0 (its end is its last reading before).
+    silent: bool = False
+    #: When `end` was read: hours before the period's end, readings may still come (a backlog).
+    end_at: datetime | None = None
 
     @property
     def consumption(self) -> float | None:
+        if self.silent:
+            return None
+        if self.used is not None:
+            return self.used
         return None if self.start is None or self.end is None else self.end - self.start
+
+
+def hour_use(previous: Previous | None, row: HourRow) -> tuple[float, bool]:
+    """What a register counted in its hour `row` after the reading `previous` (None: from the
+    hour's first), and whether it was replaced. A drop before the hour (a new meter's first
+    reading below the old one's last) counts the new meter's part, last - first; a drop
+    inside it counts the old meter's part up to its highest reading and the new meter's
+    from its lowest. A water register jumping up faster than any meter runs (rules/water.py
+    MAX_FLOW_L_PER_MIN: a meter replaced by one reading higher) is a replacement too. What
+    was used between the old meter's last and the new one's first reading is not guessed."""
+    start = row.first if previous is None else previous[0]
+    if row.last < row.first:
+        return max(row.hi - start, 0.0) + (row.last - row.lo), True
+    jumped = previous is not None and _too_fast(row.series, row.first - start, row.first_us - previous[1])
+    if row.first < start or jumped:
+        return row.last - row.first, True
+    return row.last - start, False
+
+
+def _too_fast(series: Series, step: float, elapsed_us: int) -> bool:
+    """A volume register's step above the largest flow a meter runs at over `elapsed_us`."""
+    litres = in_litres(step, series.unit) if series.quantity == "volume" else None
+    minutes = max(elapsed_us, 0) / 60e6
+    return litres is not None and litres > MAX_FLOW_L_PER_MIN * max(minutes, 1.0)
+
+
+def _used_across_drops(reader: StatisticsReader, before: dict[int, Previous], since: datetime, until: datetime,
+                       devices: Sequence[str] | None) -> dict[int, float]:
+    """Per register replaced in [since, until) (or below its reading `before` it): the sum of its parts."""
+    used: dict[int, float] = {}
+    dropped: set[int] = set()
+    previous = dict(before)
+    for row in reader.hours(since, until, devices):
+        sid = row.series.id
+        if not row.series.cumulative:
+            continue
+        part, down = hour_use(previous.get(sid), row)
+        used[sid] = used.get(sid, 0.0) + part
+        previous[sid] = (row.last, row.last_us)
+        if down:
+            dropped.add(sid)
+    return {sid: used[sid] for sid in dropped}
 
 
 def meter_readings(reader: StatisticsReader, since: datetime, until: datetime,
                    devices: Sequence[str] | None = None) -> list[MeterReading]:
     """Start and end register of every cumulative series with data up to `until`: start is
-    the last reading before `since` (else the first after it), end the last before `until`.
-    Bounds are UTC hours: exact for zones with whole-hour offsets."""
+    the last reading before `since` (else the first after it), end the last before `until`;
+    a register that went down is summed in parts, one with no reading in the period is `silent`
+    (MeterReading). Bounds are UTC hours: exact for zones with whole-hour offsets."""
     meters = {k: s for k, s in reader.series(devices).items() if s.cumulative}
-    ends = reader.register_at(meters, until)
-    starts = reader.register_at(ends, since)
-    missing = [sid for sid in ends if sid not in starts]
-    starts.update(reader.first_in(missing, since, until))
+    ends = reader.last_before(meters, until)
+    before = reader.last_before(ends, since)
+    firsts = reader.first_in(ends, since, until)
+    starts = {**firsts, **{sid: value for sid, (value, _) in before.items()}}
     resets = reader.resets(since, until)
-    return [MeterReading(meters[sid], starts.get(sid), ends[sid], resets.get(sid, 0))
+    used = _used_across_drops(reader, before, since, until, devices)
+    return [MeterReading(meters[sid], starts.get(sid), ends[sid][0], max(resets.get(sid, 0), int(sid in used)),
+                         used.get(sid), silent=sid not in firsts, end_at=_EPOCH + timedelta(microseconds=ends[sid][1]))
             for sid in sorted(ends, key=lambda k: (meters[k].device, meters[k].quantity, meters[k].channel))]
+
+
+def silent_meters(reader: StatisticsReader, site: SiteConfig, since: datetime, until: datetime) -> list[str]:
+    """The site's meters (devices of the site file with a register) with no reading in
+    [since, until): a report says their data is missing rather than 0 consumption."""
+    _same_site(reader, site)
+    meters = {sid: s for sid, s in reader.series().items() if s.cumulative and site.locate(s.device) is not None}
+    heard = {meters[sid].device for sid in reader.first_in(meters, since, until)}
+    return sorted({s.device for s in meters.values()} - heard)
 
 
 @dataclass
@@ -408,10 +483,9 @@ def device_totals(reader: StatisticsReader, site: SiteConfig, since: datetime, u
     device's room schedule leaves unoccupied), water, on-minutes and reading counts."""
     _same_site(reader, site)
     rows = reader.hours(since, until)
-    before = reader.register_at({r.series.id for r in rows if r.series.cumulative}, since)
+    previous = reader.last_before({r.series.id for r in rows if r.series.cumulative}, since)
     spans = ScheduleSpans(site)
     out: dict[str, DeviceDay] = {}
-    previous: dict[int, float] = dict(before)
     for row in rows:  # by series, then hour
         s = row.series
         day = out.setdefault(s.device, DeviceDay(s.device))
@@ -420,9 +494,8 @@ def device_totals(reader: StatisticsReader, site: SiteConfig, since: datetime, u
             day.on_minutes += 60.0 * row.on_n / row.n
         if not s.cumulative:
             continue
-        start = previous.get(s.id, row.first)
-        delta = row.last - start if row.last >= start else max(row.last - row.first, 0.0)
-        previous[s.id] = row.last
+        delta, _ = hour_use(previous.get(s.id), row)
+        previous[s.id] = (row.last, row.last_us)
         if s.quantity == "energy" and (kwh := in_kwh(delta, s.unit)) is not None:
             day.energy_kwh += kwh
             location = site.locate(s.device)
