@@ -22,7 +22,7 @@ import statistics as stats
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -171,11 +171,15 @@ def month_alerts(alerts: Sequence[Alert], month: Month) -> list[Alert]:
 
 def _overdue(order: WorkOrder, until: str) -> bool:
     """Taken after its take-by time, or done after its resolve-by time; one still waiting
-    at `until` (the month's end, or now if sooner) counts once its deadline has passed."""
-    def late(deadline: str, at: str | None) -> bool:
-        return datetime.fromisoformat(at or until) > datetime.fromisoformat(deadline)
+    at `until` (the month's end, or now if sooner) counts once its deadline has passed. A
+    reopened order's deadlines run from the reopening: its first take, before then, does not
+    meet the new take-by time (as workorders.overdue_at judges it)."""
+    def late(deadline: str, hours: float, at: str | None) -> bool:
+        due = datetime.fromisoformat(deadline)
+        met = at is not None and datetime.fromisoformat(at) >= due - timedelta(hours=hours)
+        return datetime.fromisoformat(at if met and at else until) > due
 
-    return late(order.take_by, order.taken_at) or late(order.resolve_by, order.done_at)
+    return late(order.take_by, order.take_hours, order.taken_at) or late(order.resolve_by, order.resolve_hours, order.done_at)
 
 
 def _work_order_stats(orders: Sequence[WorkOrder], key: Any, until: str) -> list[dict[str, Any]]:

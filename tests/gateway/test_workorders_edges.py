@@ -19,10 +19,11 @@ import pytest
 from gateway.auth import hash_token
 from gateway.config import EscalationConfig
 from gateway.escalation import EscalationPolicy, overdue
+from gateway.monthly import build_monthly_report
 from gateway.store import StateStore
 from gateway.workorders import WorkOrderConfig, WorkOrderConflict, WorkOrderForbidden, WorkOrders, as_alert_change, day_counts
 from rules.alerts import AlertSignal, Severity, SignalAction
-from tests.api.conftest import TOKENS, Running, gateway_config, start
+from tests.api.conftest import SITE, TOKENS, Running, gateway_config, start
 from tests.support.state_db import state_db  # noqa: F401  (the fixture: once per engine)
 from warden.clock import ManualClock
 from warden.config import BrokerConfig
@@ -46,6 +47,16 @@ def judged_overdue(orders: WorkOrders, tmp_path: Path, order_id: int, at: dateti
         db.close()
     assert counted is not None
     return EscalationPolicy(LADDER).due_work_order(order, at) is not None, overdue(order, at), counted["overdue"] > 0
+
+
+def monthly_overdue(tmp_path: Path, at: datetime) -> int:
+    """Overdue repair requests in November 2026's monthly report, made at `at`."""
+    store = StateStore(tmp_path / "state.db")
+    try:
+        [row] = build_monthly_report(store, SITE, "2026-11", generated_at=at)["work_orders_site"]
+    finally:
+        store.close()
+    return int(row["overdue"])
 
 
 def test_the_24_hour_promise_is_clock_hours_over_a_holiday_weekend(tmp_path: Path) -> None:
@@ -96,6 +107,8 @@ def test_a_reopened_order_not_taken_again_is_overdue_everywhere_at_once(tmp_path
     take_by = datetime(2026, 11, 18, 11, 0, tzinfo=timezone.utc)
     assert judged_overdue(orders, tmp_path, order_id, take_by - timedelta(seconds=1)) == (False, False, False)
     assert judged_overdue(orders, tmp_path, order_id, take_by) == (True, True, True)
+    assert monthly_overdue(tmp_path, take_by - timedelta(seconds=1)) == 0
+    assert monthly_overdue(tmp_path, take_by + timedelta(seconds=1)) == 1  # the 06:10 take does not meet 11:00
     clock.advance(take_by + timedelta(minutes=5) - clock.now())  # the owner takes it again at 11:05: late, but taken
     orders.act(order_id, "take", "desk")
     assert judged_overdue(orders, tmp_path, order_id, take_by + timedelta(minutes=6))[:2] == (False, False)
