@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 
 from rules import state
 from rules.alerts import AlertSignal, Severity, SignalAction
-from rules.schedule import local_instant, wall_clock
+from rules.schedule import day_follows, local_instant, wall_clock
 from warden.config import PatrolRoute, SiteConfig, StrictModel, require_unique
 from warden.events import Event, PatrolTap, TapSource
 from warden.i18n import N_, Message
@@ -197,7 +197,12 @@ class PatrolRule:
             for checkpoint in route.checkpoints:
                 self._by_tag.setdefault(checkpoint.tag, []).append(route)
         self._rounds: dict[str, _Round] = {}
-        self._route_json = {route.id: route.model_dump(mode="json") for route in config.routes}
+        for route in config.routes:
+            if route.schedule is not None and route.schedule not in site.schedules:
+                raise ValueError(f"patrol.routes: {route.id}: schedule {route.schedule!r} is not a schedule of site {site.id}")
+        # A route without a schedule is written as before it could have one: snapshots of then compare equal.
+        self._route_json = {route.id: route.model_dump(mode="json", exclude={"schedule"} if route.schedule is None else None)
+                            for route in config.routes}
         self._pinned: dict[str, _Plan] = {}  # round key -> its plan, for rounds opened under another config
         self._changed: dict[str, datetime] = {}  # route -> watermark when its config changed (at a restore)
         self._plans: dict[tuple[str, date, time], _Plan | None] = {}
@@ -208,6 +213,7 @@ class PatrolRule:
         self._staged_since: datetime | None = None  # the watermark when the first of them came
         self._settle = timedelta(seconds=config.upload_settle_seconds)
         self._uploads: dict[str, datetime] = {}  # wand route -> when its newest upload was applied
+        self._wand_uploads: dict[str, dict[str, datetime]] = {}  # wand route -> wand (reader) -> its newest upload
         self.stats: dict[str, int] = dict.fromkeys(
             ("unknown_tag", "outside_rounds", "other_guard", "too_late", "repeats"), 0
         )
@@ -351,6 +357,8 @@ class PatrolRule:
                 self._place(route, item.tag, item.tap)
                 if route.wand and not (route.guard and item.tap.guard and item.tap.guard != route.guard):
                     self._uploads[route.id] = max(self._uploads.get(route.id, uploaded), uploaded)
+                    wands = self._wand_uploads.setdefault(route.id, {})
+                    wands[item.tap.reader] = max(wands.get(item.tap.reader, uploaded), uploaded)
 
     def _judged(self, plan: _Plan) -> bool:
         """Whether the round can be judged: always, unless walked with a wand that has not
@@ -358,7 +366,17 @@ class PatrolRule:
         if not plan.route.wand:
             return True
         uploaded = self._uploads.get(plan.route.id)
-        return uploaded is not None and uploaded >= plan.deadlines[-1]
+        if uploaded is None or uploaded < plan.deadlines[-1]:
+            return False
+        # A route walked with several wands: an upload without this round's taps may be the other
+        # wand's. A round with none of its taps yet waits for each wand that uploaded the route's
+        # taps within keep_hours before it opened (one used that recently may hold it), or for
+        # the upload deadline. One wand: its upload since the round's end judges it, as before.
+        rnd = self._rounds.get(plan.key)
+        if rnd is not None and any(t.source == TapSource.WAND.value for ts in rnd.taps.values() for t in ts):
+            return True
+        wands = self._wand_uploads.get(plan.route.id, {})
+        return not any(plan.opens - self._keep <= at < plan.deadlines[-1] for at in wands.values())
 
     def _follow_new_rounds(self, watermark: datetime) -> None:
         """Start following every round that has opened by the watermark, taps or not."""
@@ -408,7 +426,8 @@ class PatrolRule:
         return self._plans[key]
 
     def _make_plan(self, route: PatrolRoute, day: date, start: time) -> _Plan | None:
-        if day.weekday() not in route.days:
+        weekday = day.weekday() if route.schedule is None else day_follows(self._site, route.schedule, day)
+        if weekday is None or weekday not in route.days:
             return None
         starts = local_instant(self._site.zone, day, start)
         deadlines, at = [], starts
@@ -522,9 +541,16 @@ class PatrolRule:
         taps = {tag: self._once(t for t in ts if t.at <= watermark) for tag, ts in placed.items()}
         merged = sorted((t for ts in taps.values() for t in ts), key=lambda t: (t.at, t.source, t.reader))
         delay = max(merged[0].at - plan.deadlines[0], timedelta(0)) if merged else timedelta(0)
-        views = [self._checkpoint(c.tag, deadline, deadline + delay, taps.get(c.tag, []), watermark if judged else None)
-                 for c, deadline in zip(plan.route.checkpoints, plan.deadlines)]
-        checkpoints = tuple(_order(views, i) for i in range(len(views)))
+        views: list[CheckpointView] = []
+        after: datetime | None = None  # the tap taken for the checkpoints before
+        for c, deadline in zip(plan.route.checkpoints, plan.deadlines):
+            view = self._checkpoint(c.tag, deadline, deadline + delay, _in_order_first(taps.get(c.tag, []), after),
+                                    watermark if judged else None)
+            views.append(view)
+            after = view.tapped_at or after
+        # Out of order only once the checkpoint's due time passed: till then a tap keeping the order may come.
+        checkpoints = tuple(_order(views, i) if watermark >= (views[i].due or views[i].deadline) else views[i]
+                            for i in range(len(views)))
         outstanding = [v.due or v.deadline for v in checkpoints if v.state not in ("visited", "late")]
         gap = self._longest_gap(plan, [t.at for t in merged], watermark, max(outstanding, default=None), delay)
         wand = any(t.source == TapSource.WAND.value for t in merged)
@@ -542,12 +568,14 @@ class PatrolRule:
     def _checkpoint(
         tag: str, deadline: datetime, due: datetime, taps: list[_Tap], watermark: datetime | None
     ) -> CheckpointView:
-        """`due`: the deadline moved by the round's delay; `watermark` None: not judged yet."""
+        """`due`: the deadline moved by the round's delay; `watermark` None: not judged yet.
+        `taps` in order of preference (_in_order_first): the first that is in time is taken."""
         in_time = next((t for t in taps if t.at <= deadline), None)
         if in_time is not None:
             return CheckpointView(tag, deadline, "visited", due, in_time.at, in_time.source, len(taps))
-        if taps and taps[0].at <= due:  # late with its round: known as soon as tapped
-            return CheckpointView(tag, deadline, "late", due, taps[0].at, taps[0].source, len(taps))
+        with_round = next((t for t in taps if t.at <= due), None)
+        if with_round is not None:  # late with its round: known as soon as tapped
+            return CheckpointView(tag, deadline, "late", due, with_round.at, with_round.source, len(taps))
         if watermark is None or watermark < due:
             return CheckpointView(tag, deadline, "pending", due, taps=len(taps))
         if taps:
@@ -764,6 +792,7 @@ class PatrolRule:
             "staged": state.dump(self._staged),
             "staged_since": state.dump(self._staged_since),
             "uploads": state.dump(self._uploads),
+            "wand_uploads": {route: state.dump(wands) for route, wands in self._wand_uploads.items()},
             "routes": self._route_json,
             "changed": state.dump(self._changed),
         }
@@ -795,6 +824,17 @@ class PatrolRule:
         self._staged = [state.load(_Staged, item) for item in snapshot.get("staged", [])]
         self._staged_since = _parse(snapshot.get("staged_since"))
         self._uploads = {route: datetime.fromisoformat(at) for route, at in snapshot.get("uploads", {}).items()}
+        self._wand_uploads = {route: {wand: datetime.fromisoformat(at) for wand, at in wands.items()}
+                              for route, wands in snapshot.get("wand_uploads", {}).items()}  # none before: one wand each
+
+
+def _in_order_first(taps: list[_Tap], after: datetime | None) -> list[_Tap]:
+    """A checkpoint's taps (in time order), those after the tap taken for the checkpoints before
+    it first: tapped twice in a round (a stray tap of another route's guard, a guard's slip),
+    the tap that keeps the route's order counts, not the stray one before it."""
+    if after is None:
+        return taps
+    return [t for t in taps if t.at >= after] + [t for t in taps if t.at < after]
 
 
 def _order(views: list[CheckpointView], i: int) -> CheckpointView:

@@ -82,6 +82,15 @@ def _day_off(site: SiteConfig, schedule_name: str, day: date, where: _Where) -> 
     return plan is None or plan.off
 
 
+def day_follows(site: SiteConfig, schedule_name: str, day: date) -> int | None:
+    """The weekday (0 Monday) local `day` runs `schedule_name` as by the site calendar (a make-up
+    day its weekday's), or None if the schedule does not run that day (a holiday it does not
+    keep, a period mapping it to none, a closed room): a patrol route bound to it has no rounds."""
+    _windows(site, schedule_name)
+    plan = _plan(site, schedule_name, day, _Where())
+    return None if plan is None or plan.off or plan.schedule is None else plan.weekday
+
+
 def _day_windows(site: SiteConfig, schedule_name: str, day: date, where: _Where) -> list[tuple[WeeklyWindow, int]]:
     """The windows that start on local `day`, with the weekday the day follows."""
     plan = _plan(site, schedule_name, day, where)

@@ -28,7 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from simulators.base import ScheduleBook, epoch, utc
-from simulators.calendar import Span, local_instant, merge, outside, schedule_spans, seconds_by_band
+from simulators.calendar import (
+    Span,
+    keeps_holidays,
+    local_instant,
+    merge,
+    outside,
+    schedule_spans,
+    seconds_by_band,
+    what_day,
+)
 from simulators.cold_room import defrost_starts, door_open_spans
 from simulators.door_controller import door_schedule
 from simulators.scenario import (
@@ -613,7 +622,7 @@ class _Derivation:
         repeated one once, its first time); deadlines in elapsed time."""
         rounds = []
         for day in self.days() + [self.days()[-1] + timedelta(days=1)]:
-            if day.weekday() not in route.days:
+            if self._route_weekday(route, day) not in route.days:
                 continue
             for at in route.rounds:
                 t = self.local_instant(day, at)
@@ -625,6 +634,17 @@ class _Derivation:
                     deadlines.append(d)
                 rounds.append(_Round(route.id, day, at, t, tuple(deadlines)))
         return sorted(rounds, key=lambda r: r.start)
+
+    def _route_weekday(self, route: PatrolRoute, day: date) -> int | None:
+        """The weekday a route's `days` read for `day`: its own, or with a `schedule` the one the
+        calendar says the day follows (a make-up day's), None when that schedule has the day off."""
+        if route.schedule is None:
+            return day.weekday()
+        site = self.s.site
+        if site.calendar is None:
+            return None if day in site.holidays and not keeps_holidays(site, route.schedule) else day.weekday()
+        runs = what_day(site, day, route.schedule)
+        return None if runs is None else runs[0]
 
     def _patrol(self) -> list[ImpliedAlert]:
         if not self.rules.patrol.enabled:

@@ -388,6 +388,10 @@ class PatrolRoute(StrictModel):
     late_minutes: float = Field(default=60.0, ge=0, description="Taps this long after the last deadline still belong to the round")
     max_silence_minutes: float = Field(default=30.0, gt=0)
     guard: Identifier | None = None
+    schedule: Identifier | None = Field(
+        default=None, description="A site schedule: rounds only on days it runs by the site calendar (holidays, "
+        "vacations, make-up days: rules/patrol.py); none: every day in `days`"
+    )
     wand: bool = Field(default=False, description="Walked with an offline wand: judged once it is uploaded")
     upload_deadline_minutes: float | None = Field(
         default=None, gt=0, description="Wand routes: minutes after the round's last deadline by which the wand "
