@@ -445,6 +445,10 @@ class TimeOfUse(StrictModel):
                 raise ValueError(f"windows[{n}].season: unknown season {window.season!r}")
         if any(price < 0 for price in self.bands.values()):
             raise ValueError("bands: prices must not be negative")
+        for n, window in enumerate(self.windows):
+            if _shadowed(window, self.windows[:n]):
+                raise ValueError(f"windows[{n}]: never applies: windows listed before it cover all its hours (the first "
+                                 "window covering an instant names its band); list it before them")
         return self
 
     def band_at(self, local: datetime, workday: bool) -> str:
@@ -461,6 +465,22 @@ class TimeOfUse(StrictModel):
     def boundaries(self) -> frozenset[time]:
         """Wall times at which the band can change (midnight: day types and seasons)."""
         return frozenset({time(0), *(w.start for w in self.windows), *(w.end for w in self.windows if w.end)})
+
+
+_DAY_TYPES: dict[str, tuple[bool, ...]] = {"all": (True, False), "workday": (True,), "rest": (False,)}  # workday?
+
+
+def _shadowed(window: BandWindow, earlier: list[BandWindow]) -> bool:
+    """Whether every minute and day type `window` covers is covered first by an earlier window
+    of its season (or of all year): a critical-peak hour listed after the peak window around it."""
+    before = [w for w in earlier if w.season is None or w.season == window.season]
+    # Which windows cover a wall time changes only at their starts and ends: one look per stretch.
+    edges = {time(0), *(w.start for w in (window, *before)), *(w.end for w in (window, *before) if w.end)}
+    for workday in _DAY_TYPES[window.days]:
+        applying = [w for w in before if workday in _DAY_TYPES[w.days]]
+        if any(window.covers(wall) and not any(w.covers(wall) for w in applying) for wall in edges):
+            return False
+    return True
 
 
 def split_by_band(

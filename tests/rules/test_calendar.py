@@ -269,6 +269,25 @@ def test_day_types_and_seasons_pick_the_band() -> None:
         TimeOfUse.model_validate({**TOU, "windows": [{"band": "nope", "hours": "08:00-09:00"}]})
 
 
+def test_a_window_that_can_never_apply_is_refused_naming_it() -> None:
+    # The first window covering an instant names its band: a summer critical hour 12:00-14:00
+    # listed after an all-year peak 08:00-21:00 on all days would never be charged.
+    critical = {"band": "critical", "hours": "12:00-14:00", "season": "summer"}
+    shadowing = {
+        "bands": {"critical": 1.32, "peak": 1.10, "flat": 0.66}, "default_band": "flat",
+        "seasons": {"summer": {"start": "07-01", "end": "09-30"}},
+        "windows": [{"band": "peak", "hours": "08:00-21:00"}, critical],
+    }
+    with pytest.raises(ValueError, match=r"windows\[1\]: never applies"):
+        TimeOfUse.model_validate(shadowing)
+    # Covered on workdays only, it still applies on rest days; one minute uncovered is enough too.
+    TimeOfUse.model_validate({**shadowing, "windows": [{"band": "peak", "hours": "08:00-21:00", "days": "workday"}, critical]})
+    TimeOfUse.model_validate({**shadowing, "windows": [{"band": "peak", "hours": "08:00-13:59"}, critical]})
+    # Across midnight: valley 22:00-06:00 covers 23:00-05:00 listed after it.
+    with pytest.raises(ValueError, match=r"windows\[3\]: never applies"):
+        TimeOfUse.model_validate({**TOU, "windows": [*TOU["windows"], {"band": "peak", "hours": "23:00-05:00"}]})
+
+
 def test_waste_is_priced_by_band_and_survives_a_restart() -> None:
     priced = site(None, tariff={"currency": "CNY", "time_of_use": TOU})
     rule = AcAfterHoursRule(priced, AcAfterHoursConfig())
