@@ -43,6 +43,7 @@ from gateway.web.stream import AlertBroadcaster, sse_events
 from rules.alerts import AlertState, Severity
 from rules.config import ALERT_RULES
 from warden import names
+from warden.config import SiteConfig
 from warden.events import EARLIEST_TIME
 from warden.i18n import N_, localise, pick_locale, site_names
 
@@ -962,7 +963,7 @@ def _dashboard(app: FastAPI, gateway: Gateway) -> None:
         return dashboard_page(request, templates, gateway, page_site(gateway.sites, site))
 
 
-def dashboard_page(request: Request, templates: Jinja2Templates, gateway: Gateway, shown: Any) -> HTMLResponse:
+def dashboard_page(request: Request, templates: Jinja2Templates, gateway: Gateway, shown: SiteConfig) -> HTMLResponse:
     """The dashboard's page for site `shown` (the view across partitions serves it too, gateway/view.py)."""
     night = current_night(gateway, shown.id)
     nights = [night - timedelta(days=i) for i in range(7)]

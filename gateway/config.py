@@ -423,6 +423,7 @@ class GatewayConfig(StrictModel):
 
     @model_validator(mode="after")
     def _process_keys_are_the_top_levels(self) -> GatewayConfig:
+        """A site may not set what times the one process (rules/sites.py PROCESS_KEYS): it would be ignored."""
         for index, entry in enumerate(self.sites or []):
             if entry.rules is not None:
                 check_process_keys(self.rules, entry.rules, f"sites[{index}].rules")

@@ -60,7 +60,7 @@ import httpx
 import paho.mqtt.client as mqtt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from gateway.config import AlertsConfig, DeliveryConfig, RouteConfig, SmtpSinkConfig, WebhookSinkConfig
+from gateway.config import AlertsConfig, DeliveryConfig, GatewayConfig, RouteConfig, SmtpSinkConfig, WebhookSinkConfig
 from gateway.db import dialect, is_postgres_url, render_schema, table_columns
 from gateway.delivery import DeliveryError, change_document, note_text, safe_target
 from gateway.store import Alert, AlertChange, StateStore, close_thread_connections, thread_connection
@@ -505,8 +505,8 @@ def _beside(local: Path | str | None) -> Path | None:
     return None if local is None or is_postgres_url(local) else Path(local).with_name(RECEIPTS_NAME)
 
 
-def receipts_file(config: Any) -> Path | None:
-    """Where a gateway's (GatewayConfig) receipts journal lives: `alerts.receipts_file`, else beside its
+def receipts_file(config: GatewayConfig) -> Path | None:
+    """Where a gateway's receipts journal lives: `alerts.receipts_file`, else beside its
     other local files (a SQLite state_db, else the historian's file or spool); None when it has none."""
     historian = getattr(config.historian, "path", None) or getattr(config.historian, "spool_path", None)
     return config.alerts.receipts_file or _beside(config.state_db) or _beside(historian)

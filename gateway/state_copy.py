@@ -69,6 +69,8 @@ class LeaseTarget:
 
 @dataclass(frozen=True)
 class TableCopied:
+    """One table as copied and counted again in PostgreSQL (what `warden state copy` prints)."""
+
     table: str
     rows: int
     next_id: int | None  # the id PostgreSQL gives the next new row; None: the table has no generated id

@@ -125,6 +125,7 @@ class Partition:
         return f"{which} (gateway {self.config.id}, API {self.url})"
 
     def describe(self) -> dict[str, Any]:
+        """The `partition` field of the view's JSON: where a row came from and where to act on it."""
         return {"index": self.index, "gateway": self.config.id, "api": self.url}
 
     def read(self, work: Callable[[], T]) -> T:
@@ -232,6 +233,7 @@ def _first_line(exc: Exception) -> str:
 
 
 def view_id(alert_id: int, partition: Partition) -> int:
+    """The id the view shows for `partition`'s alert `alert_id` (District.of_view_id reverses it)."""
     return alert_id * VIEW_ID_STRIDE + partition.index
 
 
@@ -302,23 +304,42 @@ def _indices(loaded: list[tuple[str, GatewayConfig, Path, Any]], origin: str | P
 def open_district(config: ViewConfig, origin: str | Path, clock: Clock | None = None) -> District:
     """Every partition's state opened (reads only; the view changes nothing)."""
     clock = clock or SystemClock()
-    partitions = []
-    for place, (index, gateway, served) in enumerate(load_partitions(config, origin)):
-        try:
-            store = StateStore(gateway.state_db, clock=clock)
-            orders = WorkOrders(gateway.state_db, gateway.work_orders, served[0][0].id, clock)  # alerts' repair links
-        except psycopg.OperationalError as exc:
-            raise PartitionUnavailable(
-                f"{origin}: partitions[{place}]: state_db unreachable"
-                f" ({_server(gateway.state_db)}): {_first_line(exc)}"
-            ) from None
-        url = (
-            config.partition_urls[place] if config.partition_urls else f"http://{gateway.api.host}:{gateway.api.port}"
-        )
-        partitions.append(Partition(index, gateway, served, store, orders, url.rstrip("/")))
-    district = District(partitions, clock)
-    auth.check_token_sites(config.api, list(district.sites), partitioned=False)
+    partitions: list[Partition] = []
+    try:  # a partition refused or unreachable: those opened before it are closed, not left to the collector
+        for place, (index, gateway, served) in enumerate(load_partitions(config, origin)):
+            url = (
+                config.partition_urls[place]
+                if config.partition_urls
+                else f"http://{gateway.api.host}:{gateway.api.port}"
+            )
+            partitions.append(_open_partition(f"{origin}: partitions[{place}]", index, gateway, served, url, clock))
+        district = District(partitions, clock)
+        auth.check_token_sites(config.api, list(district.sites), partitioned=False)
+    except BaseException:
+        for partition in partitions:
+            partition.close()
+        raise
     return district
+
+
+def _open_partition(
+    key: str, index: int, gateway: GatewayConfig, served: list[tuple[SiteConfig, RulesConfig]], url: str, clock: Clock
+) -> Partition:
+    """One partition's state and work orders opened (the store closed again if the work orders
+    cannot be); PartitionUnavailable naming `key` while its database is down."""
+    store: StateStore | None = None
+    try:
+        store = StateStore(gateway.state_db, clock=clock)
+        orders = WorkOrders(gateway.state_db, gateway.work_orders, served[0][0].id, clock)  # alerts' repair links
+    except BaseException as exc:
+        if store is not None:
+            store.close()
+        if isinstance(exc, psycopg.OperationalError):
+            raise PartitionUnavailable(
+                f"{key}: state_db unreachable ({_server(gateway.state_db)}): {_first_line(exc)}"
+            ) from None
+        raise
+    return Partition(index, gateway, served, store, orders, url.rstrip("/"))
 
 
 # --------------------------------------------------------------------------- the API
@@ -506,6 +527,8 @@ def _alerts(app: FastAPI, district: District) -> None:
     ) -> list[dict[str, Any]]:
         """As a gateway's GET /api/alerts (newest first), over every partition; ids as the view shows them."""
         bounds = [gateway_api._utc_iso(since, "since"), gateway_api._utc_iso(until, "until")]
+        gateway_api._in_range(since, "since")  # as the gateway: a time no alert can have is refused (422)
+        gateway_api._in_range(until, "until")
         sites = auth.sites_asked(principal, served, site)
         picked: list[tuple[Partition, Alert]] = []
         for p in {id(district.owner[s]): district.owner[s] for s in sites}.values():

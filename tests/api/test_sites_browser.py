@@ -56,6 +56,23 @@ def fits(page: Any) -> None:
         assert 0 <= box["y"] and box["y"] + box["height"] <= size["height"], f"{button.inner_text()!r} outside: {box}"
 
 
+def expect_the_nights_overview(river: Any, hill: Any) -> None:
+    """The overview's rows of test_sites.py's night in zh-CN, by hand: riverside 1 open warning (cp-hall
+    missed); 1.2 kW x 0.5 h = 0.6 kWh at 0.30 EUR = 0.18 EUR; 1 of 2 checkpoints on time; nothing silent.
+    Hillside (the view's harbour): a warning (ac-h101 silent) and an info (cp-roof late); no waste; 2 of 3
+    on time; 1 silent."""
+    from playwright.sync_api import expect
+
+    expect(river.locator("td.alerts")).to_have_text("1 (警告 1)")
+    expect(river.locator("td.waste")).to_have_text("0.6 kWh · €0.18")
+    expect(river.locator("td.patrols")).to_have_text("2 个巡检点中 1 个准时")
+    expect(river.locator("td.silent")).to_have_text("0")
+    expect(hill.locator("td.alerts")).to_have_text("2 (警告 1 · 提示 1)")
+    expect(hill.locator("td.waste")).to_have_text("0 kWh · ¥0.00")
+    expect(hill.locator("td.patrols")).to_have_text("3 个巡检点中 2 个准时")
+    expect(hill.locator("td.silent")).to_have_text("1")
+
+
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["390x844", "1366x900"])
 def test_the_district_sees_the_overview_and_picks_a_school(browser: Any, viewport: dict[str, int]) -> None:
     from playwright.sync_api import expect
@@ -69,17 +86,7 @@ def test_the_district_sees_the_overview_and_picks_a_school(browser: Any, viewpor
     expect(rows).to_have_count(2)
     river, hill = rows.nth(0), rows.nth(1)
     expect(river.locator("td.site")).to_have_text("河畔学校")
-    # By hand (test_sites.py): riverside 1 open warning (cp-hall missed); 1.2 kW x 0.5 h = 0.6 kWh at
-    # 0.30 EUR = 0.18 EUR; 1 of 2 checkpoints on time; nothing silent.
-    expect(river.locator("td.alerts")).to_have_text("1 (警告 1)")
-    expect(river.locator("td.waste")).to_have_text("0.6 kWh · €0.18")
-    expect(river.locator("td.patrols")).to_have_text("2 个巡检点中 1 个准时")
-    expect(river.locator("td.silent")).to_have_text("0")
-    # Hillside: a warning (ac-h101 silent) and an info (cp-roof late); no waste; 2 of 3 on time; 1 silent.
-    expect(hill.locator("td.alerts")).to_have_text("2 (警告 1 · 提示 1)")
-    expect(hill.locator("td.waste")).to_have_text("0 kWh · ¥0.00")
-    expect(hill.locator("td.patrols")).to_have_text("3 个巡检点中 2 个准时")
-    expect(hill.locator("td.silent")).to_have_text("1")
+    expect_the_nights_overview(river, hill)
     # The overview lists both schools' open alerts, each saying whose; a school's own views wait for a pick.
     expect(page.locator("#alerts tbody tr")).to_have_count(3)
     expect(page.locator("#alerts tbody tr", has_text="ac-h101")).to_contain_text("山坡中学 · deadman")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import yaml
 
@@ -265,6 +266,15 @@ def test_alerts_of_both_partitions_with_ids_that_name_their_partition(running: R
     assert sorted(by_subject(harbour)) == ["ac-h101", "cp-roof"]
 
 
+def test_a_time_no_alert_can_have_is_refused_as_at_a_gateway(running: Running) -> None:
+    """As a gateway's GET /api/alerts: since/until outside 2000..2100 are refused (422), naming the key."""
+    client = running.client("district")
+    early = client.get("/api/alerts", params={"since": "1800-01-01T00:00:00Z"})
+    assert early.status_code == 422 and early.json()["detail"].startswith("since: expected a time from")
+    late = client.get("/api/alerts", params={"until": "2200-01-01T00:00:00Z"})
+    assert late.status_code == 422 and late.json()["detail"].startswith("until: expected a time from")
+
+
 def test_tokens_scoped_to_sites_scope_the_view(running: Running) -> None:
     office = running.client("riverside")
     assert [s["id"] for s in office.get("/api/sites").json()] == ["riverside"]
@@ -421,3 +431,22 @@ def test_an_unreachable_partition_is_named_with_503(
         district.close()
     with pytest.raises(PartitionUnavailable, match=r"partitions\[0\]: state_db unreachable \(host=127.0.0.1, port="):
         open_district(load_config(view_file, ViewConfig), view_file)
+
+
+def test_a_refused_district_leaves_no_session_open_on_the_partitions_already_opened(
+    postgres: PostgresServer, databases: list[str | Path], tmp_path: Path, broker_config: BrokerConfig
+) -> None:
+    """Partition 0 answers, partition 1 names a port nobody listens on: the view is refused, naming
+    partitions[1], and partition 0's state and work orders (two sessions while open) are closed again."""
+    unreachable = f"postgresql://warden@127.0.0.1:{free_port()}/nobody"
+    view_file = write_district(tmp_path, broker_config, [databases[0], unreachable])
+    opened = str(databases[0]).rsplit("/", 1)[1]
+
+    def sessions() -> int:
+        with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+            row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (opened,)).fetchone()
+        return int(row[0]) if row else -1
+
+    with pytest.raises(PartitionUnavailable, match=r"partitions\[1\]: state_db unreachable"):
+        open_district(load_config(view_file, ViewConfig), view_file)
+    wait_for(lambda: sessions() == 0, timeout=10, what="partition 0 closed")  # a backend ends just after its client
