@@ -127,14 +127,16 @@ def view(
             district = open_district(view_config, config)
         except PartitionUnavailable as exc:  # started before PostgreSQL answers: systemd tries again
             _fail(str(exc))
-    _check_port_free(view_config.api.host, view_config.api.port)
-    api = ApiServer(create_view_app(district, view_config.api), view_config.api.host, view_config.api.port)
-    api.start()
-    shown = f"{len(district.sites)} sites in {len(district.partitions)} partitions"
-    console.print(f"view of {shown} on {api.url}/ (API at {api.url}/api/overview)", highlight=False)
-    stop.wait()
-    api.stop()
-    district.close()
+    try:
+        _check_port_free(view_config.api.host, view_config.api.port)
+        api = ApiServer(create_view_app(district, view_config.api), view_config.api.host, view_config.api.port)
+        api.start()
+        shown = f"{len(district.sites)} sites in {len(district.partitions)} partitions"
+        console.print(f"view of {shown} on {api.url}/ (API at {api.url}/api/overview)", highlight=False)
+        stop.wait()
+        api.stop()
+    finally:
+        district.close()  # the partitions' database sessions, also when the port is taken
 
 
 def _wait_for_lease(config: GatewayConfig, stop: threading.Event) -> Lease | None:
