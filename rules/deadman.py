@@ -191,13 +191,17 @@ class DeadmanRule:
             agent = self._agents[agent_id]
             agent.silent_at = self._all_silent(agent_id, now)
             signals += self._sync_agent(agent_id, agent, now)
+        together: dict[str, tuple[datetime, timedelta] | None] = {}  # per agent, once a tick: not devices²
         for device_id in sorted(self._devices):
-            signals += self._judge_device(device_id, self._devices[device_id], now)
+            signals += self._judge_device(device_id, self._devices[device_id], now, together)
         return signals
 
     # ----------------------------------------------------------------- devices
 
-    def _judge_device(self, device_id: str, device: _Device, now: datetime) -> list[AlertSignal]:
+    def _judge_device(
+        self, device_id: str, device: _Device, now: datetime, together: dict[str, tuple[datetime, timedelta] | None]
+    ) -> list[AlertSignal]:
+        """`together`: _together per agent, filled as needed (a device's judgement changes none)."""
         interval = self._interval(device_id, device)
         if interval is None or device.raised:
             return []
@@ -207,7 +211,7 @@ class DeadmanRule:
         if self._held_back(device_id):
             self.stats["held_back"] += 1
             return []
-        if self._awaits_its_agent(device_id, deadline):
+        if self._awaits_its_agent(device_id, deadline, together):
             self.stats["awaiting_agent"] += 1
             return []
         device.raised = True
@@ -243,17 +247,23 @@ class DeadmanRule:
             return self._agents[agent].raised
         return any(a.status == "offline" for a_id, a in self._agents.items() if not self._has_devices(a_id))
 
-    def _awaits_its_agent(self, device_id: str, deadline: datetime) -> bool:
+    def _awaits_its_agent(
+        self, device_id: str, deadline: datetime, together: dict[str, tuple[datetime, timedelta] | None]
+    ) -> bool:
         """An agent's devices never fall silent at one instant: a poll cycle or a reporting
         period spreads their last readings over seconds or a minute. A due device whose
-        agent's other devices spoke last within a third of the shortest interval of it waits
+        agent's other devices spoke last within TOGETHER_SHARE of the shortest interval waits
         for the agent's judgement (one alert, `_all_silent`), instead of paging on its own
         ahead of it; one whose fellows spoke later than that is alone in its silence."""
         agent = self._agent_of(device_id)
-        together = self._together(agent) if agent is not None else None
-        if together is None:
+        if agent is None:
             return False
-        newest, shortest = together
+        if agent not in together:
+            together[agent] = self._together(agent)
+        fellows = together[agent]
+        if fellows is None:
+            return False
+        newest, shortest = fellows
         return newest + shortest <= deadline + shortest * TOGETHER_SHARE
 
     def _together(self, agent_id: str) -> tuple[datetime, timedelta] | None:
@@ -368,11 +378,10 @@ class DeadmanRule:
         if reason == "offline" and self._offline_grace and agent.offline_seen is not None:
             return agent.offline_seen + self._offline_grace
         candidates = [t for t in (agent.status_at, self._newest) if t is not None]
+        lasts = [d.last for d_id, d in self._devices.items() if d.last and self._agent_of(d_id) == agent_id]
         if reason == "partial":  # the newest word of one of its devices: some are back
-            lasts = [d.last for d_id, d in self._devices.items() if d.last and self._agent_of(d_id) == agent_id]
             return max(lasts, default=max(candidates))
         if not reason:  # back: its status said online, or one of its devices spoke
-            lasts = [d.last for d_id, d in self._devices.items() if d.last and self._agent_of(d_id) == agent_id]
             online = agent.status_at if agent.status == "online" else None
             candidates = [t for t in (online, *lasts) if t] or candidates
         return max(candidates)

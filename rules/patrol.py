@@ -71,6 +71,7 @@ class PatrolConfig(StrictModel):
         return self
 
 _MAX_TAPS_PER_TAG = 200
+_PLANS_KEPT = 5000  # round plans cached at least (PatrolRule._plan); more with many routes
 _MAX_STAGED = 20_000  # wand taps awaiting the next watermark move; more are applied at once
 
 
@@ -197,6 +198,7 @@ class PatrolRule:
             for checkpoint in route.checkpoints:
                 self._by_tag.setdefault(checkpoint.tag, []).append(route)
         self._rounds: dict[str, _Round] = {}
+        self._route_rounds: dict[str, dict[str, _Round]] = {}  # route -> its followed rounds by key (_next)
         for route in config.routes:
             if route.schedule is not None and route.schedule not in site.schedules:
                 raise ValueError(f"patrol.routes: {route.id}: schedule {route.schedule!r} is not a schedule of site {site.id}")
@@ -206,6 +208,10 @@ class PatrolRule:
         self._pinned: dict[str, _Plan] = {}  # round key -> its plan, for rounds opened under another config
         self._changed: dict[str, datetime] = {}  # route -> watermark when its config changed (at a restore)
         self._plans: dict[tuple[str, date, time], _Plan | None] = {}
+        # Each tick plans every round from keep_hours back to a day ahead (_follow_new_rounds): a
+        # smaller cache would be cleared and every plan remade on every tick of a site with many rounds.
+        walked_days = int(config.keep_hours // 24) + 4
+        self._plans_max = max(_PLANS_KEPT, 2 * walked_days * sum(len(route.rounds) for route in config.routes))
         self._previous_plans: dict[str, _Plan | None] = {}  # round key -> the round opened before it
         self._watermark: datetime | None = None
         self._since: datetime | None = None  # rounds opening before the rule first saw time are not judged
@@ -298,7 +304,7 @@ class PatrolRule:
         if expired and plan.key not in self._rounds:
             self.stats["too_late"] += 1
             return
-        rnd = self._rounds.setdefault(plan.key, self._new_round(route, plan))
+        rnd = self._follow(route, plan)
         taps = rnd.taps.setdefault(tag, [])
         if any(abs(t.at - tap.at) <= self._repeat for t in taps):
             self.stats["repeats"] += 1
@@ -328,6 +334,7 @@ class PatrolRule:
             if rnd.route not in self._routes or self._watermark >= self._plan_of(rnd).horizon + self._keep:
                 self._settle_lent(rnd)
                 del self._rounds[key]
+                self._route_rounds[rnd.route].pop(key, None)
                 self._pinned.pop(key, None)
         return sorted(signals, key=lambda s: (s.at, s.rule, s.subject))
 
@@ -389,11 +396,17 @@ class PatrolRule:
                 for start in route.rounds:
                     plan = self._plan(route, first + timedelta(days=n), start)
                     if plan and self._since <= plan.opens <= watermark < plan.horizon + self._keep and self._usable(plan):
-                        self._rounds.setdefault(plan.key, self._new_round(route, plan))
+                        self._follow(route, plan)
 
-    def _new_round(self, route: PatrolRoute, plan: _Plan) -> _Round:
-        """A round opening now: it keeps the route's present config as its plan until judged."""
-        return _Round(route.id, plan.day.isoformat(), f"{plan.start:%H:%M}", plan=self._route_json[route.id])
+    def _follow(self, route: PatrolRoute, plan: _Plan) -> _Round:
+        """The round of `plan`, followed from now if it was not yet: it keeps the route's present
+        config as its plan until judged."""
+        rnd = self._rounds.get(plan.key)
+        if rnd is None:
+            rnd = _Round(route.id, plan.day.isoformat(), f"{plan.start:%H:%M}", plan=self._route_json[route.id])
+            self._rounds[plan.key] = rnd
+            self._route_rounds.setdefault(route.id, {})[plan.key] = rnd
+        return rnd
 
     def _routes_of(self, tag: str) -> list[PatrolRoute]:
         """The configured routes whose rounds may take a tap of `tag`: the routes that list it, and
@@ -420,7 +433,7 @@ class PatrolRule:
     def _plan(self, route: PatrolRoute, day: date, start: time) -> _Plan | None:
         key = (route.id, day, start)
         if key not in self._plans:
-            if len(self._plans) > 5000:
+            if len(self._plans) > self._plans_max:
                 self._plans.clear()
             self._plans[key] = self._make_plan(route, day, start)
         return self._plans[key]
@@ -464,7 +477,7 @@ class PatrolRule:
         """The round of the route opened just before `plan`'s, if it is still followed and
         its late taps still count when `plan` opens."""
         if plan.key not in self._previous_plans:
-            if len(self._previous_plans) > 5000:
+            if len(self._previous_plans) > self._plans_max:
                 self._previous_plans.clear()
             self._previous_plans[plan.key] = self._plan_for(plan.route, plan.opens - timedelta(microseconds=1))
         prev = self._previous_plans[plan.key]
@@ -474,8 +487,8 @@ class PatrolRule:
     def _next(self, plan: _Plan) -> tuple[_Plan, _Round] | None:
         """The followed round of the route opened next after `plan`'s, if `plan`'s is its previous
         and it has taps (it can lend none otherwise)."""
-        later = [(p, rnd) for rnd in self._rounds.values() if rnd.taps and rnd.route == plan.route.id
-                 and (p := self._plan_of(rnd)).opens > plan.opens]
+        later = [(p, rnd) for rnd in self._route_rounds.get(plan.route.id, {}).values()
+                 if rnd.taps and (p := self._plan_of(rnd)).opens > plan.opens]  # its route's only: no rounds² a tick
         if not later:
             return None
         nxt = min(later, key=lambda item: item[0].opens)
@@ -807,11 +820,13 @@ class PatrolRule:
         self._since = _parse(snapshot["since"])
         rounds = {key: state.load(_Round, r) for key, r in snapshot["rounds"].items()}
         self._rounds = {key: r for key, r in rounds.items() if r.route in self._routes}
+        self._route_rounds = {}
+        for key, rnd in self._rounds.items():
+            self._route_rounds.setdefault(rnd.route, {})[key] = rnd
         self._pinned = {}
         for key, rnd in self._rounds.items():
             if rnd.plan is not None and rnd.plan != self._route_json[rnd.route]:
-                plan = self._make_plan(PatrolRoute.model_validate(rnd.plan), date.fromisoformat(rnd.day),
-                                       time.fromisoformat(rnd.start))
+                plan = self._make_plan(self._old_route(rnd.plan), date.fromisoformat(rnd.day), time.fromisoformat(rnd.start))
                 if plan is not None:
                     self._pinned[key] = plan
         self._changed = {route: datetime.fromisoformat(at) for route, at in snapshot.get("changed", {}).items()
@@ -826,6 +841,12 @@ class PatrolRule:
         self._uploads = {route: datetime.fromisoformat(at) for route, at in snapshot.get("uploads", {}).items()}
         self._wand_uploads = {route: {wand: datetime.fromisoformat(at) for wand, at in wands.items()}
                               for route, wands in snapshot.get("wand_uploads", {}).items()}  # none before: one wand each
+
+    def _old_route(self, plan: dict[str, Any]) -> PatrolRoute:
+        """The route a round opened under. Its schedule only chose the round's day: one renamed or
+        removed from the site since is read as none, so the restart restores instead of failing."""
+        route = PatrolRoute.model_validate(plan)
+        return route if route.schedule in (None, *self._site.schedules) else route.model_copy(update={"schedule": None})
 
 
 def _in_order_first(taps: list[_Tap], after: datetime | None) -> list[_Tap]:

@@ -464,6 +464,7 @@ class _Derivation:
             return []
         groups: dict[tuple[str, str, str], list[_On]] = defaultdict(list)
         schedules: dict[tuple[str, str, str], str | None] = {}
+        near_on = _on_above(cfg) * (1 - NEAR_SHARE)
         for spec in self.s.devices:
             if not isinstance(spec, PowerMeterSpec) or spec.circuit not in _AFTER_HOURS_RULE:
                 continue
@@ -472,8 +473,7 @@ class _Derivation:
                 continue
             key = (place.building, place.room, spec.circuit)
             schedules[key] = place.schedule
-            on_above = _on_above(cfg)
-            groups[key] += [o for o in self._on_spans(spec) if o.watts > on_above * (1 - NEAR_SHARE)]
+            groups[key] += [o for o in self._on_spans(spec) if o.watts > near_on]
         out: list[ImpliedAlert] = []
         for key, ons in groups.items():
             building, room, kind = key
