@@ -8,6 +8,7 @@ so one bad rule cannot stop the others.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ from rules.water import WaterRule
 from warden.config import SiteConfig
 from warden.events import EVENT_KINDS, Event
 
+log = logging.getLogger(__name__)
 
 class StatefulRule(Rule, Protocol):
     """A rule whose state the gateway persists across restarts."""
@@ -52,9 +54,9 @@ class RuleEngine:
     def __init__(self, site: SiteConfig, config: RulesConfig, rules: tuple[StatefulRule, ...] | None = None) -> None:
         """`rules`: the families to run; by default those `config` enables."""
         self.site = site
+        self._config = config
         self.rules: tuple[StatefulRule, ...] = build_rules(site, config) if rules is None else rules
-        # Routing by kind is on the hot path: a reading goes to 3 rule families, not 5.
-        self._readers = {kind: tuple(r for r in self.rules if kind in r.reads) for kind in EVENT_KINDS}
+        self._route()
         self._counts = {"events": 0, "other_site": 0, "errors": 0}
         self._last_error = ""
         self.on_error: Callable[[str, Exception], None] | None = None  # told of each rule that raised
@@ -106,10 +108,26 @@ class RuleEngine:
         return {rule.name: rule.state_snapshot() for rule in self.rules}
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        """Restore the rules found in `snapshot`; rules it does not mention start empty."""
-        for rule in self.rules:
-            if rule.name in snapshot:
+        """Restore the rules found in `snapshot`; rules it does not mention start empty. A family
+        whose state cannot be restored (a version it cannot read, a config changed under it) is
+        counted, logged and started empty: the other families, and the site, are not left blind."""
+        rules = list(self.rules)
+        for index, rule in enumerate(rules):
+            if rule.name not in snapshot:
+                continue
+            try:
                 rule.restore(snapshot[rule.name])
+            except Exception as exc:  # noqa: BLE001 - one family's state must not stop the rules
+                log.error("rule state not restored; the family starts empty", exc_info=exc,
+                          extra={"site": self.site.id, "rule": rule.name})
+                self._failed(rule, exc)
+                rules[index] = next(r for r in build_rules(self.site, self._config) if r.name == rule.name)
+        self.rules = tuple(rules)
+        self._route()
+
+    def _route(self) -> None:
+        """Routing by kind is on the hot path: a reading goes to 3 rule families, not 5."""
+        self._readers = {kind: tuple(r for r in self.rules if kind in r.reads) for kind in EVENT_KINDS}
 
     def stats(self) -> dict[str, Any]:
         return {

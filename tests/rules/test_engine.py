@@ -106,6 +106,20 @@ def test_restore_ignores_rules_it_does_not_know(engine: RuleEngine) -> None:
     assert engine.snapshot()["ac_after_hours"]["episodes"] == {}
 
 
+def test_a_family_whose_state_cannot_be_read_starts_empty_and_the_others_carry_on(engine: RuleEngine) -> None:
+    # 19:00-19:10 at 1.2 kW after the 18:00 end: the 10-minute grace has passed, an episode is open.
+    start = local("2026-03-03 19:00")
+    run(engine, start, range(0, 11, 5))
+    snapshot = json.loads(json.dumps(engine.snapshot()))
+    snapshot["doors"] = {"version": 999, "doors": {}}  # written by a newer release, say
+    restarted = RuleEngine(SITE, CONFIG)
+    restarted.restore(snapshot)
+    assert restarted.stats()["errors"] == 1 and "doors" in restarted.stats()["last_error"]
+    assert restarted.snapshot()["doors"]["doors"] == {}  # started empty, and working
+    [signal] = run(restarted, start, range(15, 16))  # the AC's episode carried over: an update, not a new raise
+    assert signal.action is SignalAction.UPDATE
+
+
 def test_stats_include_rule_counters(engine: RuleEngine) -> None:
     start = local("2026-03-03 19:00")
     run(engine, start, range(0, 11, 5))
