@@ -324,10 +324,6 @@ class StatisticsReader:
         )
         return [HourRow(known[r[0]], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10]) for r in rows]
 
-    def register_at(self, series_ids: Iterable[int], before: datetime) -> dict[int, float]:
-        """Each register's last reading in an hour before `before` (an hour boundary)."""
-        return {sid: value for sid, (value, _) in self.last_before(series_ids, before).items()}
-
     def last_before(self, series_ids: Iterable[int], before: datetime) -> dict[int, Previous]:
         """Each register's last reading in an hour before `before` and its time (µs since the epoch)."""
         bound = _ceil_hour(before)
