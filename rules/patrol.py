@@ -820,11 +820,9 @@ class PatrolRule:
         self._since = _parse(snapshot["since"])
         rounds = {key: state.load(_Round, r) for key, r in snapshot["rounds"].items()}
         self._rounds = {key: r for key, r in rounds.items() if r.route in self._routes}
-        self._route_rounds = {}
+        self._route_rounds, self._pinned = {}, {}
         for key, rnd in self._rounds.items():
             self._route_rounds.setdefault(rnd.route, {})[key] = rnd
-        self._pinned = {}
-        for key, rnd in self._rounds.items():
             if rnd.plan is not None and rnd.plan != self._route_json[rnd.route]:
                 plan = self._make_plan(self._old_route(rnd.plan), date.fromisoformat(rnd.day), time.fromisoformat(rnd.start))
                 if plan is not None:
